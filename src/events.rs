@@ -1,0 +1,293 @@
+//! The event contract between the producers (poller, scheduler) and the worker.
+//!
+//! Owns the event JSON of DESIGN.md ("Events"), the subject layout and the deterministic
+//! event ids used as `Nats-Msg-Id`. It must not talk to NATS or Channex: it is plain data,
+//! shared by the poller, the scheduler, the rules, `rules test` fixtures and `replay`.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The kinds of events on `CONCIERGE_EVENTS`. Each is two subject tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EventType {
+    #[serde(rename = "thread.new_message")]
+    ThreadNewMessage,
+    #[serde(rename = "inquiry.received")]
+    InquiryReceived,
+    #[serde(rename = "follow_up.due")]
+    FollowUpDue,
+    #[serde(rename = "schedule.tick")]
+    ScheduleTick,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 4] = [
+        EventType::ThreadNewMessage,
+        EventType::InquiryReceived,
+        EventType::FollowUpDue,
+        EventType::ScheduleTick,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::ThreadNewMessage => "thread.new_message",
+            EventType::InquiryReceived => "inquiry.received",
+            EventType::FollowUpDue => "follow_up.due",
+            EventType::ScheduleTick => "schedule.tick",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for EventType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One event, exactly the JSON of the contract. Blocks that do not apply are `None` and are
+/// left out of the JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    pub occurred_at: DateTime<Utc>,
+    pub property: PropertyInfo,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<ThreadSnapshot>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<MessageInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inquiry: Option<InquiryInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow_up: Option<FollowUpInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<ScheduleInfo>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PropertyInfo {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    /// IANA zone name, e.g. `Europe/Lisbon`; `UTC` when the config says nothing.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    #[serde(default)]
+    pub vars: Map<String, Value>,
+}
+
+pub fn default_timezone() -> String {
+    "UTC".to_string()
+}
+
+/// The thread as it was when the event was produced.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ThreadSnapshot {
+    pub id: String,
+    #[serde(default)]
+    pub title: String,
+    /// `booking_com`, `airbnb` or `other`.
+    pub provider: String,
+    #[serde(default)]
+    pub is_closed: bool,
+    #[serde(default)]
+    pub message_count: u64,
+    #[serde(default)]
+    pub booking_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_message_received_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_guest_message_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_property_message_at: Option<DateTime<Utc>>,
+    /// The newest guest message is newer than the newest property message.
+    #[serde(default)]
+    pub awaiting_reply: bool,
+}
+
+impl ThreadSnapshot {
+    /// `awaiting_reply` as the contract defines it.
+    pub fn compute_awaiting_reply(
+        last_guest: Option<DateTime<Utc>>,
+        last_property: Option<DateTime<Utc>>,
+    ) -> bool {
+        match (last_guest, last_property) {
+            (Some(g), Some(p)) => g > p,
+            (Some(_), None) => true,
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MessageInfo {
+    pub id: String,
+    #[serde(default)]
+    pub text: String,
+    /// `guest`, `property` or `system`.
+    pub sender: String,
+    #[serde(default)]
+    pub attachments: Vec<String>,
+    pub inserted_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InquiryInfo {
+    #[serde(default)]
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub non_response_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkin_date: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkout_date: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nights: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number_of_guests: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listing_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_payout_amount_accurate: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FollowUpInfo {
+    pub name: String,
+    pub due_at: DateTime<Utc>,
+    #[serde(default)]
+    pub data: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleInfo {
+    pub name: String,
+}
+
+impl Event {
+    /// `<prefix>.events.<type>.<property_id>`.
+    pub fn subject(&self, prefix: &str) -> String {
+        event_subject(prefix, self.event_type, &self.property.id)
+    }
+
+    pub fn thread_id(&self) -> Option<&str> {
+        self.thread.as_ref().map(|t| t.id.as_str())
+    }
+}
+
+pub fn event_subject(prefix: &str, event_type: EventType, property_id: &str) -> String {
+    format!(
+        "{prefix}.events.{}.{}",
+        event_type.as_str(),
+        subject_token(property_id)
+    )
+}
+
+/// NATS subject tokens may not contain `.`, `*`, `>` or whitespace; Channex ids are UUIDs,
+/// but ids from config are user-typed, so sanitise rather than trust.
+pub fn subject_token(raw: &str) -> String {
+    if raw.is_empty() {
+        return "_".to_string();
+    }
+    raw.chars()
+        .map(|c| match c {
+            '.' | '*' | '>' => '_',
+            c if c.is_whitespace() => '_',
+            c => c,
+        })
+        .collect()
+}
+
+/// Deterministic ids: same input, same id, so a re-publish is deduplicated by JetStream.
+pub mod ids {
+    use chrono::{DateTime, Utc};
+
+    pub fn new_message(thread_id: &str, message_id: &str) -> String {
+        format!("thread.new_message:{thread_id}:{message_id}")
+    }
+
+    pub fn inquiry(thread_id: &str, inquiry_message_id: &str) -> String {
+        format!("inquiry.received:{thread_id}:{inquiry_message_id}")
+    }
+
+    pub fn follow_up(thread_id: &str, name: &str, due_at: DateTime<Utc>) -> String {
+        format!("follow_up.due:{thread_id}:{name}:{}", due_at.timestamp_millis())
+    }
+
+    pub fn schedule_tick(schedule: &str, tick_at: DateTime<Utc>, thread_id: &str) -> String {
+        format!("schedule.tick:{schedule}:{}:{thread_id}", tick_at.timestamp())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_json_omits_absent_blocks_and_round_trips() {
+        let ev = Event {
+            id: ids::new_message("t1", "m1"),
+            event_type: EventType::ThreadNewMessage,
+            occurred_at: "2021-07-28T04:25:15Z".parse().unwrap(),
+            property: PropertyInfo {
+                id: "p1".into(),
+                name: "Casa".into(),
+                timezone: "Europe/Lisbon".into(),
+                vars: Map::new(),
+            },
+            thread: Some(ThreadSnapshot {
+                id: "t1".into(),
+                provider: "booking_com".into(),
+                ..Default::default()
+            }),
+            message: None,
+            inquiry: None,
+            follow_up: None,
+            schedule: None,
+        };
+        let json = serde_json::to_value(&ev).unwrap();
+        assert_eq!(json["type"], "thread.new_message");
+        assert!(json.get("message").is_none());
+        assert!(json.get("inquiry").is_none());
+        assert_eq!(json["thread"]["booking_id"], Value::Null);
+        let back: Event = serde_json::from_value(json).unwrap();
+        assert_eq!(back, ev);
+        assert_eq!(
+            ev.subject("concierge"),
+            "concierge.events.thread.new_message.p1"
+        );
+    }
+
+    #[test]
+    fn awaiting_reply_follows_the_contract() {
+        let t = |s: &str| Some(s.parse::<DateTime<Utc>>().unwrap());
+        assert!(ThreadSnapshot::compute_awaiting_reply(
+            t("2024-01-02T00:00:00Z"),
+            t("2024-01-01T00:00:00Z")
+        ));
+        assert!(!ThreadSnapshot::compute_awaiting_reply(
+            t("2024-01-01T00:00:00Z"),
+            t("2024-01-02T00:00:00Z")
+        ));
+        assert!(ThreadSnapshot::compute_awaiting_reply(t("2024-01-01T00:00:00Z"), None));
+        assert!(!ThreadSnapshot::compute_awaiting_reply(None, None));
+    }
+
+    #[test]
+    fn subject_tokens_are_sanitised() {
+        assert_eq!(subject_token("a.b*c>d e"), "a_b_c_d_e");
+        assert_eq!(subject_token(""), "_");
+    }
+}

@@ -1,0 +1,44 @@
+//! concierge: guest-messaging automation for hosts on Channex (Booking.com, Airbnb).
+//!
+//! The modules follow the data flow of DESIGN.md:
+//!
+//! ```text
+//! channex ──▶ poller ──▶ events (JetStream CONCIERGE_EVENTS) ──▶ worker
+//!                                                                  │
+//!              rules (Rhai, pure: event → plan) ◀──────────────────┤
+//!              templates (handlebars: plan → text)                 │
+//!              executor (the only writer: Channex, alerts, ledger) ◀┘──▶ audit (CONCIERGE_AUDIT)
+//!              scheduler (follow-up timers + cron ticks) ──▶ events
+//! ```
+//!
+//! - [`config`]: `concierge.toml` + environment overrides, validated once at start.
+//! - [`channex`]: typed HTTP client of the Channex Messages API (retries, rate limit).
+//! - [`sim`]: an in-process / standalone simulator of that API, for tests and the demo.
+//! - [`events`]: the event JSON, subjects and deterministic ids.
+//! - [`nats`]: connecting, and creating/reconciling streams and KV buckets.
+//! - [`lease`]: KV-lease leader election used by the poller and the scheduler.
+//! - [`poller`]: turns Channex changes into events, restart-safe.
+//! - [`rules`]: loads and runs Rhai rule files; an event in, an action plan out.
+//! - [`templates`]: handlebars rendering in strict mode.
+//! - [`executor`]: carries out a plan effectively once; alert sinks.
+//! - [`worker`]: the durable consumer that ties rules, executor and audit together.
+//! - [`audit`]: the audit record and its stream.
+//! - [`scheduler`]: durable follow-up timers and cron schedules.
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/webhooks/channex`.
+//! - [`cli`]: the command line; the only module that reads argv or the environment.
+
+pub mod audit;
+pub mod channex;
+pub mod cli;
+pub mod config;
+pub mod events;
+pub mod executor;
+pub mod http;
+pub mod lease;
+pub mod nats;
+pub mod poller;
+pub mod rules;
+pub mod scheduler;
+pub mod sim;
+pub mod templates;
+pub mod worker;
