@@ -1,1 +1,746 @@
-//! TODO
+//! Configuration: `concierge.toml` plus environment overrides, validated once at start.
+//!
+//! Owns the typed configuration, its defaults, the environment-override scheme and the
+//! one-line error that names the offending key and file (the CLI maps it to exit code 2).
+//! It must not start anything or read the command line; `cli` hands it the path.
+//!
+//! Environment overrides (applied on top of the file, before validation):
+//! - the well-known names `CHANNEX_API_KEY`, `CHANNEX_BASE_URL`, `NATS_URL`,
+//!   `NATS_CREDENTIALS`, `CONCIERGE_WEBHOOK_URL`, `CONCIERGE_WEBHOOK_SECRET`;
+//! - any key as `CONCIERGE_<SECTION>_<KEY>`, e.g. `CONCIERGE_CHANNEX_POLL_INTERVAL=10s`,
+//!   `CONCIERGE_RULES_DRY_RUN=true`, `CONCIERGE_CHANNEX_PROPERTY_IDS='["p1","p2"]'`. The
+//!   value is read as a TOML value when it parses as one, else as a string. Section names
+//!   have no underscore, so the split is unambiguous. `[properties]` and `[[schedules]]`
+//!   are tables keyed by id and are only set in the file.
+//!
+//! Relative paths (`rules.dir`, `rules.templates_dir`, `nats.credentials`) resolve against
+//! the folder of the config file (or the working directory when there is no file).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use serde_json::{Map, Value};
+
+/// A string that must never be printed: API keys, webhook URLs with tokens, shared secrets.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("\"\"")
+        } else {
+            f.write_str("\"***\"")
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub channex: ChannexConfig,
+    pub nats: NatsConfig,
+    pub rules: RulesConfig,
+    pub worker: WorkerConfig,
+    pub poller: PollerConfig,
+    pub alerts: AlertsConfig,
+    pub http: HttpConfig,
+    pub properties: BTreeMap<String, PropertyConfig>,
+    pub schedules: Vec<ScheduleConfig>,
+    /// Where the configuration came from (not a TOML key).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            channex: ChannexConfig::default(),
+            nats: NatsConfig::default(),
+            rules: RulesConfig::default(),
+            worker: WorkerConfig::default(),
+            poller: PollerConfig::default(),
+            alerts: AlertsConfig::default(),
+            http: HttpConfig::default(),
+            properties: BTreeMap::new(),
+            schedules: Vec::new(),
+            source: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChannexConfig {
+    pub base_url: String,
+    pub api_key: Secret,
+    /// Properties to poll. Empty = every property the key can see (one unfiltered listing).
+    pub property_ids: Vec<String>,
+    #[serde(deserialize_with = "duration")]
+    pub poll_interval: Duration,
+    pub requests_per_minute: u32,
+    pub max_retries: u32,
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+}
+
+impl Default for ChannexConfig {
+    fn default() -> Self {
+        ChannexConfig {
+            base_url: "https://staging.channex.io/api/v1/".into(),
+            api_key: Secret::default(),
+            property_ids: Vec::new(),
+            poll_interval: Duration::from_secs(30),
+            requests_per_minute: 600,
+            max_retries: 5,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    pub url: String,
+    /// Subject prefix: `<prefix>.events.>`, `<prefix>.audit.>`, `<prefix>.alerts.>`.
+    pub prefix: String,
+    /// Path to a `.creds` file (NATS decentralised auth). Optional.
+    pub credentials: Option<PathBuf>,
+    /// Stream and KV replicas: 1 on a single server, 3 on a 3-node cluster.
+    pub replicas: usize,
+    #[serde(deserialize_with = "duration")]
+    pub events_max_age: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub audit_max_age: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub duplicate_window: Duration,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            url: "nats://127.0.0.1:4222".into(),
+            prefix: "concierge".into(),
+            credentials: None,
+            replicas: 1,
+            events_max_age: Duration::from_secs(30 * 86_400),
+            audit_max_age: Duration::from_secs(90 * 86_400),
+            duplicate_window: Duration::from_secs(3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    pub dir: PathBuf,
+    pub templates_dir: PathBuf,
+    /// Global dry-run: plan and audit, never call Channex or alert sinks.
+    pub dry_run: bool,
+    /// Properties in dry-run while the others act.
+    pub dry_run_properties: Vec<String>,
+    /// The same template is not sent to the same thread twice within this window.
+    #[serde(deserialize_with = "duration")]
+    pub cooldown: Duration,
+    /// Live reload of rules and templates.
+    pub watch: bool,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        RulesConfig {
+            dir: PathBuf::from("rules"),
+            templates_dir: PathBuf::from("templates"),
+            dry_run: false,
+            dry_run_properties: Vec::new(),
+            cooldown: Duration::from_secs(3600),
+            watch: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// Durable consumer name shared by every worker process.
+    pub consumer: String,
+    /// Deliveries before an event is given up with a `failed` audit record.
+    pub max_deliver: i64,
+    #[serde(deserialize_with = "duration")]
+    pub ack_wait: Duration,
+    /// Delay before a transiently failed event is redelivered.
+    #[serde(deserialize_with = "duration")]
+    pub retry_delay: Duration,
+    /// Events processed at once per process.
+    pub concurrency: usize,
+    /// On SIGTERM: time allowed to finish in-flight actions.
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            consumer: "concierge-worker".into(),
+            max_deliver: 5,
+            ack_wait: Duration::from_secs(60),
+            retry_delay: Duration::from_secs(5),
+            concurrency: 8,
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PollerConfig {
+    /// Leader lease time-to-live; a standby takes over within about this long.
+    #[serde(deserialize_with = "duration")]
+    pub lease_ttl: Duration,
+}
+
+impl Default for PollerConfig {
+    fn default() -> Self {
+        PollerConfig {
+            lease_ttl: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Slack-compatible incoming webhook (`{"text": ...}`). A secret: never logged.
+    pub webhook_url: Secret,
+    /// Publish alerts on `<prefix>.alerts.<property_id>`.
+    pub nats: bool,
+    /// Also write alerts to the log.
+    pub log: bool,
+    pub max_attempts: u32,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            webhook_url: Secret::default(),
+            nats: true,
+            log: true,
+            max_attempts: 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// `host:port` for `/metrics`, `/healthz`, `/readyz`, `/webhooks/channex`. Empty = off.
+    pub listen: String,
+    /// Required in header `x-concierge-secret` (or `?secret=`) on `/webhooks/channex`.
+    pub webhook_secret: Secret,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: String::new(),
+            webhook_secret: Secret::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PropertyConfig {
+    pub name: String,
+    pub timezone: Option<String>,
+    pub vars: Map<String, Value>,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    pub name: String,
+    /// 5-field crontab (`0 9 * * *`) or 6/7-field with seconds.
+    pub cron: String,
+    #[serde(default = "crate::events::default_timezone")]
+    pub timezone: String,
+    /// Properties to tick; empty = every configured property.
+    #[serde(default)]
+    pub property_ids: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config error in {file}: cannot read: {message}")]
+    Read { file: String, message: String },
+    #[error("config error in {file}: {message}")]
+    Syntax { file: String, message: String },
+    #[error("config error in {file}: key `{key}`{origin}: {message}")]
+    Key {
+        file: String,
+        key: String,
+        origin: String,
+        message: String,
+    },
+}
+
+impl ConfigError {
+    fn key(file: &str, key: &str, origin: Option<&str>, message: impl Into<String>) -> Self {
+        ConfigError::Key {
+            file: file.to_string(),
+            key: key.to_string(),
+            origin: origin
+                .map(|var| format!(" (from environment variable {var})"))
+                .unwrap_or_default(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Well-known environment variables and the key they set.
+const NAMED_ENV: &[(&str, &str, &str)] = &[
+    ("CHANNEX_API_KEY", "channex", "api_key"),
+    ("CHANNEX_BASE_URL", "channex", "base_url"),
+    ("NATS_URL", "nats", "url"),
+    ("NATS_CREDENTIALS", "nats", "credentials"),
+    ("CONCIERGE_WEBHOOK_URL", "alerts", "webhook_url"),
+    ("CONCIERGE_WEBHOOK_SECRET", "http", "webhook_secret"),
+];
+
+/// `CONCIERGE_*` variables that are not config keys.
+const NON_KEY_ENV: &[&str] = &["CONCIERGE_CONFIG", "CONCIERGE_LOG", "CONCIERGE_LOG_FORMAT"];
+
+const SECTIONS: &[&str] = &[
+    "channex", "nats", "rules", "worker", "poller", "alerts", "http",
+];
+
+/// Keys whose values are secrets: never echoed in errors.
+const SECRET_KEYS: &[&str] = &["api_key", "webhook_url", "webhook_secret"];
+
+impl Config {
+    /// Load from `path` (or defaults when `None`), apply `env`, validate.
+    /// `env` is passed in (not read here) so tests are hermetic.
+    pub fn load(path: Option<&Path>, env: &[(String, String)]) -> Result<Config, ConfigError> {
+        let file_label = path
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "<defaults>".to_string());
+        let mut table = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read {
+                    file: file_label.clone(),
+                    message: e.to_string(),
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Syntax {
+                        file: file_label.clone(),
+                        message: e.to_string().trim().replace('\n', " "),
+                    })?
+            }
+            None => toml::Table::new(),
+        };
+        let origins = apply_env(&mut table, env, &file_label)?;
+
+        let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
+                let key = e.path().to_string();
+                let origin = origins
+                    .iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, var)| var.as_str());
+                let message = redact_secret_value(&key, e.inner().to_string());
+                ConfigError::key(&file_label, &key, origin, message)
+            })?;
+        config.source = path.map(Path::to_path_buf);
+        let base = path
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        config.resolve_paths(&base);
+        config.validate(&file_label)?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() && !base.as_os_str().is_empty() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut self.rules.dir);
+        resolve(&mut self.rules.templates_dir);
+        if let Some(c) = self.nats.credentials.as_mut() {
+            resolve(c);
+        }
+    }
+
+    fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let err = |key: &str, msg: String| Err(ConfigError::key(file, key, None, msg));
+        if !(self.channex.base_url.starts_with("http://")
+            || self.channex.base_url.starts_with("https://"))
+        {
+            return err(
+                "channex.base_url",
+                format!("must be an http(s) URL, got {:?}", self.channex.base_url),
+            );
+        }
+        if self.channex.requests_per_minute == 0 {
+            return err("channex.requests_per_minute", "must be at least 1".into());
+        }
+        if self.channex.poll_interval < Duration::from_millis(100) {
+            return err("channex.poll_interval", "must be at least 100ms".into());
+        }
+        if self.nats.prefix.is_empty()
+            || self
+                .nats
+                .prefix
+                .chars()
+                .any(|c| matches!(c, '.' | '*' | '>' | ' '))
+        {
+            return err(
+                "nats.prefix",
+                "must be one subject token (no '.', '*', '>' or spaces)".into(),
+            );
+        }
+        if !(1..=5).contains(&self.nats.replicas) {
+            return err("nats.replicas", "must be between 1 and 5".into());
+        }
+        if self.worker.max_deliver < 1 {
+            return err("worker.max_deliver", "must be at least 1".into());
+        }
+        if self.worker.concurrency == 0 {
+            return err("worker.concurrency", "must be at least 1".into());
+        }
+        if !self.alerts.webhook_url.is_empty()
+            && !(self.alerts.webhook_url.expose().starts_with("https://")
+                || self.alerts.webhook_url.expose().starts_with("http://"))
+        {
+            return err(
+                "alerts.webhook_url",
+                "must be an http(s) URL (value hidden: it is a secret)".into(),
+            );
+        }
+        for (id, prop) in &self.properties {
+            if let Some(tz) = &prop.timezone {
+                if tz.parse::<chrono_tz::Tz>().is_err() {
+                    return err(
+                        &format!("properties.\"{id}\".timezone"),
+                        format!("unknown IANA time zone {tz:?}"),
+                    );
+                }
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, s) in self.schedules.iter().enumerate() {
+            if !names.insert(s.name.as_str()) {
+                return err(
+                    &format!("schedules[{i}].name"),
+                    format!("duplicate schedule name {:?}", s.name),
+                );
+            }
+            if let Err(e) = crate::scheduler::parse_cron(&s.cron) {
+                return err(&format!("schedules[{i}].cron"), e.to_string());
+            }
+            if s.timezone.parse::<chrono_tz::Tz>().is_err() {
+                return err(
+                    &format!("schedules[{i}].timezone"),
+                    format!("unknown IANA time zone {:?}", s.timezone),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The roles that talk to Channex need a key; `rules check` and friends do not.
+    pub fn require_channex_key(&self) -> Result<(), ConfigError> {
+        if self.channex.api_key.is_empty() {
+            return Err(ConfigError::key(
+                &self.source_label(),
+                "channex.api_key",
+                None,
+                "is required (set it in the file or with CHANNEX_API_KEY)",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn source_label(&self) -> String {
+        self.source
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "<defaults>".to_string())
+    }
+
+    /// Timezone of a property (`UTC` when not configured).
+    pub fn property_timezone(&self, property_id: &str) -> String {
+        self.properties
+            .get(property_id)
+            .and_then(|p| p.timezone.clone())
+            .unwrap_or_else(crate::events::default_timezone)
+    }
+
+    /// The property block of an event, from config.
+    pub fn property_info(&self, property_id: &str) -> crate::events::PropertyInfo {
+        let prop = self.properties.get(property_id);
+        crate::events::PropertyInfo {
+            id: property_id.to_string(),
+            name: prop.map(|p| p.name.clone()).unwrap_or_default(),
+            timezone: self.property_timezone(property_id),
+            vars: prop.map(|p| p.vars.clone()).unwrap_or_default(),
+        }
+    }
+
+    /// Dry-run for this property (global switch or per-property).
+    pub fn is_dry_run(&self, property_id: &str) -> bool {
+        self.rules.dry_run
+            || self
+                .rules
+                .dry_run_properties
+                .iter()
+                .any(|p| p == property_id)
+            || self.properties.get(property_id).is_some_and(|p| p.dry_run)
+    }
+}
+
+/// Returns, for every key set from the environment, `(dotted key, variable name)`.
+fn apply_env(
+    table: &mut toml::Table,
+    env: &[(String, String)],
+    file: &str,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut origins = Vec::new();
+    let mut set = |table: &mut toml::Table, section: &str, key: &str, var: &str, raw: &str| {
+        let value = parse_env_value(key, raw);
+        let entry = table
+            .entry(section.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        match entry {
+            toml::Value::Table(t) => {
+                t.insert(key.to_string(), value);
+                origins.push((format!("{section}.{key}"), var.to_string()));
+                Ok(())
+            }
+            _ => Err(ConfigError::key(
+                file,
+                section,
+                None,
+                "must be a table ([section])",
+            )),
+        }
+    };
+    for (var, raw) in env {
+        if let Some((_, section, key)) = NAMED_ENV.iter().find(|(name, _, _)| name == var) {
+            set(table, section, key, var, raw)?;
+            continue;
+        }
+        let Some(rest) = var.strip_prefix("CONCIERGE_") else {
+            continue;
+        };
+        if NON_KEY_ENV.contains(&var.as_str()) || NAMED_ENV.iter().any(|(n, _, _)| n == var) {
+            continue;
+        }
+        let lower = rest.to_ascii_lowercase();
+        let Some((section, key)) = lower.split_once('_') else {
+            return Err(ConfigError::key(
+                file,
+                &lower,
+                Some(var),
+                "is not a config key (expected CONCIERGE_<SECTION>_<KEY>)",
+            ));
+        };
+        if !SECTIONS.contains(&section) {
+            return Err(ConfigError::key(
+                file,
+                &format!("{section}.{key}"),
+                Some(var),
+                format!("unknown section `{section}`, expected one of {SECTIONS:?}"),
+            ));
+        }
+        set(table, section, key, var, raw)?;
+    }
+    Ok(origins)
+}
+
+fn parse_env_value(key: &str, raw: &str) -> toml::Value {
+    if SECRET_KEYS.contains(&key) {
+        return toml::Value::String(raw.to_string());
+    }
+    // `key = <raw>` parses for numbers, booleans, arrays and quoted strings.
+    match format!("v = {raw}").parse::<toml::Table>() {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.into())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+fn redact_secret_value(key: &str, message: String) -> String {
+    if SECRET_KEYS.iter().any(|s| key.ends_with(s)) {
+        "invalid value (hidden: it is a secret)".to_string()
+    } else {
+        message
+    }
+}
+
+/// Durations are strings such as `"30s"`, `"5m"`, `"2h"`, `"1h 30m"`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("invalid duration {s:?} ({e}); use e.g. \"30s\", \"5m\", \"2h\""))
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_load_without_a_file() {
+        let c = Config::load(None, &[]).unwrap();
+        assert_eq!(c.channex.poll_interval, Duration::from_secs(30));
+        assert_eq!(c.nats.prefix, "concierge");
+        assert!(c.require_channex_key().is_err());
+    }
+
+    #[test]
+    fn full_file_with_env_overrides() {
+        let f = write(
+            r#"
+            [channex]
+            api_key = "file-key"
+            property_ids = ["p1"]
+            poll_interval = "10s"
+            [rules]
+            dir = "myrules"
+            cooldown = "2h"
+            [properties."p1"]
+            name = "Casa Azul"
+            timezone = "Europe/Lisbon"
+            vars = { wifi_name = "azul", checkin_time = "15:00" }
+            [[schedules]]
+            name = "daily"
+            cron = "0 9 * * *"
+            timezone = "Europe/Lisbon"
+            "#,
+        );
+        let c = Config::load(
+            Some(f.path()),
+            &env(&[
+                ("CHANNEX_API_KEY", "env-key"),
+                ("NATS_URL", "nats://10.0.0.1:4222"),
+                ("CONCIERGE_CHANNEX_POLL_INTERVAL", "5s"),
+                ("CONCIERGE_RULES_DRY_RUN", "true"),
+                ("PATH", "/usr/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.channex.api_key.expose(), "env-key");
+        assert_eq!(c.nats.url, "nats://10.0.0.1:4222");
+        assert_eq!(c.channex.poll_interval, Duration::from_secs(5));
+        assert!(c.rules.dry_run);
+        assert_eq!(c.rules.cooldown, Duration::from_secs(7200));
+        assert_eq!(c.rules.dir, f.path().parent().unwrap().join("myrules"));
+        assert_eq!(c.property_info("p1").timezone, "Europe/Lisbon");
+        assert_eq!(c.property_info("p1").vars["wifi_name"], "azul");
+        assert_eq!(c.property_info("other").timezone, "UTC");
+        assert!(!format!("{c:?}").contains("env-key"));
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_file() {
+        let f = write("[channex]\npoll_intervall = \"10s\"\n");
+        let e = Config::load(Some(f.path()), &[]).unwrap_err().to_string();
+        assert!(e.contains("poll_intervall"), "{e}");
+        assert!(e.contains(&f.path().display().to_string()), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_key() {
+        let f = write("[channex]\nrequests_per_minute = \"lots\"\n");
+        let e = Config::load(Some(f.path()), &[]).unwrap_err().to_string();
+        assert!(e.contains("channex.requests_per_minute"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_and_env_origin_are_reported() {
+        let e = Config::load(None, &env(&[("CONCIERGE_CHANNEX_POLL_INTERVAL", "soon")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("channex.poll_interval"), "{e}");
+        assert!(e.contains("CONCIERGE_CHANNEX_POLL_INTERVAL"), "{e}");
+        let e = Config::load(None, &env(&[("CONCIERGE_BOGUS_X", "1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn secrets_never_echoed() {
+        let e = Config::load(
+            None,
+            &env(&[("CONCIERGE_WEBHOOK_URL", "ftp://hooks.example/T0K3N")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("alerts.webhook_url"), "{e}");
+        assert!(!e.contains("T0K3N"), "{e}");
+    }
+
+    #[test]
+    fn bad_timezone_and_cron_rejected() {
+        let f = write("[properties.\"p\"]\ntimezone = \"Mars/Olympus\"\n");
+        let e = Config::load(Some(f.path()), &[]).unwrap_err().to_string();
+        assert!(e.contains("timezone"), "{e}");
+        let f = write("[[schedules]]\nname = \"x\"\ncron = \"every day\"\n");
+        let e = Config::load(Some(f.path()), &[]).unwrap_err().to_string();
+        assert!(e.contains("schedules[0].cron"), "{e}");
+    }
+
+    #[test]
+    fn dry_run_levels() {
+        let f =
+            write("[rules]\ndry_run_properties = [\"a\"]\n[properties.\"b\"]\ndry_run = true\n");
+        let c = Config::load(Some(f.path()), &[]).unwrap();
+        assert!(c.is_dry_run("a"));
+        assert!(c.is_dry_run("b"));
+        assert!(!c.is_dry_run("c"));
+    }
+}

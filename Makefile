@@ -1,0 +1,43 @@
+# concierge: `make demo` (self-contained showcase) and `make test` (everything CI runs).
+SHELL := /bin/bash
+CARGO ?= cargo
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all build test lint fmt demo bench ensure-nats rules-check clean
+
+all: build
+
+build:
+	$(CARGO) build
+
+# nats-server is needed by the tests and the demo: install Debian's package when missing.
+ensure-nats:
+	@if command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ]; then \
+		echo "nats-server: $$( (command -v nats-server || echo /usr/sbin/nats-server) )"; \
+	else \
+		echo "nats-server missing: installing it from Debian's packages"; \
+		$(SUDO) apt-get update && $(SUDO) apt-get install -y nats-server; \
+	fi
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+test: ensure-nats lint
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		$(CARGO) nextest run --no-fail-fast; \
+	else \
+		$(CARGO) test --no-fail-fast; \
+	fi
+	$(CARGO) test --doc
+	$(CARGO) run -q -- rules check --dir rules --templates templates
+	$(CARGO) run -q -- rules test --dir rules --templates templates
+
+demo: ensure-nats
+	$(CARGO) run -q -- demo
+
+bench: ensure-nats
+	$(CARGO) bench
+
+fmt:
+	$(CARGO) fmt --all
