@@ -744,3 +744,16 @@ mod tests {
         assert!(!c.is_dry_run("c"));
     }
 }
+
+#[cfg(test)]
+mod example_file {
+    use super::*;
+
+    #[test]
+    fn shipped_example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("concierge.example.toml");
+        let c = Config::load(Some(&path), &[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.schedules.len(), 1);
+        assert!(!c.properties.is_empty());
+    }
+}
