@@ -13,7 +13,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::events::{subject_token, Event};
-use crate::nats::AUDIT_STREAM;
+use crate::nats::audit_stream;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -255,7 +255,7 @@ pub async fn read_stream(
 ) -> Result<(), AuditError> {
     let read_err = |e: &dyn std::fmt::Display| AuditError::Read(e.to_string());
     let mut stream = js
-        .get_stream(AUDIT_STREAM)
+        .get_stream(audit_stream(prefix))
         .await
         .map_err(|e| read_err(&e))?;
     let info = stream.info().await.map_err(|e| read_err(&e))?;

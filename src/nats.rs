@@ -18,8 +18,20 @@ use async_nats::jetstream::{self, kv, stream};
 
 use crate::config::NatsConfig;
 
+/// Stream names for the default prefix `concierge`, as in the contract.
 pub const EVENTS_STREAM: &str = "CONCIERGE_EVENTS";
 pub const AUDIT_STREAM: &str = "CONCIERGE_AUDIT";
+
+/// `CONCIERGE_EVENTS` for the default prefix; `<PREFIX>_EVENTS` for another prefix, so two
+/// deployments (or a demo) can share one NATS server without touching each other.
+pub fn events_stream(prefix: &str) -> String {
+    format!("{}_EVENTS", prefix.to_ascii_uppercase())
+}
+
+/// `CONCIERGE_AUDIT` for the default prefix; `<PREFIX>_AUDIT` otherwise.
+pub fn audit_stream(prefix: &str) -> String {
+    format!("{}_AUDIT", prefix.to_ascii_uppercase())
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum NatsError {
@@ -138,7 +150,7 @@ impl Infra {
         ensure_stream(
             &js,
             stream::Config {
-                name: EVENTS_STREAM.into(),
+                name: events_stream(&cfg.prefix),
                 subjects: vec![names.events_subjects()],
                 storage: stream::StorageType::File,
                 max_age: cfg.events_max_age,
@@ -151,7 +163,7 @@ impl Infra {
         ensure_stream(
             &js,
             stream::Config {
-                name: AUDIT_STREAM.into(),
+                name: audit_stream(&cfg.prefix),
                 subjects: vec![names.audit_subjects()],
                 storage: stream::StorageType::File,
                 max_age: cfg.audit_max_age,

@@ -1,1 +1,529 @@
-//! TODO
+//! The poller role: turns what changed at Channex into events on `CONCIERGE_EVENTS`.
+//!
+//! Owns change detection and the thread snapshots in KV (`<prefix>_threads`, key
+//! `t.<thread id>`), the per-property baseline mark (`baseline.<property>`), and the
+//! guarantee of exactly one event per message:
+//! - every event id is deterministic and sent as `Nats-Msg-Id`, and a thread's snapshot is
+//!   written only after all its events were acknowledged by JetStream, so a crash between
+//!   the two re-publishes the same ids, which the stream's duplicate window drops;
+//! - the snapshot remembers the newest message seen (time and the ids at that time), so a
+//!   restart emits exactly the messages that arrived while it was down.
+//!
+//! Economy: one `list_threads` pass per property per cycle (ceil(threads/100) calls, asking
+//! for `order[updated_at]=desc` and stopping at the first unchanged thread when Channex
+//! honours the order), then one messages call per changed thread (more only when more
+//! than 100 messages arrived). Decisions that are not in the contract:
+//! - thread snapshots in events describe the thread as of the poll (freshest knowledge:
+//!   if staff answered in the same cycle, the guest message's event already says
+//!   `awaiting_reply: false`);
+//! - the first cycle ever for a property is a baseline (nothing emitted) unless
+//!   `--backfill` asks for recent messages; threads that appear later are new, and all
+//!   their messages are emitted.
+//!
+//! It must not evaluate rules or write to Channex. Only the lease holder polls.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, kv};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+
+use crate::channex::{ChannexClient, ChannexError, Message, OrderDirection, Sender, Thread, ThreadQuery};
+use crate::config::Config;
+use crate::events::{ids, Event, EventType, InquiryInfo, MessageInfo, PropertyInfo, ThreadSnapshot};
+use crate::lease::{LeaderElection, Lease};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PollerError {
+    #[error("Channex: {0}")]
+    Channex(#[from] ChannexError),
+    #[error("snapshot store: {0}")]
+    Store(String),
+    #[error("publishing event {id}: {message}")]
+    Publish { id: String, message: String },
+    #[error("leader election: {0}")]
+    Lease(String),
+}
+
+/// What the poller remembers of one thread between cycles.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ThreadState {
+    pub property_id: String,
+    pub message_count: u64,
+    pub is_closed: bool,
+    pub last_message_received_at: Option<DateTime<Utc>>,
+    /// Newest message already emitted (or recorded by the baseline).
+    pub newest_message_at: Option<DateTime<Utc>>,
+    /// Ids of the messages at exactly `newest_message_at` (timestamps can tie).
+    pub newest_message_ids: Vec<String>,
+    pub last_guest_message_at: Option<DateTime<Utc>>,
+    pub last_property_message_at: Option<DateTime<Utc>>,
+    /// The inquiry message already announced with `inquiry.received`.
+    pub inquiry_message_id: Option<String>,
+}
+
+impl ThreadState {
+    fn changed(&self, t: &Thread) -> bool {
+        self.message_count != t.message_count
+            || self.is_closed != t.is_closed
+            || self.last_message_received_at != t.last_message_received_at
+    }
+
+    fn knows(&self, m: &Message) -> bool {
+        match self.newest_message_at {
+            None => false,
+            Some(at) => m.inserted_at < at || (m.inserted_at == at && self.newest_message_ids.contains(&m.id)),
+        }
+    }
+}
+
+/// Counters of one cycle (logged, and returned for tests and benchmarks).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CycleStats {
+    pub threads_seen: usize,
+    pub threads_changed: usize,
+    pub events_emitted: usize,
+    pub api_calls: u64,
+    pub threads_failed: usize,
+    pub baseline: bool,
+}
+
+fn state_key(thread_id: &str) -> String {
+    format!("t.{}", crate::executor::ledger::key_token(thread_id))
+}
+
+fn baseline_key(property_id: &str) -> String {
+    format!("baseline.{}", crate::executor::ledger::key_token(property_id))
+}
+
+/// Builds the event's thread block from the listing row and the poller's knowledge.
+pub fn snapshot_of(t: &Thread, state: &ThreadState) -> ThreadSnapshot {
+    ThreadSnapshot {
+        id: t.id.clone(),
+        title: t.title.clone(),
+        provider: t.provider.as_event_str().to_string(),
+        is_closed: t.is_closed,
+        message_count: t.message_count,
+        booking_id: t.booking_id.clone(),
+        channel_id: t.channel_id.clone(),
+        last_message_received_at: t.last_message_received_at,
+        last_guest_message_at: state.last_guest_message_at,
+        last_property_message_at: state.last_property_message_at,
+        awaiting_reply: ThreadSnapshot::compute_awaiting_reply(
+            state.last_guest_message_at,
+            state.last_property_message_at,
+        ),
+    }
+}
+
+/// A thread snapshot straight from Channex (thread + its newest messages): used where a
+/// fresh view matters more than API calls (follow-up firing).
+pub async fn fresh_snapshot(
+    channex: &ChannexClient,
+    thread_id: &str,
+) -> Result<(ThreadSnapshot, Option<String>), ChannexError> {
+    let thread = channex.get_thread(thread_id).await?;
+    let page = channex.list_thread_messages_page(thread_id, 1, 100).await?;
+    let mut state = ThreadState::default();
+    fold_senders(&mut state, &page.items);
+    Ok((snapshot_of(&thread, &state), thread.property_id.clone()))
+}
+
+fn fold_senders(state: &mut ThreadState, messages: &[Message]) {
+    for m in messages {
+        let slot = match m.sender {
+            Sender::Guest => &mut state.last_guest_message_at,
+            Sender::Property => &mut state.last_property_message_at,
+            _ => continue,
+        };
+        if slot.is_none_or(|at| m.inserted_at > at) {
+            *slot = Some(m.inserted_at);
+        }
+    }
+}
+
+pub fn inquiry_info(m: &Message) -> Option<InquiryInfo> {
+    let d = m.booking_details()?;
+    Some(InquiryInfo {
+        status: m
+            .meta
+            .as_ref()
+            .and_then(|meta| meta.status.clone())
+            .unwrap_or_default(),
+        non_response_at: d.non_response_at,
+        checkin_date: d.checkin_date.clone(),
+        checkout_date: d.checkout_date.clone(),
+        nights: d.nights,
+        number_of_guests: d.number_of_guests,
+        guest_name: d.guest_name.clone(),
+        listing_name: d.listing_name.clone(),
+        expected_payout_amount_accurate: d.expected_payout_amount_accurate.clone(),
+        currency: d.currency.clone(),
+    })
+}
+
+pub struct Poller {
+    channex: ChannexClient,
+    js: jetstream::Context,
+    threads_kv: kv::Store,
+    leases_kv: kv::Store,
+    config: Arc<Config>,
+    backfill: Option<Duration>,
+    holder_id: String,
+    /// In-memory copy of the snapshots; reloaded from KV on becoming leader.
+    states: HashMap<String, ThreadState>,
+    baselined: HashSet<String>,
+}
+
+impl Poller {
+    pub fn new(
+        channex: ChannexClient,
+        infra: &crate::nats::Infra,
+        config: Arc<Config>,
+        backfill: Option<Duration>,
+    ) -> Self {
+        Poller {
+            channex,
+            js: infra.js.clone(),
+            threads_kv: infra.threads.clone(),
+            leases_kv: infra.leases.clone(),
+            config,
+            backfill,
+            holder_id: format!("poller-{}", uuid::Uuid::new_v4()),
+            states: HashMap::new(),
+            baselined: HashSet::new(),
+        }
+    }
+
+    pub fn holder_id(&self) -> &str {
+        &self.holder_id
+    }
+
+    /// Poll every `poll_interval` (or at once on a webhook nudge) while holding the lease.
+    pub async fn run(
+        mut self,
+        mut shutdown: watch::Receiver<bool>,
+        mut nudges: mpsc::Receiver<Option<String>>,
+    ) -> Result<(), PollerError> {
+        let lease = Lease::new(
+            self.leases_kv.clone(),
+            "poller",
+            self.holder_id.clone(),
+            self.config.poller.lease_ttl,
+        );
+        let election = LeaderElection::spawn(lease, crate::lease::system_clock(), shutdown.clone());
+        let mut leader = election.subscribe();
+        let mut was_leader = false;
+        let mut interval = tokio::time::interval(self.config.channex.poll_interval);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let only: Option<String> = tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = interval.tick() => None,
+                n = nudges.recv() => n.flatten(),
+                _ = leader.changed() => { None }
+            };
+            let is_leader = *leader.borrow();
+            if !is_leader {
+                if was_leader {
+                    tracing::info!(holder = %self.holder_id, "poller lost the lease; standing by");
+                }
+                was_leader = false;
+                continue;
+            }
+            if !was_leader {
+                tracing::info!(holder = %self.holder_id, "poller is leader");
+                self.load_states().await?;
+                was_leader = true;
+            }
+            let properties: Vec<Option<String>> = match only {
+                Some(p) => vec![Some(p)],
+                None if self.config.channex.property_ids.is_empty() => vec![None],
+                None => self.config.channex.property_ids.iter().cloned().map(Some).collect(),
+            };
+            for property in properties {
+                if *shutdown.borrow() || !*leader.borrow() {
+                    break;
+                }
+                match self.poll_once(property.as_deref()).await {
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(property = property.as_deref().unwrap_or("*"), error = %e, "poll cycle failed; will retry next cycle"),
+                }
+            }
+        }
+        election.stop().await;
+        Ok(())
+    }
+
+    /// Load every snapshot from KV (on becoming leader; a previous leader wrote them).
+    pub async fn load_states(&mut self) -> Result<(), PollerError> {
+        let store_err = |e: &dyn std::fmt::Display| PollerError::Store(e.to_string());
+        self.states.clear();
+        self.baselined.clear();
+        let mut keys = match self.threads_kv.keys().await {
+            Ok(k) => k,
+            Err(e) => return Err(store_err(&e)),
+        };
+        let mut all = Vec::new();
+        while let Some(k) = keys.next().await {
+            all.push(k.map_err(|e| store_err(&e))?);
+        }
+        for key in all {
+            if let Some(p) = key.strip_prefix("baseline.") {
+                self.baselined.insert(p.to_string());
+                continue;
+            }
+            let Some(id) = key.strip_prefix("t.") else { continue };
+            if let Some(bytes) = self.threads_kv.get(&key).await.map_err(|e| store_err(&e))? {
+                match serde_json::from_slice::<ThreadState>(&bytes) {
+                    Ok(s) => {
+                        self.states.insert(id.to_string(), s);
+                    }
+                    Err(e) => tracing::warn!(key, error = %e, "unreadable snapshot ignored"),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One poll of one property (`None`: every property the key sees).
+    pub async fn poll_once(&mut self, property: Option<&str>) -> Result<CycleStats, PollerError> {
+        let started = Instant::now();
+        let calls_before = self.channex.stats().requests;
+        let scope = property.unwrap_or("*").to_string();
+        let baseline = !self.baselined.contains(&crate::executor::ledger::key_token(&scope));
+        let mut stats = CycleStats {
+            baseline,
+            ..Default::default()
+        };
+        let query = ThreadQuery {
+            property_id: property.map(str::to_string),
+            ..ThreadQuery::default()
+        }
+        .ordered_by("updated_at", OrderDirection::Desc);
+        // Page through until the first unchanged thread (when the order is honoured).
+        let mut changed: Vec<Thread> = Vec::new();
+        let mut page_no = 1;
+        loop {
+            let page = self.channex.list_threads_page(&query, page_no).await?;
+            for skipped in &page.skipped {
+                tracing::warn!(id = skipped.id.as_deref().unwrap_or("?"), error = %skipped.error, "malformed thread skipped");
+            }
+            let honoured = query.order_honoured_by(&page.meta);
+            let mut reached_unchanged = false;
+            let n = page.items.len();
+            for t in page.items {
+                stats.threads_seen += 1;
+                let is_changed = self.states.get(&t.id).is_none_or(|s| s.changed(&t));
+                if is_changed {
+                    changed.push(t);
+                } else if honoured && !baseline {
+                    reached_unchanged = true;
+                }
+            }
+            let limit = page.meta.limit.max(1) as u64;
+            let seen_all = (page_no as u64) * limit >= page.meta.total || n == 0;
+            if seen_all || reached_unchanged {
+                break;
+            }
+            page_no += 1;
+        }
+        stats.threads_changed = changed.len();
+        // Oldest change first, so events of different threads come out in time order.
+        changed.sort_by_key(|t| t.last_message_received_at);
+        for thread in changed {
+            match self.process_thread(&thread, property, baseline).await {
+                Ok(n) => stats.events_emitted += n,
+                Err(PollerError::Channex(e)) => {
+                    stats.threads_failed += 1;
+                    tracing::warn!(thread = %thread.id, error = %e, "thread skipped this cycle");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if baseline {
+            let key = baseline_key(&scope);
+            self.threads_kv
+                .put(&key, Utc::now().to_rfc3339().into())
+                .await
+                .map_err(|e| PollerError::Store(e.to_string()))?;
+            self.baselined.insert(crate::executor::ledger::key_token(&scope));
+        }
+        stats.api_calls = self.channex.stats().requests - calls_before;
+        let elapsed = started.elapsed();
+        metrics::histogram!("concierge_poll_cycle_seconds").record(elapsed.as_secs_f64());
+        metrics::counter!("concierge_poller_events_total").increment(stats.events_emitted as u64);
+        tracing::info!(
+            property = %scope,
+            threads_seen = stats.threads_seen,
+            threads_changed = stats.threads_changed,
+            events = stats.events_emitted,
+            api_calls = stats.api_calls,
+            failed = stats.threads_failed,
+            baseline = stats.baseline,
+            duration_ms = elapsed.as_millis() as u64,
+            "poll cycle"
+        );
+        Ok(stats)
+    }
+
+    /// Fetch the new messages of one changed thread, emit their events, then store the
+    /// snapshot. Returns the number of events emitted.
+    async fn process_thread(
+        &mut self,
+        thread: &Thread,
+        scope_property: Option<&str>,
+        baseline: bool,
+    ) -> Result<usize, PollerError> {
+        let previous = self.states.get(&thread.id).cloned();
+        let mut state = previous.clone().unwrap_or_default();
+        let property_id = thread
+            .property_id
+            .clone()
+            .or_else(|| scope_property.map(str::to_string))
+            .unwrap_or_default();
+        state.property_id = property_id.clone();
+        // Newest first, until we reach a known message.
+        let mut fresh: Vec<Message> = Vec::new();
+        let needs_messages = previous
+            .as_ref()
+            .is_none_or(|p| p.message_count != thread.message_count || p.last_message_received_at != thread.last_message_received_at);
+        if needs_messages {
+            let mut page_no = 1;
+            'pages: loop {
+                let page = self.channex.list_thread_messages_page(&thread.id, page_no, 100).await?;
+                for skipped in &page.skipped {
+                    tracing::warn!(thread = %thread.id, id = skipped.id.as_deref().unwrap_or("?"), error = %skipped.error, "malformed message skipped");
+                }
+                let n = page.items.len();
+                for m in page.items {
+                    if state.knows(&m) {
+                        break 'pages;
+                    }
+                    fresh.push(m);
+                }
+                let limit = page.meta.limit.max(1) as u64;
+                if n == 0 || (page_no as u64) * limit >= page.meta.total {
+                    break;
+                }
+                page_no += 1;
+            }
+        }
+        fresh.sort_by(|a, b| a.inserted_at.cmp(&b.inserted_at).then_with(|| a.id.cmp(&b.id)));
+        fold_senders(&mut state, &fresh);
+        state.message_count = thread.message_count;
+        state.is_closed = thread.is_closed;
+        state.last_message_received_at = thread.last_message_received_at;
+        if let Some(newest) = fresh.last() {
+            let at = newest.inserted_at;
+            if state.newest_message_at != Some(at) {
+                state.newest_message_ids.clear();
+            }
+            state.newest_message_at = Some(at);
+            for m in fresh.iter().filter(|m| m.inserted_at == at) {
+                if !state.newest_message_ids.contains(&m.id) {
+                    state.newest_message_ids.push(m.id.clone());
+                }
+            }
+        }
+        let emit_after: Option<DateTime<Utc>> = if baseline {
+            self.backfill
+                .and_then(|d| chrono::Duration::from_std(d).ok())
+                .map(|d| Utc::now() - d)
+        } else {
+            Some(DateTime::<Utc>::MIN_UTC)
+        };
+        let property = self.config.property_info(&property_id);
+        let snapshot = snapshot_of(thread, &state);
+        let mut emitted = 0;
+        for m in &fresh {
+            let inquiry = (thread.booking_id.is_none() && m.is_inquiry())
+                .then(|| inquiry_info(m))
+                .flatten();
+            if inquiry.is_some() && state.inquiry_message_id.is_none() {
+                state.inquiry_message_id = Some(m.id.clone());
+            } else if inquiry.is_some() && state.inquiry_message_id.as_deref() != Some(&m.id) {
+                // A second inquiry message on the same thread: still announce it once.
+            }
+            let Some(after) = emit_after else { continue };
+            if m.inserted_at <= after {
+                continue;
+            }
+            let message_info = MessageInfo {
+                id: m.id.clone(),
+                text: m.text.clone(),
+                sender: m.sender.as_str().to_string(),
+                attachments: m.attachments.clone(),
+                inserted_at: m.inserted_at,
+            };
+            self.publish(Event {
+                id: ids::new_message(&thread.id, &m.id),
+                event_type: EventType::ThreadNewMessage,
+                occurred_at: m.inserted_at,
+                property: property.clone(),
+                thread: Some(snapshot.clone()),
+                message: Some(message_info.clone()),
+                inquiry: inquiry.clone(),
+                follow_up: None,
+                schedule: None,
+            })
+            .await?;
+            emitted += 1;
+            if let Some(inquiry) = inquiry {
+                let already = previous
+                    .as_ref()
+                    .and_then(|p| p.inquiry_message_id.as_deref())
+                    == Some(m.id.as_str());
+                if !already {
+                    self.publish(Event {
+                        id: ids::inquiry(&thread.id, &m.id),
+                        event_type: EventType::InquiryReceived,
+                        occurred_at: m.inserted_at,
+                        property: property.clone(),
+                        thread: Some(snapshot.clone()),
+                        message: Some(message_info),
+                        inquiry: Some(inquiry),
+                        follow_up: None,
+                        schedule: None,
+                    })
+                    .await?;
+                    emitted += 1;
+                }
+            }
+        }
+        // Only now, with every event acknowledged, remember the thread.
+        let body = serde_json::to_vec(&state).map_err(|e| PollerError::Store(e.to_string()))?;
+        self.threads_kv
+            .put(state_key(&thread.id), body.into())
+            .await
+            .map_err(|e| PollerError::Store(e.to_string()))?;
+        self.states.insert(thread.id.clone(), state);
+        Ok(emitted)
+    }
+
+    async fn publish(&self, event: Event) -> Result<(), PollerError> {
+        let publish_err = |message: String| PollerError::Publish {
+            id: event.id.clone(),
+            message,
+        };
+        let payload = serde_json::to_vec(&event).map_err(|e| publish_err(e.to_string()))?;
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", event.id.as_str());
+        let ack = self
+            .js
+            .publish_with_headers(event.subject(&self.config.nats.prefix), headers, payload.into())
+            .await
+            .map_err(|e| publish_err(e.to_string()))?;
+        ack.await.map_err(|e| publish_err(e.to_string()))?;
+        Ok(())
+    }
+}
+
+/// The property block of events about `property_id`.
+pub fn property_block(config: &Config, property_id: &str) -> PropertyInfo {
+    config.property_info(property_id)
+}

@@ -1,1 +1,321 @@
-//! TODO
+//! The worker role: a durable pull consumer on `CONCIERGE_EVENTS` shared by every worker
+//! process; for each event it runs the rules, hands each planned action to the executor,
+//! audits every decision and acks only when every action has a final outcome.
+//!
+//! Owns delivery semantics: explicit acks, progress heartbeats while an event is being
+//! worked on (so a slow Channex call does not trigger a redelivery), delayed naks for
+//! transient failures, the `max_deliver` cut-off with a `failed` record, and graceful
+//! shutdown (stop pulling, finish in-flight events, ack, return).
+//! It must not call Channex or write to the ledger itself: that is the executor's job.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer::pull, AckKind};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use tokio::sync::watch;
+
+use crate::audit::{AuditError, AuditLog, AuditRecord, Outcome};
+use crate::config::WorkerConfig;
+use crate::events::Event;
+use crate::executor::{ActionResult, Executor, PlannedAction};
+use crate::nats::events_stream;
+use crate::rules::{EvalContext, LiveRules, RuleEngine};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("consumer setup failed: {0}")]
+    Consumer(String),
+    #[error("pulling events failed: {0}")]
+    Pull(String),
+}
+
+/// What happened to one event.
+#[derive(Debug, Default)]
+pub struct EventReport {
+    pub records: Vec<AuditRecord>,
+    /// Actions that must be tried again (transient failures), with the reason.
+    pub pending: Vec<String>,
+}
+
+impl EventReport {
+    pub fn is_final(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
+
+#[derive(Clone)]
+pub struct Worker {
+    pub(crate) engine: Arc<RuleEngine>,
+    pub(crate) live: LiveRules,
+    pub(crate) executor: Executor,
+    pub(crate) audit: AuditLog,
+    pub(crate) cfg: WorkerConfig,
+    /// Evaluation time source: `now()` inside rules (injectable for tests).
+    pub(crate) clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>,
+}
+
+pub async fn ensure_consumer(
+    js: &jetstream::Context,
+    prefix: &str,
+    cfg: &WorkerConfig,
+) -> Result<jetstream::consumer::Consumer<pull::Config>, WorkerError> {
+    let err = |e: &dyn std::fmt::Display| WorkerError::Consumer(e.to_string());
+    let stream = js.get_stream(events_stream(prefix)).await.map_err(|e| err(&e))?;
+    let wanted = pull::Config {
+        durable_name: Some(cfg.consumer.clone()),
+        filter_subject: format!("{prefix}.events.>"),
+        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+        ack_wait: cfg.ack_wait,
+        max_deliver: cfg.max_deliver + 1,
+        max_ack_pending: 10_000,
+        ..Default::default()
+    };
+    // Reconcile: create, or update an existing consumer's ack_wait/max_deliver.
+    match stream.create_consumer(wanted.clone()).await {
+        Ok(c) => Ok(c),
+        Err(_) => {
+            let _ = js
+                .update_consumer_on_stream(wanted.clone(), events_stream(prefix))
+                .await;
+            stream
+                .get_consumer(&cfg.consumer)
+                .await
+                .map_err(|e| err(&e))
+        }
+    }
+}
+
+impl Worker {
+    pub fn new(
+        engine: Arc<RuleEngine>,
+        live: LiveRules,
+        executor: Executor,
+        audit: AuditLog,
+        cfg: WorkerConfig,
+    ) -> Self {
+        Worker {
+            engine,
+            live,
+            executor,
+            audit,
+            cfg,
+            clock: Arc::new(Utc::now),
+        }
+    }
+
+    pub fn with_clock(mut self, clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Consume until `shutdown` turns true, then finish in-flight events and return.
+    pub async fn run(
+        &self,
+        js: &jetstream::Context,
+        prefix: &str,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), WorkerError> {
+        let consumer = ensure_consumer(js, prefix, &self.cfg).await?;
+        let mut messages = consumer
+            .stream()
+            .max_messages_per_batch(self.cfg.concurrency.max(1))
+            .heartbeat(Duration::from_secs(5))
+            .messages()
+            .await
+            .map_err(|e| WorkerError::Pull(e.to_string()))?;
+        let limit = Arc::new(tokio::sync::Semaphore::new(self.cfg.concurrency.max(1)));
+        let mut in_flight = tokio::task::JoinSet::new();
+        tracing::info!(consumer = %self.cfg.consumer, "worker consuming");
+        loop {
+            let permit = tokio::select! {
+                _ = shutdown.changed() => break,
+                p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            };
+            let next = tokio::select! {
+                _ = shutdown.changed() => break,
+                m = messages.next() => m,
+            };
+            let msg = match next {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "pull error; continuing");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+                None => break,
+            };
+            let worker = self.clone();
+            in_flight.spawn(async move {
+                worker.handle(msg).await;
+                drop(permit);
+            });
+            while in_flight.try_join_next().is_some() {}
+        }
+        // Stop pulling: dropping the stream ends the pull request, so no new messages
+        // are handed to us; the in-flight ones are finished and acked.
+        drop(messages);
+        let deadline = tokio::time::sleep(self.cfg.shutdown_timeout);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => {
+                    tracing::warn!(left = in_flight.len(), "shutdown timeout: unfinished events will be redelivered");
+                    in_flight.abort_all();
+                    break;
+                }
+                next = in_flight.join_next() => if next.is_none() { break },
+            }
+        }
+        tracing::info!("worker stopped");
+        Ok(())
+    }
+
+    /// Handle one JetStream message: process, then ack, nak with delay, or give up.
+    pub async fn handle(&self, msg: jetstream::Message) {
+        let delivery = msg.info().map(|i| i.delivered).unwrap_or(1).max(1) as u64;
+        let event: Event = match serde_json::from_slice(&msg.payload) {
+            Ok(e) => e,
+            Err(e) => {
+                let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+                let mut r = AuditRecord::standalone(format!("malformed_event:{seq}"), Outcome::Failed);
+                r.action = Some("event".into());
+                r.reason = Some("malformed_event".into());
+                r.error = Some(format!("event on {} is not valid event JSON: {e}", msg.subject));
+                if self.audit.record(&r).await.is_err() {
+                    let _ = msg.ack_with(AckKind::Nak(Some(self.cfg.retry_delay))).await;
+                    return;
+                }
+                let _ = msg.ack_with(AckKind::Term).await;
+                return;
+            }
+        };
+        metrics::counter!("concierge_events_consumed_total", "type" => event.event_type.as_str())
+            .increment(1);
+        // Heartbeat so a slow action (Channex retries) does not outlive ack_wait.
+        let heartbeat_every = (self.cfg.ack_wait / 3).max(Duration::from_millis(100));
+        let work = self.process_event(&event, delivery);
+        tokio::pin!(work);
+        let mut ticker = tokio::time::interval(heartbeat_every);
+        ticker.tick().await;
+        let report = loop {
+            tokio::select! {
+                r = &mut work => break r,
+                _ = ticker.tick() => { let _ = msg.ack_with(AckKind::Progress).await; }
+            }
+        };
+        if report.is_final() {
+            if let Err(e) = msg.double_ack().await {
+                tracing::warn!(event = %event.id, error = %e, "ack failed; the event may be redelivered (actions are idempotent)");
+            }
+            return;
+        }
+        if delivery >= self.cfg.max_deliver as u64 {
+            let mut r = AuditRecord::for_event(format!("{}:gave_up", event.id), &event, Outcome::Failed);
+            r.action = Some("event".into());
+            r.reason = Some("max_deliver".into());
+            r.error = Some(format!(
+                "gave up after {delivery} deliveries: {}",
+                report.pending.join("; ")
+            ));
+            r.attempts = u32::try_from(delivery).unwrap_or(u32::MAX);
+            if self.audit.record(&r).await.is_ok() {
+                let _ = msg.ack_with(AckKind::Term).await;
+                return;
+            }
+        }
+        let _ = msg.ack_with(AckKind::Nak(Some(self.cfg.retry_delay))).await;
+    }
+
+    /// Run the rules on one event and carry out the plan. Every final decision is audited
+    /// before this returns; actions that need another try are listed in `pending`.
+    pub async fn process_event(&self, event: &Event, delivery: u64) -> EventReport {
+        let mut report = EventReport::default();
+        if let Some(skip) = self.own_message_skip(event).await {
+            match skip {
+                Ok(record) => self.audit_into(&mut report, record).await,
+                Err(e) => report.pending.push(e),
+            }
+            return report;
+        }
+        let (rules, templates) = self.live.current();
+        let started = Instant::now();
+        let evaluation = self.engine.evaluate(
+            &rules,
+            event,
+            &EvalContext {
+                now: (self.clock)(),
+            },
+        );
+        metrics::histogram!("concierge_rule_evaluation_seconds")
+            .record(started.elapsed().as_secs_f64());
+        for outcome in &evaluation.rules {
+            if let Some(problem) = &outcome.error {
+                let mut r = AuditRecord::for_event(
+                    format!("{}|{}:rule_error", event.id, outcome.rule),
+                    event,
+                    Outcome::RuleError,
+                );
+                r.rule = Some(outcome.rule.clone());
+                r.rule_version = Some(outcome.version.clone());
+                r.action = Some("evaluate".into());
+                r.reason = Some("rule_error".into());
+                r.error = Some(problem.to_string());
+                r.duration_ms = u64::try_from(outcome.elapsed.as_millis()).unwrap_or(u64::MAX);
+                self.audit_into(&mut report, r).await;
+                continue;
+            }
+            for (index, action) in outcome.actions.iter().enumerate() {
+                let planned = PlannedAction {
+                    event,
+                    rule: &outcome.rule,
+                    rule_version: &outcome.version,
+                    rule_dry_run: outcome.dry_run,
+                    index,
+                    action,
+                    templates: &templates,
+                };
+                match self.executor.execute(&planned, delivery).await {
+                    ActionResult::Final(record) => self.audit_into(&mut report, *record).await,
+                    ActionResult::Retry { reason } => {
+                        report.pending.push(format!("{}: {reason}", planned.key()))
+                    }
+                }
+            }
+        }
+        report
+    }
+
+    async fn audit_into(&self, report: &mut EventReport, record: AuditRecord) {
+        match self.audit.record(&record).await {
+            Ok(()) => report.records.push(record),
+            Err(AuditError::Publish { id, message }) => {
+                report.pending.push(format!("audit {id}: {message}"))
+            }
+            Err(e) => report.pending.push(e.to_string()),
+        }
+    }
+
+    /// Messages this service sent itself never trigger rules (loop safety).
+    async fn own_message_skip(&self, event: &Event) -> Option<Result<AuditRecord, String>> {
+        let message = event.message.as_ref()?;
+        if message.sender != "property" {
+            return None;
+        }
+        match self.executor.ledger().is_own_message(&message.id).await {
+            Ok(true) => {
+                let mut r = AuditRecord::for_event(
+                    format!("{}:own_message", event.id),
+                    event,
+                    Outcome::Skipped,
+                );
+                r.action = Some("event".into());
+                r.reason = Some("own_message".into());
+                Some(Ok(r))
+            }
+            Ok(false) => None,
+            Err(e) => Some(Err(e.to_string())),
+        }
+    }
+}

@@ -1,4 +1,230 @@
-//! TODO
-pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+//! The command line: parses arguments, loads configuration, sets up logging and wires the
+//! roles together. It is the only module that reads argv or the environment.
+//!
+//! Exit codes: 0 success, 1 a check or test failed (or a runtime error), 2 invalid
+//! configuration or usage.
+
+mod inspect;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{Config, ConfigError};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "concierge",
+    version,
+    about = "Guest-messaging automation for Channex: poller, Rhai rules, effectively-once executor",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Configuration file (default: $CONCIERGE_CONFIG, else ./concierge.toml if present).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "CONCIERGE_LOG_FORMAT")]
+    log_format: LogFormat,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `concierge=debug`.
+    #[arg(long, global = true, default_value = "info", env = "CONCIERGE_LOG")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the service: all roles, or one with --role.
+    Run(RunArgs),
+    /// Self-contained showcase: simulator, private NATS if needed, example rules, timeline.
+    Demo(DemoArgs),
+    /// Run the Channex Messages API simulator (for trials and tests).
+    Sim(SimArgs),
+    /// Check and test rule scripts and templates.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+    /// Query the audit log.
+    Audit(inspect::AuditArgs),
+    /// Re-run rules (dry-run) over stored events and compare with what was done.
+    Replay(inspect::ReplayArgs),
+    /// Show or cancel pending follow-up timers.
+    #[command(subcommand, name = "follow-ups")]
+    FollowUps(inspect::FollowUpsCommand),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Role {
+    All,
+    Poller,
+    Worker,
+    Scheduler,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Which role to run in this process.
+    #[arg(long, value_enum, default_value_t = Role::All)]
+    role: Role,
+    /// On the very first poll, emit messages newer than this (e.g. `2h`) instead of only
+    /// recording a baseline.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    backfill: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Keep the demo's services running after the script (Ctrl-C to stop).
+    #[arg(long)]
+    keep_running: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    /// Port to listen on (0 = any free port).
+    #[arg(long, default_value_t = 8089)]
+    port: u16,
+    /// Address to bind.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: std::net::IpAddr,
+    /// API key the simulator accepts in `user-api-key`.
+    #[arg(long, default_value = "sim-key", env = "CHANNEX_API_KEY", hide_env_values = true)]
+    api_key: String,
+    /// Fraction of API requests answered 429 with Retry-After.
+    #[arg(long, default_value_t = 0.0)]
+    fault_429: f64,
+    /// Fraction of API requests answered 500.
+    #[arg(long, default_value_t = 0.0)]
+    fault_500: f64,
+    /// Added latency per request, e.g. `50ms`.
+    #[arg(long, value_parser = parse_duration_arg)]
+    latency: Option<std::time::Duration>,
+    /// Seed a sample property with a few conversations.
+    #[arg(long)]
+    seed_demo: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum RulesCommand {
+    /// Compile every rule and render every template a rule can use; exit 1 on problems.
+    Check(RulesDirs),
+    /// Run fixture tests (event in, expected plan out); exit 1 on failure.
+    Test(RulesTestArgs),
+}
+
+#[derive(Debug, Args)]
+struct RulesDirs {
+    /// Rules directory (default: rules.dir from config).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Templates directory (default: rules.templates_dir from config).
+    #[arg(long)]
+    templates: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct RulesTestArgs {
+    #[command(flatten)]
+    dirs: RulesDirs,
+    /// Fixture directory (default: <rules dir>/tests).
+    #[arg(long)]
+    fixtures: Option<PathBuf>,
+}
+
+fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    crate::config::parse_duration(s)
+}
+
+fn init_logging(format: LogFormat, filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// The config path: `--config`, else `CONCIERGE_CONFIG`, else `./concierge.toml` if present.
+fn config_path(explicit: Option<PathBuf>) -> Option<PathBuf> {
+    explicit
+        .or_else(|| std::env::var_os("CONCIERGE_CONFIG").map(PathBuf::from))
+        .or_else(|| {
+            let local = PathBuf::from("concierge.toml");
+            local.is_file().then_some(local)
+        })
+}
+
+fn load_config(explicit: Option<PathBuf>) -> Result<Config, ConfigError> {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    Config::load(config_path(explicit).as_deref(), &env)
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(dispatch(cli))
+}
+
+async fn dispatch(cli: Cli) -> ExitCode {
+    // The simulator and the demo need no configuration file.
+    match cli.command {
+        Command::Sim(args) => return report(run::sim(args).await),
+        Command::Demo(args) => return report(crate::cli::run::demo(args).await),
+        _ => {}
+    }
+    let config = match load_config(cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command {
+        Command::Run(args) => match config.require_channex_key() {
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+            Ok(()) => report(run::run(config, args).await),
+        },
+        Command::Rules(RulesCommand::Check(dirs)) => inspect::rules_check(&config, dirs.dir, dirs.templates),
+        Command::Rules(RulesCommand::Test(args)) => {
+            inspect::rules_test(&config, args.dirs.dir, args.dirs.templates, args.fixtures)
+        }
+        Command::Audit(args) => report(inspect::audit(&config, args).await),
+        Command::Replay(args) => report(inspect::replay(&config, args).await),
+        Command::FollowUps(cmd) => report(inspect::follow_ups(&config, cmd).await),
+        Command::Sim(_) | Command::Demo(_) => ExitCode::SUCCESS,
+    }
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

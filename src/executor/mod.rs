@@ -1,1 +1,580 @@
-//! TODO
+//! The executor: carries out one planned action effectively once and says what happened.
+//!
+//! Owns every side effect of the service — Channex writes, alerts, follow-up timers — and
+//! the guarantees hosts rely on (DESIGN.md, "Executor guarantees"):
+//! - an action key (`event id | rule | action index`) is claimed in the ledger before any
+//!   Channex call and marked done after it; a claim found on redelivery (a crash or an
+//!   ambiguous 5xx/timeout) is resolved by re-reading the thread and comparing
+//!   whitespace-normalised text, never by sending blindly again;
+//! - human takeover: a property-side message newer than the guest message that triggered
+//!   the event, not sent by us, skips the reply (`superseded`); a closed thread skips it;
+//! - cooldown per thread + template; `no_reply_needed` only on Booking.com;
+//! - dry-run (global, per property, per rule) renders and audits without calling out.
+//!   Follow-up timers are internal state, armed even in dry-run so a dry run shows the whole
+//!   flow (the delayed reply then shows up as `dry_run` too).
+//!
+//! It must not evaluate rules or touch the event stream; the worker hands it one action
+//! at a time and acks the event once every action has a final outcome.
+
+pub mod alerts;
+pub mod ledger;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use crate::audit::{AuditRecord, Outcome};
+use crate::channex::{ChannexClient, ChannexError, Message, Sender};
+use crate::events::Event;
+use crate::rules::Action;
+use crate::scheduler::{FollowUpTimer, FollowUps};
+use crate::templates::Templates;
+use alerts::{Alert, AlertSinks};
+use ledger::{Claim, Ledger, LedgerEntry};
+
+/// Where a test may make the executor "crash" (return without finishing, as a killed
+/// process would) to prove redelivery does not duplicate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashPoint {
+    AfterClaim,
+    AfterSend,
+}
+
+#[derive(Clone)]
+pub struct ExecutorSettings {
+    pub cooldown: Duration,
+    /// Property-level and global dry-run, already combined by the caller.
+    pub dry_run: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+    pub crash_at: Option<CrashPoint>,
+}
+
+impl std::fmt::Debug for ExecutorSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecutorSettings")
+            .field("cooldown", &self.cooldown)
+            .field("crash_at", &self.crash_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The result of one action: final (audit it, never redo it) or retry later.
+#[derive(Debug)]
+pub enum ActionResult {
+    Final(Box<AuditRecord>),
+    Retry { reason: String },
+}
+
+/// One planned action with what it needs to be carried out and audited.
+pub struct PlannedAction<'a> {
+    pub event: &'a Event,
+    pub rule: &'a str,
+    pub rule_version: &'a str,
+    pub rule_dry_run: bool,
+    pub index: usize,
+    pub action: &'a Action,
+    pub templates: &'a Templates,
+}
+
+impl PlannedAction<'_> {
+    pub fn key(&self) -> String {
+        format!("{}|{}|{}", self.event.id, self.rule, self.index)
+    }
+
+    fn record(&self, outcome: Outcome) -> AuditRecord {
+        let mut r = AuditRecord::for_event(
+            format!("{}:{}", self.key(), outcome.as_str()),
+            self.event,
+            outcome,
+        );
+        r.rule = Some(self.rule.to_string());
+        r.rule_version = Some(self.rule_version.to_string());
+        r.action = Some(self.action.kind().to_string());
+        r.template = match self.action {
+            Action::Reply { template, .. } | Action::Alert { template, .. } => {
+                Some(template.clone())
+            }
+            _ => None,
+        };
+        r
+    }
+}
+
+#[derive(Clone)]
+pub struct Executor {
+    channex: ChannexClient,
+    ledger: Ledger,
+    followups: FollowUps,
+    alerts: AlertSinks,
+    settings: ExecutorSettings,
+}
+
+/// Channex strips or re-wraps whitespace; identity must survive that.
+pub fn normalise_text(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+struct Finished {
+    outcome: Outcome,
+    reason: Option<String>,
+    text: Option<String>,
+    channex_message_id: Option<String>,
+    error: Option<String>,
+}
+
+impl Finished {
+    fn new(outcome: Outcome, reason: impl Into<String>) -> Self {
+        Finished {
+            outcome,
+            reason: Some(reason.into()),
+            text: None,
+            channex_message_id: None,
+            error: None,
+        }
+    }
+    fn text(mut self, text: &str) -> Self {
+        self.text = Some(text.to_string());
+        self
+    }
+    fn error(mut self, e: impl std::fmt::Display) -> Self {
+        self.error = Some(e.to_string());
+        self
+    }
+    fn channex_failure(e: &ChannexError) -> Self {
+        let code = e
+            .code()
+            .map(|c| c.as_str().to_string())
+            .unwrap_or_else(|| "channex_error".into());
+        Finished::new(Outcome::Failed, code).error(e)
+    }
+}
+
+enum Step {
+    Done(Finished),
+    Retry(String),
+}
+
+impl Executor {
+    pub fn new(
+        channex: ChannexClient,
+        ledger: Ledger,
+        followups: FollowUps,
+        alerts: AlertSinks,
+        settings: ExecutorSettings,
+    ) -> Self {
+        Executor {
+            channex,
+            ledger,
+            followups,
+            alerts,
+            settings,
+        }
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Carry out one action. Never panics on external data; every path ends in a final
+    /// audit record or a retry request.
+    pub async fn execute(&self, planned: &PlannedAction<'_>, delivery: u64) -> ActionResult {
+        let started = Instant::now();
+        let dry_run = planned.rule_dry_run || (self.settings.dry_run)(&planned.event.property.id);
+        let step = match planned.action {
+            Action::Reply { template, vars } => self.reply(planned, template, vars, dry_run).await,
+            Action::NoReplyNeeded => self.no_reply_needed(planned, dry_run).await,
+            Action::CloseThread => self.close_thread(planned, dry_run).await,
+            Action::Alert { template, vars } => self.alert(planned, template, vars, dry_run).await,
+            Action::FollowUp { name, due_at, data } => {
+                self.follow_up(planned, name, *due_at, data).await
+            }
+            Action::CancelFollowUp { name } => self.cancel_follow_up(planned, name).await,
+        };
+        let kind = planned.action.kind();
+        match step {
+            Step::Done(f) => {
+                metrics::counter!("concierge_actions_total", "kind" => kind, "outcome" => f.outcome.as_str())
+                    .increment(1);
+                let mut r = planned.record(f.outcome);
+                r.reason = f.reason;
+                r.text = f.text;
+                r.channex_message_id = f.channex_message_id;
+                r.error = f.error;
+                r.attempts = u32::try_from(delivery).unwrap_or(u32::MAX);
+                r.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                ActionResult::Final(Box::new(r))
+            }
+            Step::Retry(reason) => {
+                metrics::counter!("concierge_action_retries_total", "kind" => kind).increment(1);
+                tracing::info!(action = kind, key = %planned.key(), %reason, "action will be retried");
+                ActionResult::Retry { reason }
+            }
+        }
+    }
+
+    fn thread_id<'a>(planned: &'a PlannedAction<'_>) -> Option<&'a str> {
+        planned.event.thread.as_ref().map(|t| t.id.as_str())
+    }
+
+    /// Claim the action; `Err` carries the step to return at once.
+    async fn claim(
+        &self,
+        planned: &PlannedAction<'_>,
+        text: Option<&str>,
+    ) -> Result<(u64, Option<LedgerEntry>), Step> {
+        match self.ledger.claim(&planned.key(), text).await {
+            Ok(Claim::Won { revision, previous }) => Ok((revision, previous)),
+            Ok(Claim::Busy) => Err(Step::Retry("claimed by another worker".into())),
+            Ok(Claim::Done(entry)) => {
+                let outcome = entry
+                    .outcome
+                    .as_deref()
+                    .and_then(Outcome::parse)
+                    .unwrap_or(Outcome::Executed);
+                Err(Step::Done(Finished {
+                    outcome,
+                    reason: entry.reason,
+                    text: entry.text,
+                    channex_message_id: entry.channex_message_id,
+                    error: None,
+                }))
+            }
+            Err(e) => Err(Step::Retry(e.to_string())),
+        }
+    }
+
+    /// Write the final outcome to the ledger; a failure to do so is retried (the claim
+    /// stays, and the redelivery resolves it by reading the thread).
+    async fn finish(&self, planned: &PlannedAction<'_>, revision: u64, f: Finished) -> Step {
+        let entry = LedgerEntry {
+            state: ledger::LedgerState::Done,
+            worker: String::new(),
+            claimed_at: Utc::now(),
+            outcome: Some(f.outcome.as_str().to_string()),
+            reason: f.reason.clone(),
+            text: f.text.clone(),
+            channex_message_id: f.channex_message_id.clone(),
+            attempts: 0,
+        };
+        match self.ledger.finish(&planned.key(), revision, entry).await {
+            Ok(()) => Step::Done(f),
+            Err(e) => Step::Retry(e.to_string()),
+        }
+    }
+
+    /// A Channex error while we hold a claim: release it if the call certainly did not
+    /// happen, keep it if it may have, fail for good on 4xx.
+    async fn on_channex_error(
+        &self,
+        planned: &PlannedAction<'_>,
+        revision: u64,
+        e: ChannexError,
+        text: Option<&str>,
+    ) -> Step {
+        if e.is_ambiguous() {
+            return Step::Retry(format!("ambiguous Channex result, will verify: {e}"));
+        }
+        if e.is_transient() {
+            if let Err(le) = self.ledger.release(&planned.key(), revision).await {
+                tracing::warn!(error = %le, "could not release claim");
+            }
+            return Step::Retry(format!("transient Channex error: {e}"));
+        }
+        let mut f = Finished::channex_failure(&e);
+        f.text = text.map(str::to_string);
+        self.finish(planned, revision, f).await
+    }
+
+    async fn reply(
+        &self,
+        planned: &PlannedAction<'_>,
+        template: &str,
+        vars: &Map<String, Value>,
+        dry_run: bool,
+    ) -> Step {
+        let text = match planned.templates.render(template, planned.event, vars) {
+            Ok(t) => t,
+            Err(e) => return Step::Done(Finished::new(Outcome::Failed, "template_error").error(e)),
+        };
+        let Some(thread_id) = Self::thread_id(planned) else {
+            return Step::Done(Finished::new(Outcome::Skipped, "no_thread").text(&text));
+        };
+        if dry_run {
+            return Step::Done(Finished::new(Outcome::DryRun, "dry_run").text(&text));
+        }
+        let (revision, previous) = match self.claim(planned, Some(&text)).await {
+            Ok(c) => c,
+            Err(step) => return step,
+        };
+        let messages = match self.channex.list_thread_messages_page(thread_id, 1, 100).await {
+            Ok(page) => page.items,
+            Err(e) => return self.on_channex_error(planned, revision, e, Some(&text)).await,
+        };
+        if let Some(previous) = &previous {
+            if let Some(sent) = find_sent(&messages, &text, previous.claimed_at) {
+                let _ = self.ledger.mark_own_message(&sent.id).await;
+                let _ = self.ledger.mark_sent(thread_id, template, sent.inserted_at).await;
+                let mut f = Finished::new(Outcome::Executed, "verified_after_interruption").text(&text);
+                f.channex_message_id = Some(sent.id.clone());
+                return self.finish(planned, revision, f).await;
+            }
+        }
+        let thread = match self.channex.get_thread(thread_id).await {
+            Ok(t) => t,
+            Err(e) => return self.on_channex_error(planned, revision, e, Some(&text)).await,
+        };
+        if thread.is_closed {
+            let f = Finished::new(Outcome::Skipped, "thread_closed").text(&text);
+            return self.finish(planned, revision, f).await;
+        }
+        match self.superseded_by(planned, &messages).await {
+            Ok(Some(by)) => {
+                let f = Finished::new(Outcome::Skipped, "superseded")
+                    .text(&text)
+                    .error(format!("staff message {by} is newer than the guest message"));
+                return self.finish(planned, revision, f).await;
+            }
+            Ok(None) => {}
+            Err(e) => return Step::Retry(e),
+        }
+        match self.ledger.last_sent(thread_id, template).await {
+            Ok(Some(at)) if in_window(at, self.settings.cooldown) => {
+                let f = Finished::new(Outcome::Skipped, "cooldown")
+                    .text(&text)
+                    .error(format!("template {template} was sent to this thread at {at}"));
+                return self.finish(planned, revision, f).await;
+            }
+            Ok(_) => {}
+            Err(e) => return Step::Retry(e.to_string()),
+        }
+        if self.settings.crash_at == Some(CrashPoint::AfterClaim) {
+            return Step::Retry("injected crash after claim".into());
+        }
+        let sent = match self.channex.send_thread_message(thread_id, &text).await {
+            Ok(m) => m,
+            Err(e) => return self.on_channex_error(planned, revision, e, Some(&text)).await,
+        };
+        // Loop safety and the takeover check depend on these marks; if they cannot be
+        // written the claim stays and the redelivery finds the message by reading.
+        if let Err(e) = self.ledger.mark_own_message(&sent.id).await {
+            return Step::Retry(e.to_string());
+        }
+        let _ = self.ledger.mark_sent(thread_id, template, Utc::now()).await;
+        if self.settings.crash_at == Some(CrashPoint::AfterSend) {
+            return Step::Retry("injected crash after send".into());
+        }
+        let mut f = Finished::new(Outcome::Executed, "sent").text(&text);
+        f.channex_message_id = Some(sent.id);
+        self.finish(planned, revision, f).await
+    }
+
+    /// A property-side message, newer than the guest message that triggered the event and
+    /// not sent by this service, means a human has taken the conversation.
+    async fn superseded_by(
+        &self,
+        planned: &PlannedAction<'_>,
+        newest_first: &[Message],
+    ) -> Result<Option<String>, String> {
+        let trigger = planned
+            .event
+            .message
+            .as_ref()
+            .filter(|m| m.sender == "guest")
+            .map(|m| m.inserted_at)
+            .or_else(|| {
+                planned
+                    .event
+                    .thread
+                    .as_ref()
+                    .and_then(|t| t.last_guest_message_at)
+            });
+        let Some(trigger) = trigger else {
+            return Ok(None);
+        };
+        for m in newest_first {
+            if m.inserted_at <= trigger {
+                break;
+            }
+            if m.sender == Sender::Property
+                && !self
+                    .ledger
+                    .is_own_message(&m.id)
+                    .await
+                    .map_err(|e| e.to_string())?
+            {
+                return Ok(Some(m.id.clone()));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn no_reply_needed(&self, planned: &PlannedAction<'_>, dry_run: bool) -> Step {
+        let Some(thread) = planned.event.thread.as_ref() else {
+            return Step::Done(Finished::new(Outcome::Skipped, "no_thread"));
+        };
+        if thread.provider != "booking_com" {
+            return Step::Done(
+                Finished::new(Outcome::Skipped, "not_supported")
+                    .error(format!("no_reply_needed applies to Booking.com only, thread is {}", thread.provider)),
+            );
+        }
+        if dry_run {
+            return Step::Done(Finished::new(Outcome::DryRun, "dry_run"));
+        }
+        let (revision, _) = match self.claim(planned, None).await {
+            Ok(c) => c,
+            Err(step) => return step,
+        };
+        match self.channex.mark_no_reply_needed(&thread.id).await {
+            Ok(()) => {
+                self.finish(planned, revision, Finished::new(Outcome::Executed, "marked"))
+                    .await
+            }
+            Err(e) => self.on_channex_error(planned, revision, e, None).await,
+        }
+    }
+
+    async fn close_thread(&self, planned: &PlannedAction<'_>, dry_run: bool) -> Step {
+        let Some(thread_id) = Self::thread_id(planned) else {
+            return Step::Done(Finished::new(Outcome::Skipped, "no_thread"));
+        };
+        if dry_run {
+            return Step::Done(Finished::new(Outcome::DryRun, "dry_run"));
+        }
+        let (revision, _) = match self.claim(planned, None).await {
+            Ok(c) => c,
+            Err(step) => return step,
+        };
+        match self.channex.get_thread(thread_id).await {
+            Ok(t) if t.is_closed => {
+                return self
+                    .finish(planned, revision, Finished::new(Outcome::Skipped, "already_closed"))
+                    .await
+            }
+            Ok(_) => {}
+            Err(e) => return self.on_channex_error(planned, revision, e, None).await,
+        }
+        match self.channex.close_thread(thread_id).await {
+            Ok(_) => {
+                self.finish(planned, revision, Finished::new(Outcome::Executed, "closed"))
+                    .await
+            }
+            // Closing twice is harmless: an ambiguous close is simply retried.
+            Err(e) => self.on_channex_error(planned, revision, e, None).await,
+        }
+    }
+
+    async fn alert(
+        &self,
+        planned: &PlannedAction<'_>,
+        template: &str,
+        vars: &Map<String, Value>,
+        dry_run: bool,
+    ) -> Step {
+        let text = match planned.templates.render(template, planned.event, vars) {
+            Ok(t) => t,
+            Err(e) => return Step::Done(Finished::new(Outcome::Failed, "template_error").error(e)),
+        };
+        if dry_run {
+            return Step::Done(Finished::new(Outcome::DryRun, "dry_run").text(&text));
+        }
+        let (revision, _) = match self.claim(planned, Some(&text)).await {
+            Ok(c) => c,
+            Err(step) => return step,
+        };
+        let alert = Alert {
+            property_id: planned.event.property.id.clone(),
+            thread_id: Self::thread_id(planned).map(str::to_string),
+            text: text.clone(),
+            event_id: planned.event.id.clone(),
+            rule: planned.rule.to_string(),
+            at: Utc::now(),
+        };
+        let f = match self.alerts.send(&alert).await {
+            Ok(report) => Finished::new(
+                Outcome::Executed,
+                format!("delivered: {}", report.delivered.join(",")),
+            )
+            .text(&text),
+            Err(e) => Finished::new(Outcome::Failed, "alert_failed").text(&text).error(e),
+        };
+        self.finish(planned, revision, f).await
+    }
+
+    async fn follow_up(
+        &self,
+        planned: &PlannedAction<'_>,
+        name: &str,
+        due_at: DateTime<Utc>,
+        data: &Map<String, Value>,
+    ) -> Step {
+        let Some(thread_id) = Self::thread_id(planned) else {
+            return Step::Done(Finished::new(Outcome::Skipped, "no_thread"));
+        };
+        let timer = FollowUpTimer {
+            thread_id: thread_id.to_string(),
+            property_id: planned.event.property.id.clone(),
+            name: name.to_string(),
+            due_at,
+            data: data.clone(),
+            armed_at: Utc::now(),
+            armed_by_event: planned.event.id.clone(),
+        };
+        match self.followups.arm(&timer).await {
+            Ok(()) => Step::Done(Finished::new(
+                Outcome::Executed,
+                format!("armed {name} for {}", due_at.to_rfc3339()),
+            )),
+            Err(e) => Step::Retry(e.to_string()),
+        }
+    }
+
+    async fn cancel_follow_up(&self, planned: &PlannedAction<'_>, name: &str) -> Step {
+        let Some(thread_id) = Self::thread_id(planned) else {
+            return Step::Done(Finished::new(Outcome::Skipped, "no_thread"));
+        };
+        match self.followups.cancel(thread_id, name).await {
+            Ok(true) => Step::Done(Finished::new(Outcome::Executed, format!("cancelled {name}"))),
+            Ok(false) => Step::Done(Finished::new(Outcome::Skipped, "not_armed")),
+            Err(e) => Step::Retry(e.to_string()),
+        }
+    }
+}
+
+fn in_window(at: DateTime<Utc>, window: Duration) -> bool {
+    Utc::now()
+        .signed_duration_since(at)
+        .to_std()
+        .map(|age| age < window)
+        .unwrap_or(true)
+}
+
+/// A property message with our text, inserted around or after our claim.
+fn find_sent<'a>(
+    newest_first: &'a [Message],
+    text: &str,
+    claimed_at: DateTime<Utc>,
+) -> Option<&'a Message> {
+    let wanted = normalise_text(text);
+    let earliest = claimed_at - chrono::Duration::minutes(2);
+    newest_first.iter().find(|m| {
+        m.sender == Sender::Property
+            && m.inserted_at >= earliest
+            && normalise_text(&m.text) == wanted
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalisation_ignores_whitespace_shape() {
+        assert_eq!(
+            normalise_text("  Wifi:\n  casa\t\tazul  "),
+            normalise_text("Wifi: casa azul")
+        );
+        assert_ne!(normalise_text("a b"), normalise_text("ab"));
+    }
+}

@@ -1,0 +1,572 @@
+//! The read-side commands: `rules check|test`, `audit` (+ `explain`), `replay` and
+//! `follow-ups`. None of them calls Channex; `replay` only reads stored events.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_nats::jetstream::{self, consumer, consumer::DeliverPolicy};
+use chrono::{DateTime, Utc};
+use clap::{Args, Subcommand};
+use futures::StreamExt;
+
+use crate::audit::{self, AuditFilter, AuditRecord, Outcome};
+use crate::config::Config;
+use crate::events::Event;
+use crate::nats::{events_stream, Infra};
+use crate::rules::{self, Action, EvalContext, RuleEngine, RuleLimits};
+use crate::templates::Templates;
+
+// ---------- rules check / test ----------
+
+pub fn rules_check(config: &Config, dir: Option<PathBuf>, templates: Option<PathBuf>) -> ExitCode {
+    let dir = dir.unwrap_or_else(|| config.rules.dir.clone());
+    let templates = templates.unwrap_or_else(|| config.rules.templates_dir.clone());
+    let report = rules::check(&dir, &templates);
+    println!("{report}");
+    if report.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+pub fn rules_test(
+    config: &Config,
+    dir: Option<PathBuf>,
+    templates: Option<PathBuf>,
+    fixtures: Option<PathBuf>,
+) -> ExitCode {
+    let dir = dir.unwrap_or_else(|| config.rules.dir.clone());
+    let templates = templates.unwrap_or_else(|| config.rules.templates_dir.clone());
+    let fixtures = fixtures.unwrap_or_else(|| dir.join("tests"));
+    let report = rules::run_fixture_tests(&dir, &templates, &fixtures);
+    println!("{report}");
+    if report.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+// ---------- audit ----------
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AuditArgs {
+    #[command(subcommand)]
+    explain: Option<AuditCommand>,
+    #[command(flatten)]
+    filter: FilterArgs,
+    /// Keep printing new records as they arrive.
+    #[arg(long)]
+    follow: bool,
+    /// One JSON record per line instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// For each event of a thread: which rules ran, what they planned, what happened.
+    Explain {
+        thread_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args, Default)]
+pub struct FilterArgs {
+    #[arg(long)]
+    thread: Option<String>,
+    #[arg(long)]
+    property: Option<String>,
+    #[arg(long)]
+    rule: Option<String>,
+    /// executed | dry_run | skipped | failed | rule_error | rule_rejected
+    #[arg(long)]
+    outcome: Option<String>,
+    /// A duration back from now (`2h`, `7d`) or an RFC 3339 time.
+    #[arg(long)]
+    since: Option<String>,
+    /// An RFC 3339 time or a duration back from now.
+    #[arg(long)]
+    until: Option<String>,
+}
+
+/// `2h` (ago) or `2026-11-25T10:00:00Z`.
+pub fn parse_point_in_time(s: &str, now: DateTime<Utc>) -> anyhow::Result<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let d = crate::config::parse_duration(s).map_err(anyhow::Error::msg)?;
+    Ok(now - chrono::Duration::from_std(d).context("duration too large")?)
+}
+
+impl FilterArgs {
+    pub fn to_filter(&self, now: DateTime<Utc>) -> anyhow::Result<AuditFilter> {
+        let outcome = match &self.outcome {
+            Some(o) => Some(Outcome::parse(o).with_context(|| {
+                format!("unknown outcome {o:?} (executed, dry_run, skipped, failed, rule_error, rule_rejected)")
+            })?),
+            None => None,
+        };
+        Ok(AuditFilter {
+            thread_id: self.thread.clone(),
+            property_id: self.property.clone(),
+            rule: self.rule.clone(),
+            outcome,
+            event_id: None,
+            since: self.since.as_deref().map(|s| parse_point_in_time(s, now)).transpose()?,
+            until: self.until.as_deref().map(|s| parse_point_in_time(s, now)).transpose()?,
+        })
+    }
+}
+
+fn short(s: &str, n: usize) -> String {
+    let one_line = s.replace('\n', " ⏎ ");
+    if one_line.chars().count() <= n {
+        one_line
+    } else {
+        let cut: String = one_line.chars().take(n.saturating_sub(1)).collect();
+        format!("{cut}…")
+    }
+}
+
+pub fn table_header() -> String {
+    format!(
+        "{:<20} {:<13} {:<22} {:<16} {:<14} {:<18} {}",
+        "AT", "OUTCOME", "RULE", "ACTION", "THREAD", "REASON", "TEXT / ERROR"
+    )
+}
+
+pub fn table_row(r: &AuditRecord) -> String {
+    let detail = r
+        .error
+        .as_deref()
+        .filter(|_| r.outcome != Outcome::Executed && r.outcome != Outcome::DryRun)
+        .or(r.text.as_deref())
+        .unwrap_or("");
+    format!(
+        "{:<20} {:<13} {:<22} {:<16} {:<14} {:<18} {}",
+        r.at.format("%Y-%m-%d %H:%M:%S"),
+        r.outcome.as_str(),
+        short(r.rule.as_deref().unwrap_or("-"), 22),
+        short(r.action.as_deref().unwrap_or("-"), 16),
+        short(r.thread_id.as_deref().unwrap_or("-"), 14),
+        short(r.reason.as_deref().unwrap_or("-"), 18),
+        short(detail, 70),
+    )
+}
+
+pub async fn audit(config: &Config, args: AuditArgs) -> anyhow::Result<()> {
+    let infra = Infra::setup(&config.nats).await?;
+    if let Some(AuditCommand::Explain { thread_id, json }) = args.explain {
+        let filter = AuditFilter {
+            thread_id: Some(thread_id.clone()),
+            ..Default::default()
+        };
+        let records = audit::query(&infra.js, &config.nats.prefix, &filter).await?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&explain(&records))?);
+        } else {
+            print!("{}", explain_text(&thread_id, &records));
+        }
+        return Ok(());
+    }
+    let filter = args.filter.to_filter(Utc::now())?;
+    if !args.json {
+        println!("{}", table_header());
+    }
+    let json = args.json;
+    audit::read_stream(&infra.js, &config.nats.prefix, &filter, args.follow, |r| {
+        if json {
+            if let Ok(line) = serde_json::to_string(&r) {
+                println!("{line}");
+            }
+        } else {
+            println!("{}", table_row(&r));
+        }
+        true
+    })
+    .await?;
+    Ok(())
+}
+
+/// Records grouped by event, in order of first appearance.
+pub fn explain(records: &[AuditRecord]) -> Vec<serde_json::Value> {
+    let mut order: Vec<String> = Vec::new();
+    let mut by_event: HashMap<String, Vec<&AuditRecord>> = HashMap::new();
+    for r in records {
+        let key = r.event_id.clone().unwrap_or_else(|| "(no event)".into());
+        if !by_event.contains_key(&key) {
+            order.push(key.clone());
+        }
+        by_event.entry(key).or_default().push(r);
+    }
+    order
+        .into_iter()
+        .map(|event_id| {
+            let rs = &by_event[&event_id];
+            let mut rules: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+            for r in rs {
+                rules
+                    .entry(r.rule.clone().unwrap_or_else(|| "-".into()))
+                    .or_default()
+                    .push(serde_json::json!({
+                        "action": r.action, "template": r.template, "outcome": r.outcome,
+                        "reason": r.reason, "text": r.text, "error": r.error,
+                        "channex_message_id": r.channex_message_id,
+                    }));
+            }
+            serde_json::json!({
+                "event_id": event_id,
+                "event_type": rs.first().and_then(|r| r.event_type.clone()),
+                "at": rs.first().map(|r| r.at),
+                "rules": rules,
+            })
+        })
+        .collect()
+}
+
+pub fn explain_text(thread_id: &str, records: &[AuditRecord]) -> String {
+    let mut out = format!("thread {thread_id}: {} audit records\n", records.len());
+    if records.is_empty() {
+        out.push_str("  (nothing recorded for this thread)\n");
+    }
+    for ev in explain(records) {
+        out.push_str(&format!(
+            "\nevent {} ({})\n",
+            ev["event_id"].as_str().unwrap_or("-"),
+            ev["event_type"].as_str().unwrap_or("-")
+        ));
+        if let Some(rules) = ev["rules"].as_object() {
+            for (rule, actions) in rules {
+                out.push_str(&format!("  rule {rule}\n"));
+                for a in actions.as_array().into_iter().flatten() {
+                    let what = match (a["action"].as_str(), a["template"].as_str()) {
+                        (Some(act), Some(t)) => format!("{act}({t})"),
+                        (Some(act), None) => act.to_string(),
+                        _ => "-".into(),
+                    };
+                    out.push_str(&format!(
+                        "    {:<28} → {:<12} {}\n",
+                        what,
+                        a["outcome"].as_str().unwrap_or("-"),
+                        a["reason"].as_str().unwrap_or("")
+                    ));
+                    if let Some(text) = a["text"].as_str() {
+                        out.push_str(&format!("        text: {}\n", short(text, 100)));
+                    }
+                    if let Some(err) = a["error"].as_str() {
+                        out.push_str(&format!("        why:  {}\n", short(err, 100)));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+// ---------- replay ----------
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// How far back to replay, e.g. `24h`, `7d`.
+    #[arg(long, default_value = "24h")]
+    since: String,
+    /// Rules to try (default: rules.dir from config).
+    #[arg(long)]
+    rules: Option<PathBuf>,
+    /// Templates to render with (default: rules.templates_dir).
+    #[arg(long)]
+    templates: Option<PathBuf>,
+    /// Only this property.
+    #[arg(long)]
+    property: Option<String>,
+    /// Only events whose plan differs from what was done.
+    #[arg(long)]
+    changes_only: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+/// One planned action as `rule action(template)`, the unit compared by replay.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct PlanLine {
+    pub rule: String,
+    pub action: String,
+    pub template: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+impl PlanLine {
+    fn label(&self) -> String {
+        match &self.template {
+            Some(t) => format!("{} {}({t})", self.rule, self.action),
+            None => format!("{} {}", self.rule, self.action),
+        }
+    }
+    fn same_action(&self, other: &PlanLine) -> bool {
+        self.rule == other.rule && self.action == other.action && self.template == other.template
+    }
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct ReplayEntry {
+    pub event_id: String,
+    pub event_type: String,
+    pub thread_id: Option<String>,
+    pub would: Vec<PlanLine>,
+    pub did: Vec<PlanLine>,
+    pub changed: bool,
+}
+
+/// Read every stored event since `since` (oldest first) with its store time.
+pub async fn stored_events(
+    js: &jetstream::Context,
+    prefix: &str,
+    since: DateTime<Utc>,
+) -> anyhow::Result<Vec<(Event, DateTime<Utc>)>> {
+    let mut stream = js.get_stream(events_stream(prefix)).await?;
+    let info = stream.info().await?;
+    if info.state.messages == 0 {
+        return Ok(Vec::new());
+    }
+    let last = info.state.last_sequence;
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: format!("{prefix}.events.>"),
+            deliver_policy: DeliverPolicy::ByStartTime {
+                start_time: time::OffsetDateTime::from_unix_timestamp(since.timestamp())
+                    .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+            },
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = consumer.messages().await?;
+    let mut out = Vec::new();
+    while let Ok(Some(msg)) =
+        tokio::time::timeout(Duration::from_millis(500), messages.next()).await
+    {
+        let msg = msg?;
+        let (seq, stored_at) = match msg.info() {
+            Ok(i) => (
+                i.stream_sequence,
+                DateTime::<Utc>::from_timestamp(i.published.unix_timestamp(), i.published.nanosecond())
+                    .unwrap_or_else(Utc::now),
+            ),
+            Err(_) => (0, Utc::now()),
+        };
+        match serde_json::from_slice::<Event>(&msg.payload) {
+            Ok(ev) => out.push((ev, stored_at)),
+            Err(e) => tracing::warn!(seq, error = %e, "unreadable stored event skipped"),
+        }
+        if seq >= last {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Re-run `engine`/`rule_set` over stored events (dry, pure) and compare with the audit.
+pub fn compare_replay(
+    engine: &RuleEngine,
+    rule_set: &rules::RuleSet,
+    templates: &Templates,
+    events: &[(Event, DateTime<Utc>)],
+    audit_records: &[AuditRecord],
+) -> Vec<ReplayEntry> {
+    let mut did_by_event: HashMap<&str, Vec<PlanLine>> = HashMap::new();
+    for r in audit_records {
+        let (Some(event_id), Some(rule), Some(action)) = (&r.event_id, &r.rule, &r.action) else {
+            continue;
+        };
+        if r.outcome == Outcome::RuleRejected || action == "evaluate" {
+            continue;
+        }
+        did_by_event.entry(event_id).or_default().push(PlanLine {
+            rule: rule.clone(),
+            action: action.clone(),
+            template: r.template.clone(),
+            outcome: Some(r.outcome.as_str().to_string()),
+            text: r.text.clone(),
+        });
+    }
+    events
+        .iter()
+        .map(|(event, stored_at)| {
+            let evaluation = engine.evaluate(rule_set, event, &EvalContext { now: *stored_at });
+            let mut would = Vec::new();
+            for outcome in &evaluation.rules {
+                if let Some(problem) = &outcome.error {
+                    would.push(PlanLine {
+                        rule: outcome.rule.clone(),
+                        action: "rule_error".into(),
+                        template: None,
+                        outcome: None,
+                        text: Some(problem.to_string()),
+                    });
+                }
+                for action in &outcome.actions {
+                    let (template, text) = match action {
+                        Action::Reply { template, vars } | Action::Alert { template, vars } => (
+                            Some(template.clone()),
+                            Some(
+                                templates
+                                    .render(template, event, vars)
+                                    .unwrap_or_else(|e| format!("(render error: {e})")),
+                            ),
+                        ),
+                        _ => (None, None),
+                    };
+                    would.push(PlanLine {
+                        rule: outcome.rule.clone(),
+                        action: action.kind().to_string(),
+                        template,
+                        outcome: None,
+                        text,
+                    });
+                }
+            }
+            let did = did_by_event.remove(event.id.as_str()).unwrap_or_default();
+            let changed = would.len() != did.len()
+                || would.iter().any(|w| !did.iter().any(|d| d.same_action(w)));
+            ReplayEntry {
+                event_id: event.id.clone(),
+                event_type: event.event_type.as_str().to_string(),
+                thread_id: event.thread_id().map(str::to_string),
+                would,
+                did,
+                changed,
+            }
+        })
+        .collect()
+}
+
+pub fn replay_text(entries: &[ReplayEntry], changes_only: bool) -> String {
+    let mut out = String::new();
+    let changed = entries.iter().filter(|e| e.changed).count();
+    for e in entries.iter().filter(|e| e.changed || !changes_only) {
+        out.push_str(&format!(
+            "{} {} (thread {})\n",
+            if e.changed { "≠" } else { "=" },
+            e.event_id,
+            e.thread_id.as_deref().unwrap_or("-")
+        ));
+        for w in &e.would {
+            let marker = if e.did.iter().any(|d| d.same_action(w)) { " " } else { "+" };
+            out.push_str(&format!("    would {marker} {}", w.label()));
+            if let Some(t) = &w.text {
+                out.push_str(&format!(": {}", short(t, 80)));
+            }
+            out.push('\n');
+        }
+        for d in &e.did {
+            let marker = if e.would.iter().any(|w| w.same_action(d)) { " " } else { "-" };
+            out.push_str(&format!(
+                "    did   {marker} {} → {}\n",
+                d.label(),
+                d.outcome.as_deref().unwrap_or("-")
+            ));
+        }
+    }
+    out.push_str(&format!(
+        "\nreplayed {} events: {} unchanged, {} would change (dry-run: nothing was sent)\n",
+        entries.len(),
+        entries.len() - changed,
+        changed
+    ));
+    out
+}
+
+pub async fn replay(config: &Config, args: ReplayArgs) -> anyhow::Result<()> {
+    let now = Utc::now();
+    let since = parse_point_in_time(&args.since, now)?;
+    let rules_dir = args.rules.unwrap_or_else(|| config.rules.dir.clone());
+    let templates_dir = args.templates.unwrap_or_else(|| config.rules.templates_dir.clone());
+    let engine = RuleEngine::new(RuleLimits::default());
+    let (rule_set, problems) = engine.load_dir(&rules_dir);
+    for p in &problems {
+        eprintln!("warning: {p} (rule left out of the replay)");
+    }
+    let (templates, template_problems) = Templates::load_dir(&templates_dir);
+    for p in &template_problems {
+        eprintln!("warning: {p}");
+    }
+    let infra = Infra::setup(&config.nats).await?;
+    let mut events = stored_events(&infra.js, &config.nats.prefix, since).await?;
+    if let Some(p) = &args.property {
+        events.retain(|(e, _)| &e.property.id == p);
+    }
+    let records = audit::query(
+        &infra.js,
+        &config.nats.prefix,
+        &AuditFilter {
+            since: Some(since),
+            property_id: args.property.clone(),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let entries = compare_replay(&engine, &rule_set, &templates, &events, &records);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&entries)?);
+    } else {
+        print!("{}", replay_text(&entries, args.changes_only));
+    }
+    Ok(())
+}
+
+// ---------- follow-ups ----------
+
+#[derive(Debug, Subcommand)]
+pub enum FollowUpsCommand {
+    /// List pending follow-up timers, soonest first.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel one pending follow-up.
+    Cancel { thread_id: String, name: String },
+}
+
+pub async fn follow_ups(config: &Config, cmd: FollowUpsCommand) -> anyhow::Result<()> {
+    let infra = Infra::setup(&config.nats).await?;
+    let store = crate::scheduler::FollowUps::new(infra.followups.clone());
+    match cmd {
+        FollowUpsCommand::List { json } => {
+            let mut timers = store.list().await?;
+            timers.sort_by_key(|t| t.due_at);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&timers)?);
+            } else {
+                println!("{:<22} {:<38} {:<20} {}", "DUE", "THREAD", "NAME", "PROPERTY");
+                for t in &timers {
+                    println!(
+                        "{:<22} {:<38} {:<20} {}",
+                        t.due_at.format("%Y-%m-%d %H:%M:%S"),
+                        t.thread_id,
+                        t.name,
+                        t.property_id
+                    );
+                }
+                println!("{} pending", timers.len());
+            }
+        }
+        FollowUpsCommand::Cancel { thread_id, name } => {
+            if store.cancel(&thread_id, &name).await? {
+                println!("cancelled {name} on thread {thread_id}");
+            } else {
+                anyhow::bail!("no pending follow-up {name:?} on thread {thread_id}");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,138 @@
+//! `concierge run`, `concierge sim` and `concierge demo`: wiring the roles together.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::sync::{mpsc, watch};
+
+use super::{DemoArgs, Role, RunArgs, SimArgs};
+use crate::config::Config;
+use crate::nats::Infra;
+use crate::roles;
+
+/// Flip `shutdown` on SIGTERM or SIGINT.
+pub fn shutdown_on_signals() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            match signal(SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = ctrl_c => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = ctrl_c.await;
+        }
+        tracing::info!("shutdown requested: finishing in-flight work");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+struct Ready {
+    client: async_nats::Client,
+    rules_loaded: Arc<AtomicBool>,
+}
+
+impl crate::http::Readiness for Ready {
+    fn ready(&self) -> Result<(), String> {
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Err("NATS not connected".into());
+        }
+        if !self.rules_loaded.load(Ordering::Relaxed) {
+            return Err("rules not loaded".into());
+        }
+        Ok(())
+    }
+}
+
+pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
+    let shutdown = shutdown_on_signals();
+    let infra = Infra::setup(&config.nats)
+        .await
+        .context("connecting to NATS")?;
+    let channex = roles::channex_client(&config)?;
+    let rules_loaded = Arc::new(AtomicBool::new(!matches!(args.role, Role::All | Role::Worker)));
+    let (nudge_tx, nudge_rx) = mpsc::channel(16);
+    if !config.http.listen.is_empty() {
+        let ready = Arc::new(Ready {
+            client: infra.client.clone(),
+            rules_loaded: rules_loaded.clone(),
+        });
+        let router = crate::http::router(ready, config.http.webhook_secret.clone(), Some(nudge_tx));
+        crate::http::serve(&config.http.listen, router, shutdown.clone()).await?;
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    let wants = |r: Role| args.role == Role::All || args.role == r;
+    if wants(Role::Poller) {
+        let poller = roles::poller(&config, &infra, channex.clone(), args.backfill);
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move { poller.run(shutdown, nudge_rx).await.map_err(anyhow::Error::from) });
+    }
+    if wants(Role::Scheduler) {
+        let scheduler = roles::scheduler(&config, &infra, channex.clone());
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move { scheduler.run(shutdown).await.map_err(anyhow::Error::from) });
+    }
+    if wants(Role::Worker) {
+        let (worker, _watcher) = roles::worker(&config, &infra, channex.clone()).await?;
+        rules_loaded.store(true, Ordering::Relaxed);
+        let shutdown = shutdown.clone();
+        let js = infra.js.clone();
+        let prefix = config.nats.prefix.clone();
+        tasks.spawn(async move {
+            worker
+                .run(&js, &prefix, shutdown)
+                .await
+                .map_err(anyhow::Error::from)
+        });
+    }
+    let mut first_error = None;
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %format!("{e:#}"), "role stopped with an error");
+                first_error.get_or_insert(e);
+            }
+            Err(e) => {
+                first_error.get_or_insert(anyhow::anyhow!("role task failed: {e}"));
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+pub async fn sim(args: SimArgs) -> anyhow::Result<()> {
+    let opts = crate::sim::SimOptions {
+        api_key: args.api_key,
+        port: args.port,
+        bind: args.bind,
+        faults: crate::sim::FaultConfig {
+            rate_429: args.fault_429,
+            rate_500: args.fault_500,
+            latency: args.latency.unwrap_or_default(),
+            ..Default::default()
+        },
+    };
+    crate::sim::serve_forever(opts, args.seed_demo).await
+}
+
+pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    crate::demo::run(args.keep_running).await
+}
