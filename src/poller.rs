@@ -293,7 +293,7 @@ impl Poller {
     /// One poll of one property (`None`: every property the key sees).
     pub async fn poll_once(&mut self, property: Option<&str>) -> Result<CycleStats, PollerError> {
         let started = Instant::now();
-        let calls_before = self.channex.stats().requests;
+        let calls_before = self.channex.stats().requests_sent;
         let scope = property.unwrap_or("*").to_string();
         let baseline = !self.baselined.contains(&crate::executor::ledger::key_token(&scope));
         let mut stats = CycleStats {
@@ -353,7 +353,7 @@ impl Poller {
                 .map_err(|e| PollerError::Store(e.to_string()))?;
             self.baselined.insert(crate::executor::ledger::key_token(&scope));
         }
-        stats.api_calls = self.channex.stats().requests - calls_before;
+        stats.api_calls = self.channex.stats().requests_sent - calls_before;
         let elapsed = started.elapsed();
         metrics::histogram!("concierge_poll_cycle_seconds").record(elapsed.as_secs_f64());
         metrics::counter!("concierge_poller_events_total").increment(stats.events_emitted as u64);

@@ -72,18 +72,13 @@ pub async fn ensure_consumer(
         max_ack_pending: 10_000,
         ..Default::default()
     };
-    // Reconcile: create, or update an existing consumer's ack_wait/max_deliver.
-    match stream.create_consumer(wanted.clone()).await {
+    // An existing durable with the same name is reused (nats-server 2.9 cannot update
+    // most consumer fields in place; change `worker.consumer` to roll out new settings).
+    match stream.create_consumer(wanted).await {
         Ok(c) => Ok(c),
-        Err(_) => {
-            let _ = js
-                .update_consumer_on_stream(wanted.clone(), events_stream(prefix))
-                .await;
-            stream
-                .get_consumer(&cfg.consumer)
-                .await
-                .map_err(|e| err(&e))
-        }
+        Err(create_err) => stream.get_consumer(&cfg.consumer).await.map_err(|e| {
+            WorkerError::Consumer(format!("{create_err}; and reading the existing one: {e}"))
+        }),
     }
 }
 
