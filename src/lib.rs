@@ -25,18 +25,22 @@
 //! - [`audit`]: the audit record and its stream.
 //! - [`scheduler`]: durable follow-up timers and cron schedules.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/webhooks/channex`.
+//! - [`roles`]: builds each role from config (shared by `run`, `demo`, tests, benches).
+//! - [`demo`]: the scripted showcase behind `concierge demo`.
 //! - [`cli`]: the command line; the only module that reads argv or the environment.
 
 pub mod audit;
 pub mod channex;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod events;
 pub mod executor;
 pub mod http;
 pub mod lease;
 pub mod nats;
 pub mod poller;
+pub mod roles;
 pub mod rules;
 pub mod scheduler;
 pub mod sim;

@@ -22,3 +22,81 @@ pub async fn nats_infra() -> (PrivateNatsServer, Infra, NatsConfig) {
         .unwrap_or_else(|e| panic!("JetStream setup on the private server failed: {e}"));
     (server, infra, cfg)
 }
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use concierge::config::{Config, Secret};
+use concierge::events::Event;
+use concierge::sim::{Sim, SimOptions, SimServer};
+use futures::StreamExt;
+
+pub const SIM_KEY: &str = "test-api-key";
+
+pub async fn sim() -> SimServer {
+    Sim::start(SimOptions::with_key(SIM_KEY))
+        .await
+        .unwrap_or_else(|e| panic!("cannot start the Channex simulator: {e}"))
+}
+
+/// A config pointing at the simulator and the private NATS, with fast timings.
+pub fn config(sim: &SimServer, nats: &NatsConfig, property_ids: &[&str]) -> Config {
+    let mut c = Config::default();
+    c.channex.base_url = sim.base_url.clone();
+    c.channex.api_key = Secret::new(SIM_KEY);
+    c.channex.property_ids = property_ids.iter().map(|s| s.to_string()).collect();
+    c.channex.poll_interval = Duration::from_millis(200);
+    c.channex.requests_per_minute = 60_000;
+    c.nats = nats.clone();
+    c.poller.lease_ttl = Duration::from_secs(1);
+    c.worker.ack_wait = Duration::from_secs(5);
+    c.worker.retry_delay = Duration::from_millis(200);
+    c
+}
+
+/// Every event stored on the events stream, in order.
+pub async fn stored_events(js: &jetstream::Context, prefix: &str) -> Vec<Event> {
+    let mut stream = js
+        .get_stream(concierge::nats::events_stream(prefix))
+        .await
+        .expect("events stream");
+    let info = stream.info().await.expect("stream info");
+    if info.state.messages == 0 {
+        return Vec::new();
+    }
+    let last = info.state.last_sequence;
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
+        .await
+        .expect("ordered consumer");
+    let mut messages = consumer.messages().await.expect("messages");
+    let mut out = Vec::new();
+    while let Ok(Some(Ok(msg))) =
+        tokio::time::timeout(Duration::from_secs(2), messages.next()).await
+    {
+        let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+        out.push(serde_json::from_slice(&msg.payload).expect("event JSON"));
+        if seq >= last {
+            break;
+        }
+    }
+    out
+}
+
+/// Wait until `check` holds, polling every 50 ms, or panic with `what`.
+pub async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {limit:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

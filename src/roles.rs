@@ -1,0 +1,128 @@
+//! Building each role from a validated [`Config`] and a NATS [`Infra`]: the one place that
+//! knows how the pieces plug together, shared by `concierge run`, `concierge demo`, the
+//! integration tests and the benchmarks.
+//!
+//! It must not read the environment or the command line (the CLI does), nor run anything
+//! by itself: it returns the roles, ready to `run`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::Utc;
+
+use crate::audit::{AuditLog, AuditRecord, Outcome};
+use crate::channex::{ApiKey, ChannexClient, ClientOptions};
+use crate::config::Config;
+use crate::executor::alerts::AlertSinks;
+use crate::executor::ledger::Ledger;
+use crate::executor::{Executor, ExecutorSettings};
+use crate::nats::Infra;
+use crate::poller::Poller;
+use crate::rules::{LiveRules, ReloadReport, RuleEngine, RuleLimits};
+use crate::scheduler::FollowUps;
+use crate::worker::Worker;
+
+pub fn channex_client(config: &Config) -> anyhow::Result<ChannexClient> {
+    let mut opts = ClientOptions::new(
+        config.channex.base_url.clone(),
+        ApiKey::new(config.channex.api_key.expose()),
+    );
+    opts.requests_per_minute = config.channex.requests_per_minute;
+    opts.max_retries = config.channex.max_retries;
+    opts.timeout = config.channex.timeout;
+    ChannexClient::new(opts).context("building the Channex client")
+}
+
+pub fn poller(
+    config: &Config,
+    infra: &Infra,
+    channex: ChannexClient,
+    backfill: Option<Duration>,
+) -> Poller {
+    Poller::new(channex, infra, Arc::new(config.clone()), backfill)
+}
+
+/// The executor with its ledger, follow-up store and alert sinks.
+pub fn executor(config: &Config, infra: &Infra, channex: ChannexClient, worker_id: &str) -> Executor {
+    let dry = {
+        let config = config.clone();
+        Arc::new(move |property_id: &str| config.is_dry_run(property_id))
+    };
+    Executor::new(
+        channex,
+        // A claim older than ack_wait belongs to a worker that died: by then JetStream has
+        // redelivered the event, and progress heartbeats keep live claims younger.
+        Ledger::new(infra.ledger.clone(), worker_id, config.worker.ack_wait),
+        FollowUps::new(infra.followups.clone()),
+        AlertSinks::new(
+            &config.alerts,
+            config
+                .alerts
+                .nats
+                .then(|| (infra.client.clone(), config.nats.prefix.clone())),
+        ),
+        ExecutorSettings {
+            cooldown: config.rules.cooldown,
+            dry_run: dry,
+            crash_at: None,
+        },
+    )
+}
+
+/// A worker with live-reloaded rules; rejected reloads become `rule_rejected` audit records.
+/// The returned [`LiveRules`] keeps the file watcher alive.
+pub async fn worker(
+    config: &Config,
+    infra: &Infra,
+    channex: ChannexClient,
+) -> anyhow::Result<(Worker, LiveRules)> {
+    let worker_id = format!("worker-{}", uuid::Uuid::new_v4());
+    let engine = Arc::new(RuleEngine::new(RuleLimits::default()));
+    let (live, reports) = LiveRules::watch(
+        &config.rules.dir,
+        &config.rules.templates_dir,
+        engine.clone(),
+        config.rules.watch,
+    )
+    .context("loading rules and templates")?;
+    let audit = AuditLog::new(infra.js.clone(), &config.nats.prefix);
+    tokio::spawn(forward_reload_reports(reports, audit.clone()));
+    let executor = executor(config, infra, channex, &worker_id);
+    let worker = Worker::new(engine, live.clone(), executor, audit, config.worker.clone());
+    Ok((worker, live))
+}
+
+/// Every rejected file of a reload becomes a `rule_rejected` audit record.
+pub async fn forward_reload_reports(
+    mut reports: tokio::sync::mpsc::Receiver<ReloadReport>,
+    audit: AuditLog,
+) {
+    while let Some(report) = reports.recv().await {
+        for accepted in &report.accepted {
+            tracing::info!(file = %accepted.0.display(), version = %accepted.1, "rule reloaded");
+        }
+        for problem in &report.rejected {
+            tracing::error!(problem = %problem, "rule file rejected; the last good version keeps running");
+            let mut r = AuditRecord::standalone(
+                format!(
+                    "reload:{}:{}",
+                    problem.file.display(),
+                    Utc::now().timestamp_nanos_opt().unwrap_or_default()
+                ),
+                Outcome::RuleRejected,
+            );
+            r.at = Utc::now();
+            r.rule = problem
+                .file
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned());
+            r.action = Some("reload".into());
+            r.reason = Some("compile_error".into());
+            r.error = Some(problem.to_string());
+            if let Err(e) = audit.record(&r).await {
+                tracing::warn!(error = %e, "could not audit a rejected rule");
+            }
+        }
+    }
+}

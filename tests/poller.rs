@@ -1,0 +1,272 @@
+//! Poller against the simulator (real HTTP) and a private nats-server: exactly one event
+//! per message across restarts, crashes, two pollers and injected faults.
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use concierge::events::EventType;
+use concierge::poller::Poller;
+use concierge::sim::FaultConfig;
+use tokio::sync::{mpsc, watch};
+
+const PROP: &str = "prop-1";
+
+fn poller(
+    config: &concierge::config::Config,
+    infra: &concierge::nats::Infra,
+) -> Poller {
+    let channex = concierge::roles::channex_client(config).expect("client");
+    Poller::new(channex, infra, Arc::new(config.clone()), None)
+}
+
+fn count_by_id(events: &[concierge::events::Event]) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for e in events {
+        *m.entry(e.id.clone()).or_insert(0) += 1;
+    }
+    m
+}
+
+#[tokio::test]
+async fn new_guest_message_becomes_exactly_one_event_with_contract_json() {
+    let (_nats, infra, nats_cfg) = common::nats_infra().await;
+    let sim = common::sim().await;
+    sim.sim.add_property(PROP, "Casa Azul", true);
+    let old = sim.sim.open_thread(PROP, "BookingCom", "Old Guest", true);
+    sim.sim.guest_message(&old, "history, not to be emitted");
+    let mut config = common::config(&sim, &nats_cfg, &[PROP]);
+    config.properties.insert(
+        PROP.into(),
+        concierge::config::PropertyConfig {
+            name: "Casa Azul".into(),
+            timezone: Some("Europe/Lisbon".into()),
+            vars: serde_json::json!({"wifi_name": "azul"}).as_object().cloned().unwrap(),
+            dry_run: false,
+        },
+    );
+    let mut p = poller(&config, &infra);
+    p.load_states().await.unwrap();
+    let baseline = p.poll_once(Some(PROP)).await.unwrap();
+    assert!(baseline.baseline);
+    assert_eq!(baseline.events_emitted, 0, "history is a baseline, not events");
+
+    let thread = sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
+    let msg_id = sim.sim.guest_message(&thread, "What is the wifi password?");
+    let mut sub = infra
+        .client
+        .subscribe(format!("concierge.events.thread.new_message.{PROP}"))
+        .await
+        .unwrap();
+    let stats = p.poll_once(Some(PROP)).await.unwrap();
+    assert_eq!(stats.events_emitted, 1);
+    assert_eq!(stats.threads_changed, 1);
+    // ceil(2 threads / 100) list call + one messages call for the changed thread.
+    assert_eq!(stats.api_calls, 2, "{stats:?}");
+
+    let msg = tokio::time::timeout(Duration::from_secs(2), futures::StreamExt::next(&mut sub))
+        .await
+        .expect("event on the contract subject")
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap();
+    assert_eq!(
+        msg.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")).map(|v| v.as_str()),
+        Some(format!("thread.new_message:{thread}:{msg_id}").as_str())
+    );
+    assert_eq!(json["id"], format!("thread.new_message:{thread}:{msg_id}"));
+    assert_eq!(json["type"], "thread.new_message");
+    assert_eq!(json["property"]["id"], PROP);
+    assert_eq!(json["property"]["name"], "Casa Azul");
+    assert_eq!(json["property"]["timezone"], "Europe/Lisbon");
+    assert_eq!(json["property"]["vars"]["wifi_name"], "azul");
+    assert_eq!(json["thread"]["id"], thread.as_str());
+    assert_eq!(json["thread"]["provider"], "booking_com");
+    assert_eq!(json["thread"]["awaiting_reply"], true);
+    assert_eq!(json["thread"]["message_count"], 1);
+    assert!(json["thread"]["last_guest_message_at"].is_string());
+    assert!(json["thread"]["booking_id"].is_string());
+    assert_eq!(json["message"]["id"], msg_id.as_str());
+    assert_eq!(json["message"]["text"], "What is the wifi password?");
+    assert_eq!(json["message"]["sender"], "guest");
+    assert!(json.get("inquiry").is_none());
+
+    // Nothing changed: nothing emitted, and only the list call is spent.
+    let again = p.poll_once(Some(PROP)).await.unwrap();
+    assert_eq!(again.events_emitted, 0);
+    assert_eq!(again.api_calls, 1);
+    assert_eq!(common::stored_events(&infra.js, "concierge").await.len(), 1);
+}
+
+#[tokio::test]
+async fn inquiry_is_announced_once_with_its_deadline() {
+    let (_nats, infra, nats_cfg) = common::nats_infra().await;
+    let sim = common::sim().await;
+    sim.sim.add_property(PROP, "Casa Azul", true);
+    let config = common::config(&sim, &nats_cfg, &[PROP]);
+    let mut p = poller(&config, &infra);
+    p.poll_once(Some(PROP)).await.unwrap();
+
+    let deadline: chrono::DateTime<Utc> = "2031-12-01T07:01:38.735Z".parse().unwrap();
+    let (thread, inquiry_msg) = sim.sim.add_inquiry(
+        PROP, "Andrew", deadline, "2031-12-02", "2031-12-03", 3, "50.00", "GBP",
+    );
+    p.poll_once(Some(PROP)).await.unwrap();
+    p.poll_once(Some(PROP)).await.unwrap();
+    let events = common::stored_events(&infra.js, "concierge").await;
+    let inquiries: Vec<_> = events
+        .iter()
+        .filter(|e| e.event_type == EventType::InquiryReceived)
+        .collect();
+    assert_eq!(inquiries.len(), 1, "{events:#?}");
+    let ev = inquiries[0];
+    assert_eq!(ev.id, format!("inquiry.received:{thread}:{inquiry_msg}"));
+    let inquiry = ev.inquiry.as_ref().unwrap();
+    assert_eq!(inquiry.non_response_at, Some(deadline));
+    assert_eq!(inquiry.guest_name.as_deref(), Some("Andrew"));
+    assert_eq!(inquiry.number_of_guests, Some(3));
+    assert_eq!(inquiry.expected_payout_amount_accurate.as_deref(), Some("50.00"));
+    assert_eq!(inquiry.currency.as_deref(), Some("GBP"));
+    assert_eq!(ev.thread.as_ref().unwrap().provider, "airbnb");
+    assert_eq!(ev.thread.as_ref().unwrap().booking_id, None);
+
+    // A guest message on the inquiry thread is a new message, not a new inquiry.
+    sim.sim.guest_message(&thread, "Is the flat quiet at night?");
+    p.poll_once(Some(PROP)).await.unwrap();
+    let events = common::stored_events(&infra.js, "concierge").await;
+    assert_eq!(
+        events.iter().filter(|e| e.event_type == EventType::InquiryReceived).count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn restart_and_crash_between_publish_and_snapshot_emit_each_message_once() {
+    let (_nats, infra, nats_cfg) = common::nats_infra().await;
+    let sim = common::sim().await;
+    sim.sim.add_property(PROP, "Casa Azul", true);
+    let config = common::config(&sim, &nats_cfg, &[PROP]);
+    let thread = sim.sim.open_thread(PROP, "Airbnb", "Tom", true);
+
+    let mut first = poller(&config, &infra);
+    first.load_states().await.unwrap();
+    first.poll_once(Some(PROP)).await.unwrap(); // baseline
+    sim.sim.guest_message(&thread, "one");
+    first.poll_once(Some(PROP)).await.unwrap();
+    drop(first); // "restart"
+
+    // Messages that arrive while the poller is down are emitted once after restart.
+    sim.sim.guest_message(&thread, "two");
+    sim.sim.guest_message(&thread, "three");
+    let mut second = poller(&config, &infra);
+    second.load_states().await.unwrap();
+    let stats = second.poll_once(Some(PROP)).await.unwrap();
+    assert_eq!(stats.events_emitted, 2);
+
+    // A crash between publish and snapshot write: the events went out, the snapshot did
+    // not. Simulate by restoring the previous snapshot after the cycle.
+    let key = format!("t.{thread}");
+    let before = infra.threads.entry(key.clone()).await.unwrap().unwrap().value;
+    sim.sim.guest_message(&thread, "four");
+    second.poll_once(Some(PROP)).await.unwrap();
+    infra.threads.put(&key, before).await.unwrap();
+    drop(second);
+    let mut third = poller(&config, &infra);
+    third.load_states().await.unwrap();
+    third.poll_once(Some(PROP)).await.unwrap(); // re-publishes "four": deduplicated
+
+    let events = common::stored_events(&infra.js, "concierge").await;
+    let texts: Vec<_> = events
+        .iter()
+        .map(|e| e.message.as_ref().unwrap().text.clone())
+        .collect();
+    assert_eq!(texts, vec!["one", "two", "three", "four"], "oldest first, once each");
+    assert!(count_by_id(&events).values().all(|n| *n == 1));
+}
+
+#[tokio::test]
+async fn two_pollers_elect_one_leader_and_the_standby_takes_over() {
+    let (_nats, infra, nats_cfg) = common::nats_infra().await;
+    let sim = common::sim().await;
+    sim.sim.add_property(PROP, "Casa Azul", true);
+    let config = common::config(&sim, &nats_cfg, &[PROP]);
+    let thread = sim.sim.open_thread(PROP, "BookingCom", "Ana", true);
+
+    let (stop_a, shutdown_a) = watch::channel(false);
+    let (stop_b, shutdown_b) = watch::channel(false);
+    let (_na, nudge_a) = mpsc::channel(1);
+    let (_nb, nudge_b) = mpsc::channel(1);
+    let a = tokio::spawn(poller(&config, &infra).run(shutdown_a, nudge_a));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let b = tokio::spawn(poller(&config, &infra).run(shutdown_b, nudge_b));
+    tokio::time::sleep(Duration::from_millis(800)).await; // baseline by the leader
+
+    for i in 0..5 {
+        sim.sim.guest_message(&thread, &format!("message {i}"));
+    }
+    common::eventually("5 events", Duration::from_secs(5), || async {
+        common::stored_events(&infra.js, "concierge").await.len() >= 5
+    })
+    .await;
+
+    // Kill the leader (a, which started first); b must take over within a few seconds.
+    let _ = stop_a.send(true);
+    a.abort();
+    for i in 5..8 {
+        sim.sim.guest_message(&thread, &format!("message {i}"));
+    }
+    common::eventually("standby took over and emitted 3 more", Duration::from_secs(8), || async {
+        common::stored_events(&infra.js, "concierge").await.len() >= 8
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let events = common::stored_events(&infra.js, "concierge").await;
+    assert_eq!(events.len(), 8, "no duplicates across two pollers");
+    assert!(count_by_id(&events).values().all(|n| *n == 1));
+    let _ = stop_b.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), b).await;
+}
+
+#[tokio::test]
+async fn injected_429_and_500_still_emit_every_message_exactly_once() {
+    let (_nats, infra, nats_cfg) = common::nats_infra().await;
+    let sim = common::sim().await;
+    sim.sim.add_property(PROP, "Casa Azul", true);
+    let config = common::config(&sim, &nats_cfg, &[PROP]);
+    let mut p = poller(&config, &infra);
+    p.poll_once(Some(PROP)).await.unwrap();
+    let threads: Vec<String> = (0..6)
+        .map(|i| sim.sim.open_thread(PROP, "BookingCom", &format!("Guest {i}"), true))
+        .collect();
+    for (i, t) in threads.iter().enumerate() {
+        for j in 0..3 {
+            sim.sim.guest_message(t, &format!("thread {i} message {j}"));
+        }
+    }
+    sim.sim.set_faults(FaultConfig {
+        rate_429: 0.15,
+        rate_500: 0.15,
+        retry_after_secs: 0,
+        latency: Duration::ZERO,
+    });
+    // Cycles may fail part-way (retries exhausted); later cycles pick up the rest.
+    for _ in 0..20 {
+        let _ = p.poll_once(Some(PROP)).await;
+        if common::stored_events(&infra.js, "concierge").await.len() >= 18 {
+            break;
+        }
+    }
+    sim.sim.set_faults(FaultConfig::default());
+    let _ = p.poll_once(Some(PROP)).await;
+    let faults = sim
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.status == 429 || r.status == 500)
+        .count();
+    assert!(faults > 0, "faults were injected");
+    let events = common::stored_events(&infra.js, "concierge").await;
+    assert_eq!(events.len(), 18);
+    assert!(count_by_id(&events).values().all(|n| *n == 1));
+}
