@@ -223,11 +223,17 @@ pub mod ids {
     }
 
     pub fn follow_up(thread_id: &str, name: &str, due_at: DateTime<Utc>) -> String {
-        format!("follow_up.due:{thread_id}:{name}:{}", due_at.timestamp_millis())
+        format!(
+            "follow_up.due:{thread_id}:{name}:{}",
+            due_at.timestamp_millis()
+        )
     }
 
     pub fn schedule_tick(schedule: &str, tick_at: DateTime<Utc>, thread_id: &str) -> String {
-        format!("schedule.tick:{schedule}:{}:{thread_id}", tick_at.timestamp())
+        format!(
+            "schedule.tick:{schedule}:{}:{thread_id}",
+            tick_at.timestamp()
+        )
     }
 }
 
@@ -281,7 +287,10 @@ mod tests {
             t("2024-01-01T00:00:00Z"),
             t("2024-01-02T00:00:00Z")
         ));
-        assert!(ThreadSnapshot::compute_awaiting_reply(t("2024-01-01T00:00:00Z"), None));
+        assert!(ThreadSnapshot::compute_awaiting_reply(
+            t("2024-01-01T00:00:00Z"),
+            None
+        ));
         assert!(!ThreadSnapshot::compute_awaiting_reply(None, None));
     }
 
