@@ -731,3 +731,33 @@ async fn malformed_list_item_is_skipped_and_reported() {
     assert_eq!(l.pages, 1);
     server.abort();
 }
+
+#[tokio::test]
+async fn ten_thousand_threads_full_scan() {
+    let s = sim().await;
+    let c = client(&s);
+    for i in 0..10_000 {
+        let provider = if i % 2 == 0 { "BookingCom" } else { "Airbnb" };
+        let t = s
+            .sim
+            .open_thread(&format!("p{}", i % 7), provider, &format!("G{i}"), true);
+        if i % 10 == 0 {
+            s.sim.guest_message(&t, "hello");
+        }
+    }
+    let started = Instant::now();
+    let q = ThreadQuery::default().ordered_by("last_message_received_at", OrderDirection::Desc);
+    let l = c.list_threads(&q).await.expect("scan");
+    let took = started.elapsed();
+    assert_eq!(l.items.len(), 10_000);
+    assert_eq!(l.pages, 100);
+    assert!(l.order_honoured);
+    // Threads with messages come first, newest activity first.
+    assert!(l.items[..1_000]
+        .iter()
+        .all(|t| t.last_message_received_at.is_some()));
+    assert!(l.items[1_000..]
+        .iter()
+        .all(|t| t.last_message_received_at.is_none()));
+    assert!(took < Duration::from_secs(20), "full scan took {took:?}");
+}
