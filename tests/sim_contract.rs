@@ -50,10 +50,13 @@ fn str_kind(s: &str) -> StrKind {
     };
     if s.len() == 26 && s.is_char_boundary(10) && s.is_char_boundary(19) {
         let (d, rest) = s.split_at(10);
-        if is_date(d) && &rest[..1] == "T" && is_time(&rest[1..9]) && &rest[9..10] == "." {
-            if digits(&rest[10..]) {
-                return StrKind::NaiveMicros;
-            }
+        if is_date(d)
+            && &rest[..1] == "T"
+            && is_time(&rest[1..9])
+            && &rest[9..10] == "."
+            && digits(&rest[10..])
+        {
+            return StrKind::NaiveMicros;
         }
     }
     if s.len() == 24 && s.is_char_boundary(10) {
