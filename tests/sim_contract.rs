@@ -703,3 +703,20 @@ async fn control_api_drives_the_world() {
     assert!(server.sim.requests().is_empty());
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn demo_seed_is_served() {
+    use concierge::channex::{ApiKey, ChannexClient, ClientOptions, ThreadQuery};
+    let server = Sim::start(SimOptions::with_key(KEY)).await.expect("sim");
+    concierge::sim::seed_demo(&server.sim);
+    let c =
+        ChannexClient::new(ClientOptions::new(&server.base_url, ApiKey::new(KEY))).expect("client");
+    let l = c.list_threads(&ThreadQuery::default()).await.expect("list");
+    assert_eq!(l.items.len(), 3, "the no-app property's thread is hidden");
+    let mut inquiries = 0;
+    for t in &l.items {
+        let msgs = c.list_thread_messages(&t.id).await.expect("messages");
+        inquiries += msgs.items.iter().filter(|m| m.is_inquiry()).count();
+    }
+    assert_eq!(inquiries, 1);
+}
