@@ -60,7 +60,9 @@ pub(crate) fn error_response(status: StatusCode, code: &str, title: &str) -> Res
 
 fn refusal(r: Refusal) -> Response {
     match r {
-        Refusal::NotFound => error_response(StatusCode::NOT_FOUND, "not_found", "Resouce Not Found"),
+        Refusal::NotFound => {
+            error_response(StatusCode::NOT_FOUND, "not_found", "Resouce Not Found")
+        }
         Refusal::Forbidden => error_response(StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
         Refusal::NotSupported => error_response(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -126,7 +128,10 @@ async fn gate(State(sim): State<Sim>, req: Request, next: Next) -> Response {
         .map(str::to_string);
     let (faults, key_ok) = {
         let s = sim.lock();
-        (s.faults.clone(), given_key.as_deref() == Some(s.api_key.as_str()))
+        (
+            s.faults.clone(),
+            given_key.as_deref() == Some(s.api_key.as_str()),
+        )
     };
     if !faults.latency.is_zero() {
         tokio::time::sleep(faults.latency).await;
@@ -309,8 +314,7 @@ async fn upload_attachment(State(sim): State<Sim>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(_) => return refusal(Refusal::Validation("Validation Error")),
     };
-    let bytes = match base64::engine::general_purpose::STANDARD.decode(req.attachment.file.trim())
-    {
+    let bytes = match base64::engine::general_purpose::STANDARD.decode(req.attachment.file.trim()) {
         Ok(b) => b,
         Err(_) => return refusal(Refusal::Validation("file is not valid base64")),
     };

@@ -37,8 +37,8 @@ fn bad_request(msg: String) -> Response {
     (StatusCode::BAD_REQUEST, Json(json!({"error": msg}))).into_response()
 }
 
-fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
-    serde_json::from_slice(body).map_err(|e| bad_request(format!("invalid body: {e}")))
+fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, Box<Response>> {
+    serde_json::from_slice(body).map_err(|e| Box::new(bad_request(format!("invalid body: {e}"))))
 }
 
 fn unknown_thread(id: &str) -> Response {
@@ -68,7 +68,7 @@ async fn add_property(State(sim): State<Sim>, body: Bytes) -> Response {
             sim.add_property(&p.id, &p.title, p.messages_app);
             Json(json!({"id": p.id})).into_response()
         }
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -89,7 +89,7 @@ async fn open_thread(State(sim): State<Sim>, body: Bytes) -> Response {
             let booking_id = sim.thread(&id).and_then(|t| t.booking_id);
             Json(json!({"id": id, "booking_id": booking_id})).into_response()
         }
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -119,7 +119,7 @@ fn one() -> u32 {
 async fn add_inquiry(State(sim): State<Sim>, body: Bytes) -> Response {
     let i = match parse::<InquiryBody>(&body) {
         Ok(i) => i,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(deadline) = crate::channex::parse_timestamp(&i.non_response_at) else {
         return bad_request(format!(
@@ -151,7 +151,7 @@ async fn guest_message(State(sim): State<Sim>, Path(id): Path<String>, body: Byt
             Some(mid) => Json(json!({"id": mid})).into_response(),
             None => unknown_thread(&id),
         },
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -161,7 +161,7 @@ async fn staff_message(State(sim): State<Sim>, Path(id): Path<String>, body: Byt
             Some(mid) => Json(json!({"id": mid})).into_response(),
             None => unknown_thread(&id),
         },
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -209,7 +209,7 @@ async fn set_faults(State(sim): State<Sim>, body: Bytes) -> Response {
             sim.set_faults(cfg.clone());
             Json(FaultsBody::from(&cfg)).into_response()
         }
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -231,7 +231,7 @@ async fn set_list_features(State(sim): State<Sim>, body: Bytes) -> Response {
             sim.set_list_features(b.order, b.property_filter);
             Json(json!({"order": b.order, "property_filter": b.property_filter})).into_response()
         }
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -258,4 +258,3 @@ async fn sent(State(sim): State<Sim>) -> Response {
         .collect();
     Json(v).into_response()
 }
-

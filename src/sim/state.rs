@@ -92,26 +92,26 @@ pub(crate) enum Refusal {
 /// Order fields `GET /message_threads` can sort by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SortField {
-    InsertedAt,
-    UpdatedAt,
-    LastMessageReceivedAt,
+    Inserted,
+    Updated,
+    LastMessageReceived,
 }
 
 impl SortField {
     pub fn parse(s: &str) -> Option<SortField> {
         match s {
-            "inserted_at" => Some(SortField::InsertedAt),
-            "updated_at" => Some(SortField::UpdatedAt),
-            "last_message_received_at" => Some(SortField::LastMessageReceivedAt),
+            "inserted_at" => Some(SortField::Inserted),
+            "updated_at" => Some(SortField::Updated),
+            "last_message_received_at" => Some(SortField::LastMessageReceived),
             _ => None,
         }
     }
 
     pub fn as_str(&self) -> &'static str {
         match self {
-            SortField::InsertedAt => "inserted_at",
-            SortField::UpdatedAt => "updated_at",
-            SortField::LastMessageReceivedAt => "last_message_received_at",
+            SortField::Inserted => "inserted_at",
+            SortField::Updated => "updated_at",
+            SortField::LastMessageReceived => "last_message_received_at",
         }
     }
 }
@@ -213,7 +213,11 @@ impl Store {
             property_id.to_string(),
             Provider::parse(provider).as_event_str().to_string(),
         );
-        let channel_id = self.channels.entry(channel_key).or_insert_with(new_id).clone();
+        let channel_id = self
+            .channels
+            .entry(channel_key)
+            .or_insert_with(new_id)
+            .clone();
         let now = self.tick();
         if let Some(b) = &booking_id {
             self.bookings.insert(b.clone(), id.clone());
@@ -317,7 +321,14 @@ impl Store {
             }),
         };
         let msg_id = self
-            .push_message(&thread_id, "inquiry", "system", Vec::new(), None, Some(meta))
+            .push_message(
+                &thread_id,
+                "inquiry",
+                "system",
+                Vec::new(),
+                None,
+                Some(meta),
+            )
             .unwrap_or_default();
         (thread_id, msg_id)
     }
@@ -417,7 +428,7 @@ impl Store {
         }
         let (field, desc) = match order {
             Some(o) if self.honour_order => o,
-            _ => (SortField::InsertedAt, true),
+            _ => (SortField::Inserted, true),
         };
         let mut rows: Vec<&SimThread> = self
             .threads
@@ -429,9 +440,9 @@ impl Store {
             .filter(|t| self.accessible(t).is_ok())
             .collect();
         let key = |t: &SimThread| match field {
-            SortField::InsertedAt => Some(t.inserted_at),
-            SortField::UpdatedAt => Some(t.updated_at),
-            SortField::LastMessageReceivedAt => t.last_message_at(),
+            SortField::Inserted => Some(t.inserted_at),
+            SortField::Updated => Some(t.updated_at),
+            SortField::LastMessageReceived => t.last_message_at(),
         };
         rows.sort_by(|a, b| {
             let ord = (key(a), &a.id).cmp(&(key(b), &b.id));
@@ -580,7 +591,10 @@ impl Store {
                 updated_at: Some(t.updated_at),
             },
             relationships: Relationships {
-                booking: t.booking_id.as_ref().map(|b| RelData::new(b.clone(), "booking")),
+                booking: t
+                    .booking_id
+                    .as_ref()
+                    .map(|b| RelData::new(b.clone(), "booking")),
                 channel: Some(RelData::new(t.channel_id.clone(), "channel")),
                 property: Some(property),
                 message_thread: None,
@@ -610,7 +624,7 @@ fn message_to_wire(t: &SimThread, m: &SimMessage) -> MessageResource {
     }
 }
 
-fn page_slice<'a, T>(rows: &'a [T], page: u32, limit: u32) -> &'a [T] {
+fn page_slice<T>(rows: &[T], page: u32, limit: u32) -> &[T] {
     let start = (page.saturating_sub(1) as usize).saturating_mul(limit as usize);
     if start >= rows.len() {
         return &[];
