@@ -287,6 +287,11 @@ impl Sim {
         )
     }
 
+    /// Moves a thread and its messages `by` into the past; `false` if it does not exist.
+    pub fn backdate_thread(&self, thread_id: &str, by: chrono::Duration) -> bool {
+        self.lock().backdate_thread(thread_id, by)
+    }
+
     /// A guest message; `None` when the thread does not exist.
     pub fn try_guest_message(&self, thread_id: &str, text: &str) -> Option<String> {
         self.lock().guest_message(thread_id, text)

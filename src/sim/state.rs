@@ -240,6 +240,21 @@ impl Store {
         id
     }
 
+    /// Moves a thread and all its messages `by` into the past (a conversation that went
+    /// quiet long ago), for stale-thread scenarios.
+    pub fn backdate_thread(&mut self, thread_id: &str, by: chrono::Duration) -> bool {
+        let Some(thread) = self.threads.get_mut(thread_id) else {
+            return false;
+        };
+        thread.inserted_at -= by;
+        thread.updated_at -= by;
+        for m in &mut thread.messages {
+            m.inserted_at -= by;
+            m.updated_at -= by;
+        }
+        true
+    }
+
     fn push_message(
         &mut self,
         thread_id: &str,
