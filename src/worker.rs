@@ -100,6 +100,12 @@ impl Worker {
         }
     }
 
+    /// Fault injection for tests (see [`CrashPoint`]).
+    pub fn with_crash_point(mut self, point: crate::executor::CrashPoint) -> Self {
+        self.executor = self.executor.with_crash_point(point);
+        self
+    }
+
     pub fn with_clock(mut self, clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>) -> Self {
         self.clock = clock;
         self

@@ -172,6 +172,12 @@ impl Executor {
         }
     }
 
+    /// Fault injection for tests: stop at `point` as a killed process would.
+    pub fn with_crash_point(mut self, point: CrashPoint) -> Self {
+        self.settings.crash_at = Some(point);
+        self
+    }
+
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
     }

@@ -1,0 +1,451 @@
+//! Worker + executor end to end: events from the real poller, rules from real files, Channex
+//! calls over real HTTP to the simulator, audit records read back from JetStream.
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use concierge::audit::{self, AuditFilter, AuditRecord, Outcome};
+use concierge::config::Config;
+use concierge::events::{Event, EventType};
+use concierge::executor::CrashPoint;
+use concierge::nats::Infra;
+use concierge::poller::Poller;
+use concierge::sim::{FaultConfig, SimServer};
+use concierge::worker::Worker;
+use tokio::sync::watch;
+
+const PROP: &str = "prop-w";
+
+struct Rig {
+    _nats: concierge::nats::PrivateNatsServer,
+    infra: Infra,
+    sim: SimServer,
+    config: Config,
+    poller: Poller,
+    _dir: tempfile::TempDir,
+}
+
+fn write(dir: &Path, name: &str, body: &str) {
+    let path = dir.join(name);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
+    std::fs::write(path, body).unwrap();
+}
+
+const FAQ_RULE: &str = r#"
+// FAQ: wifi
+if event.type == "thread.new_message" && message.sender == "guest" && contains_any(message.text, ["wifi", "wi-fi"]) {
+    reply("wifi");
+}
+"#;
+
+const THANKS_RULE: &str = r#"
+if event.type == "thread.new_message" && message.sender == "guest" && contains_any(message.text, ["thanks", "thank you"]) {
+    no_reply_needed();
+}
+"#;
+
+async fn rig(rules: &[(&str, &str)], templates: &[(&str, &str)]) -> Rig {
+    let (nats, infra, nats_cfg) = common::nats_infra().await;
+    let sim = common::sim().await;
+    sim.sim.add_property(PROP, "Casa Azul", true);
+    let dir = tempfile::tempdir().unwrap();
+    let rules_dir = dir.path().join("rules");
+    let templates_dir = dir.path().join("templates");
+    std::fs::create_dir_all(&rules_dir).unwrap();
+    std::fs::create_dir_all(&templates_dir).unwrap();
+    for (name, body) in rules {
+        write(&rules_dir, name, body);
+    }
+    for (name, body) in templates {
+        write(&templates_dir, name, body);
+    }
+    let mut config = common::config(&sim, &nats_cfg, &[PROP]);
+    config.rules.dir = rules_dir;
+    config.rules.templates_dir = templates_dir;
+    config.properties.insert(
+        PROP.into(),
+        concierge::config::PropertyConfig {
+            name: "Casa Azul".into(),
+            timezone: Some("Europe/Lisbon".into()),
+            vars: serde_json::json!({"wifi_name": "CasaAzul", "wifi_password": "sardinhas"})
+                .as_object()
+                .cloned()
+                .unwrap(),
+            dry_run: false,
+        },
+    );
+    let channex = concierge::roles::channex_client(&config).unwrap();
+    let mut poller = Poller::new(channex, &infra, Arc::new(config.clone()), None);
+    poller.poll_once(Some(PROP)).await.unwrap(); // baseline
+    Rig {
+        _nats: nats,
+        infra,
+        sim,
+        config,
+        poller,
+        _dir: dir,
+    }
+}
+
+impl Rig {
+    async fn worker(&self) -> (Worker, concierge::rules::LiveRules) {
+        let channex = concierge::roles::channex_client(&self.config).unwrap();
+        concierge::roles::worker(&self.config, &self.infra, channex)
+            .await
+            .unwrap()
+    }
+
+    /// Poll and return the events emitted by this cycle.
+    async fn poll(&mut self) -> Vec<Event> {
+        let before = common::stored_events(&self.infra.js, "concierge").await.len();
+        self.poller.poll_once(Some(PROP)).await.unwrap();
+        common::stored_events(&self.infra.js, "concierge")
+            .await
+            .into_iter()
+            .skip(before)
+            .collect()
+    }
+
+    async fn audit(&self) -> Vec<AuditRecord> {
+        audit::query(&self.infra.js, "concierge", &AuditFilter::default())
+            .await
+            .unwrap()
+    }
+
+    fn sent(&self) -> Vec<(String, String)> {
+        self.sim.sim.sent_by_api()
+    }
+}
+
+fn guest_event(events: &[Event]) -> Event {
+    events
+        .iter()
+        .find(|e| e.event_type == EventType::ThreadNewMessage)
+        .cloned()
+        .expect("a new-message event")
+}
+
+#[tokio::test]
+async fn wifi_question_gets_exactly_one_reply_and_an_executed_record() {
+    let mut rig = rig(
+        &[("10_faq.rhai", FAQ_RULE)],
+        &[("wifi.hbs", "The wifi is {{vars.wifi_name}}, password {{vars.wifi_password}}.\n")],
+    )
+    .await;
+    let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
+    rig.sim.sim.guest_message(&thread, "Hi, what's the wifi?");
+    rig.poll().await;
+
+    let (worker, _live) = rig.worker().await;
+    let (stop, shutdown) = watch::channel(false);
+    let js = rig.infra.js.clone();
+    let running = tokio::spawn(async move { worker.run(&js, "concierge", shutdown).await });
+    common::eventually("executed reply", Duration::from_secs(10), || async {
+        rig.audit().await.iter().any(|r| r.outcome == Outcome::Executed)
+    })
+    .await;
+    let _ = stop.send(true);
+    running.await.unwrap().unwrap();
+
+    let sent = rig.sent();
+    assert_eq!(
+        sent,
+        vec![(thread.clone(), "The wifi is CasaAzul, password sardinhas.".to_string())]
+    );
+    let records = rig.audit().await;
+    let executed: Vec<_> = records.iter().filter(|r| r.outcome == Outcome::Executed).collect();
+    assert_eq!(executed.len(), 1, "{records:#?}");
+    let r = executed[0];
+    assert_eq!(r.action.as_deref(), Some("reply"));
+    assert_eq!(r.rule.as_deref(), Some("10_faq"));
+    assert_eq!(r.template.as_deref(), Some("wifi"));
+    assert_eq!(r.thread_id.as_deref(), Some(thread.as_str()));
+    assert_eq!(r.property_id.as_deref(), Some(PROP));
+    assert_eq!(r.text.as_deref(), Some("The wifi is CasaAzul, password sardinhas."));
+    assert!(r.rule_version.as_deref().is_some_and(|v| !v.is_empty()));
+    let channex_id = r.channex_message_id.clone().expect("channex message id");
+    assert!(rig.sim.sim.messages(&thread).iter().any(|m| m.id == channex_id));
+
+    // Our own reply comes back through the poller: it never triggers the rules.
+    let own = rig.poll().await;
+    assert_eq!(own.len(), 1);
+    let (worker, _live) = rig.worker().await;
+    let report = worker.process_event(&own[0], 1).await;
+    assert!(report.is_final());
+    assert_eq!(report.records[0].reason.as_deref(), Some("own_message"));
+    assert_eq!(rig.sent().len(), 1);
+}
+
+#[tokio::test]
+async fn duplicate_delivery_and_racing_workers_send_one_reply() {
+    let mut rig = rig(&[("10_faq.rhai", FAQ_RULE)], &[("wifi.hbs", "Wifi: {{vars.wifi_name}}")]).await;
+    let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
+    rig.sim.sim.guest_message(&thread, "wifi?");
+    let event = guest_event(&rig.poll().await);
+    let (a, _la) = rig.worker().await;
+    let (b, _lb) = rig.worker().await;
+    let (ra, rb) = tokio::join!(a.process_event(&event, 1), b.process_event(&event, 1));
+    // One of them may have been told to retry (the other held the claim); the retry then
+    // finds the action done.
+    for (w, r) in [(&a, ra), (&b, rb)] {
+        if !r.is_final() {
+            let again = w.process_event(&event, 2).await;
+            assert!(again.is_final());
+        }
+    }
+    // And a plain redelivery later.
+    let again = a.process_event(&event, 3).await;
+    assert!(again.is_final());
+    assert_eq!(rig.sent().len(), 1, "{:?}", rig.sent());
+}
+
+#[tokio::test]
+async fn crash_after_send_is_resolved_by_reading_the_thread_not_by_resending() {
+    let mut rig = rig(&[("10_faq.rhai", FAQ_RULE)], &[("wifi.hbs", "Wifi:   {{vars.wifi_name}}")]).await;
+    rig.config.worker.ack_wait = Duration::from_millis(300); // claim timeout
+    let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
+    rig.sim.sim.guest_message(&thread, "wifi?");
+    let event = guest_event(&rig.poll().await);
+
+    let (crashing, _l) = rig.worker().await;
+    let crashing = crashing.with_crash_point(CrashPoint::AfterSend);
+    let report = crashing.process_event(&event, 1).await;
+    assert!(!report.is_final(), "the crash leaves the action unfinished");
+    assert_eq!(rig.sent().len(), 1);
+
+    // Another process picks the redelivery up after the claim went stale.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (fresh, _l2) = rig.worker().await;
+    let report = fresh.process_event(&event, 2).await;
+    assert!(report.is_final(), "{:?}", report.pending);
+    assert_eq!(rig.sent().len(), 1, "no second message");
+    let r = &report.records[0];
+    assert_eq!(r.outcome, Outcome::Executed);
+    assert_eq!(r.reason.as_deref(), Some("verified_after_interruption"));
+    assert!(r.channex_message_id.is_some());
+}
+
+#[tokio::test]
+async fn crash_after_claim_before_send_sends_once_on_redelivery() {
+    let mut rig = rig(&[("10_faq.rhai", FAQ_RULE)], &[("wifi.hbs", "Wifi: {{vars.wifi_name}}")]).await;
+    rig.config.worker.ack_wait = Duration::from_millis(300);
+    let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
+    rig.sim.sim.guest_message(&thread, "wifi?");
+    let event = guest_event(&rig.poll().await);
+    let (crashing, _l) = rig.worker().await;
+    let report = crashing
+        .with_crash_point(CrashPoint::AfterClaim)
+        .process_event(&event, 1)
+        .await;
+    assert!(!report.is_final());
+    assert!(rig.sent().is_empty());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (fresh, _l2) = rig.worker().await;
+    assert!(fresh.process_event(&event, 2).await.is_final());
+    assert!(fresh.process_event(&event, 3).await.is_final());
+    assert_eq!(rig.sent().len(), 1);
+}
+
+#[tokio::test]
+async fn staff_reply_newer_than_the_guest_message_supersedes_the_auto_reply() {
+    let mut rig = rig(&[("10_faq.rhai", FAQ_RULE)], &[("wifi.hbs", "Wifi: {{vars.wifi_name}}")]).await;
+    let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
+    rig.sim.sim.guest_message(&thread, "wifi?");
+    let event = guest_event(&rig.poll().await);
+    rig.sim.sim.staff_message(&thread, "Hi Maria, the wifi is on the fridge!");
+    let (worker, _l) = rig.worker().await;
+    let report = worker.process_event(&event, 1).await;
+    assert!(report.is_final());
+    let r = &report.records[0];
+    assert_eq!(r.outcome, Outcome::Skipped);
+    assert_eq!(r.reason.as_deref(), Some("superseded"));
+    assert!(rig.sent().is_empty());
+}
+
+#[tokio::test]
+async fn no_reply_needed_only_on_booking_com() {
+    let mut rig = rig(&[("20_thanks.rhai", THANKS_RULE)], &[]).await;
+    let booking = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
+    let airbnb = rig.sim.sim.open_thread(PROP, "Airbnb", "Tom", true);
+    rig.sim.sim.guest_message(&booking, "Thanks!");
+    rig.sim.sim.guest_message(&airbnb, "Thank you!");
+    let events = rig.poll().await;
+    let (worker, _l) = rig.worker().await;
+    rig.sim.sim.clear_requests();
+    let mut outcomes = Vec::new();
+    for ev in &events {
+        let report = worker.process_event(ev, 1).await;
+        assert!(report.is_final());
+        outcomes.push((ev.thread_id().unwrap().to_string(), report.records[0].clone()));
+    }
+    let on = |t: &str| outcomes.iter().find(|(id, _)| id == t).unwrap().1.clone();
+    assert_eq!(on(&booking).outcome, Outcome::Executed);
+    assert_eq!(rig.sim.sim.no_reply_needed_marks(&booking), 1);
+    let skipped = on(&airbnb);
+    assert_eq!(skipped.outcome, Outcome::Skipped);
+    assert_eq!(skipped.reason.as_deref(), Some("not_supported"));
+    assert!(
+        !rig.sim.sim.requests().iter().any(|r| r.path.contains(&airbnb)),
+        "no API call for the Airbnb thread"
+    );
+}
+
+#[tokio::test]
+async fn endless_loop_rule_is_a_rule_error_and_other_rules_still_act() {
+    let mut rig = rig(
+        &[
+            ("05_loop.rhai", "let x = 0;\nloop { x += 1; }\n"),
+            ("10_faq.rhai", FAQ_RULE),
+        ],
+        &[("wifi.hbs", "Wifi: {{vars.wifi_name}}")],
+    )
+    .await;
+    let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
+    rig.sim.sim.guest_message(&thread, "wifi?");
+    let event = guest_event(&rig.poll().await);
+    let (worker, _l) = rig.worker().await;
+    let report = worker.process_event(&event, 1).await;
+    assert!(report.is_final());
+    let err = report
+        .records
+        .iter()
+        .find(|r| r.outcome == Outcome::RuleError)
+        .expect("rule_error record");
+    assert_eq!(err.rule.as_deref(), Some("05_loop"));
+    let message = err.error.clone().unwrap();
+    assert!(message.contains("05_loop.rhai"), "{message}");
+    assert!(message.contains(":2"), "line number in {message}");
+    assert!(report.records.iter().any(|r| r.outcome == Outcome::Executed));
+    assert_eq!(rig.sent().len(), 1);
+}
+
+#[tokio::test]
+async fn missing_template_variable_fails_the_action_and_sends_nothing() {
+    let mut rig = rig(
+        &[("10_faq.rhai", FAQ_RULE)],
+        &[("wifi.hbs", "Wifi: {{vars.wifi_name}} / {{vars.router_room}}")],
+    )
+    .await;
+    let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
+    rig.sim.sim.guest_message(&thread, "wifi?");
+    let event = guest_event(&rig.poll().await);
+    let (worker, _l) = rig.worker().await;
+    let report = worker.process_event(&event, 1).await;
+    assert!(report.is_final());
+    let r = &report.records[0];
+    assert_eq!(r.outcome, Outcome::Failed);
+    assert_eq!(r.reason.as_deref(), Some("template_error"));
+    assert!(r.error.as_deref().unwrap().contains("router_room"), "{r:?}");
+    assert!(rig.sent().is_empty());
+    // Recorded in the audit stream too.
+    assert!(rig.audit().await.iter().any(|a| a.outcome == Outcome::Failed));
+}
+
+#[tokio::test]
+async fn live_edit_changes_behaviour_and_a_broken_edit_is_rejected() {
+    let mut rig = rig(
+        &[("10_faq.rhai", FAQ_RULE)],
+        &[("wifi.hbs", "Wifi: {{vars.wifi_name}}"), ("parking.hbs", "Park on the street.")],
+    )
+    .await;
+    let (worker, _live) = rig.worker().await;
+    let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
+    rig.sim.sim.guest_message(&thread, "where can I park?");
+    let event = guest_event(&rig.poll().await);
+    assert!(worker.process_event(&event, 1).await.records.is_empty());
+
+    // Edit the rule in place: parking questions now get an answer, without a restart.
+    let rule_path = rig.config.rules.dir.join("10_faq.rhai");
+    std::fs::write(
+        &rule_path,
+        r#"if message.sender == "guest" && contains_any(message.text, ["park"]) { reply("parking"); }"#,
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    common::eventually("edited rule takes effect", Duration::from_secs(2), || async {
+        let report = worker.process_event(&event, 1).await;
+        report.records.iter().any(|r| r.outcome == Outcome::Executed)
+    })
+    .await;
+    assert!(started.elapsed() <= Duration::from_secs(2));
+    assert_eq!(rig.sent().len(), 1);
+
+    // A broken edit is rejected; the last good version keeps acting.
+    std::fs::write(&rule_path, "if message.sender == \"guest\" {{ reply(\n").unwrap();
+    common::eventually("rule_rejected audit record", Duration::from_secs(3), || async {
+        rig.audit().await.iter().any(|r| r.outcome == Outcome::RuleRejected)
+    })
+    .await;
+    let rejected = rig
+        .audit()
+        .await
+        .into_iter()
+        .find(|r| r.outcome == Outcome::RuleRejected)
+        .unwrap();
+    assert!(rejected.error.unwrap().contains("10_faq.rhai:"));
+    let thread2 = rig.sim.sim.open_thread(PROP, "BookingCom", "Ana", true);
+    rig.sim.sim.guest_message(&thread2, "is there parking?");
+    let event2 = guest_event(&rig.poll().await);
+    let report = worker.process_event(&event2, 1).await;
+    assert_eq!(report.records[0].outcome, Outcome::Executed);
+    assert_eq!(rig.sent().len(), 2);
+}
+
+#[tokio::test]
+async fn replies_are_sent_exactly_once_under_30_percent_channex_faults() {
+    let mut rig = rig(&[("10_faq.rhai", FAQ_RULE)], &[("wifi.hbs", "Wifi: {{vars.wifi_name}}")]).await;
+    let threads: Vec<String> = (0..8)
+        .map(|i| {
+            let t = rig.sim.sim.open_thread(PROP, "BookingCom", &format!("Guest {i}"), true);
+            rig.sim.sim.guest_message(&t, "what's the wifi?");
+            t
+        })
+        .collect();
+    rig.poll().await;
+    rig.sim.sim.set_faults(FaultConfig {
+        rate_429: 0.15,
+        rate_500: 0.15,
+        retry_after_secs: 0,
+        latency: Duration::ZERO,
+    });
+    let (w1, _l1) = rig.worker().await;
+    let (w2, _l2) = rig.worker().await;
+    let (stop, shutdown) = watch::channel(false);
+    let mut running = Vec::new();
+    for w in [w1, w2] {
+        let js = rig.infra.js.clone();
+        let shutdown = shutdown.clone();
+        running.push(tokio::spawn(async move { w.run(&js, "concierge", shutdown).await }));
+    }
+    common::eventually("every thread answered", Duration::from_secs(30), || async {
+        let records = rig.audit().await;
+        threads.iter().all(|t| {
+            records.iter().any(|r| {
+                r.thread_id.as_deref() == Some(t.as_str()) && r.outcome == Outcome::Executed
+            })
+        })
+    })
+    .await;
+    let _ = stop.send(true);
+    for r in running {
+        r.await.unwrap().unwrap();
+    }
+    let faults = rig
+        .sim
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.status == 429 || r.status == 500)
+        .count();
+    assert!(faults > 0);
+    let mut sent = rig.sent();
+    sent.sort();
+    let mut unique = sent.clone();
+    unique.dedup();
+    assert_eq!(sent.len(), threads.len(), "{sent:?}");
+    assert_eq!(unique.len(), sent.len(), "no thread got the reply twice");
+}
