@@ -1,0 +1,528 @@
+//! The Rhai API rules are written against: scope variables, action functions and helpers,
+//! registered once on the shared [`RuleEngine`](super::RuleEngine).
+//!
+//! It must not do I/O or read the clock: `now()` and the property timezone come from the
+//! per-call state installed by the engine for the duration of one evaluation.
+//!
+//! # Variables
+//! `event` (the whole event as a map), and shortcuts `thread`, `message`, `inquiry`,
+//! `property` (each an empty map when the event has no such block, so
+//! `message.sender == "guest"` is safe everywhere; a missing key reads as `()`). The
+//! follow-up block is `event.follow_up`, the schedule block `event.schedule`.
+//! **Timestamps in these maps stay strings** (as in the event JSON): call `parse_time(s)` to
+//! get a `Time`.
+//!
+//! # Actions (collected in order; discarded if the rule later fails)
+//! `reply(template [, vars])`, `no_reply_needed()`, `close_thread()`,
+//! `alert(template [, vars])`, `follow_up(name, when [, data])` (`when` is a `Time`, or a
+//! `Duration` counted from `now()`), `cancel_follow_up(name)`, `stop()` (ends this rule
+//! here, keeping its actions, and no later rule runs for this event).
+//!
+//! # Helpers
+//! - `contains_any(text, ["wifi", "wi-fi"])`: case-insensitive whole-word/phrase match (an
+//!   optional plural `s` is allowed: `"key"` matches `"Keys?"`); `()` text is `false`.
+//! - `matches(text, regex)`: Rust `regex` syntax, compiled once and cached; use `(?i)` for
+//!   case-insensitive; `()` text is `false`.
+//! - `now()`, `parse_time(s)`, `seconds(n)`, `minutes(n)`, `hours(n)`, `days(n)`;
+//!   `Time ± Duration`, `Time - Time -> Duration`, `Duration ± Duration`, `Duration * n`,
+//!   comparisons of two `Time`s or two `Duration`s; `t.unix`, `d.seconds`, `d.minutes`,
+//!   `d.hours`, `d.days` (whole units); `to_string()` gives RFC 3339 / `1h30m`.
+//! - `local_time(t [, tz])`: map `#{year, month, day, hour, minute, second, weekday (1=Mon..7),
+//!   date: "YYYY-MM-DD", time: "HH:MM", offset: "+01:00"}` in the property's timezone.
+//! - `at_local(t, "08:00" [, tz])`: the first instant at/after `t` when the property's wall
+//!   clock reads 08:00 (DST-aware).
+//! - `within_local_hours(t, "22:00", "08:00")`: wall clock of `t` inside the window (wraps
+//!   midnight).
+//! - `format_time(t, "%H:%M %d %b")`: strftime in the property's timezone.
+//!
+//! Maps passed as `vars`/`data` become JSON; a `Time` inside becomes an RFC 3339 string and a
+//! `Duration` its whole seconds.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use chrono_tz::Tz;
+use regex::Regex;
+use rhai::{Array, Dynamic, Engine, EvalAltResult, ImmutableString, Map as RMap, Position, INT};
+use serde_json::{Map, Number, Value};
+
+use super::time::{self, RuleDuration, RuleTime};
+use super::Action;
+
+type RResult<T> = Result<T, Box<EvalAltResult>>;
+
+/// Marker value carried by the `ErrorTerminated` that `stop()` raises.
+pub(crate) const STOP_MARKER: &str = "concierge:stop";
+/// Marker value carried by the `ErrorTerminated` raised when the wall-time limit is hit.
+pub(crate) const WALL_TIME_MARKER: &str = "concierge:wall_time";
+
+/// Per-evaluation state. Rhai's engine is shared, so the actions of the running rule live in
+/// a thread-local slot installed by [`CallGuard`] for the duration of one `evaluate` call
+/// (evaluation is synchronous, so the slot cannot be observed by another event).
+pub(crate) struct CallState {
+    pub now: DateTime<Utc>,
+    pub tz: Tz,
+    pub actions: Vec<Action>,
+    pub stopped: bool,
+    pub deadline: Instant,
+}
+
+thread_local! {
+    static CALL: RefCell<Option<CallState>> = const { RefCell::new(None) };
+}
+
+/// Installs a [`CallState`] for this thread and restores the previous one when dropped.
+pub(crate) struct CallGuard {
+    previous: Option<CallState>,
+}
+
+impl CallGuard {
+    pub fn install(state: CallState) -> Self {
+        let previous = CALL.with(|c| c.borrow_mut().replace(state));
+        CallGuard { previous }
+    }
+
+    /// Resets per-rule state (actions, stop flag, deadline) before a rule runs.
+    pub fn begin_rule(&self, deadline: Instant) {
+        CALL.with(|c| {
+            if let Some(s) = c.borrow_mut().as_mut() {
+                s.actions.clear();
+                s.stopped = false;
+                s.deadline = deadline;
+            }
+        });
+    }
+
+    /// Takes the actions of the rule that just ran, and whether it called `stop()`.
+    pub fn end_rule(&self) -> (Vec<Action>, bool) {
+        CALL.with(|c| match c.borrow_mut().as_mut() {
+            Some(s) => (std::mem::take(&mut s.actions), s.stopped),
+            None => (Vec::new(), false),
+        })
+    }
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        CALL.with(|c| *c.borrow_mut() = previous);
+    }
+}
+
+fn with_state<T>(f: impl FnOnce(&mut CallState) -> T) -> RResult<T> {
+    CALL.with(|c| match c.borrow_mut().as_mut() {
+        Some(s) => Ok(f(s)),
+        None => Err("rule functions are only available while a rule is being evaluated".into()),
+    })
+}
+
+fn push(action: Action) -> RResult<()> {
+    with_state(|s| s.actions.push(action))
+}
+
+/// Called by `on_progress` every 256 operations: `true` when the wall-time budget is spent.
+pub(crate) fn past_deadline() -> bool {
+    CALL.with(|c| {
+        c.borrow()
+            .as_ref()
+            .is_some_and(|s| Instant::now() >= s.deadline)
+    })
+}
+
+fn now() -> RResult<RuleTime> {
+    with_state(|s| RuleTime(s.now))
+}
+
+fn tz() -> Tz {
+    CALL.with(|c| c.borrow().as_ref().map_or(Tz::UTC, |s| s.tz))
+}
+
+fn tz_named(name: &str) -> RResult<Tz> {
+    time::parse_tz(name).ok_or_else(|| format!("unknown timezone `{name}`").into())
+}
+
+/// Converts a Rhai value to JSON for action vars/data.
+pub fn dynamic_to_json(d: &Dynamic) -> Value {
+    if d.is_unit() {
+        return Value::Null;
+    }
+    if let Ok(b) = d.as_bool() {
+        return Value::Bool(b);
+    }
+    if let Ok(i) = d.as_int() {
+        return Value::Number(i.into());
+    }
+    if let Ok(f) = d.as_float() {
+        return Number::from_f64(f).map_or(Value::Null, Value::Number);
+    }
+    if let Ok(c) = d.as_char() {
+        return Value::String(c.to_string());
+    }
+    if let Some(s) = d.read_lock::<ImmutableString>() {
+        return Value::String(s.to_string());
+    }
+    if let Some(a) = d.read_lock::<Array>() {
+        return Value::Array(a.iter().map(dynamic_to_json).collect());
+    }
+    if let Some(m) = d.read_lock::<RMap>() {
+        return Value::Object(map_to_json(&m));
+    }
+    if let Some(t) = d.read_lock::<RuleTime>() {
+        return Value::String(t.to_string());
+    }
+    if let Some(dur) = d.read_lock::<RuleDuration>() {
+        return Value::Number(dur.0.num_seconds().into());
+    }
+    Value::String(d.to_string())
+}
+
+pub fn map_to_json(m: &RMap) -> Map<String, Value> {
+    m.iter()
+        .map(|(k, v)| (k.to_string(), dynamic_to_json(v)))
+        .collect()
+}
+
+/// Case-insensitive whole-word (or phrase) search with an optional plural `s`.
+pub fn contains_any_words(text: &str, words: &[String]) -> bool {
+    let hay = text.to_lowercase();
+    words.iter().any(|w| {
+        let needle = w.trim().to_lowercase();
+        !needle.is_empty() && contains_word(&hay, &needle)
+    })
+}
+
+fn contains_word(hay: &str, needle: &str) -> bool {
+    let is_word = |c: char| c.is_alphanumeric();
+    let boundary = |c: Option<char>| c.map_or(true, |c| !is_word(c));
+    let first_is_word = needle.chars().next().is_some_and(is_word);
+    let last_is_word = needle.chars().next_back().is_some_and(is_word);
+    let mut from = 0;
+    while let Some(found) = hay[from..].find(needle) {
+        let start = from + found;
+        let after = &hay[start + needle.len()..];
+        let left_ok = !first_is_word || boundary(hay[..start].chars().next_back());
+        let right_ok = !last_is_word
+            || boundary(after.chars().next())
+            || (after.starts_with('s') && boundary(after[1..].chars().next()));
+        if left_ok && right_ok {
+            return true;
+        }
+        from = start + hay[start..].chars().next().map_or(1, char::len_utf8);
+    }
+    false
+}
+
+/// Compiled regexes shared by all evaluations (bounded; cleared when full).
+#[derive(Default)]
+pub(crate) struct RegexCache {
+    map: RwLock<HashMap<String, Result<Arc<Regex>, String>>>,
+}
+
+const REGEX_CACHE_MAX: usize = 1024;
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+impl RegexCache {
+    fn get(&self, pattern: &str) -> Result<Arc<Regex>, String> {
+        if let Ok(map) = self.map.read() {
+            if let Some(r) = map.get(pattern) {
+                return r.clone();
+            }
+        }
+        let compiled = regex::RegexBuilder::new(pattern)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()
+            .map(Arc::new)
+            .map_err(|e| format!("invalid regex `{pattern}`: {e}"));
+        if let Ok(mut map) = self.map.write() {
+            if map.len() >= REGEX_CACHE_MAX {
+                map.clear();
+            }
+            map.insert(pattern.to_string(), compiled.clone());
+        }
+        compiled
+    }
+}
+
+fn words_of(arr: &Array) -> Vec<String> {
+    arr.iter()
+        .map(|d| match d.read_lock::<ImmutableString>() {
+            Some(s) => s.to_string(),
+            None => d.to_string(),
+        })
+        .collect()
+}
+
+fn local_map(t: DateTime<Utc>, tz: Tz) -> RMap {
+    let p = time::local_parts(t, tz);
+    let mut m = RMap::new();
+    m.insert("year".into(), p.year.into());
+    m.insert("month".into(), p.month.into());
+    m.insert("day".into(), p.day.into());
+    m.insert("hour".into(), p.hour.into());
+    m.insert("minute".into(), p.minute.into());
+    m.insert("second".into(), p.second.into());
+    m.insert("weekday".into(), p.weekday.into());
+    m.insert("date".into(), p.date.into());
+    m.insert("time".into(), p.time.into());
+    m.insert("offset".into(), p.offset.into());
+    m
+}
+
+fn wall(s: &str) -> RResult<chrono::NaiveTime> {
+    time::parse_wall_clock(s).map_err(Into::into)
+}
+
+fn span(n: INT, unit: fn(i64) -> Option<TimeDelta>) -> RResult<RuleDuration> {
+    unit(n)
+        .map(RuleDuration)
+        .ok_or_else(|| format!("duration {n} is out of range").into())
+}
+
+fn span_f(n: f64, secs_per_unit: f64) -> RResult<RuleDuration> {
+    let ms = n * secs_per_unit * 1000.0;
+    if !ms.is_finite() || ms.abs() > 1e15 {
+        return Err(format!("duration {n} is out of range").into());
+    }
+    Ok(RuleDuration(TimeDelta::milliseconds(ms.round() as i64)))
+}
+
+fn add(t: RuleTime, d: RuleDuration) -> RResult<RuleTime> {
+    t.0.checked_add_signed(d.0)
+        .map(RuleTime)
+        .ok_or_else(|| "time out of range".into())
+}
+
+fn sub(t: RuleTime, d: RuleDuration) -> RResult<RuleTime> {
+    t.0.checked_sub_signed(d.0)
+        .map(RuleTime)
+        .ok_or_else(|| "time out of range".into())
+}
+
+fn follow_up_at(name: &str, due_at: DateTime<Utc>, data: Map<String, Value>) -> RResult<()> {
+    if name.trim().is_empty() {
+        return Err("follow_up: the name must not be empty".into());
+    }
+    push(Action::FollowUp {
+        name: name.to_string(),
+        due_at,
+        data,
+    })
+}
+
+fn follow_up_in(name: &str, d: RuleDuration, data: Map<String, Value>) -> RResult<()> {
+    let at = add(now()?, d)?;
+    follow_up_at(name, at.0, data)
+}
+
+fn template_name(t: &str) -> RResult<String> {
+    if t.trim().is_empty() {
+        return Err("the template name must not be empty".into());
+    }
+    Ok(t.to_string())
+}
+
+/// Registers types, actions and helpers on `engine`.
+pub(crate) fn register(engine: &mut Engine, regexes: Arc<RegexCache>) {
+    engine
+        .register_type_with_name::<RuleTime>("Time")
+        .register_type_with_name::<RuleDuration>("Duration");
+
+    // ---- actions ----
+    engine
+        .register_fn("reply", |t: &str| -> RResult<()> {
+            push(Action::Reply {
+                template: template_name(t)?,
+                vars: Map::new(),
+            })
+        })
+        .register_fn("reply", |t: &str, vars: RMap| -> RResult<()> {
+            push(Action::Reply {
+                template: template_name(t)?,
+                vars: map_to_json(&vars),
+            })
+        })
+        .register_fn("alert", |t: &str| -> RResult<()> {
+            push(Action::Alert {
+                template: template_name(t)?,
+                vars: Map::new(),
+            })
+        })
+        .register_fn("alert", |t: &str, vars: RMap| -> RResult<()> {
+            push(Action::Alert {
+                template: template_name(t)?,
+                vars: map_to_json(&vars),
+            })
+        })
+        .register_fn("no_reply_needed", || push(Action::NoReplyNeeded))
+        .register_fn("close_thread", || push(Action::CloseThread))
+        .register_fn("cancel_follow_up", |name: &str| -> RResult<()> {
+            push(Action::CancelFollowUp {
+                name: name.to_string(),
+            })
+        })
+        .register_fn("follow_up", |name: &str, at: RuleTime| {
+            follow_up_at(name, at.0, Map::new())
+        })
+        .register_fn("follow_up", |name: &str, at: RuleTime, data: RMap| {
+            follow_up_at(name, at.0, map_to_json(&data))
+        })
+        .register_fn("follow_up", |name: &str, d: RuleDuration| {
+            follow_up_in(name, d, Map::new())
+        })
+        .register_fn("follow_up", |name: &str, d: RuleDuration, data: RMap| {
+            follow_up_in(name, d, map_to_json(&data))
+        })
+        .register_fn("stop", || -> RResult<()> {
+            with_state(|s| s.stopped = true)?;
+            Err(Box::new(EvalAltResult::ErrorTerminated(
+                STOP_MARKER.into(),
+                Position::NONE,
+            )))
+        });
+
+    // ---- text helpers ----
+    let re = regexes;
+    engine
+        .register_fn("contains_any", |text: &str, words: Array| {
+            contains_any_words(text, &words_of(&words))
+        })
+        .register_fn("contains_any", |_: (), _: Array| false)
+        .register_fn(
+            "matches",
+            move |text: &str, pattern: &str| -> RResult<bool> {
+                Ok(re.get(pattern)?.is_match(text))
+            },
+        )
+        .register_fn("matches", |_: (), _: &str| false);
+
+    // ---- time ----
+    engine
+        .register_fn("now", now)
+        .register_fn("parse_time", |s: &str| -> RResult<RuleTime> {
+            time::parse_timestamp(s, tz())
+                .map(RuleTime)
+                .map_err(Into::into)
+        })
+        .register_fn("parse_time", |_: ()| -> RResult<RuleTime> {
+            Err("parse_time: no timestamp (the value is `()`: is the field present?)".into())
+        })
+        .register_fn("parse_time", |t: RuleTime| t)
+        .register_fn("seconds", |n: INT| span(n, TimeDelta::try_seconds))
+        .register_fn("minutes", |n: INT| span(n, TimeDelta::try_minutes))
+        .register_fn("hours", |n: INT| span(n, TimeDelta::try_hours))
+        .register_fn("days", |n: INT| span(n, TimeDelta::try_days))
+        .register_fn("seconds", |n: f64| span_f(n, 1.0))
+        .register_fn("minutes", |n: f64| span_f(n, 60.0))
+        .register_fn("hours", |n: f64| span_f(n, 3600.0))
+        .register_fn("days", |n: f64| span_f(n, 86400.0))
+        .register_fn("+", add)
+        .register_fn("+", |d: RuleDuration, t: RuleTime| add(t, d))
+        .register_fn("-", sub)
+        .register_fn("-", |a: RuleTime, b: RuleTime| RuleDuration(a.0 - b.0))
+        .register_fn("+", |a: RuleDuration, b: RuleDuration| {
+            RuleDuration(a.0 + b.0)
+        })
+        .register_fn("-", |a: RuleDuration, b: RuleDuration| {
+            RuleDuration(a.0 - b.0)
+        })
+        .register_fn("-", |a: RuleDuration| RuleDuration(-a.0))
+        .register_fn("*", |a: RuleDuration, n: INT| -> RResult<RuleDuration> {
+            i32::try_from(n)
+                .ok()
+                .and_then(|n| a.0.checked_mul(n))
+                .map(RuleDuration)
+                .ok_or_else(|| "duration out of range".into())
+        })
+        .register_fn("==", |a: RuleTime, b: RuleTime| a == b)
+        .register_fn("!=", |a: RuleTime, b: RuleTime| a != b)
+        .register_fn("<", |a: RuleTime, b: RuleTime| a < b)
+        .register_fn("<=", |a: RuleTime, b: RuleTime| a <= b)
+        .register_fn(">", |a: RuleTime, b: RuleTime| a > b)
+        .register_fn(">=", |a: RuleTime, b: RuleTime| a >= b)
+        .register_fn("==", |a: RuleDuration, b: RuleDuration| a == b)
+        .register_fn("!=", |a: RuleDuration, b: RuleDuration| a != b)
+        .register_fn("<", |a: RuleDuration, b: RuleDuration| a < b)
+        .register_fn("<=", |a: RuleDuration, b: RuleDuration| a <= b)
+        .register_fn(">", |a: RuleDuration, b: RuleDuration| a > b)
+        .register_fn(">=", |a: RuleDuration, b: RuleDuration| a >= b)
+        .register_fn("to_string", |t: &mut RuleTime| t.to_string())
+        .register_fn("to_debug", |t: &mut RuleTime| format!("Time({t})"))
+        .register_fn("to_string", |d: &mut RuleDuration| d.to_string())
+        .register_fn("to_debug", |d: &mut RuleDuration| format!("Duration({d})"))
+        .register_get("unix", |t: &mut RuleTime| t.0.timestamp())
+        .register_get("seconds", |d: &mut RuleDuration| d.0.num_seconds())
+        .register_get("minutes", |d: &mut RuleDuration| d.0.num_minutes())
+        .register_get("hours", |d: &mut RuleDuration| d.0.num_hours())
+        .register_get("days", |d: &mut RuleDuration| d.0.num_days())
+        .register_fn("local_time", |t: RuleTime| local_map(t.0, tz()))
+        .register_fn("local_time", |t: RuleTime, zone: &str| -> RResult<RMap> {
+            Ok(local_map(t.0, tz_named(zone)?))
+        })
+        .register_fn("at_local", |t: RuleTime, w: &str| -> RResult<RuleTime> {
+            Ok(RuleTime(time::at_local(t.0, wall(w)?, tz())))
+        })
+        .register_fn(
+            "at_local",
+            |t: RuleTime, w: &str, zone: &str| -> RResult<RuleTime> {
+                Ok(RuleTime(time::at_local(t.0, wall(w)?, tz_named(zone)?)))
+            },
+        )
+        .register_fn(
+            "within_local_hours",
+            |t: RuleTime, start: &str, end: &str| -> RResult<bool> {
+                Ok(time::within_local_hours(
+                    t.0,
+                    wall(start)?,
+                    wall(end)?,
+                    tz(),
+                ))
+            },
+        )
+        .register_fn("format_time", |t: RuleTime, fmt: &str| -> RResult<String> {
+            format_in(t.0, fmt, tz())
+        });
+}
+
+/// strftime in `tz`; an invalid format is an error, not a panic.
+pub fn format_in(t: DateTime<Utc>, fmt: &str, tz: Tz) -> RResult<String> {
+    use std::fmt::Write;
+    let items: Vec<_> = chrono::format::StrftimeItems::new(fmt).collect();
+    if items.contains(&chrono::format::Item::Error) {
+        return Err(format!("invalid time format `{fmt}`").into());
+    }
+    let mut out = String::new();
+    write!(
+        out,
+        "{}",
+        t.with_timezone(&tz).format_with_items(items.into_iter())
+    )
+    .map_err(|_| format!("cannot format time with `{fmt}`"))?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn contains_any_is_word_ish() {
+        assert!(contains_any_words("What's the WiFi?", &w(&["wifi"])));
+        assert!(contains_any_words("wi-fi password pls", &w(&["wi-fi"])));
+        assert!(contains_any_words("where are the keys", &w(&["key"])));
+        assert!(contains_any_words(
+            "Can we check in early?",
+            &w(&["check in"])
+        ));
+        assert!(!contains_any_words("parking", &w(&["park"])));
+        assert!(!contains_any_words("swift", &w(&["wifi", "if"])));
+        assert!(!contains_any_words("anything", &w(&["", "  "])));
+        assert!(contains_any_words("Obrigado!", &w(&["obrigado"])));
+    }
+}

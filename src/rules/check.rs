@@ -1,0 +1,5 @@
+//! TODO
+pub struct CheckReport;
+pub struct CheckOptions;
+pub fn check() {}
+pub fn check_with() {}

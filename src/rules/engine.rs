@@ -1,0 +1,298 @@
+//! The sandboxed Rhai engine: compiles rule files once and evaluates a [`RuleSet`] against an
+//! event.
+//!
+//! Owns the sandbox (limits, no `eval`, no modules/imports, no clock, print/debug to
+//! tracing, strict variables) and the mapping of Rhai errors to [`RuleProblem`]s with file
+//! and line. It must not do I/O beyond reading the rule files it is asked to compile, and
+//! must never act on a plan.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono_tz::Tz;
+use rhai::packages::{
+    BasicArrayPackage, BasicMapPackage, BasicMathPackage, BitFieldPackage, CorePackage,
+    LogicPackage, MoreStringPackage, Package,
+};
+use rhai::{Dynamic, Engine, EvalAltResult, Map as RMap, Position, Scope};
+
+use super::api::{self, CallGuard, CallState, RegexCache};
+use super::source;
+use super::{
+    content_version, is_rule_file, meta, CompiledRule, EvalContext, Evaluation, RuleLimits,
+    RuleOutcome, RuleProblem, RuleSet,
+};
+use crate::events::Event;
+
+/// Scope variables every rule sees (see [`api`]).
+/// `thread` is reserved in Rhai: rule sources are rewritten to use an alias (see [`source`]).
+const SCOPE_VARS: [&str; 5] = [
+    "event",
+    source::THREAD_ALIAS,
+    "message",
+    "inquiry",
+    "property",
+];
+
+/// One per process; `Send + Sync`, shared behind an `Arc`.
+pub struct RuleEngine {
+    engine: Engine,
+    limits: RuleLimits,
+}
+
+impl std::fmt::Debug for RuleEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuleEngine")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for RuleEngine {
+    fn default() -> Self {
+        RuleEngine::new(RuleLimits::default())
+    }
+}
+
+impl RuleEngine {
+    pub fn new(limits: RuleLimits) -> Self {
+        let mut engine = Engine::new_raw();
+        // The standard library minus BasicTimePackage (`timestamp()` would read the clock)
+        // and the blob package (rules have no use for binary data).
+        for module in [
+            CorePackage::new().as_shared_module(),
+            LogicPackage::new().as_shared_module(),
+            BasicMathPackage::new().as_shared_module(),
+            BitFieldPackage::new().as_shared_module(),
+            BasicArrayPackage::new().as_shared_module(),
+            BasicMapPackage::new().as_shared_module(),
+            MoreStringPackage::new().as_shared_module(),
+        ] {
+            engine.register_global_module(module);
+        }
+        engine
+            .set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new())
+            .set_strict_variables(true)
+            .set_max_operations(limits.max_operations)
+            .set_max_call_levels(limits.max_call_levels)
+            .set_max_string_size(limits.max_string_size)
+            .set_max_array_size(limits.max_array_size)
+            .set_max_map_size(limits.max_map_size)
+            .set_max_modules(0)
+            .disable_symbol("eval")
+            .on_print(|s| tracing::info!(target: "concierge::rules", "rule print: {s}"))
+            .on_debug(|s, src, pos| {
+                tracing::debug!(target: "concierge::rules", source = src.unwrap_or(""), %pos, "rule debug: {s}")
+            })
+            .on_progress(|ops| {
+                if ops % 256 == 0 && api::past_deadline() {
+                    Some(Dynamic::from(api::WALL_TIME_MARKER))
+                } else {
+                    None
+                }
+            });
+        api::register(&mut engine, Arc::new(RegexCache::default()));
+        RuleEngine { engine, limits }
+    }
+
+    pub fn limits(&self) -> RuleLimits {
+        self.limits
+    }
+
+    /// Compiles a rule from its source text; `file` is used for its name and for problems.
+    pub fn compile_source(&self, file: &Path, source: &str) -> Result<CompiledRule, RuleProblem> {
+        let stem = file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let meta = meta::parse_header(file, &stem, source)?;
+        let mut scope = Scope::new();
+        for var in SCOPE_VARS {
+            // Plain variables, not constants: constants would be folded into the AST.
+            scope.push(var, RMap::new());
+        }
+        let prepared = source::prepare(source);
+        let mut ast = self
+            .engine
+            .compile_with_scope(&scope, prepared.as_ref())
+            .map_err(|e| RuleProblem::new(file, line_of(e.1), source::unalias(&e.0.to_string())))?;
+        ast.set_source(file.display().to_string());
+        Ok(CompiledRule {
+            file: file.to_path_buf(),
+            name: stem,
+            version: content_version(source.as_bytes()),
+            meta,
+            ast: Arc::new(ast),
+        })
+    }
+
+    pub fn compile_file(&self, path: &Path) -> Result<CompiledRule, RuleProblem> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| RuleProblem::new(path, None, format!("cannot read: {e}")))?;
+        let source = String::from_utf8(bytes)
+            .map_err(|_| RuleProblem::new(path, None, "not valid UTF-8"))?;
+        self.compile_source(path, &source)
+    }
+
+    /// Compiles every `*.rhai` in `dir` (not recursive), sorted by file name. Files that do
+    /// not compile are left out and reported.
+    pub fn load_dir(&self, dir: &Path) -> (RuleSet, Vec<RuleProblem>) {
+        let mut problems = Vec::new();
+        let mut rules = Vec::new();
+        match rule_files(dir) {
+            Ok(files) => {
+                for file in files {
+                    match self.compile_file(&file) {
+                        Ok(rule) => rules.push(Arc::new(rule)),
+                        Err(p) => problems.push(p),
+                    }
+                }
+            }
+            Err(p) => problems.push(p),
+        }
+        (RuleSet::new(rules), problems)
+    }
+
+    /// Runs every enabled rule, in order, on `event`. A rule that fails (runtime error,
+    /// operation limit, wall time) gets an `error` and no actions; the others still run.
+    /// A rule that calls `stop()` keeps its actions and ends the evaluation.
+    pub fn evaluate(&self, rules: &RuleSet, event: &Event, ctx: &EvalContext) -> Evaluation {
+        let tz = crate::rules::time::parse_tz(&event.property.timezone).unwrap_or_else(|| {
+            tracing::warn!(
+                property = %event.property.id,
+                timezone = %event.property.timezone,
+                "unknown property timezone; rules use UTC"
+            );
+            Tz::UTC
+        });
+        let event_map = match rhai::serde::to_dynamic(event) {
+            Ok(d) => d.try_cast::<RMap>().unwrap_or_default(),
+            Err(e) => {
+                // Cannot happen for the Event type; keep going with an empty map and say so.
+                tracing::error!(error = %e, "event could not be converted for rules");
+                RMap::new()
+            }
+        };
+        let block = |key: &str| -> RMap {
+            event_map
+                .get(key)
+                .and_then(|d| d.clone().try_cast::<RMap>())
+                .unwrap_or_default()
+        };
+        let blocks = [
+            Dynamic::from_map(event_map.clone()),
+            Dynamic::from_map(block("thread")),
+            Dynamic::from_map(block("message")),
+            Dynamic::from_map(block("inquiry")),
+            Dynamic::from_map(block("property")),
+        ];
+
+        let guard = CallGuard::install(CallState {
+            now: ctx.now,
+            tz,
+            actions: Vec::new(),
+            stopped: false,
+            deadline: Instant::now() + self.limits.max_wall_time,
+        });
+        let mut outcomes = Vec::with_capacity(rules.len());
+        for rule in rules.rules() {
+            if !rule.meta.enabled {
+                continue;
+            }
+            let started = Instant::now();
+            guard.begin_rule(started + self.limits.max_wall_time);
+            let mut scope = Scope::new();
+            for (name, value) in SCOPE_VARS.iter().zip(blocks.iter()) {
+                scope.push_dynamic(*name, value.clone());
+            }
+            let result = self.engine.run_ast_with_scope(&mut scope, rule.ast());
+            let (actions, stop_called) = guard.end_rule();
+            let (actions, error, stopped) = match result {
+                Ok(()) => (actions, None, stop_called),
+                Err(e) if stop_called && is_stop(&e) => (actions, None, true),
+                Err(e) => (Vec::new(), Some(self.problem(&rule.file, e)), false),
+            };
+            outcomes.push(RuleOutcome {
+                rule: rule.name.clone(),
+                version: rule.version.clone(),
+                dry_run: rule.meta.dry_run,
+                actions,
+                error,
+                stopped,
+                elapsed: started.elapsed(),
+            });
+            if stopped {
+                break;
+            }
+        }
+        drop(guard);
+        Evaluation { rules: outcomes }
+    }
+
+    /// A runtime error as `file:line: message`, using the innermost position (inside a
+    /// script function when the error happened there).
+    fn problem(&self, file: &Path, err: Box<EvalAltResult>) -> RuleProblem {
+        let mut inner = *err;
+        let mut calls = Vec::new();
+        while let EvalAltResult::ErrorInFunctionCall(name, _, e, pos) = inner {
+            calls.push((name, pos));
+            inner = *e;
+        }
+        let line = line_of(inner.position()).or_else(|| calls.first().and_then(|c| line_of(c.1)));
+        let mut message = match inner {
+            EvalAltResult::ErrorTerminated(ref v, _) if is_marker(v, api::WALL_TIME_MARKER) => {
+                format!(
+                    "wall-time limit of {} ms exceeded",
+                    self.limits.max_wall_time.as_millis()
+                )
+            }
+            EvalAltResult::ErrorTooManyOperations(_) => format!(
+                "operation limit of {} exceeded (endless loop?)",
+                self.limits.max_operations
+            ),
+            mut other => {
+                other.clear_position();
+                other.to_string()
+            }
+        };
+        for (name, pos) in &calls {
+            match pos.line() {
+                Some(l) => message.push_str(&format!(" (in function '{name}' called at line {l})")),
+                None => message.push_str(&format!(" (in function '{name}')")),
+            }
+        }
+        RuleProblem::new(file, line, source::unalias(&message))
+    }
+}
+
+fn is_marker(v: &Dynamic, marker: &str) -> bool {
+    v.read_lock::<rhai::ImmutableString>()
+        .is_some_and(|s| s.as_str() == marker)
+}
+
+fn is_stop(err: &EvalAltResult) -> bool {
+    match err {
+        EvalAltResult::ErrorTerminated(v, _) => is_marker(v, api::STOP_MARKER),
+        EvalAltResult::ErrorInFunctionCall(_, _, e, _) => is_stop(e),
+        _ => false,
+    }
+}
+
+fn line_of(pos: Position) -> Option<usize> {
+    pos.line()
+}
+
+/// `*.rhai` files directly in `dir`, sorted by file name.
+pub(crate) fn rule_files(dir: &Path) -> Result<Vec<std::path::PathBuf>, RuleProblem> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| RuleProblem::new(dir, None, format!("cannot read rules directory: {e}")))?;
+    let mut files: Vec<_> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| is_rule_file(p) && p.is_file())
+        .collect();
+    files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+    Ok(files)
+}

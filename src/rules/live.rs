@@ -1,0 +1,3 @@
+//! TODO
+pub struct LiveRules;
+pub struct ReloadReport;
