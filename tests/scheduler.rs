@@ -396,8 +396,7 @@ async fn follow_up_fires_once_within_a_second_of_due_and_is_removed() {
     assert_eq!(fu.data["template"], "nudge");
     assert_eq!(ev.thread.unwrap().title, "thread t1");
     assert_eq!(ev.property.name, "Casa p1");
-    wait_until("timer removed", Duration::from_secs(2), || true).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // any second fire would show by now
     assert!(f.get("t1", "nudge").await.unwrap().is_none());
     assert_eq!(published.all().len(), 1);
     assert_eq!(stream_messages(&infra).await, 1);
