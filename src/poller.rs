@@ -527,3 +527,79 @@ impl Poller {
 pub fn property_block(config: &Config, property_id: &str) -> PropertyInfo {
     config.property_info(property_id)
 }
+
+/// The scheduler's view of threads, backed by Channex (fresh snapshots for follow-ups) and
+/// the poller's snapshots (sender timestamps for schedule ticks, without extra calls).
+pub struct ChannexDirectory {
+    channex: ChannexClient,
+    threads_kv: kv::Store,
+    config: Arc<Config>,
+}
+
+impl ChannexDirectory {
+    pub fn new(channex: ChannexClient, infra: &crate::nats::Infra, config: Arc<Config>) -> Self {
+        ChannexDirectory {
+            channex,
+            threads_kv: infra.threads.clone(),
+            config,
+        }
+    }
+
+    async fn known_state(&self, thread_id: &str) -> ThreadState {
+        match self.threads_kv.get(state_key(thread_id)).await {
+            Ok(Some(bytes)) => serde_json::from_slice(&bytes).unwrap_or_default(),
+            _ => ThreadState::default(),
+        }
+    }
+}
+
+impl crate::scheduler::ThreadDirectory for ChannexDirectory {
+    fn snapshot(
+        &self,
+        _property_id: &str,
+        thread_id: &str,
+    ) -> futures::future::BoxFuture<'_, Result<Option<ThreadSnapshot>, String>> {
+        let thread_id = thread_id.to_string();
+        Box::pin(async move {
+            match fresh_snapshot(&self.channex, &thread_id).await {
+                Ok((snapshot, _)) => Ok(Some(snapshot)),
+                Err(e) if e.status() == Some(404) => Ok(None),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    }
+
+    fn open_threads(
+        &self,
+        property_id: &str,
+    ) -> futures::future::BoxFuture<'_, Result<Vec<ThreadSnapshot>, String>> {
+        let property_id = property_id.to_string();
+        Box::pin(async move {
+            let listing = self
+                .channex
+                .list_threads(&ThreadQuery::for_property(property_id.clone()))
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut out = Vec::new();
+            for t in listing.items.iter().filter(|t| {
+                !t.is_closed && t.property_id.as_deref().is_none_or(|p| p == property_id)
+            }) {
+                let state = self.known_state(&t.id).await;
+                out.push(snapshot_of(t, &state));
+            }
+            Ok(out)
+        })
+    }
+
+    fn property(&self, property_id: &str) -> PropertyInfo {
+        self.config.property_info(property_id)
+    }
+
+    fn properties(&self) -> Vec<String> {
+        if self.config.channex.property_ids.is_empty() {
+            self.config.properties.keys().cloned().collect()
+        } else {
+            self.config.channex.property_ids.clone()
+        }
+    }
+}

@@ -18,9 +18,9 @@ use crate::executor::alerts::AlertSinks;
 use crate::executor::ledger::Ledger;
 use crate::executor::{Executor, ExecutorSettings};
 use crate::nats::Infra;
-use crate::poller::Poller;
+use crate::poller::{ChannexDirectory, Poller};
 use crate::rules::{LiveRules, ReloadReport, RuleEngine, RuleLimits};
-use crate::scheduler::FollowUps;
+use crate::scheduler::{FollowUps, Scheduler};
 use crate::worker::Worker;
 
 pub fn channex_client(config: &Config) -> anyhow::Result<ChannexClient> {
@@ -41,6 +41,19 @@ pub fn poller(
     backfill: Option<Duration>,
 ) -> Poller {
     Poller::new(channex, infra, Arc::new(config.clone()), backfill)
+}
+
+/// The scheduler (follow-up timers and cron schedules), leader-elected.
+pub fn scheduler(config: &Config, infra: &Infra, channex: ChannexClient) -> Scheduler {
+    let config = Arc::new(config.clone());
+    let directory = Arc::new(ChannexDirectory::new(channex, infra, config.clone()));
+    Scheduler::new(
+        infra,
+        directory,
+        config.schedules.clone(),
+        format!("scheduler-{}", uuid::Uuid::new_v4()),
+        config.poller.lease_ttl,
+    )
 }
 
 /// The executor with its ledger, follow-up store and alert sinks.
@@ -71,23 +84,32 @@ pub fn executor(config: &Config, infra: &Infra, channex: ChannexClient, worker_i
 }
 
 /// A worker with live-reloaded rules; rejected reloads become `rule_rejected` audit records.
-/// The returned [`LiveRules`] keeps the file watcher alive.
+/// The file watcher lives as long as the worker (or the returned handle).
 pub async fn worker(
     config: &Config,
     infra: &Infra,
     channex: ChannexClient,
-) -> anyhow::Result<(Worker, LiveRules)> {
+) -> anyhow::Result<(Worker, Arc<LiveRules>)> {
     let worker_id = format!("worker-{}", uuid::Uuid::new_v4());
     let engine = Arc::new(RuleEngine::new(RuleLimits::default()));
-    let (live, reports) = LiveRules::watch(
-        &config.rules.dir,
-        &config.rules.templates_dir,
-        engine.clone(),
-        config.rules.watch,
-    )
-    .context("loading rules and templates")?;
     let audit = AuditLog::new(infra.js.clone(), &config.nats.prefix);
-    tokio::spawn(forward_reload_reports(reports, audit.clone()));
+    let live = if config.rules.watch {
+        let (live, reports) = LiveRules::watch(
+            &config.rules.dir,
+            &config.rules.templates_dir,
+            engine.clone(),
+        );
+        tokio::spawn(forward_reload_reports(reports, audit.clone()));
+        live
+    } else {
+        let (live, report) =
+            LiveRules::load(&config.rules.dir, &config.rules.templates_dir, engine.clone());
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let _ = tx.try_send(report);
+        tokio::spawn(forward_reload_reports(rx, audit.clone()));
+        live
+    };
+    let live = Arc::new(live);
     let executor = executor(config, infra, channex, &worker_id);
     let worker = Worker::new(engine, live.clone(), executor, audit, config.worker.clone());
     Ok((worker, live))

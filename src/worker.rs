@@ -48,7 +48,7 @@ impl EventReport {
 #[derive(Clone)]
 pub struct Worker {
     pub(crate) engine: Arc<RuleEngine>,
-    pub(crate) live: LiveRules,
+    pub(crate) live: Arc<LiveRules>,
     pub(crate) executor: Executor,
     pub(crate) audit: AuditLog,
     pub(crate) cfg: WorkerConfig,
@@ -85,7 +85,7 @@ pub async fn ensure_consumer(
 impl Worker {
     pub fn new(
         engine: Arc<RuleEngine>,
-        live: LiveRules,
+        live: Arc<LiveRules>,
         executor: Executor,
         audit: AuditLog,
         cfg: WorkerConfig,

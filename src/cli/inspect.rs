@@ -41,10 +41,9 @@ pub fn rules_test(
 ) -> ExitCode {
     let dir = dir.unwrap_or_else(|| config.rules.dir.clone());
     let templates = templates.unwrap_or_else(|| config.rules.templates_dir.clone());
-    let fixtures = fixtures.unwrap_or_else(|| dir.join("tests"));
-    let report = rules::run_fixture_tests(&dir, &templates, &fixtures);
+    let report = rules::run_fixture_tests(&dir, &templates, fixtures.as_deref());
     println!("{report}");
-    if report.failed == 0 {
+    if report.is_ok() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
