@@ -157,12 +157,7 @@ pub fn check_with(rules_dir: &Path, templates_dir: &Path, opts: &CheckOptions) -
             problems.push(RuleProblem::new(
                 &u.rule_file,
                 line,
-                format!(
-                    "template `{}` does not exist (used on sample {}); expected {}",
-                    u.template,
-                    u.label,
-                    templates_dir.join(format!("{}.hbs", u.template)).display()
-                ),
+                missing_template(templates_dir, &u.template),
             ));
             bad_rules.insert(u.rule_file.clone());
             continue;
@@ -209,7 +204,7 @@ pub fn check_with(rules_dir: &Path, templates_dir: &Path, opts: &CheckOptions) -
                 problems.push(RuleProblem::new(
                     &rule.file,
                     Some(line),
-                    format!("template `{name}` does not exist"),
+                    missing_template(templates_dir, &name),
                 ));
                 bad_rules.insert(rule.file.clone());
                 continue;
@@ -347,6 +342,13 @@ pub fn literal_templates(source: &str) -> Vec<(usize, String)> {
         }
     }
     out
+}
+
+fn missing_template(templates_dir: &Path, name: &str) -> String {
+    format!(
+        "template `{name}` does not exist (expected {})",
+        templates_dir.join(format!("{name}.hbs")).display()
+    )
 }
 
 fn literal_line(file: &Path, template: &str) -> Option<usize> {
