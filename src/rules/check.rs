@@ -1,5 +1,415 @@
-//! TODO
-pub struct CheckReport;
-pub struct CheckOptions;
-pub fn check() {}
-pub fn check_with() {}
+//! `rules check`: compile every rule, find every template a rule can use, render those
+//! templates against sample events, and report ALL problems with file:line.
+//!
+//! Templates a rule can use are found two ways: by evaluating every rule against the built-in
+//! sample events ([`super::samples`]) at a daytime and a night-time `now` (then once more on
+//! `follow_up.due` events for every follow-up the first pass armed), and by scanning the rule
+//! sources for string-literal template names (`reply("x"`, `alert("x"`, `template: "x"`).
+//! It must not send anything or touch NATS; it only reads the two directories.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
+use regex::Regex;
+use serde_json::{Map, Value};
+
+use super::{samples, Action, EvalContext, RuleEngine, RuleLimits, RuleProblem, RuleSet};
+use crate::events::{Event, PropertyInfo};
+use crate::templates::Templates;
+
+/// Options for [`check_with`].
+#[derive(Debug, Clone, Default)]
+pub struct CheckOptions {
+    /// Properties (with their real vars and timezone) to check against; empty = the built-in
+    /// sample property ([`samples::sample_property`]).
+    pub properties: Vec<PropertyInfo>,
+    /// Sandbox limits; default [`RuleLimits::default`].
+    pub limits: Option<RuleLimits>,
+}
+
+/// Everything `rules check` found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    pub problems: Vec<RuleProblem>,
+    /// Rules that compiled and ran on every sample without error.
+    pub rules_ok: usize,
+    pub rules_total: usize,
+    /// Template files that parsed and rendered wherever they were used.
+    pub templates_ok: usize,
+    pub templates_total: usize,
+}
+
+impl CheckReport {
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+impl fmt::Display for CheckReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for p in &self.problems {
+            writeln!(f, "{p}")?;
+        }
+        write!(
+            f,
+            "{}/{} rules ok, {}/{} templates ok, {} problem{}",
+            self.rules_ok,
+            self.rules_total,
+            self.templates_ok,
+            self.templates_total,
+            self.problems.len(),
+            if self.problems.len() == 1 { "" } else { "s" }
+        )
+    }
+}
+
+/// [`check_with`] against the built-in sample property.
+pub fn check(rules_dir: &Path, templates_dir: &Path) -> CheckReport {
+    check_with(rules_dir, templates_dir, &CheckOptions::default())
+}
+
+/// One use of a template seen while evaluating samples.
+struct Use {
+    template: String,
+    rule: String,
+    rule_file: PathBuf,
+    label: String,
+    event: Event,
+    vars: Map<String, Value>,
+}
+
+pub fn check_with(rules_dir: &Path, templates_dir: &Path, opts: &CheckOptions) -> CheckReport {
+    let engine = RuleEngine::new(opts.limits.unwrap_or_default());
+    let mut problems = Problems::default();
+
+    let (rules, rule_problems) = engine.load_dir(rules_dir);
+    let rules_total = rules.len() + rule_problems.len();
+    let mut bad_rules: BTreeSet<PathBuf> = rule_problems.iter().map(|p| p.file.clone()).collect();
+    problems.extend(rule_problems);
+
+    let (templates, template_problems) = Templates::load_dir(templates_dir);
+    let templates_total = templates.files().count() + template_problems.len();
+    let mut bad_templates: BTreeSet<PathBuf> =
+        template_problems.iter().map(|p| p.file.clone()).collect();
+    problems.extend(template_problems.into_iter().map(RuleProblem::from));
+
+    let properties = if opts.properties.is_empty() {
+        vec![samples::sample_property()]
+    } else {
+        opts.properties.clone()
+    };
+
+    // 1. Evaluate every rule on every sample event, day and night.
+    let mut uses = Vec::new();
+    for property in &properties {
+        for now in sample_times(property) {
+            let mut follow_ups: BTreeMap<(String, String), Map<String, Value>> = BTreeMap::new();
+            for (label, event) in samples::sample_events(property, now) {
+                run_sample(
+                    &engine,
+                    &rules,
+                    &label,
+                    &event,
+                    now,
+                    &mut uses,
+                    &mut follow_ups,
+                    &mut problems,
+                    &mut bad_rules,
+                );
+            }
+            // 2. Fire each armed follow-up (staff replied / did not reply).
+            for ((provider, name), data) in follow_ups.clone() {
+                for awaiting in [true, false] {
+                    let event = samples::follow_up_event(
+                        property,
+                        &provider,
+                        &name,
+                        data.clone(),
+                        awaiting,
+                        now,
+                    );
+                    let label =
+                        format!("follow_up.due {name:?} on {provider} (awaiting_reply {awaiting})");
+                    run_sample(
+                        &engine,
+                        &rules,
+                        &label,
+                        &event,
+                        now,
+                        &mut uses,
+                        &mut BTreeMap::new(),
+                        &mut problems,
+                        &mut bad_rules,
+                    );
+                }
+            }
+        }
+    }
+
+    // 3. Templates used at run time must exist and render.
+    let mut rendered_ok: BTreeSet<String> = BTreeSet::new();
+    for u in &uses {
+        let Some(file) = templates.resolve(&u.template, &u.event.property.id) else {
+            let line = literal_line(&u.rule_file, &u.template);
+            problems.push(RuleProblem::new(
+                &u.rule_file,
+                line,
+                missing_template(templates_dir, &u.template),
+            ));
+            bad_rules.insert(u.rule_file.clone());
+            continue;
+        };
+        // The global file and every per-property override of it.
+        let mut targets = vec![(file.file.clone(), u.event.clone())];
+        for o in templates.files() {
+            if o.name == u.template {
+                if let Some(pid) = &o.property_id {
+                    let mut ev = u.event.clone();
+                    ev.property.id = pid.clone();
+                    targets.push((o.file.clone(), ev));
+                }
+            }
+        }
+        for (file, event) in targets {
+            match templates.render(&u.template, &event, &u.vars) {
+                Ok(_) => {
+                    rendered_ok.insert(u.template.clone());
+                }
+                Err(e) => {
+                    problems.push(RuleProblem::new(
+                        &file,
+                        None,
+                        format!(
+                            "{e} (rule {} on sample {}, property {})",
+                            u.rule, u.label, event.property.id
+                        ),
+                    ));
+                    bad_templates.insert(file);
+                }
+            }
+        }
+    }
+
+    // 4. Template names written literally in rule sources.
+    for rule in rules.rules() {
+        let Ok(source) = std::fs::read_to_string(&rule.file) else {
+            continue;
+        };
+        for (line, name) in literal_templates(&source) {
+            let exists = templates.files().any(|f| f.name == name);
+            if !exists {
+                problems.push(RuleProblem::new(
+                    &rule.file,
+                    Some(line),
+                    missing_template(templates_dir, &name),
+                ));
+                bad_rules.insert(rule.file.clone());
+                continue;
+            }
+            if uses.iter().any(|u| u.template == name) || rendered_ok.contains(&name) {
+                continue;
+            }
+            // Not reached by any sample: it must render against at least one of them.
+            let mut first_err = None;
+            let ok = properties.iter().any(|p| {
+                samples::sample_events(p, sample_times(p)[0])
+                    .into_iter()
+                    .any(|(_, ev)| match templates.render(&name, &ev, &Map::new()) {
+                        Ok(_) => true,
+                        Err(e) => {
+                            first_err.get_or_insert(e);
+                            false
+                        }
+                    })
+            });
+            if ok {
+                rendered_ok.insert(name);
+            } else if let (Some(e), Some(f)) =
+                (first_err, templates.files().find(|f| f.name == name))
+            {
+                problems.push(RuleProblem::new(
+                    &f.file,
+                    None,
+                    format!(
+                        "{e} (named in {}:{line}; no sample event renders it)",
+                        rule.file.display()
+                    ),
+                ));
+                bad_templates.insert(f.file.clone());
+            }
+        }
+    }
+
+    let rules_ok = rules
+        .rules()
+        .iter()
+        .filter(|r| !bad_rules.contains(&r.file))
+        .count();
+    let templates_ok = templates
+        .files()
+        .filter(|f| !bad_templates.contains(&f.file))
+        .count();
+    CheckReport {
+        problems: problems.into_vec(),
+        rules_ok,
+        rules_total,
+        templates_ok,
+        templates_total,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_sample(
+    engine: &RuleEngine,
+    rules: &RuleSet,
+    label: &str,
+    event: &Event,
+    now: DateTime<Utc>,
+    uses: &mut Vec<Use>,
+    follow_ups: &mut BTreeMap<(String, String), Map<String, Value>>,
+    problems: &mut Problems,
+    bad_rules: &mut BTreeSet<PathBuf>,
+) {
+    let eval = engine.evaluate(rules, event, &EvalContext { now });
+    for outcome in &eval.rules {
+        if let Some(p) = &outcome.error {
+            let mut p = p.clone();
+            p.message = format!("{} (on sample {label})", p.message);
+            bad_rules.insert(p.file.clone());
+            problems.push(p);
+        }
+        let Some(rule) = rules.get(&outcome.rule) else {
+            continue;
+        };
+        for action in &outcome.actions {
+            match action {
+                Action::Reply { template, vars } | Action::Alert { template, vars } => {
+                    uses.push(Use {
+                        template: template.clone(),
+                        rule: outcome.rule.clone(),
+                        rule_file: rule.file.clone(),
+                        label: label.to_string(),
+                        event: event.clone(),
+                        vars: vars.clone(),
+                    })
+                }
+                Action::FollowUp { name, data, .. } => {
+                    let provider = event
+                        .thread
+                        .as_ref()
+                        .map_or("other".to_string(), |t| t.provider.clone());
+                    follow_ups.insert((provider, name.clone()), data.clone());
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// A daytime (14:00) and a night-time (23:30) instant in the property's timezone.
+fn sample_times(property: &PropertyInfo) -> [DateTime<Utc>; 2] {
+    let tz = super::time::parse_tz(&property.timezone).unwrap_or(chrono_tz::Tz::UTC);
+    let day = NaiveDate::from_ymd_opt(2024, 7, 3).unwrap_or_default();
+    let at = |h, m| {
+        super::time::resolve_local(
+            tz,
+            day.and_time(NaiveTime::from_hms_opt(h, m, 0).unwrap_or_default()),
+        )
+    };
+    [at(14, 0), at(23, 30)]
+}
+
+fn literal_regex() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(r#"\b(?:reply|alert)\s*\(\s*"([^"\\]+)"|\btemplate\s*:\s*"([^"\\]+)""#)
+            .unwrap_or_else(|_| unreachable!("static regex"))
+    })
+}
+
+/// `(line, name)` of every string-literal template name in a rule source (comments skipped).
+pub fn literal_templates(source: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    for (idx, line) in source.lines().enumerate() {
+        let code = line.split("//").next().unwrap_or("");
+        for cap in literal_regex().captures_iter(code) {
+            if let Some(m) = cap.get(1).or_else(|| cap.get(2)) {
+                out.push((idx + 1, m.as_str().to_string()));
+            }
+        }
+    }
+    out
+}
+
+fn missing_template(templates_dir: &Path, name: &str) -> String {
+    format!(
+        "template `{name}` does not exist (expected {})",
+        templates_dir.join(format!("{name}.hbs")).display()
+    )
+}
+
+fn literal_line(file: &Path, template: &str) -> Option<usize> {
+    let source = std::fs::read_to_string(file).ok()?;
+    let quoted = format!("\"{template}\"");
+    source
+        .lines()
+        .position(|l| l.contains(&quoted))
+        .map(|i| i + 1)
+}
+
+/// Problems without duplicates, in the order found.
+#[derive(Default)]
+struct Problems {
+    list: Vec<RuleProblem>,
+    seen: BTreeSet<(PathBuf, Option<usize>, String)>,
+}
+
+impl Problems {
+    fn push(&mut self, p: RuleProblem) {
+        // The same failure on many samples is one problem: key on the message without the
+        // sample label.
+        let key_msg = p
+            .message
+            .split(" (on sample ")
+            .next()
+            .unwrap_or(&p.message)
+            .split(" (rule ")
+            .next()
+            .unwrap_or(&p.message)
+            .to_string();
+        if self.seen.insert((p.file.clone(), p.line, key_msg)) {
+            self.list.push(p);
+        }
+    }
+
+    fn extend(&mut self, ps: impl IntoIterator<Item = RuleProblem>) {
+        for p in ps {
+            self.push(p);
+        }
+    }
+
+    fn into_vec(self) -> Vec<RuleProblem> {
+        self.list
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_literal_template_names_with_lines() {
+        let src = "reply(\"faq_wifi\");\n// reply(\"commented\")\nif x { alert( \"inquiry_alert\", #{}); }\nfollow_up(\"q\", minutes(1), #{ template: \"holding\" });\nreply(follow_up.data.template);";
+        assert_eq!(
+            literal_templates(src),
+            [
+                (1, "faq_wifi".to_string()),
+                (3, "inquiry_alert".to_string()),
+                (4, "holding".to_string())
+            ]
+        );
+    }
+}

@@ -1,3 +1,374 @@
-//! TODO
-pub struct LiveRules;
-pub struct ReloadReport;
+//! Live reload of rule and template files while the service runs.
+//!
+//! Owns the current `(RuleSet, Templates)` snapshot behind an `RwLock<Arc<..>>`, the file
+//! watcher (notify + notify-debouncer-mini on a std thread, bridged to tokio through an mpsc
+//! channel), and the reload policy: changed/added files are recompiled, deleted ones dropped,
+//! and a file that does not compile/parse is REJECTED while the last good version of that
+//! file keeps running. Every change is reported as a [`ReloadReport`] on the receiver (the
+//! worker turns rejections into `rule_rejected` audit records). It must not write audit
+//! records itself, and never stops serving the last good snapshot.
+//!
+//! Directories are watched (not files), so editors that save by rename-over are seen; the
+//! watches are re-added after every change and a slow periodic rescan covers missed events
+//! (or a missing watcher). An edit takes effect well within 2 s.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+use super::{content_version, CompiledRule, RuleEngine, RuleProblem, RuleSet};
+use crate::templates::Templates;
+
+/// Debounce window for file events.
+const DEBOUNCE: Duration = Duration::from_millis(200);
+/// Safety-net rescan period when the watcher works / when it could not be set up.
+const RESCAN_WATCHED: Duration = Duration::from_secs(5);
+const RESCAN_UNWATCHED: Duration = Duration::from_secs(1);
+
+/// What one reload changed. Only non-empty reports are sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Rule and template files (re)loaded, with their new version (content hash).
+    pub accepted: Vec<(PathBuf, String)>,
+    /// Files that disappeared and no longer run.
+    pub removed: Vec<PathBuf>,
+    /// Files that failed to compile/parse; the previous version (if any) keeps running.
+    pub rejected: Vec<RuleProblem>,
+}
+
+impl ReloadReport {
+    pub fn is_empty(&self) -> bool {
+        self.accepted.is_empty() && self.removed.is_empty() && self.rejected.is_empty()
+    }
+}
+
+struct Snapshot {
+    rules: Arc<RuleSet>,
+    templates: Arc<Templates>,
+}
+
+/// The live rules and templates. Dropping it stops the watcher thread.
+pub struct LiveRules {
+    reloader: Arc<Reloader>,
+    stop: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for LiveRules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveRules")
+            .field("rules_dir", &self.reloader.rules_dir)
+            .field("templates_dir", &self.reloader.templates_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LiveRules {
+    /// Loads both directories now and watches them. The first report on the receiver is the
+    /// initial load (every accepted file, every rejected one).
+    pub fn watch(
+        rules_dir: impl Into<PathBuf>,
+        templates_dir: impl Into<PathBuf>,
+        engine: Arc<RuleEngine>,
+    ) -> (LiveRules, mpsc::Receiver<ReloadReport>) {
+        let (tx, rx) = mpsc::channel(64);
+        let reloader = Arc::new(Reloader::new(
+            rules_dir.into(),
+            templates_dir.into(),
+            engine,
+        ));
+        let initial = reloader.rescan();
+        if !initial.is_empty() {
+            // Cannot fail: the channel is fresh and has room.
+            let _ = tx.try_send(initial);
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread_reloader = reloader.clone();
+        let thread_stop = stop.clone();
+        let spawned = std::thread::Builder::new()
+            .name("rules-watch".into())
+            .spawn(move || watch_loop(&thread_reloader, &thread_stop, &tx));
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the rules watcher thread; live reload is off");
+        }
+        (LiveRules { reloader, stop }, rx)
+    }
+
+    /// A snapshot that is never reloaded automatically (tests, `replay`); `reload_now` still
+    /// works.
+    pub fn load(
+        rules_dir: impl Into<PathBuf>,
+        templates_dir: impl Into<PathBuf>,
+        engine: Arc<RuleEngine>,
+    ) -> (LiveRules, ReloadReport) {
+        let reloader = Arc::new(Reloader::new(
+            rules_dir.into(),
+            templates_dir.into(),
+            engine,
+        ));
+        let report = reloader.rescan();
+        let live = LiveRules {
+            reloader,
+            stop: Arc::new(AtomicBool::new(true)),
+        };
+        (live, report)
+    }
+
+    /// The current rule set and templates; cheap (two `Arc` clones under a read lock).
+    pub fn current(&self) -> (Arc<RuleSet>, Arc<Templates>) {
+        self.reloader.current()
+    }
+
+    /// Rescans both directories now, synchronously (e.g. on SIGHUP).
+    pub fn reload_now(&self) -> ReloadReport {
+        self.reloader.rescan()
+    }
+}
+
+impl Drop for LiveRules {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+struct Reloader {
+    rules_dir: PathBuf,
+    templates_dir: PathBuf,
+    engine: Arc<RuleEngine>,
+    state: RwLock<Arc<Snapshot>>,
+    /// Serialises rescans and remembers what was last reported as rejected, so a file that
+    /// stays broken is reported once, not on every rescan.
+    book: Mutex<HashMap<PathBuf, String>>,
+}
+
+impl Reloader {
+    fn new(rules_dir: PathBuf, templates_dir: PathBuf, engine: Arc<RuleEngine>) -> Self {
+        Reloader {
+            rules_dir,
+            templates_dir,
+            engine,
+            state: RwLock::new(Arc::new(Snapshot {
+                rules: Arc::new(RuleSet::default()),
+                templates: Arc::new(Templates::default()),
+            })),
+            book: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn current(&self) -> (Arc<RuleSet>, Arc<Templates>) {
+        let snap = match self.state.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        (snap.rules.clone(), snap.templates.clone())
+    }
+
+    fn rescan(&self) -> ReloadReport {
+        let mut rejected_book = match self.book.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let (old_rules, old_templates) = self.current();
+        let mut report = ReloadReport::default();
+
+        // Rules.
+        let old: HashMap<&Path, &Arc<CompiledRule>> = old_rules
+            .rules()
+            .iter()
+            .map(|r| (r.file.as_path(), r))
+            .collect();
+        let mut next = Vec::new();
+        let mut rules_changed = false;
+        match super::engine::rule_files(&self.rules_dir) {
+            Ok(files) => {
+                for file in &files {
+                    let previous = old.get(file.as_path()).copied();
+                    let source = match std::fs::read(file) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            // Vanished between listing and reading: treat as still there.
+                            tracing::debug!(file = %file.display(), error = %e, "rule unreadable");
+                            next.extend(previous.cloned());
+                            continue;
+                        }
+                    };
+                    let version = content_version(&source);
+                    if let Some(prev) = previous.filter(|p| p.version == version) {
+                        next.push(prev.clone());
+                        continue;
+                    }
+                    if rejected_book.get(file).is_some_and(|v| *v == version) {
+                        next.extend(previous.cloned());
+                        continue;
+                    }
+                    let compiled = String::from_utf8(source)
+                        .map_err(|_| RuleProblem::new(file, None, "not valid UTF-8"))
+                        .and_then(|s| self.engine.compile_source(file, &s));
+                    match compiled {
+                        Ok(rule) => {
+                            rejected_book.remove(file);
+                            report.accepted.push((file.clone(), rule.version.clone()));
+                            next.push(Arc::new(rule));
+                            rules_changed = true;
+                        }
+                        Err(problem) => {
+                            rejected_book.insert(file.clone(), version);
+                            report.rejected.push(problem);
+                            next.extend(previous.cloned());
+                        }
+                    }
+                }
+                for rule in old_rules.rules() {
+                    if !files.contains(&rule.file) {
+                        report.removed.push(rule.file.clone());
+                        rules_changed = true;
+                    }
+                }
+                rejected_book.remove(&self.rules_dir);
+            }
+            Err(problem) => {
+                // A missing/unreadable directory (e.g. mid-swap) keeps the rules running.
+                let key = self.rules_dir.clone();
+                if rejected_book.get(&key) != Some(&problem.message) {
+                    rejected_book.insert(key, problem.message.clone());
+                    report.rejected.push(problem);
+                }
+                next = old_rules.rules().to_vec();
+            }
+        }
+
+        // Templates.
+        let (templates, changes) = old_templates.reload(&self.templates_dir);
+        let templates_changed = !changes.accepted.is_empty() || !changes.removed.is_empty();
+        for (file, version) in changes.accepted {
+            rejected_book.remove(&file);
+            report.accepted.push((file, version));
+        }
+        for file in changes.removed {
+            rejected_book.remove(&file);
+            report.removed.push(file);
+        }
+        for problem in changes.rejected {
+            if rejected_book.get(&problem.file) != Some(&problem.message) {
+                rejected_book.insert(problem.file.clone(), problem.message.clone());
+                report.rejected.push(problem.into());
+            }
+        }
+
+        // Forget rejections of files that are gone, so a broken file that comes back is
+        // reported again.
+        if self.templates_dir.is_dir() {
+            rejected_book.remove(&self.templates_dir);
+        }
+        rejected_book.retain(|f, _| f.exists() || *f == self.rules_dir || *f == self.templates_dir);
+
+        if rules_changed || templates_changed {
+            let snapshot = Arc::new(Snapshot {
+                rules: if rules_changed {
+                    Arc::new(RuleSet::new(next))
+                } else {
+                    old_rules
+                },
+                templates: if templates_changed {
+                    Arc::new(templates)
+                } else {
+                    old_templates
+                },
+            });
+            match self.state.write() {
+                Ok(mut g) => *g = snapshot,
+                Err(p) => *p.into_inner() = snapshot,
+            }
+        }
+        if !report.is_empty() {
+            tracing::info!(
+                accepted = report.accepted.len(),
+                removed = report.removed.len(),
+                rejected = report.rejected.len(),
+                "rules/templates reloaded"
+            );
+            for p in &report.rejected {
+                tracing::warn!(problem = %p, "rejected; the last good version keeps running");
+            }
+        }
+        report
+    }
+}
+
+fn watch_loop(reloader: &Reloader, stop: &AtomicBool, tx: &mpsc::Sender<ReloadReport>) {
+    let (events_tx, events_rx) = std::sync::mpsc::channel();
+    let mut debouncer = match notify_debouncer_mini::new_debouncer(DEBOUNCE, events_tx) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            tracing::warn!(error = %e, "file watcher unavailable; rescanning every second");
+            None
+        }
+    };
+    let dirs = watch_targets(&reloader.rules_dir, &reloader.templates_dir);
+    let mut watching = rewatch(debouncer.as_mut(), &dirs);
+    while !stop.load(Ordering::SeqCst) {
+        let period = if watching {
+            RESCAN_WATCHED
+        } else {
+            RESCAN_UNWATCHED
+        };
+        match events_rx.recv_timeout(period) {
+            Ok(result) => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "file watcher error");
+                }
+                // Drain whatever else arrived in the same burst.
+                while events_rx.try_recv().is_ok() {}
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                debouncer = None;
+                std::thread::sleep(RESCAN_UNWATCHED);
+            }
+        }
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let report = reloader.rescan();
+        // Directories replaced by a rename (or created late) need their watch re-added.
+        watching = rewatch(debouncer.as_mut(), &dirs);
+        if !report.is_empty() && tx.blocking_send(report).is_err() {
+            tracing::debug!("reload report receiver dropped");
+        }
+    }
+}
+
+fn watch_targets(rules: &Path, templates: &Path) -> Vec<(PathBuf, RecursiveMode)> {
+    if rules == templates {
+        vec![(rules.to_path_buf(), RecursiveMode::Recursive)]
+    } else {
+        vec![
+            (rules.to_path_buf(), RecursiveMode::NonRecursive),
+            // Per-property overrides live in sub-directories.
+            (templates.to_path_buf(), RecursiveMode::Recursive),
+        ]
+    }
+}
+
+fn rewatch<W: Watcher>(
+    debouncer: Option<&mut notify_debouncer_mini::Debouncer<W>>,
+    dirs: &[(PathBuf, RecursiveMode)],
+) -> bool {
+    let Some(debouncer) = debouncer else {
+        return false;
+    };
+    let watcher = debouncer.watcher();
+    let mut all = true;
+    for (dir, mode) in dirs {
+        let _ = watcher.unwatch(dir);
+        if let Err(e) = watcher.watch(dir, *mode) {
+            tracing::debug!(dir = %dir.display(), error = %e, "cannot watch directory (yet)");
+            all = false;
+        }
+    }
+    all
+}

@@ -43,7 +43,7 @@ use serde_json::{Map, Value};
 
 pub use check::{check, check_with, CheckOptions, CheckReport};
 pub use engine::RuleEngine;
-pub use fixtures::{run_fixture_tests, Fixture, FixtureResult, TestReport};
+pub use fixtures::{run_fixture_tests, ExpectedAction, Fixture, FixtureResult, TestReport};
 pub use live::{LiveRules, ReloadReport};
 
 /// One step of an action plan. Serialised as `{"action":"reply","template":"wifi","vars":{..}}`.
