@@ -72,7 +72,10 @@ async fn new_guest_message_becomes_exactly_one_event_with_contract_json() {
         .unwrap();
     let json: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap();
     assert_eq!(
-        msg.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")).map(|v| v.as_str()),
+        msg.headers
+            .as_ref()
+            .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+            .map(|v| v.as_str()),
         Some(format!("thread.new_message:{thread}:{msg_id}").as_str())
     );
     assert_eq!(json["id"], format!("thread.new_message:{thread}:{msg_id}"));
