@@ -487,6 +487,7 @@ fn evaluation_is_fast_enough_for_twenty_rules() {
     }
     times.sort();
     let p99 = times[times.len() * 99 / 100];
+    println!("20 rules: p50 {:?}, p99 {p99:?}", times[times.len() / 2]);
     // Generous bound for debug builds on a shared CI box; the release benchmark targets 1 ms.
     assert!(p99 < Duration::from_millis(25), "p99 {p99:?}");
 }

@@ -126,7 +126,7 @@ async fn edits_take_effect_and_broken_edits_are_rejected() {
     // Deleted file.
     std::fs::remove_file(&rule).unwrap();
     let r = report_where(&mut rx, |r| !r.removed.is_empty()).await;
-    assert_eq!(r.removed, [rule.clone()]);
+    assert_eq!(r.removed, std::slice::from_ref(&rule));
     assert_eq!(templates_used(&live, &engine), ["new"]);
 
     // Templates: a broken edit is rejected and the old text still renders; a fix is taken.

@@ -168,3 +168,18 @@ fn parse_errors_are_problems_and_reload_keeps_the_last_good_version() {
     assert_eq!(changes.removed, [dir.path().join("c.hbs")]);
     assert!(!t3.has("c", "p1"));
 }
+
+#[test]
+fn if_blocks_may_test_an_optional_var() {
+    let dir = dir_with(&[(
+        "t.hbs",
+        "Address.{{#if vars.directions}} {{vars.directions}}{{/if}}",
+    )]);
+    let (t, _) = Templates::load_dir(dir.path());
+    assert_eq!(t.render("t", &event(), &Map::new()).unwrap(), "Address.");
+    assert_eq!(
+        t.render("t", &event(), &vars(json!({"directions": "Left."})))
+            .unwrap(),
+        "Address. Left."
+    );
+}

@@ -9,6 +9,8 @@
 //! `property` (each an empty map when the event has no such block, so
 //! `message.sender == "guest"` is safe everywhere; a missing key reads as `()`). The
 //! follow-up block is `event.follow_up`, the schedule block `event.schedule`.
+//! (`thread` is a reserved word in Rhai; the loader rewrites it transparently, see
+//! `rules::source`, so `thread.provider`, `event.thread` and `#{thread: ..}` all work.)
 //! **Timestamps in these maps stay strings** (as in the event JSON): call `parse_time(s)` to
 //! get a `Time`.
 //!

@@ -212,7 +212,7 @@ impl RuleEngine {
             let (actions, error, stopped) = match result {
                 Ok(()) => (actions, None, stop_called),
                 Err(e) if stop_called && is_stop(&e) => (actions, None, true),
-                Err(e) => (Vec::new(), Some(self.problem(&rule.file, e)), false),
+                Err(e) => (Vec::new(), Some(self.problem(&rule.file, *e)), false),
             };
             outcomes.push(RuleOutcome {
                 rule: rule.name.clone(),
@@ -233,8 +233,8 @@ impl RuleEngine {
 
     /// A runtime error as `file:line: message`, using the innermost position (inside a
     /// script function when the error happened there).
-    fn problem(&self, file: &Path, err: Box<EvalAltResult>) -> RuleProblem {
-        let mut inner = *err;
+    fn problem(&self, file: &Path, err: EvalAltResult) -> RuleProblem {
+        let mut inner = err;
         let mut calls = Vec::new();
         while let EvalAltResult::ErrorInFunctionCall(name, _, e, pos) = inner {
             calls.push((name, pos));

@@ -78,25 +78,25 @@ impl ExpectedAction {
         }
         let subset = |want: &Option<Map<String, Value>>, have: &Map<String, Value>| {
             want.as_ref()
-                .is_none_or_compat(|w| w.iter().all(|(k, v)| have.get(k) == Some(v)))
+                .none_or(|w| w.iter().all(|(k, v)| have.get(k) == Some(v)))
         };
         match action {
             Action::Reply { template, vars } | Action::Alert { template, vars } => {
-                self.template.as_ref().is_none_or_compat(|t| t == template)
+                self.template.as_ref().none_or(|t| t == template)
                     && subset(&self.vars, vars)
                     && self.name.is_none()
                     && self.due_at.is_none()
                     && self.data.is_none()
             }
             Action::FollowUp { name, due_at, data } => {
-                self.name.as_ref().is_none_or_compat(|n| n == name)
-                    && self.due_at.as_ref().is_none_or_compat(|d| d == due_at)
+                self.name.as_ref().none_or(|n| n == name)
+                    && self.due_at.as_ref().none_or(|d| d == due_at)
                     && subset(&self.data, data)
                     && self.template.is_none()
                     && self.vars.is_none()
             }
             Action::CancelFollowUp { name } => {
-                self.name.as_ref().is_none_or_compat(|n| n == name)
+                self.name.as_ref().none_or(|n| n == name)
                     && self.template.is_none()
                     && self.due_at.is_none()
             }
@@ -131,11 +131,11 @@ impl fmt::Display for ExpectedAction {
 
 /// `Option::is_none_or` without needing Rust 1.82.
 trait NoneOr<T> {
-    fn is_none_or_compat(self, f: impl FnOnce(T) -> bool) -> bool;
+    fn none_or(self, f: impl FnOnce(T) -> bool) -> bool;
 }
 
 impl<T> NoneOr<T> for Option<T> {
-    fn is_none_or_compat(self, f: impl FnOnce(T) -> bool) -> bool {
+    fn none_or(self, f: impl FnOnce(T) -> bool) -> bool {
         match self {
             None => true,
             Some(v) => f(v),
