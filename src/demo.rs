@@ -137,12 +137,18 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
     let (nats_url, prefix) = match external {
         Some(url) => {
             let prefix = format!("demo{}", std::process::id());
-            say(&clock, format!("using NATS at {url} (prefix {prefix}, removed afterwards)"));
+            say(
+                &clock,
+                format!("using NATS at {url} (prefix {prefix}, removed afterwards)"),
+            );
             (url, prefix)
         }
         None => {
             let server = PrivateNatsServer::start().context("starting a private nats-server")?;
-            say(&clock, format!("started a private nats-server -js at {}", server.url));
+            say(
+                &clock,
+                format!("started a private nats-server -js at {}", server.url),
+            );
             let url = server.url.clone();
             _private = Some(server);
             (url, "concierge".to_string())
@@ -154,7 +160,10 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
         .context("starting the Channex simulator")?;
     let sim = sim_server.sim.clone();
     sim.add_property(PROPERTY, "Casa Azul", true);
-    say(&clock, format!("Channex simulator at {}", sim_server.base_url));
+    say(
+        &clock,
+        format!("Channex simulator at {}", sim_server.base_url),
+    );
 
     // A thread that went quiet three weeks ago, before the service started.
     let stale = sim.open_thread(PROPERTY, "BookingCom", "Old Conversation", true);
@@ -162,7 +171,9 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
     sim.backdate_thread(&stale, chrono::Duration::days(21));
 
     let config = demo_config(&sim_server.base_url, &nats_url, &prefix);
-    let infra = Infra::setup(&config.nats).await.context("setting up JetStream")?;
+    let infra = Infra::setup(&config.nats)
+        .await
+        .context("setting up JetStream")?;
     let (shutdown_tx, shutdown) = watch::channel(false);
 
     // The timeline: every event and audit record, printed as it lands.
@@ -202,7 +213,10 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
                         .ok()
                         .and_then(|v| v.get("text").and_then(|t| t.as_str()).map(str::to_string))
                         .unwrap_or_default();
-                    say(&clock, format!("   🔔 STAFF ALERT: {}", one_line(&text, 140)));
+                    say(
+                        &clock,
+                        format!("   🔔 STAFF ALERT: {}", one_line(&text, 140)),
+                    );
                 }
             }
         })
@@ -215,7 +229,12 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
     {
         let poller = crate::roles::poller(&config, &infra, channex.clone(), None);
         let shutdown = shutdown.clone();
-        roles.spawn(async move { poller.run(shutdown, nudge_rx).await.map_err(anyhow::Error::from) });
+        roles.spawn(async move {
+            poller
+                .run(shutdown, nudge_rx)
+                .await
+                .map_err(anyhow::Error::from)
+        });
     }
     {
         let scheduler = crate::roles::scheduler(&config, &infra, channex.clone());
@@ -229,27 +248,36 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
         let shutdown = shutdown.clone();
         let js = infra.js.clone();
         let prefix = prefix.clone();
-        roles.spawn(async move { worker.run(&js, &prefix, shutdown).await.map_err(anyhow::Error::from) });
+        roles.spawn(async move {
+            worker
+                .run(&js, &prefix, shutdown)
+                .await
+                .map_err(anyhow::Error::from)
+        });
     }
-    say(&clock, "poller, scheduler and 2 workers running with the example rules\n");
+    say(
+        &clock,
+        "poller, scheduler and 2 workers running with the example rules\n",
+    );
     // Let the first poll record its baseline (history is not replayed).
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
-    let wait = |what: &'static str, limit: Duration, pred: Box<dyn Fn(&Timeline) -> bool + Send>| {
-        let timeline = timeline.clone();
-        async move {
-            let deadline = Instant::now() + limit;
-            loop {
-                if timeline.lock().map(|t| pred(&t)).unwrap_or(false) {
-                    return Ok(());
+    let wait =
+        |what: &'static str, limit: Duration, pred: Box<dyn Fn(&Timeline) -> bool + Send>| {
+            let timeline = timeline.clone();
+            async move {
+                let deadline = Instant::now() + limit;
+                loop {
+                    if timeline.lock().map(|t| pred(&t)).unwrap_or(false) {
+                        return Ok(());
+                    }
+                    if Instant::now() > deadline {
+                        bail!("demo expectation not met within {limit:?}: {what}");
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                if Instant::now() > deadline {
-                    bail!("demo expectation not met within {limit:?}: {what}");
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-        }
-    };
+        };
     let has = |thread: String, action: &'static str, outcome: Outcome| {
         Box::new(move |t: &Timeline| {
             t.records.iter().any(|r| {
@@ -265,35 +293,92 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
         println!("— 1. A Booking.com guest asks for the wifi, then says thanks");
         let maria = sim.open_thread(PROPERTY, "BookingCom", "Maria Santos", true);
         sim.guest_message(&maria, "Hi! What's the wifi password please?");
-        wait("wifi auto-reply", Duration::from_secs(15), has(maria.clone(), "reply", Outcome::Executed)).await?;
+        wait(
+            "wifi auto-reply",
+            Duration::from_secs(15),
+            has(maria.clone(), "reply", Outcome::Executed),
+        )
+        .await?;
         sim.guest_message(&maria, "Thanks so much!");
-        wait("no_reply_needed on the thanks", Duration::from_secs(15), has(maria.clone(), "no_reply_needed", Outcome::Executed)).await?;
+        wait(
+            "no_reply_needed on the thanks",
+            Duration::from_secs(15),
+            has(maria.clone(), "no_reply_needed", Outcome::Executed),
+        )
+        .await?;
 
         println!("\n— 2. An Airbnb guest asks about parking");
         let john = sim.open_thread(PROPERTY, "Airbnb", "John Miller", true);
         sim.guest_message(&john, "Hello! Is there parking near the apartment?");
-        wait("parking auto-reply", Duration::from_secs(15), has(john.clone(), "reply", Outcome::Executed)).await?;
+        wait(
+            "parking auto-reply",
+            Duration::from_secs(15),
+            has(john.clone(), "reply", Outcome::Executed),
+        )
+        .await?;
 
-        println!("\n— 3. A question no FAQ covers: a delayed holding reply, but staff answers first");
+        println!(
+            "\n— 3. A question no FAQ covers: a delayed holding reply, but staff answers first"
+        );
         let lena = sim.open_thread(PROPERTY, "BookingCom", "Lena Fischer", true);
         sim.guest_message(&lena, "Could you recommend a good restaurant for Saturday?");
-        wait("delayed reply armed", Duration::from_secs(15), has(lena.clone(), "follow_up", Outcome::Executed)).await?;
+        wait(
+            "delayed reply armed",
+            Duration::from_secs(15),
+            has(lena.clone(), "follow_up", Outcome::Executed),
+        )
+        .await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
-        sim.staff_message(&lena, "Hi Lena! Try Taberna da Rua das Flores, ask for Miguel.");
+        sim.staff_message(
+            &lena,
+            "Hi Lena! Try Taberna da Rua das Flores, ask for Miguel.",
+        );
         say(&clock, "   (staff member answered Lena by hand)");
-        wait("delayed reply cancelled by the staff answer", Duration::from_secs(20), has(lena.clone(), "cancel_follow_up", Outcome::Executed)).await?;
+        wait(
+            "delayed reply cancelled by the staff answer",
+            Duration::from_secs(20),
+            has(lena.clone(), "cancel_follow_up", Outcome::Executed),
+        )
+        .await?;
 
         println!("\n— 4. An Airbnb inquiry: alert staff before the response deadline");
         let deadline = Utc::now() + chrono::Duration::hours(2) + chrono::Duration::seconds(8);
-        let checkin = (Utc::now() + chrono::Duration::days(10)).format("%Y-%m-%d").to_string();
-        let checkout = (Utc::now() + chrono::Duration::days(13)).format("%Y-%m-%d").to_string();
-        let (andrew, _) = sim.add_inquiry(PROPERTY, "Andrew", deadline, &checkin, &checkout, 3, "412.50", "EUR");
-        say(&clock, format!("   (inquiry deadline {}; the 2-hour alert falls due in ~8 s)", deadline.format("%H:%M:%S UTC")));
-        wait("inquiry follow-up armed", Duration::from_secs(15), has(andrew.clone(), "follow_up", Outcome::Executed)).await?;
-        wait("staff alert for the inquiry", Duration::from_secs(25), has(andrew.clone(), "alert", Outcome::Executed)).await?;
+        let checkin = (Utc::now() + chrono::Duration::days(10))
+            .format("%Y-%m-%d")
+            .to_string();
+        let checkout = (Utc::now() + chrono::Duration::days(13))
+            .format("%Y-%m-%d")
+            .to_string();
+        let (andrew, _) = sim.add_inquiry(
+            PROPERTY, "Andrew", deadline, &checkin, &checkout, 3, "412.50", "EUR",
+        );
+        say(
+            &clock,
+            format!(
+                "   (inquiry deadline {}; the 2-hour alert falls due in ~8 s)",
+                deadline.format("%H:%M:%S UTC")
+            ),
+        );
+        wait(
+            "inquiry follow-up armed",
+            Duration::from_secs(15),
+            has(andrew.clone(), "follow_up", Outcome::Executed),
+        )
+        .await?;
+        wait(
+            "staff alert for the inquiry",
+            Duration::from_secs(25),
+            has(andrew.clone(), "alert", Outcome::Executed),
+        )
+        .await?;
 
         println!("\n— 5. The housekeeping schedule closes the thread idle for 3 weeks");
-        wait("stale thread closed", Duration::from_secs(20), has(stale.clone(), "close_thread", Outcome::Executed)).await?;
+        wait(
+            "stale thread closed",
+            Duration::from_secs(20),
+            has(stale.clone(), "close_thread", Outcome::Executed),
+        )
+        .await?;
         Ok(())
     }
     .await;
@@ -301,7 +386,10 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
     // Let trailing records land, then stop everything gracefully.
     tokio::time::sleep(Duration::from_millis(800)).await;
     if keep_running && result.is_ok() {
-        say(&clock, "demo script done; services keep running (Ctrl-C to stop)");
+        say(
+            &clock,
+            "demo script done; services keep running (Ctrl-C to stop)",
+        );
         let _ = tokio::signal::ctrl_c().await;
     }
     let _ = shutdown_tx.send(true);
@@ -319,7 +407,10 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
 
     print_summary(&timeline, &sim);
     if _private.is_none() {
-        for stream in [crate::nats::events_stream(&prefix), crate::nats::audit_stream(&prefix)] {
+        for stream in [
+            crate::nats::events_stream(&prefix),
+            crate::nats::audit_stream(&prefix),
+        ] {
             let _ = infra.js.delete_stream(&stream).await;
         }
         for bucket in [
@@ -334,7 +425,10 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
     sim_server.shutdown().await;
     match result {
         Ok(()) => {
-            println!("\ndemo finished in {:.1}s: every expected outcome happened", clock.0.elapsed().as_secs_f64());
+            println!(
+                "\ndemo finished in {:.1}s: every expected outcome happened",
+                clock.0.elapsed().as_secs_f64()
+            );
             Ok(())
         }
         Err(e) => Err(e),
@@ -367,7 +461,9 @@ fn describe_event(ev: &Event, sim: &Sim) -> String {
                 i.guest_name.unwrap_or_default(),
                 i.checkin_date.unwrap_or_default(),
                 i.checkout_date.unwrap_or_default(),
-                i.non_response_at.map(|t| t.format("%H:%M:%S UTC").to_string()).unwrap_or_default()
+                i.non_response_at
+                    .map(|t| t.format("%H:%M:%S UTC").to_string())
+                    .unwrap_or_default()
             )
         }
         (_, "follow_up.due") => format!(
@@ -397,10 +493,18 @@ fn describe_record(r: &AuditRecord) -> String {
     if let Some(reason) = &r.reason {
         line.push_str(&format!(" ({reason})"));
     }
-    if let Some(text) = r.text.as_deref().filter(|_| r.action.as_deref() == Some("reply")) {
+    if let Some(text) = r
+        .text
+        .as_deref()
+        .filter(|_| r.action.as_deref() == Some("reply"))
+    {
         line.push_str(&format!(": \"{}\"", one_line(text, 80)));
     }
-    if let Some(err) = r.error.as_deref().filter(|_| r.outcome == Outcome::Failed || r.outcome == Outcome::RuleError) {
+    if let Some(err) = r
+        .error
+        .as_deref()
+        .filter(|_| r.outcome == Outcome::Failed || r.outcome == Outcome::RuleError)
+    {
         line.push_str(&format!(" — {}", one_line(err, 80)));
     }
     line
@@ -409,7 +513,11 @@ fn describe_record(r: &AuditRecord) -> String {
 fn print_summary(timeline: &Arc<Mutex<Timeline>>, sim: &Sim) {
     let Ok(t) = timeline.lock() else { return };
     println!("\n==================== summary ====================");
-    println!("events: {}   audit records: {}", t.events.len(), t.records.len());
+    println!(
+        "events: {}   audit records: {}",
+        t.events.len(),
+        t.records.len()
+    );
     let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
     for r in &t.records {
         *counts.entry(r.outcome.as_str()).or_default() += 1;
@@ -424,7 +532,9 @@ fn print_summary(timeline: &Arc<Mutex<Timeline>>, sim: &Sim) {
     );
     println!("\nwhat each guest saw:");
     for id in sim.thread_ids() {
-        let Some(thread) = sim.thread(&id) else { continue };
+        let Some(thread) = sim.thread(&id) else {
+            continue;
+        };
         println!(
             "  {} ({}){}",
             thread.title,
@@ -445,7 +555,12 @@ fn print_summary(timeline: &Arc<Mutex<Timeline>>, sim: &Sim) {
     let mut seen = std::collections::HashSet::new();
     let duplicates = replies_per_thread
         .iter()
-        .filter(|(thread, text)| !seen.insert((thread.clone(), crate::executor::normalise_text(text))))
+        .filter(|(thread, text)| {
+            !seen.insert((thread.clone(), crate::executor::normalise_text(text)))
+        })
         .count();
-    println!("\nauto-replies sent: {}   duplicates: {duplicates}", replies_per_thread.len());
+    println!(
+        "\nauto-replies sent: {}   duplicates: {duplicates}",
+        replies_per_thread.len()
+    );
 }

@@ -32,9 +32,13 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
-use crate::channex::{ChannexClient, ChannexError, Message, OrderDirection, Sender, Thread, ThreadQuery};
+use crate::channex::{
+    ChannexClient, ChannexError, Message, OrderDirection, Sender, Thread, ThreadQuery,
+};
 use crate::config::Config;
-use crate::events::{ids, Event, EventType, InquiryInfo, MessageInfo, PropertyInfo, ThreadSnapshot};
+use crate::events::{
+    ids, Event, EventType, InquiryInfo, MessageInfo, PropertyInfo, ThreadSnapshot,
+};
 use crate::lease::{LeaderElection, Lease};
 
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +80,10 @@ impl ThreadState {
     fn knows(&self, m: &Message) -> bool {
         match self.newest_message_at {
             None => false,
-            Some(at) => m.inserted_at < at || (m.inserted_at == at && self.newest_message_ids.contains(&m.id)),
+            Some(at) => {
+                m.inserted_at < at
+                    || (m.inserted_at == at && self.newest_message_ids.contains(&m.id))
+            }
         }
     }
 }
@@ -97,7 +104,10 @@ fn state_key(thread_id: &str) -> String {
 }
 
 fn baseline_key(property_id: &str) -> String {
-    format!("baseline.{}", crate::executor::ledger::key_token(property_id))
+    format!(
+        "baseline.{}",
+        crate::executor::ledger::key_token(property_id)
+    )
 }
 
 /// Builds the event's thread block from the listing row and the poller's knowledge.
@@ -243,7 +253,14 @@ impl Poller {
             let properties: Vec<Option<String>> = match only {
                 Some(p) => vec![Some(p)],
                 None if self.config.channex.property_ids.is_empty() => vec![None],
-                None => self.config.channex.property_ids.iter().cloned().map(Some).collect(),
+                None => self
+                    .config
+                    .channex
+                    .property_ids
+                    .iter()
+                    .cloned()
+                    .map(Some)
+                    .collect(),
             };
             for property in properties {
                 if *shutdown.borrow() || !*leader.borrow() {
@@ -251,7 +268,9 @@ impl Poller {
                 }
                 match self.poll_once(property.as_deref()).await {
                     Ok(_) => {}
-                    Err(e) => tracing::warn!(property = property.as_deref().unwrap_or("*"), error = %e, "poll cycle failed; will retry next cycle"),
+                    Err(e) => {
+                        tracing::warn!(property = property.as_deref().unwrap_or("*"), error = %e, "poll cycle failed; will retry next cycle")
+                    }
                 }
             }
         }
@@ -277,7 +296,9 @@ impl Poller {
                 self.baselined.insert(p.to_string());
                 continue;
             }
-            let Some(id) = key.strip_prefix("t.") else { continue };
+            let Some(id) = key.strip_prefix("t.") else {
+                continue;
+            };
             if let Some(bytes) = self.threads_kv.get(&key).await.map_err(|e| store_err(&e))? {
                 match serde_json::from_slice::<ThreadState>(&bytes) {
                     Ok(s) => {
@@ -295,7 +316,9 @@ impl Poller {
         let started = Instant::now();
         let calls_before = self.channex.stats().requests_sent;
         let scope = property.unwrap_or("*").to_string();
-        let baseline = !self.baselined.contains(&crate::executor::ledger::key_token(&scope));
+        let baseline = !self
+            .baselined
+            .contains(&crate::executor::ledger::key_token(&scope));
         let mut stats = CycleStats {
             baseline,
             ..Default::default()
@@ -351,7 +374,8 @@ impl Poller {
                 .put(&key, Utc::now().to_rfc3339().into())
                 .await
                 .map_err(|e| PollerError::Store(e.to_string()))?;
-            self.baselined.insert(crate::executor::ledger::key_token(&scope));
+            self.baselined
+                .insert(crate::executor::ledger::key_token(&scope));
         }
         stats.api_calls = self.channex.stats().requests_sent - calls_before;
         let elapsed = started.elapsed();
@@ -389,13 +413,17 @@ impl Poller {
         state.property_id = property_id.clone();
         // Newest first, until we reach a known message.
         let mut fresh: Vec<Message> = Vec::new();
-        let needs_messages = previous
-            .as_ref()
-            .is_none_or(|p| p.message_count != thread.message_count || p.last_message_received_at != thread.last_message_received_at);
+        let needs_messages = previous.as_ref().is_none_or(|p| {
+            p.message_count != thread.message_count
+                || p.last_message_received_at != thread.last_message_received_at
+        });
         if needs_messages {
             let mut page_no = 1;
             'pages: loop {
-                let page = self.channex.list_thread_messages_page(&thread.id, page_no, 100).await?;
+                let page = self
+                    .channex
+                    .list_thread_messages_page(&thread.id, page_no, 100)
+                    .await?;
                 for skipped in &page.skipped {
                     tracing::warn!(thread = %thread.id, id = skipped.id.as_deref().unwrap_or("?"), error = %skipped.error, "malformed message skipped");
                 }
@@ -413,7 +441,11 @@ impl Poller {
                 page_no += 1;
             }
         }
-        fresh.sort_by(|a, b| a.inserted_at.cmp(&b.inserted_at).then_with(|| a.id.cmp(&b.id)));
+        fresh.sort_by(|a, b| {
+            a.inserted_at
+                .cmp(&b.inserted_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
         fold_senders(&mut state, &fresh);
         state.message_count = thread.message_count;
         state.is_closed = thread.is_closed;
@@ -515,7 +547,11 @@ impl Poller {
         headers.insert("Nats-Msg-Id", event.id.as_str());
         let ack = self
             .js
-            .publish_with_headers(event.subject(&self.config.nats.prefix), headers, payload.into())
+            .publish_with_headers(
+                event.subject(&self.config.nats.prefix),
+                headers,
+                payload.into(),
+            )
             .await
             .map_err(|e| publish_err(e.to_string()))?;
         ack.await.map_err(|e| publish_err(e.to_string()))?;

@@ -57,7 +57,12 @@ pub fn scheduler(config: &Config, infra: &Infra, channex: ChannexClient) -> Sche
 }
 
 /// The executor with its ledger, follow-up store and alert sinks.
-pub fn executor(config: &Config, infra: &Infra, channex: ChannexClient, worker_id: &str) -> Executor {
+pub fn executor(
+    config: &Config,
+    infra: &Infra,
+    channex: ChannexClient,
+    worker_id: &str,
+) -> Executor {
     let dry = {
         let config = config.clone();
         Arc::new(move |property_id: &str| config.is_dry_run(property_id))
@@ -102,8 +107,11 @@ pub async fn worker(
         tokio::spawn(forward_reload_reports(reports, audit.clone()));
         live
     } else {
-        let (live, report) =
-            LiveRules::load(&config.rules.dir, &config.rules.templates_dir, engine.clone());
+        let (live, report) = LiveRules::load(
+            &config.rules.dir,
+            &config.rules.templates_dir,
+            engine.clone(),
+        );
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         let _ = tx.try_send(report);
         tokio::spawn(forward_reload_reports(rx, audit.clone()));

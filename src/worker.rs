@@ -62,7 +62,10 @@ pub async fn ensure_consumer(
     cfg: &WorkerConfig,
 ) -> Result<jetstream::consumer::Consumer<pull::Config>, WorkerError> {
     let err = |e: &dyn std::fmt::Display| WorkerError::Consumer(e.to_string());
-    let stream = js.get_stream(events_stream(prefix)).await.map_err(|e| err(&e))?;
+    let stream = js
+        .get_stream(events_stream(prefix))
+        .await
+        .map_err(|e| err(&e))?;
     let wanted = pull::Config {
         durable_name: Some(cfg.consumer.clone()),
         filter_subject: format!("{prefix}.events.>"),
@@ -180,10 +183,14 @@ impl Worker {
             Ok(e) => e,
             Err(e) => {
                 let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
-                let mut r = AuditRecord::standalone(format!("malformed_event:{seq}"), Outcome::Failed);
+                let mut r =
+                    AuditRecord::standalone(format!("malformed_event:{seq}"), Outcome::Failed);
                 r.action = Some("event".into());
                 r.reason = Some("malformed_event".into());
-                r.error = Some(format!("event on {} is not valid event JSON: {e}", msg.subject));
+                r.error = Some(format!(
+                    "event on {} is not valid event JSON: {e}",
+                    msg.subject
+                ));
                 if self.audit.record(&r).await.is_err() {
                     let _ = msg.ack_with(AckKind::Nak(Some(self.cfg.retry_delay))).await;
                     return;
@@ -213,7 +220,8 @@ impl Worker {
             return;
         }
         if delivery >= self.cfg.max_deliver as u64 {
-            let mut r = AuditRecord::for_event(format!("{}:gave_up", event.id), &event, Outcome::Failed);
+            let mut r =
+                AuditRecord::for_event(format!("{}:gave_up", event.id), &event, Outcome::Failed);
             r.action = Some("event".into());
             r.reason = Some("max_deliver".into());
             r.error = Some(format!(

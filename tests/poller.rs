@@ -14,10 +14,7 @@ use tokio::sync::{mpsc, watch};
 
 const PROP: &str = "prop-1";
 
-fn poller(
-    config: &concierge::config::Config,
-    infra: &concierge::nats::Infra,
-) -> Poller {
+fn poller(config: &concierge::config::Config, infra: &concierge::nats::Infra) -> Poller {
     let channex = concierge::roles::channex_client(config).expect("client");
     Poller::new(channex, infra, Arc::new(config.clone()), None)
 }
@@ -43,7 +40,10 @@ async fn new_guest_message_becomes_exactly_one_event_with_contract_json() {
         concierge::config::PropertyConfig {
             name: "Casa Azul".into(),
             timezone: Some("Europe/Lisbon".into()),
-            vars: serde_json::json!({"wifi_name": "azul"}).as_object().cloned().unwrap(),
+            vars: serde_json::json!({"wifi_name": "azul"})
+                .as_object()
+                .cloned()
+                .unwrap(),
             dry_run: false,
         },
     );
@@ -51,7 +51,10 @@ async fn new_guest_message_becomes_exactly_one_event_with_contract_json() {
     p.load_states().await.unwrap();
     let baseline = p.poll_once(Some(PROP)).await.unwrap();
     assert!(baseline.baseline);
-    assert_eq!(baseline.events_emitted, 0, "history is a baseline, not events");
+    assert_eq!(
+        baseline.events_emitted, 0,
+        "history is a baseline, not events"
+    );
 
     let thread = sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
     let msg_id = sim.sim.guest_message(&thread, "What is the wifi password?");
@@ -113,7 +116,14 @@ async fn inquiry_is_announced_once_with_its_deadline() {
 
     let deadline: chrono::DateTime<Utc> = "2031-12-01T07:01:38.735Z".parse().unwrap();
     let (thread, inquiry_msg) = sim.sim.add_inquiry(
-        PROP, "Andrew", deadline, "2031-12-02", "2031-12-03", 3, "50.00", "GBP",
+        PROP,
+        "Andrew",
+        deadline,
+        "2031-12-02",
+        "2031-12-03",
+        3,
+        "50.00",
+        "GBP",
     );
     p.poll_once(Some(PROP)).await.unwrap();
     p.poll_once(Some(PROP)).await.unwrap();
@@ -129,17 +139,24 @@ async fn inquiry_is_announced_once_with_its_deadline() {
     assert_eq!(inquiry.non_response_at, Some(deadline));
     assert_eq!(inquiry.guest_name.as_deref(), Some("Andrew"));
     assert_eq!(inquiry.number_of_guests, Some(3));
-    assert_eq!(inquiry.expected_payout_amount_accurate.as_deref(), Some("50.00"));
+    assert_eq!(
+        inquiry.expected_payout_amount_accurate.as_deref(),
+        Some("50.00")
+    );
     assert_eq!(inquiry.currency.as_deref(), Some("GBP"));
     assert_eq!(ev.thread.as_ref().unwrap().provider, "airbnb");
     assert_eq!(ev.thread.as_ref().unwrap().booking_id, None);
 
     // A guest message on the inquiry thread is a new message, not a new inquiry.
-    sim.sim.guest_message(&thread, "Is the flat quiet at night?");
+    sim.sim
+        .guest_message(&thread, "Is the flat quiet at night?");
     p.poll_once(Some(PROP)).await.unwrap();
     let events = common::stored_events(&infra.js, "concierge").await;
     assert_eq!(
-        events.iter().filter(|e| e.event_type == EventType::InquiryReceived).count(),
+        events
+            .iter()
+            .filter(|e| e.event_type == EventType::InquiryReceived)
+            .count(),
         1
     );
 }
@@ -170,7 +187,13 @@ async fn restart_and_crash_between_publish_and_snapshot_emit_each_message_once()
     // A crash between publish and snapshot write: the events went out, the snapshot did
     // not. Simulate by restoring the previous snapshot after the cycle.
     let key = format!("t.{thread}");
-    let before = infra.threads.entry(key.clone()).await.unwrap().unwrap().value;
+    let before = infra
+        .threads
+        .entry(key.clone())
+        .await
+        .unwrap()
+        .unwrap()
+        .value;
     sim.sim.guest_message(&thread, "four");
     second.poll_once(Some(PROP)).await.unwrap();
     infra.threads.put(&key, before).await.unwrap();
@@ -184,7 +207,11 @@ async fn restart_and_crash_between_publish_and_snapshot_emit_each_message_once()
         .iter()
         .map(|e| e.message.as_ref().unwrap().text.clone())
         .collect();
-    assert_eq!(texts, vec!["one", "two", "three", "four"], "oldest first, once each");
+    assert_eq!(
+        texts,
+        vec!["one", "two", "three", "four"],
+        "oldest first, once each"
+    );
     assert!(count_by_id(&events).values().all(|n| *n == 1));
 }
 
@@ -219,9 +246,11 @@ async fn two_pollers_elect_one_leader_and_the_standby_takes_over() {
     for i in 5..8 {
         sim.sim.guest_message(&thread, &format!("message {i}"));
     }
-    common::eventually("standby took over and emitted 3 more", Duration::from_secs(8), || async {
-        common::stored_events(&infra.js, "concierge").await.len() >= 8
-    })
+    common::eventually(
+        "standby took over and emitted 3 more",
+        Duration::from_secs(8),
+        || async { common::stored_events(&infra.js, "concierge").await.len() >= 8 },
+    )
     .await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     let events = common::stored_events(&infra.js, "concierge").await;
@@ -240,7 +269,10 @@ async fn injected_429_and_500_still_emit_every_message_exactly_once() {
     let mut p = poller(&config, &infra);
     p.poll_once(Some(PROP)).await.unwrap();
     let threads: Vec<String> = (0..6)
-        .map(|i| sim.sim.open_thread(PROP, "BookingCom", &format!("Guest {i}"), true))
+        .map(|i| {
+            sim.sim
+                .open_thread(PROP, "BookingCom", &format!("Guest {i}"), true)
+        })
         .collect();
     for (i, t) in threads.iter().enumerate() {
         for j in 0..3 {

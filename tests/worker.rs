@@ -101,7 +101,9 @@ impl Rig {
 
     /// Poll and return the events emitted by this cycle.
     async fn poll(&mut self) -> Vec<Event> {
-        let before = common::stored_events(&self.infra.js, "concierge").await.len();
+        let before = common::stored_events(&self.infra.js, "concierge")
+            .await
+            .len();
         self.poller.poll_once(Some(PROP)).await.unwrap();
         common::stored_events(&self.infra.js, "concierge")
             .await
@@ -136,7 +138,10 @@ fn guest_event(events: &[Event]) -> Event {
 async fn wifi_question_gets_exactly_one_reply_and_an_executed_record() {
     let mut rig = rig(
         &[("10_faq.rhai", FAQ_RULE)],
-        &[("wifi.hbs", "The wifi is {{vars.wifi_name}}, password {{vars.wifi_password}}.\n")],
+        &[(
+            "wifi.hbs",
+            "The wifi is {{vars.wifi_name}}, password {{vars.wifi_password}}.\n",
+        )],
     )
     .await;
     let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
@@ -148,7 +153,10 @@ async fn wifi_question_gets_exactly_one_reply_and_an_executed_record() {
     let js = rig.infra.js.clone();
     let running = tokio::spawn(async move { worker.run(&js, "concierge", shutdown).await });
     common::eventually("executed reply", Duration::from_secs(10), || async {
-        rig.audit().await.iter().any(|r| r.outcome == Outcome::Executed)
+        rig.audit()
+            .await
+            .iter()
+            .any(|r| r.outcome == Outcome::Executed)
     })
     .await;
     let _ = stop.send(true);
@@ -157,10 +165,16 @@ async fn wifi_question_gets_exactly_one_reply_and_an_executed_record() {
     let sent = rig.sent();
     assert_eq!(
         sent,
-        vec![(thread.clone(), "The wifi is CasaAzul, password sardinhas.".to_string())]
+        vec![(
+            thread.clone(),
+            "The wifi is CasaAzul, password sardinhas.".to_string()
+        )]
     );
     let records = rig.audit().await;
-    let executed: Vec<_> = records.iter().filter(|r| r.outcome == Outcome::Executed).collect();
+    let executed: Vec<_> = records
+        .iter()
+        .filter(|r| r.outcome == Outcome::Executed)
+        .collect();
     assert_eq!(executed.len(), 1, "{records:#?}");
     let r = executed[0];
     assert_eq!(r.action.as_deref(), Some("reply"));
@@ -168,10 +182,18 @@ async fn wifi_question_gets_exactly_one_reply_and_an_executed_record() {
     assert_eq!(r.template.as_deref(), Some("wifi"));
     assert_eq!(r.thread_id.as_deref(), Some(thread.as_str()));
     assert_eq!(r.property_id.as_deref(), Some(PROP));
-    assert_eq!(r.text.as_deref(), Some("The wifi is CasaAzul, password sardinhas."));
+    assert_eq!(
+        r.text.as_deref(),
+        Some("The wifi is CasaAzul, password sardinhas.")
+    );
     assert!(r.rule_version.as_deref().is_some_and(|v| !v.is_empty()));
     let channex_id = r.channex_message_id.clone().expect("channex message id");
-    assert!(rig.sim.sim.messages(&thread).iter().any(|m| m.id == channex_id));
+    assert!(rig
+        .sim
+        .sim
+        .messages(&thread)
+        .iter()
+        .any(|m| m.id == channex_id));
 
     // Our own reply comes back through the poller: it never triggers the rules.
     let own = rig.poll().await;
@@ -185,7 +207,11 @@ async fn wifi_question_gets_exactly_one_reply_and_an_executed_record() {
 
 #[tokio::test]
 async fn duplicate_delivery_and_racing_workers_send_one_reply() {
-    let mut rig = rig(&[("10_faq.rhai", FAQ_RULE)], &[("wifi.hbs", "Wifi: {{vars.wifi_name}}")]).await;
+    let mut rig = rig(
+        &[("10_faq.rhai", FAQ_RULE)],
+        &[("wifi.hbs", "Wifi: {{vars.wifi_name}}")],
+    )
+    .await;
     let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
     rig.sim.sim.guest_message(&thread, "wifi?");
     let event = guest_event(&rig.poll().await);
@@ -208,7 +234,11 @@ async fn duplicate_delivery_and_racing_workers_send_one_reply() {
 
 #[tokio::test]
 async fn crash_after_send_is_resolved_by_reading_the_thread_not_by_resending() {
-    let mut rig = rig(&[("10_faq.rhai", FAQ_RULE)], &[("wifi.hbs", "Wifi:   {{vars.wifi_name}}")]).await;
+    let mut rig = rig(
+        &[("10_faq.rhai", FAQ_RULE)],
+        &[("wifi.hbs", "Wifi:   {{vars.wifi_name}}")],
+    )
+    .await;
     rig.config.worker.ack_wait = Duration::from_millis(300); // claim timeout
     let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
     rig.sim.sim.guest_message(&thread, "wifi?");
@@ -234,7 +264,11 @@ async fn crash_after_send_is_resolved_by_reading_the_thread_not_by_resending() {
 
 #[tokio::test]
 async fn crash_after_claim_before_send_sends_once_on_redelivery() {
-    let mut rig = rig(&[("10_faq.rhai", FAQ_RULE)], &[("wifi.hbs", "Wifi: {{vars.wifi_name}}")]).await;
+    let mut rig = rig(
+        &[("10_faq.rhai", FAQ_RULE)],
+        &[("wifi.hbs", "Wifi: {{vars.wifi_name}}")],
+    )
+    .await;
     rig.config.worker.ack_wait = Duration::from_millis(300);
     let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
     rig.sim.sim.guest_message(&thread, "wifi?");
@@ -255,11 +289,17 @@ async fn crash_after_claim_before_send_sends_once_on_redelivery() {
 
 #[tokio::test]
 async fn staff_reply_newer_than_the_guest_message_supersedes_the_auto_reply() {
-    let mut rig = rig(&[("10_faq.rhai", FAQ_RULE)], &[("wifi.hbs", "Wifi: {{vars.wifi_name}}")]).await;
+    let mut rig = rig(
+        &[("10_faq.rhai", FAQ_RULE)],
+        &[("wifi.hbs", "Wifi: {{vars.wifi_name}}")],
+    )
+    .await;
     let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
     rig.sim.sim.guest_message(&thread, "wifi?");
     let event = guest_event(&rig.poll().await);
-    rig.sim.sim.staff_message(&thread, "Hi Maria, the wifi is on the fridge!");
+    rig.sim
+        .sim
+        .staff_message(&thread, "Hi Maria, the wifi is on the fridge!");
     let (worker, _l) = rig.worker().await;
     let report = worker.process_event(&event, 1).await;
     assert!(report.is_final());
@@ -283,7 +323,10 @@ async fn no_reply_needed_only_on_booking_com() {
     for ev in &events {
         let report = worker.process_event(ev, 1).await;
         assert!(report.is_final());
-        outcomes.push((ev.thread_id().unwrap().to_string(), report.records[0].clone()));
+        outcomes.push((
+            ev.thread_id().unwrap().to_string(),
+            report.records[0].clone(),
+        ));
     }
     let on = |t: &str| outcomes.iter().find(|(id, _)| id == t).unwrap().1.clone();
     assert_eq!(on(&booking).outcome, Outcome::Executed);
@@ -292,7 +335,11 @@ async fn no_reply_needed_only_on_booking_com() {
     assert_eq!(skipped.outcome, Outcome::Skipped);
     assert_eq!(skipped.reason.as_deref(), Some("not_supported"));
     assert!(
-        !rig.sim.sim.requests().iter().any(|r| r.path.contains(&airbnb)),
+        !rig.sim
+            .sim
+            .requests()
+            .iter()
+            .any(|r| r.path.contains(&airbnb)),
         "no API call for the Airbnb thread"
     );
 }
@@ -322,7 +369,10 @@ async fn endless_loop_rule_is_a_rule_error_and_other_rules_still_act() {
     let message = err.error.clone().unwrap();
     assert!(message.contains("05_loop.rhai"), "{message}");
     assert!(message.contains(":2"), "line number in {message}");
-    assert!(report.records.iter().any(|r| r.outcome == Outcome::Executed));
+    assert!(report
+        .records
+        .iter()
+        .any(|r| r.outcome == Outcome::Executed));
     assert_eq!(rig.sent().len(), 1);
 }
 
@@ -330,7 +380,10 @@ async fn endless_loop_rule_is_a_rule_error_and_other_rules_still_act() {
 async fn missing_template_variable_fails_the_action_and_sends_nothing() {
     let mut rig = rig(
         &[("10_faq.rhai", FAQ_RULE)],
-        &[("wifi.hbs", "Wifi: {{vars.wifi_name}} / {{vars.router_room}}")],
+        &[(
+            "wifi.hbs",
+            "Wifi: {{vars.wifi_name}} / {{vars.router_room}}",
+        )],
     )
     .await;
     let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
@@ -345,14 +398,21 @@ async fn missing_template_variable_fails_the_action_and_sends_nothing() {
     assert!(r.error.as_deref().unwrap().contains("router_room"), "{r:?}");
     assert!(rig.sent().is_empty());
     // Recorded in the audit stream too.
-    assert!(rig.audit().await.iter().any(|a| a.outcome == Outcome::Failed));
+    assert!(rig
+        .audit()
+        .await
+        .iter()
+        .any(|a| a.outcome == Outcome::Failed));
 }
 
 #[tokio::test]
 async fn live_edit_changes_behaviour_and_a_broken_edit_is_rejected() {
     let mut rig = rig(
         &[("10_faq.rhai", FAQ_RULE)],
-        &[("wifi.hbs", "Wifi: {{vars.wifi_name}}"), ("parking.hbs", "Park on the street.")],
+        &[
+            ("wifi.hbs", "Wifi: {{vars.wifi_name}}"),
+            ("parking.hbs", "Park on the street."),
+        ],
     )
     .await;
     let (worker, _live) = rig.worker().await;
@@ -369,19 +429,33 @@ async fn live_edit_changes_behaviour_and_a_broken_edit_is_rejected() {
     )
     .unwrap();
     let started = std::time::Instant::now();
-    common::eventually("edited rule takes effect", Duration::from_secs(2), || async {
-        let report = worker.process_event(&event, 1).await;
-        report.records.iter().any(|r| r.outcome == Outcome::Executed)
-    })
+    common::eventually(
+        "edited rule takes effect",
+        Duration::from_secs(2),
+        || async {
+            let report = worker.process_event(&event, 1).await;
+            report
+                .records
+                .iter()
+                .any(|r| r.outcome == Outcome::Executed)
+        },
+    )
     .await;
     assert!(started.elapsed() <= Duration::from_secs(2));
     assert_eq!(rig.sent().len(), 1);
 
     // A broken edit is rejected; the last good version keeps acting.
     std::fs::write(&rule_path, "if message.sender == \"guest\" {{ reply(\n").unwrap();
-    common::eventually("rule_rejected audit record", Duration::from_secs(3), || async {
-        rig.audit().await.iter().any(|r| r.outcome == Outcome::RuleRejected)
-    })
+    common::eventually(
+        "rule_rejected audit record",
+        Duration::from_secs(3),
+        || async {
+            rig.audit()
+                .await
+                .iter()
+                .any(|r| r.outcome == Outcome::RuleRejected)
+        },
+    )
     .await;
     let rejected = rig
         .audit()
@@ -391,19 +465,33 @@ async fn live_edit_changes_behaviour_and_a_broken_edit_is_rejected() {
         .unwrap();
     assert!(rejected.error.unwrap().contains("10_faq.rhai:"));
     let thread2 = rig.sim.sim.open_thread(PROP, "BookingCom", "Ana", true);
-    rig.sim.sim.guest_message(&thread2, "is there parking?");
+    rig.sim
+        .sim
+        .guest_message(&thread2, "where do we park the car?");
     let event2 = guest_event(&rig.poll().await);
     let report = worker.process_event(&event2, 1).await;
-    assert_eq!(report.records[0].outcome, Outcome::Executed, "{:?}", report.records);
+    assert_eq!(
+        report.records[0].outcome,
+        Outcome::Executed,
+        "{:?}",
+        report.records
+    );
     assert_eq!(rig.sent().len(), 2);
 }
 
 #[tokio::test]
 async fn replies_are_sent_exactly_once_under_30_percent_channex_faults() {
-    let mut rig = rig(&[("10_faq.rhai", FAQ_RULE)], &[("wifi.hbs", "Wifi: {{vars.wifi_name}}")]).await;
+    let mut rig = rig(
+        &[("10_faq.rhai", FAQ_RULE)],
+        &[("wifi.hbs", "Wifi: {{vars.wifi_name}}")],
+    )
+    .await;
     let threads: Vec<String> = (0..8)
         .map(|i| {
-            let t = rig.sim.sim.open_thread(PROP, "BookingCom", &format!("Guest {i}"), true);
+            let t = rig
+                .sim
+                .sim
+                .open_thread(PROP, "BookingCom", &format!("Guest {i}"), true);
             rig.sim.sim.guest_message(&t, "what's the wifi?");
             t
         })
@@ -422,7 +510,9 @@ async fn replies_are_sent_exactly_once_under_30_percent_channex_faults() {
     for w in [w1, w2] {
         let js = rig.infra.js.clone();
         let shutdown = shutdown.clone();
-        running.push(tokio::spawn(async move { w.run(&js, "concierge", shutdown).await }));
+        running.push(tokio::spawn(async move {
+            w.run(&js, "concierge", shutdown).await
+        }));
     }
     common::eventually("every thread answered", Duration::from_secs(30), || async {
         let records = rig.audit().await;

@@ -119,8 +119,16 @@ impl FilterArgs {
             rule: self.rule.clone(),
             outcome,
             event_id: None,
-            since: self.since.as_deref().map(|s| parse_point_in_time(s, now)).transpose()?,
-            until: self.until.as_deref().map(|s| parse_point_in_time(s, now)).transpose()?,
+            since: self
+                .since
+                .as_deref()
+                .map(|s| parse_point_in_time(s, now))
+                .transpose()?,
+            until: self
+                .until
+                .as_deref()
+                .map(|s| parse_point_in_time(s, now))
+                .transpose()?,
         })
     }
 }
@@ -358,8 +366,11 @@ pub async fn stored_events(
         let (seq, stored_at) = match msg.info() {
             Ok(i) => (
                 i.stream_sequence,
-                DateTime::<Utc>::from_timestamp(i.published.unix_timestamp(), i.published.nanosecond())
-                    .unwrap_or_else(Utc::now),
+                DateTime::<Utc>::from_timestamp(
+                    i.published.unix_timestamp(),
+                    i.published.nanosecond(),
+                )
+                .unwrap_or_else(Utc::now),
             ),
             Err(_) => (0, Utc::now()),
         };
@@ -460,7 +471,11 @@ pub fn replay_text(entries: &[ReplayEntry], changes_only: bool) -> String {
             e.thread_id.as_deref().unwrap_or("-")
         ));
         for w in &e.would {
-            let marker = if e.did.iter().any(|d| d.same_action(w)) { " " } else { "+" };
+            let marker = if e.did.iter().any(|d| d.same_action(w)) {
+                " "
+            } else {
+                "+"
+            };
             out.push_str(&format!("    would {marker} {}", w.label()));
             if let Some(t) = &w.text {
                 out.push_str(&format!(": {}", short(t, 80)));
@@ -468,7 +483,11 @@ pub fn replay_text(entries: &[ReplayEntry], changes_only: bool) -> String {
             out.push('\n');
         }
         for d in &e.did {
-            let marker = if e.would.iter().any(|w| w.same_action(d)) { " " } else { "-" };
+            let marker = if e.would.iter().any(|w| w.same_action(d)) {
+                " "
+            } else {
+                "-"
+            };
             out.push_str(&format!(
                 "    did   {marker} {} → {}\n",
                 d.label(),
@@ -489,7 +508,9 @@ pub async fn replay(config: &Config, args: ReplayArgs) -> anyhow::Result<()> {
     let now = Utc::now();
     let since = parse_point_in_time(&args.since, now)?;
     let rules_dir = args.rules.unwrap_or_else(|| config.rules.dir.clone());
-    let templates_dir = args.templates.unwrap_or_else(|| config.rules.templates_dir.clone());
+    let templates_dir = args
+        .templates
+        .unwrap_or_else(|| config.rules.templates_dir.clone());
     let engine = RuleEngine::new(RuleLimits::default());
     let (rule_set, problems) = engine.load_dir(&rules_dir);
     for p in &problems {
@@ -546,7 +567,10 @@ pub async fn follow_ups(config: &Config, cmd: FollowUpsCommand) -> anyhow::Resul
             if json {
                 println!("{}", serde_json::to_string_pretty(&timers)?);
             } else {
-                println!("{:<22} {:<38} {:<20} {}", "DUE", "THREAD", "NAME", "PROPERTY");
+                println!(
+                    "{:<22} {:<38} {:<20} {}",
+                    "DUE", "THREAD", "NAME", "PROPERTY"
+                );
                 for t in &timers {
                     println!(
                         "{:<22} {:<38} {:<20} {}",

@@ -96,7 +96,12 @@ pub struct SimArgs {
     #[arg(long, default_value = "127.0.0.1")]
     bind: std::net::IpAddr,
     /// API key the simulator accepts in `user-api-key`.
-    #[arg(long, default_value = "sim-key", env = "CHANNEX_API_KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        default_value = "sim-key",
+        env = "CHANNEX_API_KEY",
+        hide_env_values = true
+    )]
     api_key: String,
     /// Fraction of API requests answered 429 with Retry-After.
     #[arg(long, default_value_t = 0.0)]
@@ -208,7 +213,9 @@ async fn dispatch(cli: Cli) -> ExitCode {
             }
             Ok(()) => report(run::run(config, args).await),
         },
-        Command::Rules(RulesCommand::Check(dirs)) => inspect::rules_check(&config, dirs.dir, dirs.templates),
+        Command::Rules(RulesCommand::Check(dirs)) => {
+            inspect::rules_check(&config, dirs.dir, dirs.templates)
+        }
         Command::Rules(RulesCommand::Test(args)) => {
             inspect::rules_test(&config, args.dirs.dir, args.dirs.templates, args.fixtures)
         }

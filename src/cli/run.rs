@@ -64,7 +64,10 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
         .await
         .context("connecting to NATS")?;
     let channex = roles::channex_client(&config)?;
-    let rules_loaded = Arc::new(AtomicBool::new(!matches!(args.role, Role::All | Role::Worker)));
+    let rules_loaded = Arc::new(AtomicBool::new(!matches!(
+        args.role,
+        Role::All | Role::Worker
+    )));
     let (nudge_tx, nudge_rx) = mpsc::channel(16);
     if !config.http.listen.is_empty() {
         let ready = Arc::new(Ready {
@@ -79,7 +82,12 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
     if wants(Role::Poller) {
         let poller = roles::poller(&config, &infra, channex.clone(), args.backfill);
         let shutdown = shutdown.clone();
-        tasks.spawn(async move { poller.run(shutdown, nudge_rx).await.map_err(anyhow::Error::from) });
+        tasks.spawn(async move {
+            poller
+                .run(shutdown, nudge_rx)
+                .await
+                .map_err(anyhow::Error::from)
+        });
     }
     if wants(Role::Scheduler) {
         let scheduler = roles::scheduler(&config, &infra, channex.clone());

@@ -313,22 +313,38 @@ impl Executor {
             Ok(c) => c,
             Err(step) => return step,
         };
-        let messages = match self.channex.list_thread_messages_page(thread_id, 1, 100).await {
+        let messages = match self
+            .channex
+            .list_thread_messages_page(thread_id, 1, 100)
+            .await
+        {
             Ok(page) => page.items,
-            Err(e) => return self.on_channex_error(planned, revision, e, Some(&text)).await,
+            Err(e) => {
+                return self
+                    .on_channex_error(planned, revision, e, Some(&text))
+                    .await
+            }
         };
         if let Some(previous) = &previous {
             if let Some(sent) = find_sent(&messages, &text, previous.claimed_at) {
                 let _ = self.ledger.mark_own_message(&sent.id).await;
-                let _ = self.ledger.mark_sent(thread_id, template, sent.inserted_at).await;
-                let mut f = Finished::new(Outcome::Executed, "verified_after_interruption").text(&text);
+                let _ = self
+                    .ledger
+                    .mark_sent(thread_id, template, sent.inserted_at)
+                    .await;
+                let mut f =
+                    Finished::new(Outcome::Executed, "verified_after_interruption").text(&text);
                 f.channex_message_id = Some(sent.id.clone());
                 return self.finish(planned, revision, f).await;
             }
         }
         let thread = match self.channex.get_thread(thread_id).await {
             Ok(t) => t,
-            Err(e) => return self.on_channex_error(planned, revision, e, Some(&text)).await,
+            Err(e) => {
+                return self
+                    .on_channex_error(planned, revision, e, Some(&text))
+                    .await
+            }
         };
         if thread.is_closed {
             let f = Finished::new(Outcome::Skipped, "thread_closed").text(&text);
@@ -338,7 +354,9 @@ impl Executor {
             Ok(Some(by)) => {
                 let f = Finished::new(Outcome::Skipped, "superseded")
                     .text(&text)
-                    .error(format!("staff message {by} is newer than the guest message"));
+                    .error(format!(
+                        "staff message {by} is newer than the guest message"
+                    ));
                 return self.finish(planned, revision, f).await;
             }
             Ok(None) => {}
@@ -348,7 +366,9 @@ impl Executor {
             Ok(Some(at)) if in_window(at, self.settings.cooldown) => {
                 let f = Finished::new(Outcome::Skipped, "cooldown")
                     .text(&text)
-                    .error(format!("template {template} was sent to this thread at {at}"));
+                    .error(format!(
+                        "template {template} was sent to this thread at {at}"
+                    ));
                 return self.finish(planned, revision, f).await;
             }
             Ok(_) => {}
@@ -359,7 +379,11 @@ impl Executor {
         }
         let sent = match self.channex.send_thread_message(thread_id, &text).await {
             Ok(m) => m,
-            Err(e) => return self.on_channex_error(planned, revision, e, Some(&text)).await,
+            Err(e) => {
+                return self
+                    .on_channex_error(planned, revision, e, Some(&text))
+                    .await
+            }
         };
         // Loop safety and the takeover check depend on these marks; if they cannot be
         // written the claim stays and the redelivery finds the message by reading.
@@ -421,8 +445,10 @@ impl Executor {
         };
         if thread.provider != "booking_com" {
             return Step::Done(
-                Finished::new(Outcome::Skipped, "not_supported")
-                    .error(format!("no_reply_needed applies to Booking.com only, thread is {}", thread.provider)),
+                Finished::new(Outcome::Skipped, "not_supported").error(format!(
+                    "no_reply_needed applies to Booking.com only, thread is {}",
+                    thread.provider
+                )),
             );
         }
         if dry_run {
@@ -434,8 +460,12 @@ impl Executor {
         };
         match self.channex.mark_no_reply_needed(&thread.id).await {
             Ok(()) => {
-                self.finish(planned, revision, Finished::new(Outcome::Executed, "marked"))
-                    .await
+                self.finish(
+                    planned,
+                    revision,
+                    Finished::new(Outcome::Executed, "marked"),
+                )
+                .await
             }
             Err(e) => self.on_channex_error(planned, revision, e, None).await,
         }
@@ -455,7 +485,11 @@ impl Executor {
         match self.channex.get_thread(thread_id).await {
             Ok(t) if t.is_closed => {
                 return self
-                    .finish(planned, revision, Finished::new(Outcome::Skipped, "already_closed"))
+                    .finish(
+                        planned,
+                        revision,
+                        Finished::new(Outcome::Skipped, "already_closed"),
+                    )
                     .await
             }
             Ok(_) => {}
@@ -463,8 +497,12 @@ impl Executor {
         }
         match self.channex.close_thread(thread_id).await {
             Ok(_) => {
-                self.finish(planned, revision, Finished::new(Outcome::Executed, "closed"))
-                    .await
+                self.finish(
+                    planned,
+                    revision,
+                    Finished::new(Outcome::Executed, "closed"),
+                )
+                .await
             }
             // Closing twice is harmless: an ambiguous close is simply retried.
             Err(e) => self.on_channex_error(planned, revision, e, None).await,
@@ -503,7 +541,9 @@ impl Executor {
                 format!("delivered: {}", report.delivered.join(",")),
             )
             .text(&text),
-            Err(e) => Finished::new(Outcome::Failed, "alert_failed").text(&text).error(e),
+            Err(e) => Finished::new(Outcome::Failed, "alert_failed")
+                .text(&text)
+                .error(e),
         };
         self.finish(planned, revision, f).await
     }
@@ -541,7 +581,10 @@ impl Executor {
             return Step::Done(Finished::new(Outcome::Skipped, "no_thread"));
         };
         match self.followups.cancel(thread_id, name).await {
-            Ok(true) => Step::Done(Finished::new(Outcome::Executed, format!("cancelled {name}"))),
+            Ok(true) => Step::Done(Finished::new(
+                Outcome::Executed,
+                format!("cancelled {name}"),
+            )),
             Ok(false) => Step::Done(Finished::new(Outcome::Skipped, "not_armed")),
             Err(e) => Step::Retry(e.to_string()),
         }
