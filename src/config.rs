@@ -56,7 +56,7 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub channex: ChannexConfig,
@@ -71,23 +71,6 @@ pub struct Config {
     /// Where the configuration came from (not a TOML key).
     #[serde(skip)]
     pub source: Option<PathBuf>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            channex: ChannexConfig::default(),
-            nats: NatsConfig::default(),
-            rules: RulesConfig::default(),
-            worker: WorkerConfig::default(),
-            poller: PollerConfig::default(),
-            alerts: AlertsConfig::default(),
-            http: HttpConfig::default(),
-            properties: BTreeMap::new(),
-            schedules: Vec::new(),
-            source: None,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -251,22 +234,13 @@ impl Default for AlertsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// `host:port` for `/metrics`, `/healthz`, `/readyz`, `/webhooks/channex`. Empty = off.
     pub listen: String,
     /// Required in header `x-concierge-secret` (or `?secret=`) on `/webhooks/channex`.
     pub webhook_secret: Secret,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        HttpConfig {
-            listen: String::new(),
-            webhook_secret: Secret::default(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -432,10 +406,8 @@ impl Config {
         if self.worker.concurrency == 0 {
             return err("worker.concurrency", "must be at least 1".into());
         }
-        if !self.alerts.webhook_url.is_empty()
-            && !(self.alerts.webhook_url.expose().starts_with("https://")
-                || self.alerts.webhook_url.expose().starts_with("http://"))
-        {
+        let hook = self.alerts.webhook_url.expose();
+        if !hook.is_empty() && !hook.starts_with("https://") && !hook.starts_with("http://") {
             return err(
                 "alerts.webhook_url",
                 "must be an http(s) URL (value hidden: it is a secret)".into(),

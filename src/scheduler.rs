@@ -298,7 +298,7 @@ pub fn next_fire_times(
             break;
         }
         let instant = resolve_wall_time(&tz, wall.naive_utc());
-        if instant > after && out.last().map_or(true, |last| instant > *last) {
+        if instant > after && out.last().is_none_or(|last| instant > *last) {
             out.push(instant);
         }
     }

@@ -567,10 +567,7 @@ pub async fn follow_ups(config: &Config, cmd: FollowUpsCommand) -> anyhow::Resul
             if json {
                 println!("{}", serde_json::to_string_pretty(&timers)?);
             } else {
-                println!(
-                    "{:<22} {:<38} {:<20} {}",
-                    "DUE", "THREAD", "NAME", "PROPERTY"
-                );
+                println!("{:<22} {:<38} {:<20} PROPERTY", "DUE", "THREAD", "NAME");
                 for t in &timers {
                     println!(
                         "{:<22} {:<38} {:<20} {}",

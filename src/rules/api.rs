@@ -198,7 +198,7 @@ pub fn contains_any_words(text: &str, words: &[String]) -> bool {
 
 fn contains_word(hay: &str, needle: &str) -> bool {
     let is_word = |c: char| c.is_alphanumeric();
-    let boundary = |c: Option<char>| c.map_or(true, |c| !is_word(c));
+    let boundary = |c: Option<char>| c.is_none_or(|c| !is_word(c));
     let first_is_word = needle.chars().next().is_some_and(is_word);
     let last_is_word = needle.chars().next_back().is_some_and(is_word);
     let mut from = 0;
