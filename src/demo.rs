@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::audit::{AuditRecord, Outcome};
 use crate::config::{Config, PropertyConfig, ScheduleConfig, Secret};
-use crate::events::Event;
+use crate::events::{Event, EventType};
 use crate::nats::{Infra, PrivateNatsServer};
 use crate::sim::{Sim, SimOptions};
 
@@ -167,7 +167,8 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
 
     // A thread that went quiet three weeks ago, before the service started.
     let stale = sim.open_thread(PROPERTY, "BookingCom", "Old Conversation", true);
-    sim.guest_message(&stale, "Thank you for everything, see you next year!");
+    sim.guest_message(&stale, "Is the balcony door key on the hook?");
+    sim.staff_message(&stale, "Yes, the blue one. Have a lovely stay!");
     sim.backdate_thread(&stale, chrono::Duration::days(21));
 
     let config = demo_config(&sim_server.base_url, &nats_url, &prefix);
@@ -190,11 +191,21 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
         let prefix = prefix.clone();
         tokio::spawn(async move {
             let clock = Clock(start);
+            let mut last_tick: Option<String> = None;
             while let Some(msg) = subscription.next().await {
                 let subject = msg.subject.as_str();
                 if subject.starts_with(&format!("{prefix}.events.")) {
                     if let Ok(ev) = serde_json::from_slice::<Event>(&msg.payload) {
-                        say(&clock, describe_event(&ev, &sim));
+                        // One line per tick, not one per thread.
+                        let tick_key = ev.id.rsplit_once(':').map(|(k, _)| k.to_string());
+                        let repeated_tick =
+                            ev.event_type == EventType::ScheduleTick && tick_key == last_tick;
+                        if ev.event_type == EventType::ScheduleTick {
+                            last_tick = tick_key;
+                        }
+                        if !repeated_tick {
+                            say(&clock, describe_event(&ev, &sim));
+                        }
                         if let Ok(mut t) = timeline.lock() {
                             t.events.push(ev);
                         }
@@ -202,7 +213,13 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
                 } else if subject.starts_with(&format!("{prefix}.audit.")) {
                     if let Ok(r) = serde_json::from_slice::<AuditRecord>(&msg.payload) {
                         if r.reason.as_deref() != Some("own_message") {
-                            say(&clock, describe_record(&r));
+                            let title = r
+                                .thread_id
+                                .as_deref()
+                                .and_then(|t| sim.thread(t))
+                                .map(|t| t.title)
+                                .unwrap_or_default();
+                            say(&clock, describe_record(&r, &title));
                         }
                         if let Ok(mut t) = timeline.lock() {
                             t.records.push(r);
@@ -471,21 +488,22 @@ fn describe_event(ev: &Event, sim: &Sim) -> String {
             ev.follow_up.as_ref().map(|f| f.name.as_str()).unwrap_or("")
         ),
         (_, "schedule.tick") => format!(
-            "🕘 {who} · schedule \"{}\" tick",
+            "🕘 schedule \"{}\" tick: one event per open thread",
             ev.schedule.as_ref().map(|s| s.name.as_str()).unwrap_or("")
         ),
         (_, other) => format!("📨 {who} · {other}"),
     }
 }
 
-fn describe_record(r: &AuditRecord) -> String {
+fn describe_record(r: &AuditRecord, thread_title: &str) -> String {
     let what = match (&r.action, &r.template) {
         (Some(a), Some(t)) => format!("{a}({t})"),
         (Some(a), None) => a.clone(),
         _ => "-".into(),
     };
     let mut line = format!(
-        "   ↳ {:<18} {:<30} → {}",
+        "   ↳ {:<14} {:<18} {:<26} → {}",
+        one_line(thread_title, 14),
         r.rule.as_deref().unwrap_or("-"),
         what,
         r.outcome

@@ -657,6 +657,36 @@ impl Scheduler {
         Ok(())
     }
 
+    /// The newest tick mark of `schedule`; marks older than `forget_before` are deleted on
+    /// the way (they only guard against double fires within the catch-up window).
+    async fn last_fired_tick(
+        &self,
+        schedule: &ScheduleConfig,
+        forget_before: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        let prefix = format!("tick.{}.", key_token(&schedule.name));
+        let mut keys = self.leases.keys().await.ok()?;
+        let mut newest: Option<DateTime<Utc>> = None;
+        let mut stale = Vec::new();
+        while let Some(Ok(key)) = keys.next().await {
+            let Some(at) = key
+                .strip_prefix(&prefix)
+                .and_then(|unix| unix.parse::<i64>().ok())
+                .and_then(|unix| DateTime::<Utc>::from_timestamp(unix, 0))
+            else {
+                continue;
+            };
+            newest = Some(newest.map_or(at, |n| n.max(at)));
+            if at < forget_before - chrono::Duration::hours(1) {
+                stale.push(key);
+            }
+        }
+        for key in stale {
+            let _ = self.leases.purge(&key).await;
+        }
+        newest
+    }
+
     /// The leader loop; returns `Ok` when leadership is lost or on shutdown.
     async fn lead(
         &self,
@@ -675,9 +705,15 @@ impl Scheduler {
         let mut queue: BTreeSet<(DateTime<Utc>, String)> = BTreeSet::new();
         let catch_up =
             chrono::Duration::from_std(self.tick_catch_up).unwrap_or(chrono::Duration::zero());
-        let start = (self.clock)() - catch_up;
+        let now = (self.clock)();
         let mut cursors = Vec::with_capacity(self.schedules.len());
         for s in &self.schedules {
+            // Catch up only on ticks missed since the last one that fired (within the
+            // window): a schedule that never fired, or a new deployment, starts from now.
+            let start = match self.last_fired_tick(s, now - catch_up).await {
+                Some(last) => last.max(now - catch_up),
+                None => now,
+            };
             cursors.push(TickCursor {
                 next: next_fire_times(s, start, 1)?.into_iter().next(),
                 retry_at: None,

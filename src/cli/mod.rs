@@ -28,9 +28,10 @@ pub struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "CONCIERGE_LOG_FORMAT")]
     log_format: LogFormat,
-    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `concierge=debug`.
-    #[arg(long, global = true, default_value = "info", env = "CONCIERGE_LOG")]
-    log: String,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `concierge=debug`
+    /// [default: info; warn for `demo`, whose timeline goes to stdout].
+    #[arg(long, global = true, env = "CONCIERGE_LOG")]
+    log: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -177,7 +178,11 @@ fn load_config(explicit: Option<PathBuf>) -> Result<Config, ConfigError> {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format, &cli.log);
+    let default_filter = match cli.command {
+        Command::Demo(_) => "warn",
+        _ => "info",
+    };
+    init_logging(cli.log_format, cli.log.as_deref().unwrap_or(default_filter));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
