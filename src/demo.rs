@@ -307,7 +307,17 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
     let _ = nudge_tx;
 
     let result: anyhow::Result<()> = async {
-        println!("— 1. A Booking.com guest asks for the wifi, then says thanks");
+        println!(
+            "— 1. The housekeeping schedule (every 5 s here) closes a thread idle for 3 weeks"
+        );
+        wait(
+            "stale thread closed",
+            Duration::from_secs(20),
+            has(stale.clone(), "close_thread", Outcome::Executed),
+        )
+        .await?;
+
+        println!("\n— 2. A Booking.com guest asks for the wifi, then says thanks");
         let maria = sim.open_thread(PROPERTY, "BookingCom", "Maria Santos", true);
         sim.guest_message(&maria, "Hi! What's the wifi password please?");
         wait(
@@ -324,7 +334,7 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
         )
         .await?;
 
-        println!("\n— 2. An Airbnb guest asks about parking");
+        println!("\n— 3. An Airbnb guest asks about parking");
         let john = sim.open_thread(PROPERTY, "Airbnb", "John Miller", true);
         sim.guest_message(&john, "Hello! Is there parking near the apartment?");
         wait(
@@ -335,7 +345,7 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
         .await?;
 
         println!(
-            "\n— 3. A question no FAQ covers: a delayed holding reply, but staff answers first"
+            "\n— 4. A question no FAQ covers: a delayed holding reply, but staff answers first"
         );
         let lena = sim.open_thread(PROPERTY, "BookingCom", "Lena Fischer", true);
         sim.guest_message(&lena, "Could you recommend a good restaurant for Saturday?");
@@ -358,7 +368,7 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
         )
         .await?;
 
-        println!("\n— 4. An Airbnb inquiry: alert staff before the response deadline");
+        println!("\n— 5. An Airbnb inquiry: alert staff before the response deadline");
         let deadline = Utc::now() + chrono::Duration::hours(2) + chrono::Duration::seconds(8);
         let checkin = (Utc::now() + chrono::Duration::days(10))
             .format("%Y-%m-%d")
@@ -389,13 +399,6 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
         )
         .await?;
 
-        println!("\n— 5. The housekeeping schedule closes the thread idle for 3 weeks");
-        wait(
-            "stale thread closed",
-            Duration::from_secs(20),
-            has(stale.clone(), "close_thread", Outcome::Executed),
-        )
-        .await?;
         Ok(())
     }
     .await;
