@@ -179,6 +179,7 @@ pub fn inquiry_info(m: &Message) -> Option<InquiryInfo> {
 pub struct Poller {
     channex: ChannexClient,
     js: jetstream::Context,
+    client: async_nats::Client,
     threads_kv: kv::Store,
     leases_kv: kv::Store,
     config: Arc<Config>,
@@ -199,6 +200,7 @@ impl Poller {
         Poller {
             channex,
             js: infra.js.clone(),
+            client: infra.client.clone(),
             threads_kv: infra.threads.clone(),
             leases_kv: infra.leases.clone(),
             config,
@@ -228,6 +230,19 @@ impl Poller {
         let election = LeaderElection::spawn(lease, crate::lease::system_clock(), shutdown.clone());
         let mut leader = election.subscribe();
         let mut was_leader = false;
+        // Webhook nudges may land on any process (behind a load balancer, on a standby):
+        // they are published on a subject every poller listens to, and the leader acts.
+        let mut remote_nudges = match self
+            .client
+            .subscribe(nudge_subject(&self.config.nats.prefix))
+            .await
+        {
+            Ok(sub) => Some(sub),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot subscribe to webhook nudges; polling on the interval only");
+                None
+            }
+        };
         let mut interval = tokio::time::interval(self.config.channex.poll_interval);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -235,6 +250,10 @@ impl Poller {
                 _ = shutdown.changed() => break,
                 _ = interval.tick() => None,
                 n = nudges.recv() => n.flatten(),
+                Some(m) = next_nudge(&mut remote_nudges) => {
+                    let p = String::from_utf8_lossy(&m.payload).trim().to_string();
+                    (!p.is_empty()).then_some(p)
+                }
                 _ = leader.changed() => { None }
             };
             let is_leader = *leader.borrow();
@@ -559,9 +578,32 @@ impl Poller {
     }
 }
 
-/// The property block of events about `property_id`.
-pub fn property_block(config: &Config, property_id: &str) -> PropertyInfo {
-    config.property_info(property_id)
+/// Core NATS subject carrying webhook nudges to whichever poller leads.
+pub fn nudge_subject(prefix: &str) -> String {
+    format!("{prefix}.control.poll")
+}
+
+async fn next_nudge(sub: &mut Option<async_nats::Subscriber>) -> Option<async_nats::Message> {
+    match sub {
+        Some(s) => s.next().await,
+        None => futures::future::pending().await,
+    }
+}
+
+/// Publishes webhook nudges (from [`crate::http`]) for the leading poller, wherever it runs.
+/// The payload is the property id, or empty for "poll everything".
+pub async fn publish_nudges(
+    mut nudges: mpsc::Receiver<Option<String>>,
+    client: async_nats::Client,
+    prefix: String,
+) {
+    let subject = nudge_subject(&prefix);
+    while let Some(property) = nudges.recv().await {
+        let payload = property.unwrap_or_default();
+        if let Err(e) = client.publish(subject.clone(), payload.into()).await {
+            tracing::warn!(error = %e, "could not forward a webhook nudge; the next poll will catch up");
+        }
+    }
 }
 
 /// The scheduler's view of threads, backed by Channex (fresh snapshots for follow-ups) and

@@ -305,3 +305,81 @@ async fn injected_429_and_500_still_emit_every_message_exactly_once() {
     assert_eq!(events.len(), 18);
     assert!(count_by_id(&events).values().all(|n| *n == 1));
 }
+
+#[tokio::test]
+async fn authenticated_webhook_nudges_an_immediate_poll_and_is_never_data() {
+    let (_nats, infra, nats_cfg) = common::nats_infra().await;
+    let sim = common::sim().await;
+    sim.sim.add_property(PROP, "Casa Azul", true);
+    let mut config = common::config(&sim, &nats_cfg, &[PROP]);
+    config.channex.poll_interval = Duration::from_secs(3600); // only nudges poll
+    let thread = sim.sim.open_thread(PROP, "BookingCom", "Ana", true);
+
+    let (stop, shutdown) = watch::channel(false);
+    let (_unused, local) = mpsc::channel(1);
+    let running = tokio::spawn(poller(&config, &infra).run(shutdown.clone(), local));
+    let (nudge_tx, nudge_rx) = mpsc::channel(4);
+    tokio::spawn(concierge::poller::publish_nudges(
+        nudge_rx,
+        infra.client.clone(),
+        "concierge".into(),
+    ));
+    struct AlwaysReady;
+    impl concierge::http::Readiness for AlwaysReady {
+        fn ready(&self) -> Result<(), String> {
+            Ok(())
+        }
+    }
+    let router = concierge::http::router(
+        Arc::new(AlwaysReady),
+        concierge::config::Secret::new("s3cret"),
+        Some(nudge_tx),
+    );
+    let addr = concierge::http::serve("127.0.0.1:0", router, shutdown)
+        .await
+        .unwrap();
+    let url = format!("http://{addr}/webhooks/channex");
+    tokio::time::sleep(Duration::from_millis(800)).await; // leader + baseline poll
+
+    sim.sim.guest_message(&thread, "hello?");
+    let http = reqwest::Client::new();
+    // The payload claims a message that does not exist: it is only a nudge, never data.
+    let body = serde_json::json!({"event": "message", "property_id": PROP,
+        "payload": {"message": "forged text", "id": "forged"}});
+    let denied = http
+        .post(&url)
+        .header("x-concierge-secret", "wrong")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 401);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(common::stored_events(&infra.js, "concierge")
+        .await
+        .is_empty());
+
+    let accepted = http
+        .post(&url)
+        .header("x-concierge-secret", "s3cret")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 202);
+    common::eventually(
+        "nudged poll emitted the message",
+        Duration::from_secs(3),
+        || async {
+            !common::stored_events(&infra.js, "concierge")
+                .await
+                .is_empty()
+        },
+    )
+    .await;
+    let events = common::stored_events(&infra.js, "concierge").await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].message.as_ref().unwrap().text, "hello?");
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), running).await;
+}

@@ -70,7 +70,9 @@ async fn start(config: &Config, infra: &concierge::nats::Infra) -> Service {
     let scheduler = concierge::roles::scheduler(config, infra, channex.clone());
     let s = shutdown.clone();
     tasks.spawn(async move { scheduler.run(s).await.unwrap() });
-    let (worker, _live) = concierge::roles::worker(config, infra, channex).await.unwrap();
+    let (worker, _live) = concierge::roles::worker(config, infra, channex)
+        .await
+        .unwrap();
     let js = infra.js.clone();
     let s = shutdown.clone();
     tasks.spawn(async move {
@@ -98,13 +100,29 @@ async fn inquiry_alert_goes_out_before_the_deadline_and_not_when_staff_replied()
     // Two inquiries whose 2-hour alert falls due in ~3 s; staff answers the second at once.
     let deadline = Utc::now() + chrono::Duration::hours(2) + chrono::Duration::seconds(3);
     let (unanswered, _) = sim.sim.add_inquiry(
-        PROP, "Andrew", deadline, "2031-01-10", "2031-01-12", 2, "300.00", "EUR",
+        PROP,
+        "Andrew",
+        deadline,
+        "2031-01-10",
+        "2031-01-12",
+        2,
+        "300.00",
+        "EUR",
     );
     let (answered, _) = sim.sim.add_inquiry(
-        PROP, "Beatriz", deadline, "2031-02-10", "2031-02-12", 4, "420.00", "EUR",
+        PROP,
+        "Beatriz",
+        deadline,
+        "2031-02-10",
+        "2031-02-12",
+        4,
+        "420.00",
+        "EUR",
     );
     common::eventually("both inquiries armed", Duration::from_secs(10), || async {
-        let records = audit::query(&infra.js, "concierge", &AuditFilter::default()).await.unwrap();
+        let records = audit::query(&infra.js, "concierge", &AuditFilter::default())
+            .await
+            .unwrap();
         [&unanswered, &answered].iter().all(|t| {
             records.iter().any(|r| {
                 r.thread_id.as_deref() == Some(t.as_str())
@@ -114,7 +132,8 @@ async fn inquiry_alert_goes_out_before_the_deadline_and_not_when_staff_replied()
         })
     })
     .await;
-    sim.sim.staff_message(&answered, "Hi Beatriz, yes the dates are free!");
+    sim.sim
+        .staff_message(&answered, "Hi Beatriz, yes the dates are free!");
 
     let alert = tokio::time::timeout(Duration::from_secs(15), alerts.next())
         .await
@@ -132,10 +151,14 @@ async fn inquiry_alert_goes_out_before_the_deadline_and_not_when_staff_replied()
     // Past the second inquiry's due time: no alert for it.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
-        tokio::time::timeout(Duration::from_millis(500), alerts.next()).await.is_err(),
+        tokio::time::timeout(Duration::from_millis(500), alerts.next())
+            .await
+            .is_err(),
         "no alert for the inquiry staff answered"
     );
-    let records = audit::query(&infra.js, "concierge", &AuditFilter::default()).await.unwrap();
+    let records = audit::query(&infra.js, "concierge", &AuditFilter::default())
+        .await
+        .unwrap();
     let alerted: Vec<_> = records
         .iter()
         .filter(|r| r.action.as_deref() == Some("alert") && r.outcome == Outcome::Executed)
@@ -153,12 +176,20 @@ async fn delayed_reply_is_sent_unless_staff_answers_first() {
     let config = example_config(&sim, &nats_cfg);
     let service = start(&config, &infra).await;
 
-    let ignored = sim.sim.open_thread(PROP, "BookingCom", "Nobody Answers", true);
-    let answered = sim.sim.open_thread(PROP, "BookingCom", "Staff Answers", true);
-    sim.sim.guest_message(&ignored, "Could you recommend a restaurant?");
-    sim.sim.guest_message(&answered, "Could you recommend a museum?");
+    let ignored = sim
+        .sim
+        .open_thread(PROP, "BookingCom", "Nobody Answers", true);
+    let answered = sim
+        .sim
+        .open_thread(PROP, "BookingCom", "Staff Answers", true);
+    sim.sim
+        .guest_message(&ignored, "Could you recommend a restaurant?");
+    sim.sim
+        .guest_message(&answered, "Could you recommend a museum?");
     common::eventually("both timers armed", Duration::from_secs(10), || async {
-        let records = audit::query(&infra.js, "concierge", &AuditFilter::default()).await.unwrap();
+        let records = audit::query(&infra.js, "concierge", &AuditFilter::default())
+            .await
+            .unwrap();
         records
             .iter()
             .filter(|r| r.action.as_deref() == Some("follow_up"))
@@ -191,7 +222,8 @@ async fn delayed_reply_is_sent_unless_staff_answers_first() {
     assert!(
         records
             .iter()
-            .any(|r| r.action.as_deref() == Some("cancel_follow_up") && r.outcome == Outcome::Executed),
+            .any(|r| r.action.as_deref() == Some("cancel_follow_up")
+                && r.outcome == Outcome::Executed),
         "{records:#?}"
     );
     assert!(!records.iter().any(|r| r.action.as_deref() == Some("reply")));

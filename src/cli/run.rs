@@ -69,6 +69,13 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
         Role::All | Role::Worker
     )));
     let (nudge_tx, nudge_rx) = mpsc::channel(16);
+    tokio::spawn(crate::poller::publish_nudges(
+        nudge_rx,
+        infra.client.clone(),
+        config.nats.prefix.clone(),
+    ));
+    // Local pollers hear nudges through NATS like remote ones (see `publish_nudges`).
+    let (_local_nudges, local_nudge_rx) = mpsc::channel::<Option<String>>(1);
     if !config.http.listen.is_empty() {
         let ready = Arc::new(Ready {
             client: infra.client.clone(),
@@ -83,8 +90,9 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
         let poller = roles::poller(&config, &infra, channex.clone(), args.backfill);
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
+            let _keep_open = _local_nudges;
             poller
-                .run(shutdown, nudge_rx)
+                .run(shutdown, local_nudge_rx)
                 .await
                 .map_err(anyhow::Error::from)
         });
