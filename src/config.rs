@@ -343,7 +343,10 @@ impl Config {
                     .iter()
                     .find(|(k, _)| *k == key)
                     .map(|(_, var)| var.as_str());
-                let message = redact_secret_value(&key, e.inner().to_string());
+                let message = redact_secret_value(&key, e.inner().to_string())
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ");
                 ConfigError::key(&file_label, &key, origin, message)
             })?;
         config.source = path.map(Path::to_path_buf);

@@ -24,7 +24,17 @@ use crate::templates::Templates;
 pub fn rules_check(config: &Config, dir: Option<PathBuf>, templates: Option<PathBuf>) -> ExitCode {
     let dir = dir.unwrap_or_else(|| config.rules.dir.clone());
     let templates = templates.unwrap_or_else(|| config.rules.templates_dir.clone());
-    let report = rules::check(&dir, &templates);
+    // Check against the configured properties' real vars when there are any, so a
+    // template using a var a property lacks is caught before a guest would see it.
+    let options = rules::CheckOptions {
+        properties: config
+            .properties
+            .keys()
+            .map(|id| config.property_info(id))
+            .collect(),
+        limits: None,
+    };
+    let report = rules::check_with(&dir, &templates, &options);
     println!("{report}");
     if report.problems.is_empty() {
         ExitCode::SUCCESS

@@ -1,0 +1,216 @@
+//! The real binary: exit codes, config errors, `rules check|test`, `follow-ups`, secrets.
+mod common;
+
+use std::process::{Command, Output};
+
+fn concierge(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_concierge"));
+    cmd.args(args).env_remove("CONCIERGE_CONFIG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run concierge")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for sub in [
+        vec!["run"],
+        vec!["demo"],
+        vec!["sim"],
+        vec!["rules", "check"],
+        vec!["rules", "test"],
+        vec!["audit"],
+        vec!["audit", "explain"],
+        vec!["replay"],
+        vec!["follow-ups", "list"],
+        vec!["follow-ups", "cancel"],
+    ] {
+        let mut args = sub.clone();
+        args.push("--help");
+        let out = concierge(&args, &[]);
+        assert!(out.status.success(), "{sub:?}: {}", text(&out));
+        assert!(text(&out).contains("Usage:"), "{sub:?}");
+    }
+}
+
+#[test]
+fn invalid_config_names_key_and_file_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("concierge.toml");
+    std::fs::write(
+        &path,
+        "[channex]\napi_key = \"k\"\nrequests_per_minute = \"many\"\n",
+    )
+    .unwrap();
+    let out = concierge(&["--config", path.to_str().unwrap(), "run"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("channex.requests_per_minute"), "{t}");
+    assert!(t.contains(path.to_str().unwrap()), "{t}");
+
+    // A missing API key for `run` is a config error too; the key itself is never echoed.
+    std::fs::write(
+        &path,
+        "[channex]\nbase_url = \"https://x.example/api/v1/\"\n",
+    )
+    .unwrap();
+    let out = concierge(&["--config", path.to_str().unwrap(), "run"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("channex.api_key"));
+
+    let out = concierge(
+        &["--config", path.to_str().unwrap(), "run"],
+        &[
+            ("CONCIERGE_CHANNEX_POLL_INTERVAL", "often"),
+            ("CHANNEX_API_KEY", "SECRET-KEY-123"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let t = text(&out);
+    assert!(t.contains("CONCIERGE_CHANNEX_POLL_INTERVAL"), "{t}");
+    assert!(!t.contains("SECRET-KEY-123"), "{t}");
+}
+
+#[test]
+fn rules_check_reports_every_problem_with_file_and_line_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    let templates = dir.path().join("templates");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::create_dir_all(&templates).unwrap();
+    std::fs::write(
+        rules.join("10_ok.rhai"),
+        "if message.sender == \"guest\" { reply(\"hello\"); }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        rules.join("20_broken.rhai"),
+        "let x = 1;\nlet y = ;\nreply(\"x\");\n",
+    )
+    .unwrap();
+    std::fs::write(templates.join("hello.hbs"), "Hello {{vars.not_there}}\n").unwrap();
+    let out = concierge(
+        &[
+            "rules",
+            "check",
+            "--dir",
+            rules.to_str().unwrap(),
+            "--templates",
+            templates.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("20_broken.rhai:2"), "{t}");
+    assert!(t.contains("hello"), "{t}");
+    assert!(t.contains("not_there"), "{t}");
+
+    // The shipped examples are clean.
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = concierge(
+        &[
+            "rules",
+            "check",
+            "--dir",
+            &format!("{root}/rules"),
+            "--templates",
+            &format!("{root}/templates"),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn rules_test_runs_fixtures_and_counts() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = concierge(
+        &[
+            "rules",
+            "test",
+            "--dir",
+            &format!("{root}/rules"),
+            "--templates",
+            &format!("{root}/templates"),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains(" passed, 0 failed"), "{}", text(&out));
+
+    // A fixture expecting the wrong plan fails with a diff and exit code 1.
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = dir.path();
+    let wrong = r#"{"name": "wifi question is answered with parking (wrong on purpose)",
+      "now": "2024-07-01T12:00:00Z",
+      "event": {"id": "e1", "type": "thread.new_message", "occurred_at": "2024-07-01T12:00:00Z",
+        "property": {"id": "p1", "name": "Casa", "timezone": "Europe/Lisbon",
+          "vars": {"wifi_name": "n", "wifi_password": "p", "parking": "street"}},
+        "thread": {"id": "t1", "title": "Ana", "provider": "booking_com", "is_closed": false,
+          "message_count": 1, "booking_id": "b1", "awaiting_reply": true},
+        "message": {"id": "m1", "text": "What is the wifi password?", "sender": "guest",
+          "attachments": [], "inserted_at": "2024-07-01T12:00:00Z"}},
+      "expect": [{"action": "reply", "template": "faq_parking"}]}"#;
+    std::fs::write(fixtures.join("wrong.json"), wrong).unwrap();
+    let out = concierge(
+        &[
+            "rules",
+            "test",
+            "--dir",
+            &format!("{root}/rules"),
+            "--templates",
+            &format!("{root}/templates"),
+            "--fixtures",
+            fixtures.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("0 passed, 1 failed"), "{t}");
+    assert!(
+        t.contains("faq_wifi"),
+        "the diff shows what was planned: {t}"
+    );
+}
+
+#[tokio::test]
+async fn follow_ups_list_and_cancel_against_nats() {
+    let (_nats, infra, cfg) = common::nats_infra().await;
+    let store = concierge::scheduler::FollowUps::new(infra.followups.clone());
+    store
+        .arm(&concierge::scheduler::FollowUpTimer {
+            thread_id: "thread-1".into(),
+            property_id: "p1".into(),
+            name: "inquiry_alert".into(),
+            due_at: "2031-01-01T10:00:00Z".parse().unwrap(),
+            data: Default::default(),
+            armed_at: chrono::Utc::now(),
+            armed_by_event: "e1".into(),
+        })
+        .await
+        .unwrap();
+    let env = [("NATS_URL", cfg.url.as_str())];
+    let out = concierge(&["follow-ups", "list"], &env);
+    assert!(out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains("thread-1") && t.contains("inquiry_alert") && t.contains("1 pending"),
+        "{t}"
+    );
+    let out = concierge(&["follow-ups", "cancel", "thread-1", "inquiry_alert"], &env);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(store.list().await.unwrap().is_empty());
+    let out = concierge(&["follow-ups", "cancel", "thread-1", "inquiry_alert"], &env);
+    assert_eq!(out.status.code(), Some(1), "cancelling nothing is an error");
+}
