@@ -786,6 +786,7 @@ impl Scheduler {
                 }
             }
 
+            metrics::gauge!("concierge_follow_ups_pending").set(pending.len() as f64);
             // Sleep until the next thing is due (bounded), or until something changes.
             let now = (self.clock)();
             let mut wake = now

@@ -122,6 +122,24 @@ impl Worker {
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), WorkerError> {
         let consumer = ensure_consumer(js, prefix, &self.cfg).await?;
+        let gauge = {
+            let mut consumer = consumer.clone();
+            let mut shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tokio::select! {
+                        _ = shutdown.changed() => break,
+                        _ = every.tick() => {}
+                    }
+                    if let Ok(info) = consumer.info().await {
+                        metrics::gauge!("concierge_consumer_pending").set(info.num_pending as f64);
+                        metrics::gauge!("concierge_consumer_ack_pending")
+                            .set(info.num_ack_pending as f64);
+                    }
+                }
+            })
+        };
         let mut messages = consumer
             .stream()
             .max_messages_per_batch(self.cfg.concurrency.max(1))
@@ -172,6 +190,7 @@ impl Worker {
                 next = in_flight.join_next() => if next.is_none() { break },
             }
         }
+        gauge.abort();
         tracing::info!("worker stopped");
         Ok(())
     }

@@ -500,6 +500,7 @@ impl ChannexClient {
         retry: Retry,
     ) -> Result<bytes::Bytes, ChannexError> {
         let url = self.url(segments)?;
+        let endpoint = endpoint_label(&method, segments);
         let idempotent = retry == Retry::Idempotent;
         let counters = &self.inner.counters;
         let max = self.inner.max_retries;
@@ -515,7 +516,15 @@ impl ChannexClient {
             if let Some(b) = body {
                 req = req.json(b);
             }
-            let delay = match req.send().await {
+            let sent = req.send().await;
+            let status_label = match &sent {
+                Ok(resp) => resp.status().as_u16().to_string(),
+                Err(e) if e.is_timeout() => "timeout".to_string(),
+                Err(_) => "transport_error".to_string(),
+            };
+            metrics::counter!("concierge_channex_requests_total", "endpoint" => endpoint.clone(), "status" => status_label)
+                .increment(1);
+            let delay = match sent {
                 Err(e) => {
                     // A connect error means the request never reached Channex.
                     let not_sent = e.is_connect();
@@ -709,4 +718,14 @@ mod tests {
         assert_eq!(format!("{k}"), "***");
         assert!(!format!("{k:?}").contains("sekrit"));
     }
+}
+
+/// `GET message_threads/:id/messages`: the endpoint without ids, for metric labels.
+fn endpoint_label(method: &Method, segments: &[&str]) -> String {
+    let path: Vec<&str> = segments
+        .iter()
+        .enumerate()
+        .map(|(i, s)| if i % 2 == 1 { ":id" } else { *s })
+        .collect();
+    format!("{method} {}", path.join("/"))
 }
