@@ -542,3 +542,64 @@ async fn replies_are_sent_exactly_once_under_30_percent_channex_faults() {
     assert_eq!(sent.len(), threads.len(), "{sent:?}");
     assert_eq!(unique.len(), sent.len(), "no thread got the reply twice");
 }
+
+#[tokio::test]
+async fn persistent_channex_failure_is_retried_with_delay_then_given_up_with_a_failed_record() {
+    let mut rig = rig(
+        &[("10_faq.rhai", FAQ_RULE)],
+        &[("wifi.hbs", "Wifi: {{vars.wifi_name}}")],
+    )
+    .await;
+    rig.config.worker.max_deliver = 3;
+    rig.config.worker.retry_delay = Duration::from_millis(150);
+    rig.config.channex.max_retries = 1;
+    let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
+    rig.sim.sim.guest_message(&thread, "wifi?");
+    rig.poll().await;
+    rig.sim.sim.set_faults(FaultConfig {
+        rate_500: 1.0,
+        ..FaultConfig::default()
+    });
+    let (worker, _l) = rig.worker().await;
+    let (stop, shutdown) = watch::channel(false);
+    let js = rig.infra.js.clone();
+    let running = tokio::spawn(async move { worker.run(&js, "concierge", shutdown).await });
+    common::eventually(
+        "gave up after max_deliver",
+        Duration::from_secs(15),
+        || async {
+            rig.audit()
+                .await
+                .iter()
+                .any(|r| r.reason.as_deref() == Some("max_deliver"))
+        },
+    )
+    .await;
+    let _ = stop.send(true);
+    running.await.unwrap().unwrap();
+    let records = rig.audit().await;
+    let gave_up = records
+        .iter()
+        .find(|r| r.reason.as_deref() == Some("max_deliver"))
+        .unwrap();
+    assert_eq!(gave_up.outcome, Outcome::Failed);
+    assert_eq!(gave_up.attempts, 3);
+    assert!(
+        gave_up.error.as_deref().unwrap().contains("500"),
+        "{gave_up:?}"
+    );
+    assert!(rig.sent().is_empty());
+    // The event is not retried forever: nothing is pending on the consumer.
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = rig
+        .infra
+        .js
+        .get_stream("CONCIERGE_EVENTS")
+        .await
+        .unwrap()
+        .get_consumer("concierge-worker")
+        .await
+        .unwrap();
+    let info = consumer.info().await.unwrap();
+    assert_eq!(info.num_pending, 0);
+    assert_eq!(info.num_ack_pending, 0);
+}
