@@ -383,3 +383,79 @@ async fn authenticated_webhook_nudges_an_immediate_poll_and_is_never_data() {
     let _ = stop.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), running).await;
 }
+
+#[tokio::test]
+async fn a_broken_thread_is_skipped_and_the_rest_of_the_cycle_continues() {
+    let (_nats, infra, nats_cfg) = common::nats_infra().await;
+    let sim = common::sim().await;
+    sim.sim.add_property(PROP, "Casa Azul", true);
+    let config = common::config(&sim, &nats_cfg, &[PROP]);
+    let mut p = poller(&config, &infra);
+    p.poll_once(Some(PROP)).await.unwrap();
+    let malformed = sim.sim.open_thread(PROP, "BookingCom", "Broken JSON", true);
+    let gone = sim.sim.open_thread(PROP, "Airbnb", "Deleted", true);
+    let fine = sim.sim.open_thread(PROP, "BookingCom", "Fine", true);
+    for t in [&malformed, &gone, &fine] {
+        sim.sim.guest_message(t, "hello");
+    }
+    sim.sim
+        .break_messages(&malformed, Some(concierge::sim::BrokenMessages::Malformed));
+    sim.sim
+        .break_messages(&gone, Some(concierge::sim::BrokenMessages::NotFound));
+    let stats = p.poll_once(Some(PROP)).await.unwrap();
+    assert_eq!(stats.threads_failed, 2, "{stats:?}");
+    assert_eq!(stats.events_emitted, 1);
+    let events = common::stored_events(&infra.js, "concierge").await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].thread_id(), Some(fine.as_str()));
+
+    // Healed threads are picked up on a later cycle, once.
+    sim.sim.break_messages(&malformed, None);
+    sim.sim.break_messages(&gone, None);
+    let stats = p.poll_once(Some(PROP)).await.unwrap();
+    assert_eq!(stats.events_emitted, 2);
+    p.poll_once(Some(PROP)).await.unwrap();
+    assert_eq!(common::stored_events(&infra.js, "concierge").await.len(), 3);
+}
+
+#[tokio::test]
+async fn backfill_emits_recent_history_on_the_first_run_only() {
+    let (_nats, infra, nats_cfg) = common::nats_infra().await;
+    let sim = common::sim().await;
+    sim.sim.add_property(PROP, "Casa Azul", true);
+    let old = sim.sim.open_thread(PROP, "BookingCom", "Old", true);
+    sim.sim.guest_message(&old, "three days ago");
+    sim.sim.backdate_thread(&old, chrono::Duration::days(3));
+    let recent = sim.sim.open_thread(PROP, "BookingCom", "Recent", true);
+    sim.sim.guest_message(&recent, "an hour ago");
+    sim.sim.backdate_thread(&recent, chrono::Duration::hours(1));
+    let config = common::config(&sim, &nats_cfg, &[PROP]);
+    let channex = concierge::roles::channex_client(&config).unwrap();
+    let mut p = Poller::new(
+        channex,
+        &infra,
+        Arc::new(config.clone()),
+        Some(Duration::from_secs(2 * 3600)),
+    );
+    let stats = p.poll_once(Some(PROP)).await.unwrap();
+    assert!(stats.baseline);
+    let events = common::stored_events(&infra.js, "concierge").await;
+    assert_eq!(
+        events.len(),
+        1,
+        "only the message inside the backfill window"
+    );
+    assert_eq!(events[0].message.as_ref().unwrap().text, "an hour ago");
+    // A restart with --backfill again does not re-emit: the baseline is recorded.
+    let channex = concierge::roles::channex_client(&config).unwrap();
+    let mut again = Poller::new(
+        channex,
+        &infra,
+        Arc::new(config),
+        Some(Duration::from_secs(2 * 3600)),
+    );
+    again.load_states().await.unwrap();
+    let stats = again.poll_once(Some(PROP)).await.unwrap();
+    assert!(!stats.baseline);
+    assert_eq!(common::stored_events(&infra.js, "concierge").await.len(), 1);
+}

@@ -22,7 +22,7 @@ use crate::channex::wire::{
     AttachmentUploadRequest, Document, ErrorDocument, ResourceRef, SendMessageRequest,
 };
 
-use super::state::{RecordedRequest, Refusal, SortField};
+use super::state::{BrokenMessages, RecordedRequest, Refusal, SortField};
 use super::Sim;
 
 pub(crate) const PREFIX: &str = "/api/v1";
@@ -228,6 +228,21 @@ async fn get_thread(State(sim): State<Sim>, Path(id): Path<String>) -> Response 
 }
 
 fn messages_of(sim: &Sim, thread_id: &str, p: &HashMap<String, String>) -> Response {
+    let broken = sim.lock().broken_messages.get(thread_id).copied();
+    match broken {
+        Some(BrokenMessages::Malformed) => {
+            return (
+                StatusCode::OK,
+                [("content-type", "application/json")],
+                r#"{"data": {"unexpected": true}, "meta": "#,
+            )
+                .into_response();
+        }
+        Some(BrokenMessages::NotFound) => {
+            return error_response(StatusCode::NOT_FOUND, "not_found", "Resouce Not Found");
+        }
+        None => {}
+    }
     let (page, limit) = pagination(p);
     respond(
         sim.lock()

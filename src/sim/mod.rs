@@ -64,8 +64,8 @@ use tokio::task::JoinHandle;
 
 use crate::channex::{Message, Thread};
 
-pub use state::RecordedRequest;
 use state::Store;
+pub use state::{BrokenMessages, RecordedRequest};
 
 /// Injected faults. Rates are fractions in `0.0..=1.0` of authenticated API requests.
 #[derive(Debug, Clone, PartialEq)]
@@ -290,6 +290,16 @@ impl Sim {
     /// Moves a thread and its messages `by` into the past; `false` if it does not exist.
     pub fn backdate_thread(&self, thread_id: &str, by: chrono::Duration) -> bool {
         self.lock().backdate_thread(thread_id, by)
+    }
+
+    /// Makes a thread's message list misbehave (`None` heals it), to test that one broken
+    /// thread does not stop the others.
+    pub fn break_messages(&self, thread_id: &str, how: Option<BrokenMessages>) {
+        let mut store = self.lock();
+        match how {
+            Some(h) => store.broken_messages.insert(thread_id.to_string(), h),
+            None => store.broken_messages.remove(thread_id),
+        };
     }
 
     /// A guest message; `None` when the thread does not exist.

@@ -141,7 +141,18 @@ pub(crate) struct Store {
     sent_by_api: Vec<(String, String)>,
     requests: VecDeque<RecordedRequest>,
     no_reply: HashMap<String, u32>,
+    /// Threads whose message list is answered with a broken payload (fault injection).
+    pub broken_messages: HashMap<String, BrokenMessages>,
     last_ts: DateTime<Utc>,
+}
+
+/// How a thread's message list misbehaves (see [`super::Sim::break_messages`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokenMessages {
+    /// 200 with a body that is not a message list.
+    Malformed,
+    /// 404 `not_found`, as for a thread deleted between list and read.
+    NotFound,
 }
 
 fn new_id() -> String {
@@ -165,6 +176,7 @@ impl Store {
             sent_by_api: Vec::new(),
             requests: VecDeque::new(),
             no_reply: HashMap::new(),
+            broken_messages: HashMap::new(),
             last_ts: DateTime::<Utc>::MIN_UTC,
         }
     }
