@@ -239,7 +239,7 @@ impl Default for AlertsConfig {
 pub struct HttpConfig {
     /// `host:port` for `/metrics`, `/healthz`, `/readyz`, `/webhooks/channex`. Empty = off.
     pub listen: String,
-    /// Required in header `x-concierge-secret` (or `?secret=`) on `/webhooks/channex`.
+    /// Required in header `x-concierge-secret` on `/webhooks/channex` (empty = webhooks refused).
     pub webhook_secret: Secret,
 }
 

@@ -697,6 +697,16 @@ where
     })
 }
 
+/// `GET message_threads/:id/messages`: the endpoint without ids, for metric labels.
+fn endpoint_label(method: &Method, segments: &[&str]) -> String {
+    let path: Vec<&str> = segments
+        .iter()
+        .enumerate()
+        .map(|(i, s)| if i % 2 == 1 { ":id" } else { *s })
+        .collect();
+    format!("{method} {}", path.join("/"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -718,14 +728,4 @@ mod tests {
         assert_eq!(format!("{k}"), "***");
         assert!(!format!("{k:?}").contains("sekrit"));
     }
-}
-
-/// `GET message_threads/:id/messages`: the endpoint without ids, for metric labels.
-fn endpoint_label(method: &Method, segments: &[&str]) -> String {
-    let path: Vec<&str> = segments
-        .iter()
-        .enumerate()
-        .map(|(i, s)| if i % 2 == 1 { ":id" } else { *s })
-        .collect();
-    format!("{method} {}", path.join("/"))
 }

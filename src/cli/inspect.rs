@@ -419,8 +419,15 @@ pub fn compare_replay(
             text: r.text.clone(),
         });
     }
+    // Events the worker skipped as the service's own messages never reach the rules.
+    let own_messages: std::collections::HashSet<&str> = audit_records
+        .iter()
+        .filter(|r| r.reason.as_deref() == Some("own_message"))
+        .filter_map(|r| r.event_id.as_deref())
+        .collect();
     events
         .iter()
+        .filter(|(event, _)| !own_messages.contains(event.id.as_str()))
         .map(|(event, stored_at)| {
             let evaluation = engine.evaluate(rule_set, event, &EvalContext { now: *stored_at });
             let mut would = Vec::new();
