@@ -90,23 +90,11 @@ impl AuditRecord {
     /// A record about `event`, with the other fields empty.
     pub fn for_event(id: impl Into<String>, event: &Event, outcome: Outcome) -> Self {
         AuditRecord {
-            id: id.into(),
-            at: Utc::now(),
             event_id: Some(event.id.clone()),
             event_type: Some(event.event_type.as_str().to_string()),
-            rule: None,
-            rule_version: None,
-            action: None,
-            template: None,
             thread_id: event.thread_id().map(str::to_string),
             property_id: Some(event.property.id.clone()),
-            outcome,
-            reason: None,
-            text: None,
-            channex_message_id: None,
-            error: None,
-            attempts: 0,
-            duration_ms: 0,
+            ..Self::standalone(id, outcome)
         }
     }
 

@@ -299,9 +299,9 @@ impl Executor {
         vars: &Map<String, Value>,
         dry_run: bool,
     ) -> Step {
-        let text = match planned.templates.render(template, planned.event, vars) {
+        let text = match render(planned, template, vars) {
             Ok(t) => t,
-            Err(e) => return Step::Done(Finished::new(Outcome::Failed, "template_error").error(e)),
+            Err(step) => return step,
         };
         let Some(thread_id) = Self::thread_id(planned) else {
             return Step::Done(Finished::new(Outcome::Skipped, "no_thread").text(&text));
@@ -516,9 +516,9 @@ impl Executor {
         vars: &Map<String, Value>,
         dry_run: bool,
     ) -> Step {
-        let text = match planned.templates.render(template, planned.event, vars) {
+        let text = match render(planned, template, vars) {
             Ok(t) => t,
-            Err(e) => return Step::Done(Finished::new(Outcome::Failed, "template_error").error(e)),
+            Err(step) => return step,
         };
         if dry_run {
             return Step::Done(Finished::new(Outcome::DryRun, "dry_run").text(&text));
@@ -589,6 +589,18 @@ impl Executor {
             Err(e) => Step::Retry(e.to_string()),
         }
     }
+}
+
+/// A template that does not render never produces a message: the action fails for good.
+fn render(
+    planned: &PlannedAction<'_>,
+    template: &str,
+    vars: &Map<String, Value>,
+) -> Result<String, Step> {
+    planned
+        .templates
+        .render(template, planned.event, vars)
+        .map_err(|e| Step::Done(Finished::new(Outcome::Failed, "template_error").error(e)))
 }
 
 fn in_window(at: DateTime<Utc>, window: Duration) -> bool {
