@@ -216,8 +216,10 @@ impl Default for PollerConfig {
 pub struct AlertsConfig {
     /// Slack-compatible incoming webhook (`{"text": ...}`). A secret: never logged.
     pub webhook_url: Secret,
-    /// Publish alerts on `<prefix>.alerts.<property_id>`.
+    /// Publish alerts on NATS, subject `<nats_subject>.<property_id>`.
     pub nats: bool,
+    /// Subject prefix for NATS alerts; empty = `<nats.prefix>.alerts`.
+    pub nats_subject: String,
     /// Also write alerts to the log.
     pub log: bool,
     pub max_attempts: u32,
@@ -228,6 +230,7 @@ impl Default for AlertsConfig {
         AlertsConfig {
             webhook_url: Secret::default(),
             nats: true,
+            nats_subject: String::new(),
             log: true,
             max_attempts: 4,
         }
@@ -408,6 +411,21 @@ impl Config {
         }
         if self.worker.concurrency == 0 {
             return err("worker.concurrency", "must be at least 1".into());
+        }
+        if self
+            .alerts
+            .nats_subject
+            .split('.')
+            .any(|t| t.is_empty() || t.contains(['*', '>', ' ']))
+            && !self.alerts.nats_subject.is_empty()
+        {
+            return err(
+                "alerts.nats_subject",
+                format!(
+                    "{:?} is not a valid subject prefix",
+                    self.alerts.nats_subject
+                ),
+            );
         }
         let hook = self.alerts.webhook_url.expose();
         if !hook.is_empty() && !hook.starts_with("https://") && !hook.starts_with("http://") {

@@ -18,7 +18,6 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{AlertsConfig, Secret};
-use crate::nats::Names;
 
 /// One staff notification, already rendered.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -98,8 +97,17 @@ impl std::fmt::Debug for AlertSinks {
 }
 
 impl AlertSinks {
-    /// `nats` is used only when `cfg.nats` is true.
+    /// `nats` (client, subject prefix) is used only when `cfg.nats` is true; alerts go to
+    /// `<cfg.nats_subject>.<property_id>`, or `<prefix>.alerts.<property_id>` by default.
     pub fn new(cfg: &AlertsConfig, nats: Option<(async_nats::Client, String)>) -> Self {
+        let nats = nats.map(|(client, prefix)| {
+            let base = if cfg.nats_subject.is_empty() {
+                format!("{prefix}.alerts")
+            } else {
+                cfg.nats_subject.clone()
+            };
+            (client, base)
+        });
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
@@ -143,8 +151,8 @@ impl AlertSinks {
                 }),
             }
         }
-        if let Some((client, prefix)) = &self.nats {
-            match send_nats(client, prefix, alert).await {
+        if let Some((client, subject_base)) = &self.nats {
+            match send_nats(client, subject_base, alert).await {
                 Ok(()) => delivered.push("nats"),
                 Err(message) => failures.push(SinkFailure {
                     sink: "nats",
@@ -238,9 +246,16 @@ impl AlertSinks {
     }
 }
 
-async fn send_nats(client: &async_nats::Client, prefix: &str, alert: &Alert) -> Result<(), String> {
+async fn send_nats(
+    client: &async_nats::Client,
+    subject_base: &str,
+    alert: &Alert,
+) -> Result<(), String> {
     let payload = serde_json::to_vec(alert).map_err(|e| e.to_string())?;
-    let subject = Names::new(prefix).alerts_subject(&alert.property_id);
+    let subject = format!(
+        "{subject_base}.{}",
+        crate::events::subject_token(&alert.property_id)
+    );
     client
         .publish(subject, payload.into())
         .await
