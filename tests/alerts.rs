@@ -64,6 +64,7 @@ fn cfg(url: &str, max_attempts: u32) -> AlertsConfig {
         nats: false,
         log: true,
         max_attempts,
+        ..AlertsConfig::default()
     }
 }
 
@@ -158,6 +159,7 @@ async fn nats_sink_publishes_the_alert_on_the_property_subject() {
         nats: true,
         log: false,
         max_attempts: 1,
+        ..AlertsConfig::default()
     };
     let sinks = AlertSinks::new(&cfg, Some((infra.client.clone(), "concierge".into())));
     let a = alert();
