@@ -82,7 +82,11 @@ impl ThreadState {
             None => false,
             Some(at) => {
                 m.inserted_at < at
-                    || (m.inserted_at == at && self.newest_message_ids.contains(&m.id))
+                    || (m.inserted_at == at
+                        && self
+                            .newest_message_ids
+                            .iter()
+                            .any(|id| *id == m.id || id == ALL_KNOWN))
             }
         }
     }
@@ -98,6 +102,10 @@ pub struct CycleStats {
     pub threads_failed: usize,
     pub baseline: bool,
 }
+
+/// In `newest_message_ids`: every message at `newest_message_at` is known (a baseline
+/// recorded from the listing, without reading the messages).
+const ALL_KNOWN: &str = "*";
 
 fn state_key(thread_id: &str) -> String {
     format!("t.{}", crate::executor::ledger::key_token(thread_id))
@@ -432,6 +440,23 @@ impl Poller {
         state.property_id = property_id.clone();
         // Newest first, until we reach a known message.
         let mut fresh: Vec<Message> = Vec::new();
+        let backfill_cutoff = self
+            .backfill
+            .and_then(|d| chrono::Duration::from_std(d).ok())
+            .map(|d| Utc::now() - d);
+        // A baseline only needs the messages it will emit (backfill): for every other
+        // thread the listing row says enough, which keeps a first run over thousands of
+        // threads at ceil(threads / 100) calls.
+        if baseline
+            && previous.is_none()
+            && backfill_cutoff.is_none_or(|cutoff| {
+                thread
+                    .last_message_received_at
+                    .is_none_or(|at| at <= cutoff)
+            })
+        {
+            return self.record_baseline(thread, state).await;
+        }
         let needs_messages = previous.as_ref().is_none_or(|p| {
             p.message_count != thread.message_count
                 || p.last_message_received_at != thread.last_message_received_at
@@ -547,13 +572,46 @@ impl Poller {
             }
         }
         // Only now, with every event acknowledged, remember the thread.
+        self.store_state(&thread.id, state).await?;
+        Ok(emitted)
+    }
+
+    /// Remember a thread from its listing row alone: everything up to its last message is
+    /// known history.
+    async fn record_baseline(
+        &mut self,
+        thread: &Thread,
+        mut state: ThreadState,
+    ) -> Result<usize, PollerError> {
+        state.message_count = thread.message_count;
+        state.is_closed = thread.is_closed;
+        state.last_message_received_at = thread.last_message_received_at;
+        state.newest_message_at = thread.last_message_received_at;
+        state.newest_message_ids = vec![ALL_KNOWN.to_string()];
+        if let Some(last) = &thread.last_message {
+            let at = last.inserted_at.or(thread.last_message_received_at);
+            match last.sender {
+                Sender::Guest => state.last_guest_message_at = at,
+                Sender::Property => state.last_property_message_at = at,
+                _ => {}
+            }
+        }
+        self.store_state(&thread.id, state).await?;
+        Ok(0)
+    }
+
+    async fn store_state(
+        &mut self,
+        thread_id: &str,
+        state: ThreadState,
+    ) -> Result<(), PollerError> {
         let body = serde_json::to_vec(&state).map_err(|e| PollerError::Store(e.to_string()))?;
         self.threads_kv
-            .put(state_key(&thread.id), body.into())
+            .put(state_key(thread_id), body.into())
             .await
             .map_err(|e| PollerError::Store(e.to_string()))?;
-        self.states.insert(thread.id.clone(), state);
-        Ok(emitted)
+        self.states.insert(thread_id.to_string(), state);
+        Ok(())
     }
 
     async fn publish(&self, event: Event) -> Result<(), PollerError> {

@@ -459,3 +459,38 @@ async fn backfill_emits_recent_history_on_the_first_run_only() {
     assert!(!stats.baseline);
     assert_eq!(common::stored_events(&infra.js, "concierge").await.len(), 1);
 }
+
+#[tokio::test]
+async fn baseline_over_many_threads_costs_only_list_calls_and_history_stays_quiet() {
+    let (_nats, infra, nats_cfg) = common::nats_infra().await;
+    let sim = common::sim().await;
+    sim.sim.add_property(PROP, "Casa Azul", true);
+    let threads: Vec<String> = (0..250)
+        .map(|i| {
+            let t = sim
+                .sim
+                .open_thread(PROP, "BookingCom", &format!("Guest {i}"), true);
+            sim.sim.guest_message(&t, "old question");
+            t
+        })
+        .collect();
+    let config = common::config(&sim, &nats_cfg, &[PROP]);
+    let mut p = poller(&config, &infra);
+    let stats = p.poll_once(Some(PROP)).await.unwrap();
+    assert!(stats.baseline);
+    assert_eq!(
+        stats.api_calls, 3,
+        "ceil(250 / 100) list calls and nothing else"
+    );
+    // One thread moves on: only it is read, only its new message is emitted.
+    sim.sim.guest_message(&threads[17], "new question");
+    let stats = p.poll_once(Some(PROP)).await.unwrap();
+    assert_eq!(stats.events_emitted, 1);
+    assert_eq!(
+        stats.api_calls, 2,
+        "early stop on the ordered listing + one messages call"
+    );
+    let events = common::stored_events(&infra.js, "concierge").await;
+    assert_eq!(events[0].message.as_ref().unwrap().text, "new question");
+    assert_eq!(events[0].thread.as_ref().unwrap().awaiting_reply, true);
+}
