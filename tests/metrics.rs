@@ -98,7 +98,10 @@ async fn metrics_health_readiness_and_webhook_over_real_http() {
     );
 
     // One guest question through poller and worker.
-    let thread = rig.sim.sim.open_thread("prop-m", "BookingCom", "Maria", true);
+    let thread = rig
+        .sim
+        .sim
+        .open_thread("prop-m", "BookingCom", "Maria", true);
     rig.sim.sim.guest_message(&thread, "what's the wifi?");
     let events = rig.poll().await;
     let new_messages = events
@@ -147,7 +150,10 @@ async fn metrics_health_readiness_and_webhook_over_real_http() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 401);
-    assert!(nudges.try_recv().is_err(), "a refused webhook nudges nothing");
+    assert!(
+        nudges.try_recv().is_err(),
+        "a refused webhook nudges nothing"
+    );
     let resp = http
         .post(&hook)
         .header(WEBHOOK_SECRET_HEADER, "s3cret-hook")

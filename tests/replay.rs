@@ -38,11 +38,16 @@ async fn replay_with_changed_rules_reports_the_difference_and_sends_nothing() {
         &[("wifi.hbs", opsrig::WIFI_TEMPLATE)],
     )
     .await;
-    let wifi = rig.sim.sim.open_thread("prop-r", "BookingCom", "Maria", true);
+    let wifi = rig
+        .sim
+        .sim
+        .open_thread("prop-r", "BookingCom", "Maria", true);
     let park = rig.sim.sim.open_thread("prop-r", "BookingCom", "Tom", true);
     let thanks = rig.sim.sim.open_thread("prop-r", "BookingCom", "Ana", true);
     rig.sim.sim.guest_message(&wifi, "What's the wifi?");
-    rig.sim.sim.guest_message(&park, "Where can I park the car?");
+    rig.sim
+        .sim
+        .guest_message(&park, "Where can I park the car?");
     rig.sim.sim.guest_message(&thanks, "Thanks for everything!");
     let guests = opsrig::guest_events(&rig.poll().await);
     assert_eq!(guests.len(), 3);
@@ -154,7 +159,14 @@ async fn replay_with_changed_rules_reports_the_difference_and_sends_nothing() {
     let changed_park = format!("≠ {} (thread {park})", event_of(&park));
     let changed_thanks = format!("≠ {} (thread {thanks})", event_of(&thanks));
     let same_wifi = format!("= {} (thread {wifi})", event_of(&wifi));
-    assert_in_order(&text, &[&same_wifi, "would   10_faq reply(wifi)", "did     10_faq reply(wifi) → executed"]);
+    assert_in_order(
+        &text,
+        &[
+            &same_wifi,
+            "would   10_faq reply(wifi)",
+            "did     10_faq reply(wifi) → executed",
+        ],
+    );
     assert_in_order(
         &text,
         &[
@@ -164,7 +176,10 @@ async fn replay_with_changed_rules_reports_the_difference_and_sends_nothing() {
     );
     assert_in_order(
         &text,
-        &[&changed_thanks, "did   - 20_thanks no_reply_needed → executed"],
+        &[
+            &changed_thanks,
+            "did   - 20_thanks no_reply_needed → executed",
+        ],
     );
     assert!(
         text.contains(&format!(
