@@ -338,7 +338,8 @@ async fn explain_tells_reply_skip_and_rule_error_in_order() {
     )
     .await
     .unwrap();
-    let summary: Vec<(Option<&str>, Option<&str>, Outcome, Option<&str>)> = records
+    type Line<'a> = (Option<&'a str>, Option<&'a str>, Outcome, Option<&'a str>);
+    let summary: Vec<Line> = records
         .iter()
         .map(|r| {
             (
