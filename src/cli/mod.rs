@@ -4,7 +4,9 @@
 //! Exit codes: 0 success, 1 a check or test failed (or a runtime error), 2 invalid
 //! configuration or usage.
 
-mod inspect;
+/// The read-side commands (`audit`, `explain`, `replay`, `follow-ups`), public so that
+/// integration tests can drive them without the command line.
+pub mod inspect;
 mod run;
 
 use std::path::PathBuf;
