@@ -178,6 +178,9 @@ impl AuditLog {
     }
 }
 
+/// How long a read of stored records may wait for the next one before it is an error.
+pub const READ_STALL: Duration = Duration::from_secs(10);
+
 /// Filters for reading the audit stream back.
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
@@ -242,15 +245,10 @@ pub async fn read_stream(
     mut sink: impl FnMut(AuditRecord) -> bool,
 ) -> Result<(), AuditError> {
     let read_err = |e: &dyn std::fmt::Display| AuditError::Read(e.to_string());
-    let mut stream = js
+    let stream = js
         .get_stream(audit_stream(prefix))
         .await
         .map_err(|e| read_err(&e))?;
-    let info = stream.info().await.map_err(|e| read_err(&e))?;
-    let last_seq = info.state.last_sequence;
-    if info.state.messages == 0 && !follow {
-        return Ok(());
-    }
     let deliver_policy = match filter.since {
         Some(since) => DeliverPolicy::ByStartTime {
             start_time: time::OffsetDateTime::from_unix_timestamp(since.timestamp())
@@ -266,19 +264,33 @@ pub async fn read_stream(
         })
         .await
         .map_err(|e| read_err(&e))?;
+    // Every delivered message says how many are left: read exactly up to the end rather
+    // than guess it from a pause, which a slow cluster would turn into a silent cut.
+    if !follow && consumer.cached_info().num_pending == 0 {
+        return Ok(());
+    }
     let mut messages = consumer.messages().await.map_err(|e| read_err(&e))?;
+    let mut read = 0u64;
     loop {
         let next = if follow {
             messages.next().await
         } else {
-            match tokio::time::timeout(Duration::from_millis(500), messages.next()).await {
+            match tokio::time::timeout(READ_STALL, messages.next()).await {
                 Ok(m) => m,
-                Err(_) => break,
+                Err(_) => {
+                    return Err(AuditError::Read(format!(
+                        "the audit stream stalled after {read} records; try again"
+                    )))
+                }
             }
         };
         let Some(msg) = next else { break };
         let msg = msg.map_err(|e| read_err(&e))?;
-        let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+        read += 1;
+        let (seq, remaining) = msg
+            .info()
+            .map(|i| (i.stream_sequence, i.pending))
+            .unwrap_or((0, 0));
         match serde_json::from_slice::<AuditRecord>(&msg.payload) {
             Ok(record) if filter.matches(&record) => {
                 if !sink(record) {
@@ -288,7 +300,7 @@ pub async fn read_stream(
             Ok(_) => {}
             Err(e) => tracing::warn!(seq, error = %e, "unreadable audit record skipped"),
         }
-        if !follow && seq >= last_seq {
+        if !follow && remaining == 0 {
             break;
         }
     }

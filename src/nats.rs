@@ -114,8 +114,21 @@ pub async fn connect(cfg: &NatsConfig) -> Result<async_nats::Client, NatsError> 
     }
     // retry_on_initial_connect makes connect return at once; wait for the first
     // connection so a wrong URL is reported instead of hanging silently.
+    // `nats.url` may list several servers ("nats://a:4222,nats://b:4222"), so the first
+    // connection succeeds while any cluster node is up.
+    let servers: Vec<async_nats::ServerAddr> = cfg
+        .url
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| u.parse())
+        .collect::<Result<_, _>>()
+        .map_err(|e| NatsError::Connect {
+            url: cfg.url.clone(),
+            message: format!("invalid server address: {e}"),
+        })?;
     let client = opts
-        .connect(&cfg.url)
+        .connect(servers)
         .await
         .map_err(|e| NatsError::Connect {
             url: cfg.url.clone(),

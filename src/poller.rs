@@ -274,7 +274,12 @@ impl Poller {
             }
             if !was_leader {
                 tracing::info!(holder = %self.holder_id, "poller is leader");
-                self.load_states().await?;
+                // A store hiccup (e.g. a NATS fail-over) must not end the role: stay
+                // leader-elect and try again on the next tick.
+                if let Err(e) = self.load_states().await {
+                    tracing::warn!(error = %e, "cannot load thread snapshots yet; retrying");
+                    continue;
+                }
                 was_leader = true;
             }
             let properties: Vec<Option<String>> = match only {

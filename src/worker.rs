@@ -140,13 +140,16 @@ impl Worker {
                 }
             })
         };
-        let mut messages = consumer
-            .stream()
-            .max_messages_per_batch(self.cfg.concurrency.max(1))
-            .heartbeat(Duration::from_secs(5))
-            .messages()
-            .await
-            .map_err(|e| WorkerError::Pull(e.to_string()))?;
+        let open = || async {
+            consumer
+                .stream()
+                .max_messages_per_batch(self.cfg.concurrency.max(1))
+                .heartbeat(Duration::from_secs(5))
+                .messages()
+                .await
+                .map_err(|e| WorkerError::Pull(e.to_string()))
+        };
+        let mut messages = open().await?;
         let limit = Arc::new(tokio::sync::Semaphore::new(self.cfg.concurrency.max(1)));
         let mut in_flight = tokio::task::JoinSet::new();
         tracing::info!(consumer = %self.cfg.consumer, "worker consuming");
@@ -162,8 +165,14 @@ impl Worker {
             let msg = match next {
                 Some(Ok(m)) => m,
                 Some(Err(e)) => {
-                    tracing::warn!(error = %e, "pull error; continuing");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    // A missed heartbeat or a lost server (cluster fail-over) can leave the
+                    // pull request dead: open a fresh one rather than wait on it forever.
+                    tracing::warn!(error = %e, "pull error; reopening the pull subscription");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    match open().await {
+                        Ok(fresh) => messages = fresh,
+                        Err(e) => tracing::warn!(error = %e, "cannot reopen yet; retrying"),
+                    }
                     continue;
                 }
                 None => break,

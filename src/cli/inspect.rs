@@ -4,7 +4,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context;
 use async_nats::jetstream::{self, consumer, consumer::DeliverPolicy};
@@ -351,12 +350,7 @@ pub async fn stored_events(
     prefix: &str,
     since: DateTime<Utc>,
 ) -> anyhow::Result<Vec<(Event, DateTime<Utc>)>> {
-    let mut stream = js.get_stream(events_stream(prefix)).await?;
-    let info = stream.info().await?;
-    if info.state.messages == 0 {
-        return Ok(Vec::new());
-    }
-    let last = info.state.last_sequence;
+    let stream = js.get_stream(events_stream(prefix)).await?;
     let consumer = stream
         .create_consumer(consumer::pull::OrderedConfig {
             filter_subject: format!("{prefix}.events.>"),
@@ -367,28 +361,37 @@ pub async fn stored_events(
             ..Default::default()
         })
         .await?;
+    if consumer.cached_info().num_pending == 0 {
+        return Ok(Vec::new());
+    }
     let mut messages = consumer.messages().await?;
     let mut out = Vec::new();
-    while let Ok(Some(msg)) =
-        tokio::time::timeout(Duration::from_millis(500), messages.next()).await
-    {
+    loop {
+        let Ok(next) = tokio::time::timeout(crate::audit::READ_STALL, messages.next()).await else {
+            anyhow::bail!(
+                "the events stream stalled after {} events; try again",
+                out.len()
+            );
+        };
+        let Some(msg) = next else { break };
         let msg = msg?;
-        let (seq, stored_at) = match msg.info() {
+        let (seq, remaining, stored_at) = match msg.info() {
             Ok(i) => (
                 i.stream_sequence,
+                i.pending,
                 DateTime::<Utc>::from_timestamp(
                     i.published.unix_timestamp(),
                     i.published.nanosecond(),
                 )
                 .unwrap_or_else(Utc::now),
             ),
-            Err(_) => (0, Utc::now()),
+            Err(_) => (0, 0, Utc::now()),
         };
         match serde_json::from_slice::<Event>(&msg.payload) {
             Ok(ev) => out.push((ev, stored_at)),
             Err(e) => tracing::warn!(seq, error = %e, "unreadable stored event skipped"),
         }
-        if seq >= last {
+        if remaining == 0 {
             break;
         }
     }
