@@ -189,7 +189,7 @@ impl Default for WorkerConfig {
             max_deliver: 5,
             ack_wait: Duration::from_secs(60),
             retry_delay: Duration::from_secs(5),
-            concurrency: 8,
+            concurrency: 32,
             shutdown_timeout: Duration::from_secs(30),
         }
     }

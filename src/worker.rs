@@ -269,9 +269,10 @@ impl Worker {
     /// before this returns; actions that need another try are listed in `pending`.
     pub async fn process_event(&self, event: &Event, delivery: u64) -> EventReport {
         let mut report = EventReport::default();
+        let mut finals: Vec<AuditRecord> = Vec::new();
         if let Some(skip) = self.own_message_skip(event).await {
             match skip {
-                Ok(record) => self.audit_into(&mut report, record).await,
+                Ok(record) => self.audit_all(&mut report, vec![record]).await,
                 Err(e) => report.pending.push(e),
             }
             return report;
@@ -300,7 +301,7 @@ impl Worker {
                 r.reason = Some("rule_error".into());
                 r.error = Some(problem.to_string());
                 r.duration_ms = u64::try_from(outcome.elapsed.as_millis()).unwrap_or(u64::MAX);
-                self.audit_into(&mut report, r).await;
+                finals.push(r);
                 continue;
             }
             for (index, action) in outcome.actions.iter().enumerate() {
@@ -314,23 +315,30 @@ impl Worker {
                     templates: &templates,
                 };
                 match self.executor.execute(&planned, delivery).await {
-                    ActionResult::Final(record) => self.audit_into(&mut report, *record).await,
+                    ActionResult::Final(record) => finals.push(*record),
                     ActionResult::Retry { reason } => {
                         report.pending.push(format!("{}: {reason}", planned.key()))
                     }
                 }
             }
         }
+        self.audit_all(&mut report, finals).await;
         report
     }
 
-    async fn audit_into(&self, report: &mut EventReport, record: AuditRecord) {
-        match self.audit.record(&record).await {
-            Ok(()) => report.records.push(record),
-            Err(AuditError::Publish { id, message }) => {
-                report.pending.push(format!("audit {id}: {message}"))
+    /// Every final decision is audited before the event is acked; a record that could not
+    /// be written keeps the event pending (its redelivery finds the action done in the
+    /// ledger and writes the same record id again).
+    async fn audit_all(&self, report: &mut EventReport, records: Vec<AuditRecord>) {
+        let results = self.audit.record_all(&records).await;
+        for (record, result) in records.into_iter().zip(results) {
+            match result {
+                Ok(()) => report.records.push(record),
+                Err(AuditError::Publish { id, message }) => {
+                    report.pending.push(format!("audit {id}: {message}"))
+                }
+                Err(e) => report.pending.push(e.to_string()),
             }
-            Err(e) => report.pending.push(e.to_string()),
         }
     }
 
