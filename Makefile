@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build test lint fmt demo bench ensure-nats rules-check clean
+.PHONY: all build test test-cluster lint fmt demo bench ensure-nats rules-check clean
 
 all: build
 
@@ -32,6 +32,11 @@ test: ensure-nats lint
 	$(CARGO) test --doc
 	$(CARGO) run -q -- rules check --dir rules --templates templates
 	$(CARGO) run -q -- rules test --dir rules --templates templates
+
+# 3-node JetStream cluster (deploy/nats configs), two workers and a poller; one node is
+# killed mid-run and every event must still be answered exactly once.
+test-cluster: ensure-nats
+	$(CARGO) test --test failover -- --nocapture
 
 demo: ensure-nats
 	$(CARGO) run -q -- demo
