@@ -253,16 +253,26 @@ impl Poller {
         };
         let mut interval = tokio::time::interval(self.config.channex.poll_interval);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut local_nudges_open = true;
         loop {
             let only: Option<String> = tokio::select! {
                 _ = shutdown.changed() => break,
                 _ = interval.tick() => None,
-                n = nudges.recv() => n.flatten(),
+                n = nudges.recv(), if local_nudges_open => match n {
+                    Some(p) => p,
+                    // Nobody can nudge locally any more: stop listening, keep polling.
+                    None => { local_nudges_open = false; continue; }
+                },
                 Some(m) = next_nudge(&mut remote_nudges) => {
                     let p = String::from_utf8_lossy(&m.payload).trim().to_string();
                     (!p.is_empty()).then_some(p)
                 }
-                _ = leader.changed() => { None }
+                changed = leader.changed() => {
+                    if changed.is_err() {
+                        break; // the election ended (shutdown)
+                    }
+                    None
+                }
             };
             let is_leader = *leader.borrow();
             if !is_leader {

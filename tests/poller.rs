@@ -494,3 +494,38 @@ async fn baseline_over_many_threads_costs_only_list_calls_and_history_stays_quie
     assert_eq!(events[0].message.as_ref().unwrap().text, "new question");
     assert!(events[0].thread.as_ref().unwrap().awaiting_reply);
 }
+
+#[tokio::test]
+async fn a_closed_nudge_channel_neither_stops_nor_spins_the_poller() {
+    let (_nats, infra, nats_cfg) = common::nats_infra().await;
+    let sim = common::sim().await;
+    sim.sim.add_property(PROP, "Casa Azul", true);
+    let config = common::config(&sim, &nats_cfg, &[PROP]); // poll_interval 200 ms
+    let thread = sim.sim.open_thread(PROP, "BookingCom", "Ana", true);
+    let (stop, shutdown) = watch::channel(false);
+    let (nudge_tx, nudges) = mpsc::channel(1);
+    drop(nudge_tx);
+    let running = tokio::spawn(poller(&config, &infra).run(shutdown, nudges));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sim.sim.guest_message(&thread, "still polling?");
+    common::eventually("polled on the interval", Duration::from_secs(5), || async {
+        !common::stored_events(&infra.js, "concierge")
+            .await
+            .is_empty()
+    })
+    .await;
+    sim.sim.clear_requests();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let lists = sim
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/message_threads"))
+        .count();
+    assert!(
+        (2..=10).contains(&lists),
+        "one list call per 200 ms interval, got {lists}"
+    );
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), running).await;
+}
