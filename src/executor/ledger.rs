@@ -173,8 +173,9 @@ impl Ledger {
             Err(e) => return Err(Self::err("claim", &key, e)),
         }
         let Some(current) = self.get(action_key).await? else {
-            // Deleted between our create and read: a released claim. Claim again.
-            return Box::pin(self.claim(action_key, text)).await;
+            // The key exists (create said so) but this read did not see it: a replica that
+            // lags behind after a fail-over. Try again later rather than loop on it.
+            return Ok(Claim::Busy);
         };
         match current.entry.state {
             LedgerState::Done => Ok(Claim::Done(current.entry)),
