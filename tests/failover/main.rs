@@ -417,6 +417,23 @@ async fn node_loss(connected: bool) {
             .or_default() += 1;
     }
     let executed_ids: BTreeSet<&str> = per_event.keys().copied().collect();
+    if executed_ids != guest_ids {
+        // Show what the audit log says about the events without an executed record.
+        let all = audit::query(&infra.js, PREFIX, &AuditFilter::default())
+            .await
+            .unwrap_or_default();
+        for missing in guest_ids.difference(&executed_ids).take(3) {
+            let about: Vec<_> = all
+                .iter()
+                .filter(|r| r.event_id.as_deref() == Some(*missing))
+                .map(|r| format!("{} {:?} {:?}", r.outcome, r.reason, r.error))
+                .collect();
+            eprintln!(
+                "audit for {missing}: {about:?} (of {} records in all)",
+                all.len()
+            );
+        }
+    }
     assert_eq!(
         executed_ids,
         guest_ids,
