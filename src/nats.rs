@@ -61,13 +61,6 @@ impl Names {
     pub fn audit_subjects(&self) -> String {
         format!("{}.audit.>", self.prefix)
     }
-    pub fn alerts_subject(&self, property_id: &str) -> String {
-        format!(
-            "{}.alerts.{}",
-            self.prefix,
-            crate::events::subject_token(property_id)
-        )
-    }
     /// Thread snapshots kept by the poller.
     pub fn threads_bucket(&self) -> String {
         format!("{}_threads", self.prefix)

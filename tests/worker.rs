@@ -514,7 +514,7 @@ async fn replies_are_sent_exactly_once_under_30_percent_channex_faults() {
             w.run(&js, "concierge", shutdown).await
         }));
     }
-    common::eventually("every thread answered", Duration::from_secs(30), || async {
+    common::eventually("every thread answered", Duration::from_secs(60), || async {
         let records = rig.audit().await;
         threads.iter().all(|t| {
             records.iter().any(|r| {

@@ -29,7 +29,6 @@ use async_nats::jetstream;
 use concierge::config::{Config, Secret};
 use concierge::events::Event;
 use concierge::sim::{Sim, SimOptions, SimServer};
-use futures::StreamExt;
 
 pub const SIM_KEY: &str = "test-api-key";
 
@@ -54,33 +53,14 @@ pub fn config(sim: &SimServer, nats: &NatsConfig, property_ids: &[&str]) -> Conf
     c
 }
 
-/// Every event stored on the events stream, in order.
+/// Every event stored on the events stream, in order (the library's own reader).
 pub async fn stored_events(js: &jetstream::Context, prefix: &str) -> Vec<Event> {
-    let mut stream = js
-        .get_stream(concierge::nats::events_stream(prefix))
+    concierge::cli::inspect::stored_events(js, prefix, chrono::DateTime::<chrono::Utc>::UNIX_EPOCH)
         .await
-        .expect("events stream");
-    let info = stream.info().await.expect("stream info");
-    if info.state.messages == 0 {
-        return Vec::new();
-    }
-    let last = info.state.last_sequence;
-    let consumer = stream
-        .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
-        .await
-        .expect("ordered consumer");
-    let mut messages = consumer.messages().await.expect("messages");
-    let mut out = Vec::new();
-    while let Ok(Some(Ok(msg))) =
-        tokio::time::timeout(Duration::from_secs(2), messages.next()).await
-    {
-        let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
-        out.push(serde_json::from_slice(&msg.payload).expect("event JSON"));
-        if seq >= last {
-            break;
-        }
-    }
-    out
+        .expect("reading the events stream")
+        .into_iter()
+        .map(|(event, _)| event)
+        .collect()
 }
 
 /// Wait until `check` holds, polling every 50 ms, or panic with `what`.
