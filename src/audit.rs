@@ -5,15 +5,12 @@
 //! `concierge audit`, `audit explain` and `replay`). It must never see a secret: callers
 //! pass already-rendered texts and Channex error codes, not requests.
 
-use std::time::Duration;
-
-use async_nats::jetstream::{self, consumer, consumer::DeliverPolicy};
+use async_nats::jetstream;
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::events::{subject_token, Event};
-use crate::nats::audit_stream;
+use crate::nats::{audit_stream, read_stored, ReadFrom};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -214,9 +211,6 @@ impl AuditLog {
     }
 }
 
-/// How long a read of stored records may wait for the next one before it is an error.
-pub const READ_STALL: Duration = Duration::from_secs(10);
-
 /// Filters for reading the audit stream back.
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
@@ -272,7 +266,8 @@ pub async fn query(
 }
 
 /// Streams matching records to `sink` (oldest first). With `follow`, keeps waiting for new
-/// ones until `sink` returns false; otherwise stops at the end of the stream.
+/// ones until `sink` returns false; otherwise stops at the end of the stream, complete
+/// even right after a cluster fail-over (see [`crate::nats::read_stored`]).
 pub async fn read_stream(
     js: &jetstream::Context,
     prefix: &str,
@@ -280,65 +275,25 @@ pub async fn read_stream(
     follow: bool,
     mut sink: impl FnMut(AuditRecord) -> bool,
 ) -> Result<(), AuditError> {
-    let read_err = |e: &dyn std::fmt::Display| AuditError::Read(e.to_string());
-    let stream = js
-        .get_stream(audit_stream(prefix))
-        .await
-        .map_err(|e| read_err(&e))?;
-    let deliver_policy = match filter.since {
-        Some(since) => DeliverPolicy::ByStartTime {
-            start_time: time::OffsetDateTime::from_unix_timestamp(since.timestamp())
-                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
-        },
-        None => DeliverPolicy::All,
+    let from = match filter.since {
+        Some(since) => ReadFrom::Time(since),
+        None => ReadFrom::Beginning,
     };
-    let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: filter.subject(prefix),
-            deliver_policy,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| read_err(&e))?;
-    // Every delivered message says how many are left: read exactly up to the end rather
-    // than guess it from a pause, which a slow cluster would turn into a silent cut.
-    if !follow && consumer.cached_info().num_pending == 0 {
-        return Ok(());
-    }
-    let mut messages = consumer.messages().await.map_err(|e| read_err(&e))?;
-    let mut read = 0u64;
-    loop {
-        let next = if follow {
-            messages.next().await
-        } else {
-            match tokio::time::timeout(READ_STALL, messages.next()).await {
-                Ok(m) => m,
-                Err(_) => {
-                    return Err(AuditError::Read(format!(
-                        "the audit stream stalled after {read} records; try again"
-                    )))
-                }
+    read_stored(
+        js,
+        &audit_stream(prefix),
+        &filter.subject(prefix),
+        from,
+        follow,
+        |msg| match serde_json::from_slice::<AuditRecord>(&msg.payload) {
+            Ok(record) if filter.matches(&record) => sink(record),
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(seq = msg.seq, error = %e, "unreadable audit record skipped");
+                true
             }
-        };
-        let Some(msg) = next else { break };
-        let msg = msg.map_err(|e| read_err(&e))?;
-        read += 1;
-        let (seq, remaining) = msg
-            .info()
-            .map(|i| (i.stream_sequence, i.pending))
-            .unwrap_or((0, 0));
-        match serde_json::from_slice::<AuditRecord>(&msg.payload) {
-            Ok(record) if filter.matches(&record) => {
-                if !sink(record) {
-                    break;
-                }
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(seq, error = %e, "unreadable audit record skipped"),
-        }
-        if !follow && remaining == 0 {
-            break;
-        }
-    }
-    Ok(())
+        },
+    )
+    .await
+    .map_err(|e| AuditError::Read(e.to_string()))
 }

@@ -369,3 +369,364 @@ impl Drop for PrivateNatsServer {
         self.stop();
     }
 }
+
+/// One message read back from a stream.
+#[derive(Debug, Clone)]
+pub struct StoredMessage {
+    pub seq: u64,
+    pub payload: bytes::Bytes,
+    pub stored_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Where a read of stored messages starts.
+#[derive(Debug, Clone, Copy)]
+pub enum ReadFrom {
+    Beginning,
+    /// Messages stored at or after this instant.
+    Time(chrono::DateTime<chrono::Utc>),
+}
+
+/// How long a read of stored messages waits for the next one from its consumer before it
+/// asks the stream leader instead.
+pub const READ_STALL: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+#[error("reading stream {stream}: {message}")]
+pub struct ReadError {
+    pub stream: String,
+    pub message: String,
+}
+
+/// Reads every message of `stream_name` on `filter_subject`, oldest first, handing each to
+/// `sink` until it returns false. With `follow`, keeps waiting for new messages.
+///
+/// The bulk is read with an ephemeral ordered consumer (one round trip per batch). That
+/// consumer is placed on any replica, and right after a node loss a replica can still be
+/// catching up: its view ends early, and a read that trusted it would come back short
+/// without any error. So a read that is not following ends by asking the stream leader,
+/// which holds every acknowledged message, for anything after the last one delivered
+/// (one request when the replica was current) and reads the rest from the leader.
+pub async fn read_stored(
+    js: &jetstream::Context,
+    stream_name: &str,
+    filter_subject: &str,
+    from: ReadFrom,
+    follow: bool,
+    mut sink: impl FnMut(StoredMessage) -> bool,
+) -> Result<(), ReadError> {
+    use async_nats::jetstream::consumer::{self, DeliverPolicy};
+    use futures::StreamExt;
+
+    let read_err = |message: String| ReadError {
+        stream: stream_name.to_string(),
+        message,
+    };
+    let since = match from {
+        ReadFrom::Beginning => None,
+        ReadFrom::Time(t) => Some(t),
+    };
+    let stream = js
+        .get_stream(stream_name)
+        .await
+        .map_err(|e| read_err(e.to_string()))?;
+    let deliver_policy = match since {
+        Some(since) => DeliverPolicy::ByStartTime {
+            start_time: time::OffsetDateTime::from_unix_timestamp(since.timestamp())
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+        },
+        None => DeliverPolicy::All,
+    };
+    let created = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: filter_subject.to_string(),
+            deliver_policy,
+            ..Default::default()
+        })
+        .await;
+    let consumer = match created {
+        Ok(consumer) => consumer,
+        Err(e) if follow => return Err(read_err(e.to_string())),
+        // No replica could host the reader (a peer is down and the assignment timed out):
+        // the leader alone can still serve the whole read.
+        Err(e) => {
+            tracing::debug!(stream = stream_name, error = %e, "no reader consumer; reading from the stream leader");
+            let state = &stream.cached_info().state;
+            let first = match since {
+                Some(since) => first_seq_since(
+                    &stream,
+                    filter_subject,
+                    since,
+                    state.first_sequence,
+                    state.last_sequence,
+                )
+                .await
+                .map_err(|e| read_err(e.to_string()))?,
+                None => state.first_sequence,
+            };
+            return read_from_leader(&stream, filter_subject, first, since, sink)
+                .await
+                .map_err(|e| read_err(e.to_string()));
+        }
+    };
+    // The replica's idea of where to start; a lagging one can only start earlier, never
+    // later, since it holds a prefix of the stream.
+    let mut next_seq = consumer.cached_info().delivered.stream_sequence + 1;
+    if follow || consumer.cached_info().num_pending > 0 {
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| read_err(e.to_string()))?;
+        loop {
+            let next = if follow {
+                messages.next().await
+            } else {
+                match tokio::time::timeout(READ_STALL, messages.next()).await {
+                    Ok(next) => next,
+                    // A stalled consumer is no reason to fail: the leader has the rest.
+                    Err(_) => break,
+                }
+            };
+            let msg = match next {
+                None => break,
+                Some(Ok(msg)) => msg,
+                Some(Err(e)) if follow => return Err(read_err(e.to_string())),
+                // The replica serving the reader went away: the leader has the rest.
+                Some(Err(_)) => break,
+            };
+            let info = msg.info().map_err(|e| read_err(e.to_string()))?;
+            let (seq, remaining) = (info.stream_sequence, info.pending);
+            let stored_at = to_chrono(info.published);
+            next_seq = seq + 1;
+            let too_early = since.is_some_and(|s| stored_at < s);
+            if !too_early
+                && !sink(StoredMessage {
+                    seq,
+                    payload: msg.payload.clone(),
+                    stored_at,
+                })
+            {
+                return Ok(());
+            }
+            if !follow && remaining == 0 {
+                break;
+            }
+        }
+    }
+    if follow {
+        return Ok(());
+    }
+    read_from_leader(&stream, filter_subject, next_seq, since, sink)
+        .await
+        .map_err(|e| read_err(e.to_string()))
+}
+
+/// The first sequence from which messages on `filter_subject` were stored at or after
+/// `since`, found by bisection over `[first, last]` with requests to the stream leader
+/// (store times grow with the sequence).
+async fn first_seq_since(
+    stream: &jetstream::stream::Stream,
+    filter_subject: &str,
+    since: chrono::DateTime<chrono::Utc>,
+    first: u64,
+    last: u64,
+) -> Result<u64, jetstream::stream::LastRawMessageError> {
+    use jetstream::stream::LastRawMessageErrorKind;
+    let (mut low, mut high) = (first.max(1), last.saturating_add(1));
+    while low < high {
+        let mid = low + (high - low) / 2;
+        match stream
+            .get_first_raw_message_by_subject(filter_subject, mid)
+            .await
+        {
+            Ok(msg) if to_chrono(msg.time) < since => low = msg.sequence + 1,
+            Ok(_) => high = mid,
+            Err(e) if matches!(e.kind(), LastRawMessageErrorKind::NoMessageFound) => high = mid,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(low.min(high))
+}
+
+/// Reads `filter_subject` from `next_seq` on, one message per request to the stream
+/// leader (never a replica), skipping messages stored before `since`.
+async fn read_from_leader(
+    stream: &jetstream::stream::Stream,
+    filter_subject: &str,
+    mut next_seq: u64,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    mut sink: impl FnMut(StoredMessage) -> bool,
+) -> Result<(), jetstream::stream::LastRawMessageError> {
+    use jetstream::stream::LastRawMessageErrorKind;
+    loop {
+        let msg = match stream
+            .get_first_raw_message_by_subject(filter_subject, next_seq)
+            .await
+        {
+            Ok(msg) => msg,
+            Err(e) if matches!(e.kind(), LastRawMessageErrorKind::NoMessageFound) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        next_seq = msg.sequence + 1;
+        let stored_at = to_chrono(msg.time);
+        if since.is_some_and(|s| stored_at < s) {
+            continue;
+        }
+        if !sink(StoredMessage {
+            seq: msg.sequence,
+            payload: msg.payload,
+            stored_at,
+        }) {
+            return Ok(());
+        }
+    }
+}
+
+fn to_chrono(t: time::OffsetDateTime) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(t.unix_timestamp(), t.nanosecond()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn stored_seqs(
+        js: &jetstream::Context,
+        stream: &str,
+        filter: &str,
+        from: ReadFrom,
+        limit: usize,
+    ) -> Vec<u64> {
+        let mut seqs = Vec::new();
+        read_stored(js, stream, filter, from, false, |m| {
+            seqs.push(m.seq);
+            seqs.len() < limit
+        })
+        .await
+        .expect("read");
+        seqs
+    }
+
+    async fn leader_seqs(
+        js: &jetstream::Context,
+        filter: &str,
+        from_seq: u64,
+        since: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Vec<u64> {
+        let stream = js.get_stream("READS").await.expect("stream");
+        let mut seqs = Vec::new();
+        read_from_leader(&stream, filter, from_seq, since, |m| {
+            seqs.push(m.seq);
+            true
+        })
+        .await
+        .expect("leader read");
+        seqs
+    }
+
+    /// Stream `name` on `<p>.>` holding `<p>.a.1 <p>.b.1 | <p>.a.2 <p>.b.2 <p>.a.3` (seq 1 to 5);
+    /// returns an instant between seq 2 and 3.
+    async fn fill(
+        js: &jetstream::Context,
+        name: &str,
+        p: &str,
+        max_consumers: i32,
+    ) -> chrono::DateTime<chrono::Utc> {
+        js.create_stream(stream::Config {
+            name: name.into(),
+            subjects: vec![format!("{p}.>")],
+            max_consumers,
+            ..Default::default()
+        })
+        .await
+        .expect("stream");
+        let mut later = chrono::Utc::now();
+        for (i, subject) in ["a.1", "b.1", "a.2", "b.2", "a.3"].iter().enumerate() {
+            if i == 2 {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                later = chrono::Utc::now();
+            }
+            let ack = js
+                .publish(format!("{p}.{subject}"), "x".into())
+                .await
+                .expect("publish")
+                .await
+                .expect("ack");
+            assert_eq!(ack.sequence, i as u64 + 1);
+        }
+        later
+    }
+
+    /// Both halves of a read (replica consumer, then leader) return exactly the matching
+    /// messages, once each, honouring the subject filter, the start time and the sink.
+    #[tokio::test]
+    async fn stored_reads_are_exact_through_consumer_and_leader() {
+        let server = PrivateNatsServer::start().unwrap_or_else(|e| panic!("{e}"));
+        let client = async_nats::connect(server.url.as_str())
+            .await
+            .expect("connect");
+        let js = jetstream::new(client);
+        let later = fill(&js, "READS", "r", -1).await;
+        let read =
+            |filter: &'static str, from, limit| stored_seqs(&js, "READS", filter, from, limit);
+        assert_eq!(read("r.a.*", ReadFrom::Beginning, 99).await, [1, 3, 5]);
+        assert_eq!(read("r.>", ReadFrom::Time(later), 99).await, [3, 4, 5]);
+        assert_eq!(read("r.>", ReadFrom::Beginning, 2).await, [1, 2]);
+        assert!(read("r.c.*", ReadFrom::Beginning, 99).await.is_empty());
+
+        assert_eq!(leader_seqs(&js, "r.a.*", 1, None).await, [1, 3, 5]);
+        assert_eq!(leader_seqs(&js, "r.a.*", 4, None).await, [5]);
+        assert_eq!(leader_seqs(&js, "r.>", 1, Some(later)).await, [3, 4, 5]);
+        assert!(leader_seqs(&js, "r.>", 6, None).await.is_empty());
+
+        let stream = js.get_stream("READS").await.expect("stream");
+        let start = |filter: &'static str, since| {
+            let stream = stream.clone();
+            async move {
+                first_seq_since(&stream, filter, since, 1, 5)
+                    .await
+                    .expect("bisect")
+            }
+        };
+        assert_eq!(start("r.>", later).await, 3);
+        assert_eq!(
+            start("r.b.*", later).await,
+            3,
+            "r.b.1 (seq 2) is the last one before"
+        );
+        assert_eq!(start("r.>", later - chrono::Duration::hours(1)).await, 1);
+        assert_eq!(start("r.>", chrono::Utc::now()).await, 6);
+    }
+
+    /// When no reader consumer can be created (here: the stream's consumer limit is
+    /// taken), the whole read is served by the leader, with the same results.
+    #[tokio::test]
+    async fn stored_reads_fall_back_to_the_leader_without_a_consumer() {
+        let server = PrivateNatsServer::start().unwrap_or_else(|e| panic!("{e}"));
+        let client = async_nats::connect(server.url.as_str())
+            .await
+            .expect("connect");
+        let js = jetstream::new(client);
+        let later = fill(&js, "CAPPED", "c", 1).await;
+        let stream = js.get_stream("CAPPED").await.expect("stream");
+        stream
+            .create_consumer(jetstream::consumer::pull::Config {
+                durable_name: Some("only".into()),
+                ..Default::default()
+            })
+            .await
+            .expect("the one allowed consumer");
+        let refused = stream
+            .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
+            .await;
+        assert!(refused.is_err(), "premise: no room for a reader consumer");
+        let read =
+            |filter: &'static str, from, limit| stored_seqs(&js, "CAPPED", filter, from, limit);
+        assert_eq!(read("c.a.*", ReadFrom::Beginning, 99).await, [1, 3, 5]);
+        assert_eq!(read("c.>", ReadFrom::Time(later), 99).await, [3, 4, 5]);
+        assert_eq!(read("c.b.*", ReadFrom::Time(later), 99).await, [4]);
+        assert_eq!(read("c.>", ReadFrom::Beginning, 2).await, [1, 2]);
+        let following =
+            read_stored(&js, "CAPPED", "c.>", ReadFrom::Beginning, true, |_| false).await;
+        assert!(following.is_err(), "following needs a consumer: it says so");
+    }
+}

@@ -6,10 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use async_nats::jetstream::{self, consumer, consumer::DeliverPolicy};
+use async_nats::jetstream;
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
-use futures::StreamExt;
 
 use crate::audit::{self, AuditFilter, AuditRecord, Outcome};
 use crate::config::Config;
@@ -350,51 +349,24 @@ pub async fn stored_events(
     prefix: &str,
     since: DateTime<Utc>,
 ) -> anyhow::Result<Vec<(Event, DateTime<Utc>)>> {
-    let stream = js.get_stream(events_stream(prefix)).await?;
-    let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: format!("{prefix}.events.>"),
-            deliver_policy: DeliverPolicy::ByStartTime {
-                start_time: time::OffsetDateTime::from_unix_timestamp(since.timestamp())
-                    .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
-            },
-            ..Default::default()
-        })
-        .await?;
-    if consumer.cached_info().num_pending == 0 {
-        return Ok(Vec::new());
-    }
-    let mut messages = consumer.messages().await?;
     let mut out = Vec::new();
-    loop {
-        let Ok(next) = tokio::time::timeout(crate::audit::READ_STALL, messages.next()).await else {
-            anyhow::bail!(
-                "the events stream stalled after {} events; try again",
-                out.len()
-            );
-        };
-        let Some(msg) = next else { break };
-        let msg = msg?;
-        let (seq, remaining, stored_at) = match msg.info() {
-            Ok(i) => (
-                i.stream_sequence,
-                i.pending,
-                DateTime::<Utc>::from_timestamp(
-                    i.published.unix_timestamp(),
-                    i.published.nanosecond(),
-                )
-                .unwrap_or_else(Utc::now),
-            ),
-            Err(_) => (0, 0, Utc::now()),
-        };
-        match serde_json::from_slice::<Event>(&msg.payload) {
-            Ok(ev) => out.push((ev, stored_at)),
-            Err(e) => tracing::warn!(seq, error = %e, "unreadable stored event skipped"),
-        }
-        if remaining == 0 {
-            break;
-        }
-    }
+    crate::nats::read_stored(
+        js,
+        &events_stream(prefix),
+        &format!("{prefix}.events.>"),
+        crate::nats::ReadFrom::Time(since),
+        false,
+        |msg| {
+            match serde_json::from_slice::<Event>(&msg.payload) {
+                Ok(ev) => out.push((ev, msg.stored_at)),
+                Err(e) => {
+                    tracing::warn!(seq = msg.seq, error = %e, "unreadable stored event skipped")
+                }
+            }
+            true
+        },
+    )
+    .await?;
     Ok(out)
 }
 

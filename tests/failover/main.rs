@@ -345,6 +345,10 @@ async fn node_loss(connected: bool) {
         .await
         .unwrap_or(false);
         if settled || settle_started.elapsed() > Duration::from_secs(30) {
+            eprintln!(
+                "worker consumer settled: {settled} after {:?}",
+                settle_started.elapsed()
+            );
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -408,6 +412,22 @@ async fn node_loss(connected: bool) {
             "audit read returned {} records; reading again",
             records.len()
         );
+        for name in [
+            concierge::nats::audit_stream(PREFIX),
+            concierge::nats::events_stream(PREFIX),
+        ] {
+            if let Ok(mut s) = infra.js.get_stream(&name).await {
+                if let Ok(info) = s.info().await {
+                    eprintln!(
+                        "{name}: messages {} seq {}..{} cluster {:?}",
+                        info.state.messages,
+                        info.state.first_sequence,
+                        info.state.last_sequence,
+                        info.cluster
+                    );
+                }
+            }
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     let mut per_event: BTreeMap<&str, usize> = BTreeMap::new();
