@@ -175,10 +175,22 @@ impl AuditLog {
         let mut results = Vec::with_capacity(records.len());
         for (record, sent) in records.iter().zip(pending) {
             let result = match sent {
-                Ok(ack) => ack.await.map(|_| ()).map_err(|e| AuditError::Publish {
-                    id: record.id.clone(),
-                    message: e.to_string(),
-                }),
+                Ok(ack) => match ack.await {
+                    Ok(ack) => {
+                        tracing::debug!(
+                            id = %record.id,
+                            outcome = %record.outcome,
+                            seq = ack.sequence,
+                            duplicate = ack.duplicate,
+                            "audit"
+                        );
+                        Ok(())
+                    }
+                    Err(e) => Err(AuditError::Publish {
+                        id: record.id.clone(),
+                        message: e.to_string(),
+                    }),
+                },
                 Err(e) => Err(e),
             };
             results.push(result);

@@ -221,7 +221,14 @@ async fn ensure_stream(js: &jetstream::Context, wanted: stream::Config) -> Resul
 
 /// Creates the bucket's backing stream directly rather than with `create_key_value`:
 /// async-nats queries the account first and cannot parse nats-server 2.9's account info.
-/// The stream config is the one async-nats itself derives for a KV bucket.
+/// The stream config is the one async-nats itself derives for a KV bucket, except for
+/// direct gets.
+///
+/// Direct gets are answered by any replica, and right after a node loss a replica can lag
+/// for a minute: a lease holder would read an old revision, fail to renew and stall the
+/// poller; a ledger or snapshot read would miss a write it was just told about. So with
+/// replicas every read goes to the stream leader (`allow_direct` off); with one copy there
+/// is no one to lag and direct gets stay on (they are cheaper).
 async fn ensure_bucket(
     js: &jetstream::Context,
     bucket: &str,
@@ -239,7 +246,7 @@ async fn ensure_bucket(
         storage: stream::StorageType::File,
         allow_rollup: true,
         deny_delete: true,
-        allow_direct: true,
+        allow_direct: cfg.replicas <= 1,
         discard: stream::DiscardPolicy::New,
         num_replicas: cfg.replicas,
         ..Default::default()
@@ -249,7 +256,9 @@ async fn ensure_bucket(
         .await
         .map_err(|e| setup_err(&e))?;
     let info = existing.info().await.map_err(|e| setup_err(&e))?;
-    if info.config.num_replicas != wanted.num_replicas {
+    if info.config.num_replicas != wanted.num_replicas
+        || info.config.allow_direct != wanted.allow_direct
+    {
         js.update_stream(wanted).await.map_err(|e| setup_err(&e))?;
     }
     js.get_key_value(bucket).await.map_err(|e| setup_err(&e))

@@ -37,13 +37,35 @@ pub struct EventReport {
     pub records: Vec<AuditRecord>,
     /// Actions that must be tried again (transient failures), with the reason.
     pub pending: Vec<String>,
+    /// What could not be done because NATS itself was unreachable (ledger, timer store or
+    /// audit stream), with the reason. Nothing is wrong with the event or its actions.
+    pub unavailable: Vec<String>,
 }
 
 impl EventReport {
     pub fn is_final(&self) -> bool {
-        self.pending.is_empty()
+        self.pending.is_empty() && self.unavailable.is_empty()
+    }
+
+    /// Everything left to do is waiting for NATS, nothing for Channex or another worker.
+    fn only_waiting_for_nats(&self) -> bool {
+        self.pending.is_empty() && !self.unavailable.is_empty()
+    }
+
+    fn reasons(&self) -> String {
+        self.pending
+            .iter()
+            .chain(&self.unavailable)
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 }
+
+/// First pause before an event whose only obstacle is NATS is tried again in place; it
+/// doubles up to [`NATS_RETRY_MAX_PAUSE`].
+const NATS_RETRY_FIRST_PAUSE: Duration = Duration::from_millis(250);
+const NATS_RETRY_MAX_PAUSE: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct Worker {
@@ -219,11 +241,11 @@ impl Worker {
                     "event on {} is not valid event JSON: {e}",
                     msg.subject
                 ));
-                if self.audit.record(&r).await.is_err() {
+                if self.record_patiently(&r).await {
+                    let _ = msg.ack_with(AckKind::Term).await;
+                } else {
                     let _ = msg.ack_with(AckKind::Nak(Some(self.cfg.retry_delay))).await;
-                    return;
                 }
-                let _ = msg.ack_with(AckKind::Term).await;
                 return;
             }
         };
@@ -231,7 +253,7 @@ impl Worker {
             .increment(1);
         // Heartbeat so a slow action (Channex retries) does not outlive ack_wait.
         let heartbeat_every = (self.cfg.ack_wait / 3).max(Duration::from_millis(100));
-        let work = self.process_event(&event, delivery);
+        let work = self.process_event_patiently(&event, delivery);
         tokio::pin!(work);
         let mut ticker = tokio::time::interval(heartbeat_every);
         ticker.tick().await;
@@ -254,15 +276,68 @@ impl Worker {
             r.reason = Some("max_deliver".into());
             r.error = Some(format!(
                 "gave up after {delivery} deliveries: {}",
-                report.pending.join("; ")
+                report.reasons()
             ));
             r.attempts = u32::try_from(delivery).unwrap_or(u32::MAX);
-            if self.audit.record(&r).await.is_ok() {
+            // The server delivers this event no more: the record must get through here.
+            if self.record_patiently(&r).await {
                 let _ = msg.ack_with(AckKind::Term).await;
                 return;
             }
         }
-        let _ = msg.ack_with(AckKind::Nak(Some(self.cfg.retry_delay))).await;
+        tracing::warn!(
+            event = %event.id,
+            delivery,
+            pending = %report.reasons(),
+            "event not finished; it will be redelivered"
+        );
+        if let Err(e) = msg.ack_with(AckKind::Nak(Some(self.cfg.retry_delay))).await {
+            tracing::warn!(event = %event.id, error = %e, "nak failed; the event is redelivered after ack_wait");
+        }
+    }
+
+    /// [`Self::process_event`], repeated in place while the only obstacle is NATS itself
+    /// (ledger or audit stream unreachable, as during a cluster fail-over), so that an
+    /// outage does not use up the event's deliveries and end it as `failed`. Re-running is
+    /// safe: the ledger makes every action effectively-once and audit ids are
+    /// deterministic. After `ack_wait` the event is left to the redelivery.
+    async fn process_event_patiently(&self, event: &Event, delivery: u64) -> EventReport {
+        let started = Instant::now();
+        let mut pause = NATS_RETRY_FIRST_PAUSE;
+        loop {
+            let report = self.process_event(event, delivery).await;
+            if !report.only_waiting_for_nats() || started.elapsed() >= self.cfg.ack_wait {
+                return report;
+            }
+            tracing::warn!(
+                event = %event.id,
+                reason = %report.reasons(),
+                retry_in = ?pause,
+                "NATS unavailable; retrying the event in place"
+            );
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(NATS_RETRY_MAX_PAUSE);
+        }
+    }
+
+    /// Write one record, retrying in place (as above) for up to `ack_wait`.
+    async fn record_patiently(&self, record: &AuditRecord) -> bool {
+        let started = Instant::now();
+        let mut pause = NATS_RETRY_FIRST_PAUSE;
+        loop {
+            match self.audit.record(record).await {
+                Ok(()) => return true,
+                Err(e) if started.elapsed() < self.cfg.ack_wait => {
+                    tracing::warn!(id = %record.id, error = %e, "audit write failed; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(NATS_RETRY_MAX_PAUSE);
+                }
+                Err(e) => {
+                    tracing::warn!(id = %record.id, error = %e, "audit write failed");
+                    return false;
+                }
+            }
+        }
     }
 
     /// Run the rules on one event and carry out the plan. Every final decision is audited
@@ -273,7 +348,7 @@ impl Worker {
         if let Some(skip) = self.own_message_skip(event).await {
             match skip {
                 Ok(record) => self.audit_all(&mut report, vec![record]).await,
-                Err(e) => report.pending.push(e),
+                Err(e) => report.unavailable.push(e),
             }
             return report;
         }
@@ -319,6 +394,9 @@ impl Worker {
                     ActionResult::Retry { reason } => {
                         report.pending.push(format!("{}: {reason}", planned.key()))
                     }
+                    ActionResult::Unavailable { reason } => report
+                        .unavailable
+                        .push(format!("{}: {reason}", planned.key())),
                 }
             }
         }
@@ -335,9 +413,9 @@ impl Worker {
             match result {
                 Ok(()) => report.records.push(record),
                 Err(AuditError::Publish { id, message }) => {
-                    report.pending.push(format!("audit {id}: {message}"))
+                    report.unavailable.push(format!("audit {id}: {message}"))
                 }
-                Err(e) => report.pending.push(e.to_string()),
+                Err(e) => report.unavailable.push(e.to_string()),
             }
         }
     }

@@ -21,6 +21,13 @@ async fn setup_creates_streams_and_buckets_and_reconciles_max_age() {
         stream.info().await.unwrap().config.max_age,
         Duration::from_secs(7 * 86_400)
     );
+    // One copy: nothing can lag, so bucket reads use the cheaper direct gets.
+    let mut ledger = infra
+        .js
+        .get_stream(format!("KV_{}", infra.names.ledger_bucket()))
+        .await
+        .unwrap();
+    assert!(ledger.info().await.unwrap().config.allow_direct);
     infra2.ledger.put("k", "v".into()).await.unwrap();
     assert_eq!(
         infra.ledger.get("k").await.unwrap().as_deref(),

@@ -603,3 +603,65 @@ async fn persistent_channex_failure_is_retried_with_delay_then_given_up_with_a_f
     assert_eq!(info.num_pending, 0);
     assert_eq!(info.num_ack_pending, 0);
 }
+
+/// An audit stream that cannot be written (here: deleted, as a stream without a leader
+/// during a cluster fail-over looks to a publisher) is waited out in place: the reply is
+/// sent once, the event keeps its first delivery instead of using up `max_deliver`, and
+/// the executed record lands once the stream is back.
+#[tokio::test]
+async fn audit_stream_outage_is_waited_out_in_place_without_using_up_deliveries() {
+    let mut rig = rig(
+        &[("10_faq.rhai", FAQ_RULE)],
+        &[("wifi.hbs", "Wifi: {{vars.wifi_name}}")],
+    )
+    .await;
+    rig.config.worker.max_deliver = 2;
+    rig.config.worker.retry_delay = Duration::from_millis(100);
+    let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
+    rig.sim.sim.guest_message(&thread, "wifi?");
+    rig.poll().await;
+    rig.infra
+        .js
+        .delete_stream(concierge::nats::AUDIT_STREAM)
+        .await
+        .unwrap();
+
+    let (worker, _l) = rig.worker().await;
+    let (stop, shutdown) = watch::channel(false);
+    let js = rig.infra.js.clone();
+    let running = tokio::spawn(async move { worker.run(&js, "concierge", shutdown).await });
+    common::eventually("the reply is sent", Duration::from_secs(10), || async {
+        !rig.sent().is_empty()
+    })
+    .await;
+    // Long enough for several deliveries had the worker nak'd instead of waiting.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    Infra::setup(&rig.config.nats).await.unwrap();
+    common::eventually("the executed record", Duration::from_secs(15), || async {
+        rig.audit()
+            .await
+            .iter()
+            .any(|r| r.outcome == Outcome::Executed)
+    })
+    .await;
+    let _ = stop.send(true);
+    running.await.unwrap().unwrap();
+
+    assert_eq!(rig.sent().len(), 1);
+    let records = rig.audit().await;
+    assert_eq!(records.len(), 1, "{records:#?}");
+    assert_eq!(records[0].outcome, Outcome::Executed);
+    assert_eq!(records[0].attempts, 1, "still the first delivery");
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = rig
+        .infra
+        .js
+        .get_stream("CONCIERGE_EVENTS")
+        .await
+        .unwrap()
+        .get_consumer("concierge-worker")
+        .await
+        .unwrap();
+    let info = consumer.info().await.unwrap();
+    assert_eq!((info.num_pending, info.num_ack_pending), (0, 0));
+    assert_eq!(info.num_redelivered, 0);
+}

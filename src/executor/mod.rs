@@ -59,11 +59,14 @@ impl std::fmt::Debug for ExecutorSettings {
     }
 }
 
-/// The result of one action: final (audit it, never redo it) or retry later.
+/// The result of one action: final (audit it, never redo it), retry later, or wait for
+/// NATS (the ledger or timer store could not be reached; nothing about the action itself
+/// failed, so the worker retries in place rather than spend one of the event's deliveries).
 #[derive(Debug)]
 pub enum ActionResult {
     Final(Box<AuditRecord>),
     Retry { reason: String },
+    Unavailable { reason: String },
 }
 
 /// One planned action with what it needs to be carried out and audited.
@@ -153,6 +156,8 @@ impl Finished {
 enum Step {
     Done(Finished),
     Retry(String),
+    /// The ledger or the follow-up store is unreachable (NATS fail-over, outage).
+    Unavailable(String),
 }
 
 impl Executor {
@@ -216,6 +221,11 @@ impl Executor {
                 tracing::info!(action = kind, key = %planned.key(), %reason, "action will be retried");
                 ActionResult::Retry { reason }
             }
+            Step::Unavailable(reason) => {
+                metrics::counter!("concierge_action_retries_total", "kind" => kind).increment(1);
+                tracing::info!(action = kind, key = %planned.key(), %reason, "state store unavailable; action will be retried");
+                ActionResult::Unavailable { reason }
+            }
         }
     }
 
@@ -246,7 +256,7 @@ impl Executor {
                     error: None,
                 }))
             }
-            Err(e) => Err(Step::Retry(e.to_string())),
+            Err(e) => Err(Step::Unavailable(e.to_string())),
         }
     }
 
@@ -265,7 +275,7 @@ impl Executor {
         };
         match self.ledger.finish(&planned.key(), revision, entry).await {
             Ok(()) => Step::Done(f),
-            Err(e) => Step::Retry(e.to_string()),
+            Err(e) => Step::Unavailable(e.to_string()),
         }
     }
 
@@ -360,7 +370,7 @@ impl Executor {
                 return self.finish(planned, revision, f).await;
             }
             Ok(None) => {}
-            Err(e) => return Step::Retry(e),
+            Err(e) => return Step::Unavailable(e),
         }
         match self.ledger.last_sent(thread_id, template).await {
             Ok(Some(at)) if in_window(at, self.settings.cooldown) => {
@@ -372,7 +382,7 @@ impl Executor {
                 return self.finish(planned, revision, f).await;
             }
             Ok(_) => {}
-            Err(e) => return Step::Retry(e.to_string()),
+            Err(e) => return Step::Unavailable(e.to_string()),
         }
         if self.settings.crash_at == Some(CrashPoint::AfterClaim) {
             return Step::Retry("injected crash after claim".into());
@@ -388,7 +398,7 @@ impl Executor {
         // Loop safety and the takeover check depend on these marks; if they cannot be
         // written the claim stays and the redelivery finds the message by reading.
         if let Err(e) = self.ledger.mark_own_message(&sent.id).await {
-            return Step::Retry(e.to_string());
+            return Step::Unavailable(e.to_string());
         }
         let _ = self.ledger.mark_sent(thread_id, template, Utc::now()).await;
         if self.settings.crash_at == Some(CrashPoint::AfterSend) {
@@ -572,7 +582,7 @@ impl Executor {
                 Outcome::Executed,
                 format!("armed {name} for {}", due_at.to_rfc3339()),
             )),
-            Err(e) => Step::Retry(e.to_string()),
+            Err(e) => Step::Unavailable(e.to_string()),
         }
     }
 
@@ -586,7 +596,7 @@ impl Executor {
                 format!("cancelled {name}"),
             )),
             Ok(false) => Step::Done(Finished::new(Outcome::Skipped, "not_armed")),
-            Err(e) => Step::Retry(e.to_string()),
+            Err(e) => Step::Unavailable(e.to_string()),
         }
     }
 }

@@ -118,7 +118,12 @@ impl Cluster {
             .iter()
             .map(|n| {
                 let log = std::fs::read_to_string(&n.log).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                let tail: Vec<&str> = log
+                    .lines()
+                    .rev()
+                    .filter(|l| !l.contains("Error trying to connect to route"))
+                    .take(40)
+                    .collect();
                 format!(
                     "--- {}\n{}",
                     n.log.display(),
@@ -202,6 +207,16 @@ async fn node_loss(connected: bool) {
     ] {
         let mut s = infra.js.get_stream(&stream).await.unwrap();
         assert_eq!(s.info().await.unwrap().config.num_replicas, 3, "{stream}");
+    }
+    // Replicated buckets are read from their leader, never from a lagging replica.
+    for bucket in [
+        infra.names.ledger_bucket(),
+        infra.names.threads_bucket(),
+        infra.names.leases_bucket(),
+        infra.names.followups_bucket(),
+    ] {
+        let mut s = infra.js.get_stream(format!("KV_{bucket}")).await.unwrap();
+        assert!(!s.info().await.unwrap().config.allow_direct, "{bucket}");
     }
 
     let sim = common::sim().await;
@@ -312,6 +327,28 @@ async fn node_loss(connected: bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !all_answered().await {
         if Instant::now() > deadline {
+            for name in [
+                concierge::nats::audit_stream(PREFIX),
+                concierge::nats::events_stream(PREFIX),
+            ] {
+                if let Ok(mut s) = infra.js.get_stream(&name).await {
+                    eprintln!(
+                        "{name}: {:?}",
+                        s.info().await.map(|i| (i.state.clone(), i.cluster.clone()))
+                    );
+                }
+            }
+            if let Ok(stream) = infra
+                .js
+                .get_stream(concierge::nats::events_stream(PREFIX))
+                .await
+            {
+                let consumer: Result<async_nats::jetstream::consumer::PullConsumer, _> =
+                    stream.get_consumer("concierge-worker").await;
+                if let Ok(mut c) = consumer {
+                    eprintln!("worker consumer: {:?}", c.info().await);
+                }
+            }
             panic!(
                 "not every thread answered within 60s after the node loss: {} of 30 sent\n{}",
                 sim.sim.sent_by_api().len(),
@@ -329,18 +366,25 @@ async fn node_loss(connected: bool) {
     // record before stopping the workers.
     let settle_started = Instant::now();
     loop {
-        // Settled when the durable consumer has delivered and acked everything (an event is
-        // acked only after its audit records are written).
+        // Settled when the durable consumer has acked every stored event: its ack floor
+        // is the stream's last sequence, and nothing is waiting for delivery or for an
+        // ack. (A nak'd event waiting out its redelivery delay counts as neither pending
+        // nor ack-pending, so those two counts alone would call it settled too early.)
         let settled = async {
-            let stream = infra
+            let mut stream = infra
                 .js
                 .get_stream(concierge::nats::events_stream(PREFIX))
                 .await
                 .ok()?;
+            let last = stream.info().await.ok()?.state.last_sequence;
             let mut consumer: async_nats::jetstream::consumer::PullConsumer =
                 stream.get_consumer("concierge-worker").await.ok()?;
             let info = consumer.info().await.ok()?;
-            Some(info.num_pending == 0 && info.num_ack_pending == 0)
+            Some(
+                info.num_pending == 0
+                    && info.num_ack_pending == 0
+                    && info.ack_floor.stream_sequence >= last,
+            )
         }
         .await
         .unwrap_or(false);
@@ -349,6 +393,19 @@ async fn node_loss(connected: bool) {
                 "worker consumer settled: {settled} after {:?}",
                 settle_started.elapsed()
             );
+            if !settled {
+                if let Ok(stream) = infra
+                    .js
+                    .get_stream(concierge::nats::events_stream(PREFIX))
+                    .await
+                {
+                    let consumer: Result<async_nats::jetstream::consumer::PullConsumer, _> =
+                        stream.get_consumer("concierge-worker").await;
+                    if let Ok(mut c) = consumer {
+                        eprintln!("worker consumer: {:?}", c.info().await);
+                    }
+                }
+            }
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
