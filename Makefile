@@ -32,9 +32,12 @@ test: ensure-nats lint
 	$(CARGO) test --doc
 	$(CARGO) run -q -- rules check --dir rules --templates templates
 	$(CARGO) run -q -- rules test --dir rules --templates templates
+	$(MAKE) test-cluster
 
 # 3-node JetStream cluster (deploy/nats configs), two workers and a poller; one node is
-# killed mid-run and every event must still be answered exactly once.
+# killed mid-run and every event must still be answered exactly once and audited. Runs on
+# its own, after the parallel suite: three nats-servers plus a loaded suite on two cores
+# would measure the machine, not the fail-over.
 test-cluster: ensure-nats
 	$(CARGO) test --test failover -- --nocapture
 

@@ -121,6 +121,20 @@ impl Rig {
     fn sent(&self) -> Vec<(String, String)> {
         self.sim.sim.sent_by_api()
     }
+
+    /// The worker's durable consumer, as the server sees it.
+    async fn consumer_info(&self) -> async_nats::jetstream::consumer::Info {
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer = self
+            .infra
+            .js
+            .get_stream("CONCIERGE_EVENTS")
+            .await
+            .unwrap()
+            .get_consumer("concierge-worker")
+            .await
+            .unwrap();
+        consumer.info().await.unwrap().clone()
+    }
 }
 
 fn guest_event(events: &[Event]) -> Event {
@@ -590,16 +604,7 @@ async fn persistent_channex_failure_is_retried_with_delay_then_given_up_with_a_f
     );
     assert!(rig.sent().is_empty());
     // The event is not retried forever: nothing is pending on the consumer.
-    let mut consumer: async_nats::jetstream::consumer::PullConsumer = rig
-        .infra
-        .js
-        .get_stream("CONCIERGE_EVENTS")
-        .await
-        .unwrap()
-        .get_consumer("concierge-worker")
-        .await
-        .unwrap();
-    let info = consumer.info().await.unwrap();
+    let info = rig.consumer_info().await;
     assert_eq!(info.num_pending, 0);
     assert_eq!(info.num_ack_pending, 0);
 }
@@ -652,16 +657,7 @@ async fn audit_stream_outage_is_waited_out_in_place_without_using_up_deliveries(
     assert_eq!(records.len(), 1, "{records:#?}");
     assert_eq!(records[0].outcome, Outcome::Executed);
     assert_eq!(records[0].attempts, 1, "still the first delivery");
-    let mut consumer: async_nats::jetstream::consumer::PullConsumer = rig
-        .infra
-        .js
-        .get_stream("CONCIERGE_EVENTS")
-        .await
-        .unwrap()
-        .get_consumer("concierge-worker")
-        .await
-        .unwrap();
-    let info = consumer.info().await.unwrap();
+    let info = rig.consumer_info().await;
     assert_eq!((info.num_pending, info.num_ack_pending), (0, 0));
     assert_eq!(info.num_redelivered, 0);
 }
