@@ -129,8 +129,14 @@ impl AuditRecord {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
+    /// `unavailable`: the audit stream could not be reached (no leader, timeout, lost
+    /// connection), as opposed to a record the stream refused.
     #[error("cannot publish audit record {id}: {message}")]
-    Publish { id: String, message: String },
+    Publish {
+        id: String,
+        message: String,
+        unavailable: bool,
+    },
     #[error("cannot read the audit stream: {0}")]
     Read(String),
 }
@@ -153,12 +159,19 @@ impl AuditLog {
     /// Publish several records in order and wait for their acknowledgements together (one
     /// round trip instead of one per record). Results are per record, in order.
     pub async fn record_all(&self, records: &[AuditRecord]) -> Vec<Result<(), AuditError>> {
+        use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+        let failed = |record: &AuditRecord, e: PublishError| AuditError::Publish {
+            id: record.id.clone(),
+            unavailable: matches!(
+                e.kind(),
+                PublishErrorKind::StreamNotFound
+                    | PublishErrorKind::TimedOut
+                    | PublishErrorKind::BrokenPipe
+            ),
+            message: e.to_string(),
+        };
         let mut pending = Vec::with_capacity(records.len());
         for record in records {
-            let err = |message: String| AuditError::Publish {
-                id: record.id.clone(),
-                message,
-            };
             let sent = match serde_json::to_vec(record) {
                 Ok(payload) => {
                     let mut headers = async_nats::HeaderMap::new();
@@ -166,9 +179,13 @@ impl AuditLog {
                     self.js
                         .publish_with_headers(record.subject(&self.prefix), headers, payload.into())
                         .await
-                        .map_err(|e| err(e.to_string()))
+                        .map_err(|e| failed(record, e))
                 }
-                Err(e) => Err(err(e.to_string())),
+                Err(e) => Err(AuditError::Publish {
+                    id: record.id.clone(),
+                    message: e.to_string(),
+                    unavailable: false,
+                }),
             };
             pending.push(sent);
         }
@@ -186,10 +203,7 @@ impl AuditLog {
                         );
                         Ok(())
                     }
-                    Err(e) => Err(AuditError::Publish {
-                        id: record.id.clone(),
-                        message: e.to_string(),
-                    }),
+                    Err(e) => Err(failed(record, e)),
                 },
                 Err(e) => Err(e),
             };
@@ -199,27 +213,10 @@ impl AuditLog {
     }
 
     pub async fn record(&self, record: &AuditRecord) -> Result<(), AuditError> {
-        let err = |message: String| AuditError::Publish {
-            id: record.id.clone(),
-            message,
-        };
-        let payload = serde_json::to_vec(record).map_err(|e| err(e.to_string()))?;
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", record.id.as_str());
-        let ack = self
-            .js
-            .publish_with_headers(record.subject(&self.prefix), headers, payload.into())
+        self.record_all(std::slice::from_ref(record))
             .await
-            .map_err(|e| err(e.to_string()))?;
-        ack.await.map_err(|e| err(e.to_string()))?;
-        tracing::debug!(
-            id = %record.id,
-            outcome = %record.outcome,
-            rule = record.rule.as_deref().unwrap_or("-"),
-            action = record.action.as_deref().unwrap_or("-"),
-            "audit"
-        );
-        Ok(())
+            .pop()
+            .unwrap_or(Ok(()))
     }
 }
 

@@ -227,8 +227,8 @@ async fn ensure_stream(js: &jetstream::Context, wanted: stream::Config) -> Resul
 /// Direct gets are answered by any replica, and right after a node loss a replica can lag
 /// for a minute: a lease holder would read an old revision, fail to renew and stall the
 /// poller; a ledger or snapshot read would miss a write it was just told about. So with
-/// replicas every read goes to the stream leader (`allow_direct` off); with one copy there
-/// is no one to lag and direct gets stay on (they are cheaper).
+/// replicas every point read (`get`/`entry`) goes to the stream leader (`allow_direct` off);
+/// with one copy there is no one to lag and direct gets stay on (they are cheaper).
 async fn ensure_bucket(
     js: &jetstream::Context,
     bucket: &str,
@@ -438,6 +438,9 @@ pub async fn read_stored(
         .get_stream(stream_name)
         .await
         .map_err(|e| read_err(e.to_string()))?;
+    // A read covers what the stream held when it started (stream info comes from the
+    // leader): the leader part stops there instead of chasing new writes.
+    let until = stream.cached_info().state.last_sequence;
     let deliver_policy = match since {
         Some(since) => DeliverPolicy::ByStartTime {
             start_time: time::OffsetDateTime::from_unix_timestamp(since.timestamp())
@@ -472,7 +475,7 @@ pub async fn read_stored(
                 .map_err(|e| read_err(e.to_string()))?,
                 None => state.first_sequence,
             };
-            return read_from_leader(&stream, filter_subject, first, since, sink)
+            return read_from_leader(&stream, filter_subject, first, until, since, sink)
                 .await
                 .map_err(|e| read_err(e.to_string()));
         }
@@ -524,7 +527,7 @@ pub async fn read_stored(
     if follow {
         return Ok(());
     }
-    read_from_leader(&stream, filter_subject, next_seq, since, sink)
+    read_from_leader(&stream, filter_subject, next_seq, until, since, sink)
         .await
         .map_err(|e| read_err(e.to_string()))
 }
@@ -556,17 +559,18 @@ async fn first_seq_since(
     Ok(low.min(high))
 }
 
-/// Reads `filter_subject` from `next_seq` on, one message per request to the stream
-/// leader (never a replica), skipping messages stored before `since`.
+/// Reads `filter_subject` from `next_seq` up to `until`, one message per request to the
+/// stream leader (never a replica), skipping messages stored before `since`.
 async fn read_from_leader(
     stream: &jetstream::stream::Stream,
     filter_subject: &str,
     mut next_seq: u64,
+    until: u64,
     since: Option<chrono::DateTime<chrono::Utc>>,
     mut sink: impl FnMut(StoredMessage) -> bool,
 ) -> Result<(), jetstream::stream::LastRawMessageError> {
     use jetstream::stream::LastRawMessageErrorKind;
-    loop {
+    while next_seq <= until {
         let msg = match stream
             .get_first_raw_message_by_subject(filter_subject, next_seq)
             .await
@@ -575,6 +579,9 @@ async fn read_from_leader(
             Err(e) if matches!(e.kind(), LastRawMessageErrorKind::NoMessageFound) => return Ok(()),
             Err(e) => return Err(e),
         };
+        if msg.sequence > until {
+            return Ok(());
+        }
         next_seq = msg.sequence + 1;
         let stored_at = to_chrono(msg.time);
         if since.is_some_and(|s| stored_at < s) {
@@ -588,6 +595,7 @@ async fn read_from_leader(
             return Ok(());
         }
     }
+    Ok(())
 }
 
 fn to_chrono(t: time::OffsetDateTime) -> chrono::DateTime<chrono::Utc> {
@@ -619,11 +627,12 @@ mod tests {
         js: &jetstream::Context,
         filter: &str,
         from_seq: u64,
+        until: u64,
         since: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Vec<u64> {
         let stream = js.get_stream("READS").await.expect("stream");
         let mut seqs = Vec::new();
-        read_from_leader(&stream, filter, from_seq, since, |m| {
+        read_from_leader(&stream, filter, from_seq, until, since, |m| {
             seqs.push(m.seq);
             true
         })
@@ -682,10 +691,15 @@ mod tests {
         assert_eq!(read("r.>", ReadFrom::Beginning, 2).await, [1, 2]);
         assert!(read("r.c.*", ReadFrom::Beginning, 99).await.is_empty());
 
-        assert_eq!(leader_seqs(&js, "r.a.*", 1, None).await, [1, 3, 5]);
-        assert_eq!(leader_seqs(&js, "r.a.*", 4, None).await, [5]);
-        assert_eq!(leader_seqs(&js, "r.>", 1, Some(later)).await, [3, 4, 5]);
-        assert!(leader_seqs(&js, "r.>", 6, None).await.is_empty());
+        assert_eq!(leader_seqs(&js, "r.a.*", 1, 5, None).await, [1, 3, 5]);
+        assert_eq!(leader_seqs(&js, "r.a.*", 4, 5, None).await, [5]);
+        assert_eq!(leader_seqs(&js, "r.>", 1, 5, Some(later)).await, [3, 4, 5]);
+        assert!(leader_seqs(&js, "r.>", 6, 9, None).await.is_empty());
+        assert_eq!(
+            leader_seqs(&js, "r.a.*", 1, 4, None).await,
+            [1, 3],
+            "a read stops at the end the stream had when it started"
+        );
 
         let stream = js.get_stream("READS").await.expect("stream");
         let start = |filter: &'static str, since| {

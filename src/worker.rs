@@ -4,8 +4,9 @@
 //!
 //! Owns delivery semantics: explicit acks, progress heartbeats while an event is being
 //! worked on (so a slow Channex call does not trigger a redelivery), delayed naks for
-//! transient failures, the `max_deliver` cut-off with a `failed` record, and graceful
-//! shutdown (stop pulling, finish in-flight events, ack, return).
+//! transient failures, in-place waits (not redeliveries) while NATS itself is unreachable,
+//! the `max_deliver` cut-off with a `failed` record, and graceful shutdown (stop pulling,
+//! finish in-flight events, ack, return).
 //! It must not call Channex or write to the ledger itself: that is the executor's job.
 
 use std::sync::Arc;
@@ -21,7 +22,8 @@ use crate::config::WorkerConfig;
 use crate::events::Event;
 use crate::executor::{ActionResult, Executor, PlannedAction};
 use crate::nats::events_stream;
-use crate::rules::{EvalContext, LiveRules, RuleEngine};
+use crate::rules::{EvalContext, LiveRules, RuleEngine, RuleSet};
+use crate::templates::Templates;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -200,8 +202,9 @@ impl Worker {
                 None => break,
             };
             let worker = self.clone();
+            let shutdown = shutdown.clone();
             in_flight.spawn(async move {
-                worker.handle(msg).await;
+                worker.handle(msg, shutdown).await;
                 drop(permit);
             });
             while in_flight.try_join_next().is_some() {}
@@ -227,7 +230,8 @@ impl Worker {
     }
 
     /// Handle one JetStream message: process, then ack, nak with delay, or give up.
-    pub async fn handle(&self, msg: jetstream::Message) {
+    /// `shutdown` cuts short the in-place waits for NATS (the event is then redelivered).
+    pub async fn handle(&self, msg: jetstream::Message, shutdown: watch::Receiver<bool>) {
         let delivery = msg.info().map(|i| i.delivered).unwrap_or(1).max(1) as u64;
         let event: Event = match serde_json::from_slice(&msg.payload) {
             Ok(e) => e,
@@ -241,7 +245,10 @@ impl Worker {
                     "event on {} is not valid event JSON: {e}",
                     msg.subject
                 ));
-                if self.record_patiently(&r).await {
+                let written = self
+                    .with_heartbeat(&msg, self.record_patiently(&r, shutdown))
+                    .await;
+                if written {
                     let _ = msg.ack_with(AckKind::Term).await;
                 } else {
                     let _ = msg.ack_with(AckKind::Nak(Some(self.cfg.retry_delay))).await;
@@ -251,18 +258,12 @@ impl Worker {
         };
         metrics::counter!("concierge_events_consumed_total", "type" => event.event_type.as_str())
             .increment(1);
-        // Heartbeat so a slow action (Channex retries) does not outlive ack_wait.
-        let heartbeat_every = (self.cfg.ack_wait / 3).max(Duration::from_millis(100));
-        let work = self.process_event_patiently(&event, delivery);
-        tokio::pin!(work);
-        let mut ticker = tokio::time::interval(heartbeat_every);
-        ticker.tick().await;
-        let report = loop {
-            tokio::select! {
-                r = &mut work => break r,
-                _ = ticker.tick() => { let _ = msg.ack_with(AckKind::Progress).await; }
-            }
-        };
+        let report = self
+            .with_heartbeat(
+                &msg,
+                self.process_event_patiently(&event, delivery, shutdown.clone()),
+            )
+            .await;
         if report.is_final() {
             if let Err(e) = msg.double_ack().await {
                 tracing::warn!(event = %event.id, error = %e, "ack failed; the event may be redelivered (actions are idempotent)");
@@ -280,7 +281,10 @@ impl Worker {
             ));
             r.attempts = u32::try_from(delivery).unwrap_or(u32::MAX);
             // The server delivers this event no more: the record must get through here.
-            if self.record_patiently(&r).await {
+            if self
+                .with_heartbeat(&msg, self.record_patiently(&r, shutdown))
+                .await
+            {
                 let _ = msg.ack_with(AckKind::Term).await;
                 return;
             }
@@ -296,17 +300,59 @@ impl Worker {
         }
     }
 
-    /// [`Self::process_event`], repeated in place while the only obstacle is NATS itself
-    /// (ledger or audit stream unreachable, as during a cluster fail-over), so that an
-    /// outage does not use up the event's deliveries and end it as `failed`. Re-running is
-    /// safe: the ledger makes every action effectively-once and audit ids are
-    /// deterministic. After `ack_wait` the event is left to the redelivery.
-    async fn process_event_patiently(&self, event: &Event, delivery: u64) -> EventReport {
-        let started = Instant::now();
-        let mut pause = NATS_RETRY_FIRST_PAUSE;
+    /// Runs `work` while telling the server every `ack_wait / 3` that the message is still
+    /// being worked on, so a slow action (Channex retries) or a wait for NATS does not
+    /// outlive `ack_wait` and get the event redelivered to another worker meanwhile.
+    async fn with_heartbeat<T>(
+        &self,
+        msg: &jetstream::Message,
+        work: impl std::future::Future<Output = T>,
+    ) -> T {
+        let heartbeat_every = (self.cfg.ack_wait / 3).max(Duration::from_millis(100));
+        tokio::pin!(work);
+        let mut ticker = tokio::time::interval(heartbeat_every);
+        ticker.tick().await;
         loop {
-            let report = self.process_event(event, delivery).await;
-            if !report.only_waiting_for_nats() || started.elapsed() >= self.cfg.ack_wait {
+            tokio::select! {
+                r = &mut work => return r,
+                _ = ticker.tick() => { let _ = msg.ack_with(AckKind::Progress).await; }
+            }
+        }
+    }
+
+    /// The pause before the first in-place retry: never shorter than `retry_delay`, the
+    /// pause a redelivery would have had (after a send whose ledger marks failed, the
+    /// re-run finds the message by reading the thread, which must have had time to show it).
+    fn first_nats_pause(&self) -> Duration {
+        self.cfg
+            .retry_delay
+            .clamp(NATS_RETRY_FIRST_PAUSE, NATS_RETRY_MAX_PAUSE)
+    }
+
+    /// [`Self::process_event`], repeated in place while the only obstacle is NATS itself
+    /// (ledger, timer store or audit stream unreachable, as during a cluster fail-over), so
+    /// that an outage does not use up the event's deliveries and end it as `failed`. The
+    /// rules, templates and clock are taken once, so every run plans the same actions; the
+    /// ledger keeps each claimed action effectively-once and audit ids are deterministic.
+    /// After `ack_wait`, or on shutdown, the event is left to the redelivery.
+    async fn process_event_patiently(
+        &self,
+        event: &Event,
+        delivery: u64,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> EventReport {
+        let (rules, templates) = self.live.current();
+        let now = (self.clock)();
+        let started = Instant::now();
+        let mut pause = self.first_nats_pause();
+        loop {
+            let report = self
+                .process_event_with(event, delivery, &rules, &templates, now)
+                .await;
+            if !report.only_waiting_for_nats()
+                || started.elapsed() >= self.cfg.ack_wait
+                || *shutdown.borrow()
+            {
                 return report;
             }
             tracing::warn!(
@@ -315,34 +361,57 @@ impl Worker {
                 retry_in = ?pause,
                 "NATS unavailable; retrying the event in place"
             );
-            tokio::time::sleep(pause).await;
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = shutdown.changed() => return report,
+            }
             pause = (pause * 2).min(NATS_RETRY_MAX_PAUSE);
         }
     }
 
-    /// Write one record, retrying in place (as above) for up to `ack_wait`.
-    async fn record_patiently(&self, record: &AuditRecord) -> bool {
+    /// Write one record, retrying in place (as above) for up to `ack_wait` or until shutdown.
+    async fn record_patiently(
+        &self,
+        record: &AuditRecord,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> bool {
         let started = Instant::now();
-        let mut pause = NATS_RETRY_FIRST_PAUSE;
+        let mut pause = self.first_nats_pause();
         loop {
-            match self.audit.record(record).await {
+            let error = match self.audit.record(record).await {
                 Ok(()) => return true,
-                Err(e) if started.elapsed() < self.cfg.ack_wait => {
-                    tracing::warn!(id = %record.id, error = %e, "audit write failed; retrying");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(NATS_RETRY_MAX_PAUSE);
-                }
-                Err(e) => {
-                    tracing::warn!(id = %record.id, error = %e, "audit write failed");
-                    return false;
-                }
+                Err(e) => e,
+            };
+            if started.elapsed() >= self.cfg.ack_wait || *shutdown.borrow() {
+                tracing::warn!(id = %record.id, %error, "audit write failed");
+                return false;
             }
+            tracing::warn!(id = %record.id, %error, retry_in = ?pause, "audit write failed; retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = shutdown.changed() => return false,
+            }
+            pause = (pause * 2).min(NATS_RETRY_MAX_PAUSE);
         }
     }
 
-    /// Run the rules on one event and carry out the plan. Every final decision is audited
-    /// before this returns; actions that need another try are listed in `pending`.
+    /// Run the current rules on one event and carry out the plan. Every final decision is
+    /// audited before this returns; actions that need another try are listed in `pending`,
+    /// what waits for NATS in `unavailable`.
     pub async fn process_event(&self, event: &Event, delivery: u64) -> EventReport {
+        let (rules, templates) = self.live.current();
+        self.process_event_with(event, delivery, &rules, &templates, (self.clock)())
+            .await
+    }
+
+    async fn process_event_with(
+        &self,
+        event: &Event,
+        delivery: u64,
+        rules: &RuleSet,
+        templates: &Templates,
+        now: DateTime<Utc>,
+    ) -> EventReport {
         let mut report = EventReport::default();
         let mut finals: Vec<AuditRecord> = Vec::new();
         if let Some(skip) = self.own_message_skip(event).await {
@@ -352,15 +421,8 @@ impl Worker {
             }
             return report;
         }
-        let (rules, templates) = self.live.current();
         let started = Instant::now();
-        let evaluation = self.engine.evaluate(
-            &rules,
-            event,
-            &EvalContext {
-                now: (self.clock)(),
-            },
-        );
+        let evaluation = self.engine.evaluate(rules, event, &EvalContext { now });
         metrics::histogram!("concierge_rule_evaluation_seconds")
             .record(started.elapsed().as_secs_f64());
         for outcome in &evaluation.rules {
@@ -387,7 +449,7 @@ impl Worker {
                     rule_dry_run: outcome.dry_run,
                     index,
                     action,
-                    templates: &templates,
+                    templates,
                 };
                 match self.executor.execute(&planned, delivery).await {
                     ActionResult::Final(record) => finals.push(*record),
@@ -405,17 +467,19 @@ impl Worker {
     }
 
     /// Every final decision is audited before the event is acked; a record that could not
-    /// be written keeps the event pending (its redelivery finds the action done in the
-    /// ledger and writes the same record id again).
+    /// be written keeps the event unfinished (the next run, in place or redelivered, finds
+    /// the action done in the ledger and writes the same record id again).
     async fn audit_all(&self, report: &mut EventReport, records: Vec<AuditRecord>) {
         let results = self.audit.record_all(&records).await;
         for (record, result) in records.into_iter().zip(results) {
             match result {
                 Ok(()) => report.records.push(record),
-                Err(AuditError::Publish { id, message }) => {
-                    report.unavailable.push(format!("audit {id}: {message}"))
-                }
-                Err(e) => report.unavailable.push(e.to_string()),
+                Err(AuditError::Publish {
+                    id,
+                    message,
+                    unavailable: true,
+                }) => report.unavailable.push(format!("audit {id}: {message}")),
+                Err(e) => report.pending.push(e.to_string()),
             }
         }
     }

@@ -661,3 +661,64 @@ async fn audit_stream_outage_is_waited_out_in_place_without_using_up_deliveries(
     assert_eq!((info.num_pending, info.num_ack_pending), (0, 0));
     assert_eq!(info.num_redelivered, 0);
 }
+
+/// Shutdown during such a wait stops waiting (well before `shutdown_timeout` and
+/// `ack_wait`) and leaves the event to the next worker, which audits it without sending
+/// again.
+#[tokio::test]
+async fn shutdown_during_a_nats_outage_stops_waiting_and_the_next_worker_finishes_the_event() {
+    let mut rig = rig(
+        &[("10_faq.rhai", FAQ_RULE)],
+        &[("wifi.hbs", "Wifi: {{vars.wifi_name}}")],
+    )
+    .await;
+    rig.config.worker.retry_delay = Duration::from_millis(100);
+    rig.config.worker.ack_wait = Duration::from_secs(60);
+    rig.config.worker.shutdown_timeout = Duration::from_secs(30);
+    let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
+    rig.sim.sim.guest_message(&thread, "wifi?");
+    rig.poll().await;
+    rig.infra
+        .js
+        .delete_stream(concierge::nats::AUDIT_STREAM)
+        .await
+        .unwrap();
+
+    let (worker, _l) = rig.worker().await;
+    let (stop, shutdown) = watch::channel(false);
+    let js = rig.infra.js.clone();
+    let running = tokio::spawn(async move { worker.run(&js, "concierge", shutdown).await });
+    common::eventually("the reply is sent", Duration::from_secs(10), || async {
+        !rig.sent().is_empty()
+    })
+    .await;
+    let stopping = std::time::Instant::now();
+    let _ = stop.send(true);
+    running.await.unwrap().unwrap();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "stopped waiting for NATS on shutdown (took {:?})",
+        stopping.elapsed()
+    );
+
+    Infra::setup(&rig.config.nats).await.unwrap();
+    let (worker, _l) = rig.worker().await;
+    let (stop, shutdown) = watch::channel(false);
+    let js = rig.infra.js.clone();
+    let running = tokio::spawn(async move { worker.run(&js, "concierge", shutdown).await });
+    common::eventually("the executed record", Duration::from_secs(15), || async {
+        rig.audit()
+            .await
+            .iter()
+            .any(|r| r.outcome == Outcome::Executed)
+    })
+    .await;
+    let _ = stop.send(true);
+    running.await.unwrap().unwrap();
+    assert_eq!(rig.sent().len(), 1, "no second send after the restart");
+    let records = rig.audit().await;
+    assert_eq!(records.len(), 1, "{records:#?}");
+    assert_eq!(records[0].attempts, 2, "finished by the redelivery");
+    let info = rig.consumer_info().await;
+    assert_eq!((info.num_pending, info.num_ack_pending), (0, 0));
+}

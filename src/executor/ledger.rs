@@ -25,6 +25,14 @@ pub struct LedgerError {
     pub message: String,
 }
 
+impl LedgerError {
+    /// The ledger could not be reached (timeout, no stream leader): waiting for NATS will
+    /// help. Not so for an entry that does not decode or a claim another worker took over.
+    pub fn is_unavailable(&self) -> bool {
+        !matches!(self.op, "decode" | "encode" | "finish (claim taken over)")
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LedgerState {
@@ -218,11 +226,13 @@ impl Ledger {
         entry.state = LedgerState::Done;
         entry.worker = self.worker_id.clone();
         let body = serde_json::to_vec(&entry).map_err(|e| Self::err("encode", &key, e))?;
-        self.store
-            .update(&key, body.into(), revision)
-            .await
-            .map(|_| ())
-            .map_err(|e| Self::err("finish", &key, e))
+        match self.store.update(&key, body.into(), revision).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                Err(Self::err("finish (claim taken over)", &key, e))
+            }
+            Err(e) => Err(Self::err("finish", &key, e)),
+        }
     }
 
     /// Give a claim back when the action certainly did not happen (e.g. Channex said 429),

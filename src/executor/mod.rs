@@ -32,7 +32,7 @@ use crate::rules::Action;
 use crate::scheduler::{FollowUpTimer, FollowUps};
 use crate::templates::Templates;
 use alerts::{Alert, AlertSinks};
-use ledger::{Claim, Ledger, LedgerEntry};
+use ledger::{Claim, Ledger, LedgerEntry, LedgerError};
 
 /// Where a test may make the executor "crash" (return without finishing, as a killed
 /// process would) to prove redelivery does not duplicate.
@@ -160,6 +160,16 @@ enum Step {
     Unavailable(String),
 }
 
+impl From<LedgerError> for Step {
+    fn from(e: LedgerError) -> Step {
+        if e.is_unavailable() {
+            Step::Unavailable(e.to_string())
+        } else {
+            Step::Retry(e.to_string())
+        }
+    }
+}
+
 impl Executor {
     pub fn new(
         channex: ChannexClient,
@@ -188,7 +198,7 @@ impl Executor {
     }
 
     /// Carry out one action. Never panics on external data; every path ends in a final
-    /// audit record or a retry request.
+    /// audit record, a retry request, or "NATS unavailable" (ledger or timer store).
     pub async fn execute(&self, planned: &PlannedAction<'_>, delivery: u64) -> ActionResult {
         let started = Instant::now();
         let dry_run = planned.rule_dry_run || (self.settings.dry_run)(&planned.event.property.id);
@@ -256,12 +266,12 @@ impl Executor {
                     error: None,
                 }))
             }
-            Err(e) => Err(Step::Unavailable(e.to_string())),
+            Err(e) => Err(e.into()),
         }
     }
 
     /// Write the final outcome to the ledger; a failure to do so is retried (the claim
-    /// stays, and the redelivery resolves it by reading the thread).
+    /// stays, and the next run, in place or redelivered, resolves it by reading the thread).
     async fn finish(&self, planned: &PlannedAction<'_>, revision: u64, f: Finished) -> Step {
         let entry = LedgerEntry {
             state: ledger::LedgerState::Done,
@@ -275,7 +285,7 @@ impl Executor {
         };
         match self.ledger.finish(&planned.key(), revision, entry).await {
             Ok(()) => Step::Done(f),
-            Err(e) => Step::Unavailable(e.to_string()),
+            Err(e) => e.into(),
         }
     }
 
@@ -370,7 +380,7 @@ impl Executor {
                 return self.finish(planned, revision, f).await;
             }
             Ok(None) => {}
-            Err(e) => return Step::Unavailable(e),
+            Err(e) => return e.into(),
         }
         match self.ledger.last_sent(thread_id, template).await {
             Ok(Some(at)) if in_window(at, self.settings.cooldown) => {
@@ -382,7 +392,7 @@ impl Executor {
                 return self.finish(planned, revision, f).await;
             }
             Ok(_) => {}
-            Err(e) => return Step::Unavailable(e.to_string()),
+            Err(e) => return e.into(),
         }
         if self.settings.crash_at == Some(CrashPoint::AfterClaim) {
             return Step::Retry("injected crash after claim".into());
@@ -398,7 +408,7 @@ impl Executor {
         // Loop safety and the takeover check depend on these marks; if they cannot be
         // written the claim stays and the redelivery finds the message by reading.
         if let Err(e) = self.ledger.mark_own_message(&sent.id).await {
-            return Step::Unavailable(e.to_string());
+            return e.into();
         }
         let _ = self.ledger.mark_sent(thread_id, template, Utc::now()).await;
         if self.settings.crash_at == Some(CrashPoint::AfterSend) {
@@ -415,7 +425,7 @@ impl Executor {
         &self,
         planned: &PlannedAction<'_>,
         newest_first: &[Message],
-    ) -> Result<Option<String>, String> {
+    ) -> Result<Option<String>, LedgerError> {
         let trigger = planned
             .event
             .message
@@ -436,13 +446,7 @@ impl Executor {
             if m.inserted_at <= trigger {
                 break;
             }
-            if m.sender == Sender::Property
-                && !self
-                    .ledger
-                    .is_own_message(&m.id)
-                    .await
-                    .map_err(|e| e.to_string())?
-            {
+            if m.sender == Sender::Property && !self.ledger.is_own_message(&m.id).await? {
                 return Ok(Some(m.id.clone()));
             }
         }
