@@ -35,6 +35,13 @@ fn ids(records: &[AuditRecord]) -> BTreeSet<String> {
     records.iter().map(|r| r.id.clone()).collect()
 }
 
+async fn next(seen: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
+    tokio::time::timeout(Duration::from_secs(10), seen.recv())
+        .await
+        .expect("a followed record")
+        .expect("follower alive")
+}
+
 fn set(ids: &[&str]) -> BTreeSet<String> {
     ids.iter().map(|s| s.to_string()).collect()
 }
@@ -430,4 +437,60 @@ async fn explain_tells_reply_skip_and_rule_error_in_order() {
     let mut cmd = rig.bin();
     cmd.args(["audit", "explain", &thread]);
     assert_eq!(opsrig::run_ok(cmd).await, text);
+}
+
+/// `audit --follow`: the stored matching records first, then new ones as they are
+/// written, until the reader says stop; non-matching records never show.
+#[tokio::test]
+async fn follow_prints_stored_then_new_matching_records() {
+    let (_nats, infra, _cfg) = common::nats_infra().await;
+    let log = AuditLog::new(infra.js.clone(), PREFIX);
+    let now = Utc::now();
+    let (p1, t1, t2) = (Some("prop-1"), Some("thr-1"), Some("thr-2"));
+    log.record(&rec("f1", p1, t1, "10_faq", Outcome::Executed, now))
+        .await
+        .unwrap();
+    log.record(&rec("f2", p1, t2, "10_faq", Outcome::Executed, now))
+        .await
+        .unwrap();
+
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let js = infra.js.clone();
+    let follower = tokio::spawn(async move {
+        let filter = AuditFilter {
+            thread_id: Some("thr-1".into()),
+            ..Default::default()
+        };
+        let mut count = 0;
+        audit::read_stream(&js, PREFIX, &filter, true, |r| {
+            count += 1;
+            let _ = seen_tx.send(r.id);
+            count < 3
+        })
+        .await
+    });
+    assert_eq!(next(&mut seen).await, "f1", "the stored record first");
+    for (id, thread) in [("f3", t2), ("f4", t1), ("f5", t1)] {
+        log.record(&rec(
+            id,
+            p1,
+            thread,
+            "10_faq",
+            Outcome::Executed,
+            Utc::now(),
+        ))
+        .await
+        .unwrap();
+    }
+    assert_eq!(
+        next(&mut seen).await,
+        "f4",
+        "then new ones, other threads skipped"
+    );
+    assert_eq!(next(&mut seen).await, "f5");
+    tokio::time::timeout(Duration::from_secs(10), follower)
+        .await
+        .expect("the follower stops when told")
+        .unwrap()
+        .unwrap();
 }

@@ -81,7 +81,7 @@ vars = {{ wifi_name = "CasaAzul", wifi_password = "sardinhas" }}
     let mut cmd = rig.bin();
     cmd.arg("--config")
         .arg(&cfg_path)
-        .args(["run", "--role", "worker"])
+        .args(["--log-format", "json", "run", "--role", "worker"])
         .env("CONCIERGE_LOG", "info")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&stderr_path).unwrap());
@@ -131,6 +131,21 @@ vars = {{ wifi_name = "CasaAzul", wifi_password = "sardinhas" }}
     );
     assert!(log.contains("shutdown requested"), "{log}");
     assert!(!log.contains("shutdown timeout"), "{log}");
+    // `--log-format json`: one JSON object per line, message under `fields`.
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line: {l:?}: {e}"))
+        })
+        .collect();
+    assert!(
+        lines.iter().any(|v| v["level"] == "INFO"
+            && v["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("shutdown requested"))),
+        "{log}"
+    );
 
     // The action finished: exactly one message, one executed record, the event acked.
     assert_eq!(
