@@ -160,6 +160,8 @@ impl AuditLog {
     /// round trip instead of one per record). Results are per record, in order.
     pub async fn record_all(&self, records: &[AuditRecord]) -> Vec<Result<(), AuditError>> {
         use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+        // Unreachable: no stream leader (no responders), a timeout, a lost connection, or
+        // the 503 a replica answers while leadership moves ("raft: not leader").
         let failed = |record: &AuditRecord, e: PublishError| AuditError::Publish {
             id: record.id.clone(),
             unavailable: matches!(
@@ -167,7 +169,9 @@ impl AuditLog {
                 PublishErrorKind::StreamNotFound
                     | PublishErrorKind::TimedOut
                     | PublishErrorKind::BrokenPipe
-            ),
+            ) || std::error::Error::source(&e)
+                .and_then(|s| s.downcast_ref::<async_nats::jetstream::Error>())
+                .is_some_and(|j| j.code() == 503),
             message: e.to_string(),
         };
         let mut pending = Vec::with_capacity(records.len());

@@ -270,7 +270,10 @@ impl Worker {
             }
             return;
         }
-        if delivery >= self.cfg.max_deliver as u64 {
+        // Cut short by shutdown while only NATS was in the way: that is no reason to give
+        // up on the event (the consumer allows one delivery beyond `max_deliver` for this).
+        let interrupted = *shutdown.borrow() && report.only_waiting_for_nats();
+        if delivery >= self.cfg.max_deliver as u64 && !interrupted {
             let mut r =
                 AuditRecord::for_event(format!("{}:gave_up", event.id), &event, Outcome::Failed);
             r.action = Some("event".into());
@@ -382,7 +385,14 @@ impl Worker {
                 Ok(()) => return true,
                 Err(e) => e,
             };
-            if started.elapsed() >= self.cfg.ack_wait || *shutdown.borrow() {
+            let waiting_helps = matches!(
+                error,
+                AuditError::Publish {
+                    unavailable: true,
+                    ..
+                }
+            );
+            if !waiting_helps || started.elapsed() >= self.cfg.ack_wait || *shutdown.borrow() {
                 tracing::warn!(id = %record.id, %error, "audit write failed");
                 return false;
             }

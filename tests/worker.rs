@@ -673,7 +673,10 @@ async fn shutdown_during_a_nats_outage_stops_waiting_and_the_next_worker_finishe
     )
     .await;
     rig.config.worker.retry_delay = Duration::from_millis(100);
-    rig.config.worker.ack_wait = Duration::from_secs(60);
+    // Waiting for NATS could last up to ack_wait (8 s) and shutdown up to 30 s: stopping
+    // well under both shows the wait was cut short. (A short ack_wait also bounds the
+    // redelivery if the nak'd event went to the stopped worker's last pull request.)
+    rig.config.worker.ack_wait = Duration::from_secs(8);
     rig.config.worker.shutdown_timeout = Duration::from_secs(30);
     let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
     rig.sim.sim.guest_message(&thread, "wifi?");
@@ -696,7 +699,7 @@ async fn shutdown_during_a_nats_outage_stops_waiting_and_the_next_worker_finishe
     let _ = stop.send(true);
     running.await.unwrap().unwrap();
     assert!(
-        stopping.elapsed() < Duration::from_secs(10),
+        stopping.elapsed() < Duration::from_secs(5),
         "stopped waiting for NATS on shutdown (took {:?})",
         stopping.elapsed()
     );
@@ -706,7 +709,7 @@ async fn shutdown_during_a_nats_outage_stops_waiting_and_the_next_worker_finishe
     let (stop, shutdown) = watch::channel(false);
     let js = rig.infra.js.clone();
     let running = tokio::spawn(async move { worker.run(&js, "concierge", shutdown).await });
-    common::eventually("the executed record", Duration::from_secs(15), || async {
+    common::eventually("the executed record", Duration::from_secs(25), || async {
         rig.audit()
             .await
             .iter()
@@ -721,4 +724,61 @@ async fn shutdown_during_a_nats_outage_stops_waiting_and_the_next_worker_finishe
     assert_eq!(records[0].attempts, 2, "finished by the redelivery");
     let info = rig.consumer_info().await;
     assert_eq!((info.num_pending, info.num_ack_pending), (0, 0));
+}
+
+/// Shutdown on the last allowed delivery while the ledger is unreachable: the event is not
+/// given up as `failed` (only NATS was in the way); the next worker answers it.
+#[tokio::test]
+async fn shutdown_on_the_last_delivery_during_a_ledger_outage_does_not_give_the_event_up() {
+    let mut rig = rig(
+        &[("10_faq.rhai", FAQ_RULE)],
+        &[("wifi.hbs", "Wifi: {{vars.wifi_name}}")],
+    )
+    .await;
+    rig.config.worker.max_deliver = 1;
+    rig.config.worker.retry_delay = Duration::from_millis(100);
+    let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
+    rig.sim.sim.guest_message(&thread, "wifi?");
+    rig.poll().await;
+    let ledger_stream = format!("KV_{}", rig.infra.names.ledger_bucket());
+    rig.infra.js.delete_stream(&ledger_stream).await.unwrap();
+
+    let (worker, _l) = rig.worker().await;
+    let (stop, shutdown) = watch::channel(false);
+    let js = rig.infra.js.clone();
+    let running = tokio::spawn(async move { worker.run(&js, "concierge", shutdown).await });
+    common::eventually(
+        "the event is delivered",
+        Duration::from_secs(10),
+        || async { rig.consumer_info().await.num_ack_pending == 1 },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = stop.send(true);
+    running.await.unwrap().unwrap();
+    assert!(rig.sent().is_empty(), "no claim, no send");
+    assert!(
+        rig.audit().await.is_empty(),
+        "not given up: {:#?}",
+        rig.audit().await
+    );
+
+    Infra::setup(&rig.config.nats).await.unwrap();
+    let (worker, _l) = rig.worker().await;
+    let (stop, shutdown) = watch::channel(false);
+    let js = rig.infra.js.clone();
+    let running = tokio::spawn(async move { worker.run(&js, "concierge", shutdown).await });
+    common::eventually("the executed record", Duration::from_secs(25), || async {
+        rig.audit()
+            .await
+            .iter()
+            .any(|r| r.outcome == Outcome::Executed)
+    })
+    .await;
+    let _ = stop.send(true);
+    running.await.unwrap().unwrap();
+    assert_eq!(rig.sent().len(), 1);
+    let records = rig.audit().await;
+    assert_eq!(records.len(), 1, "{records:#?}");
+    assert_eq!(records[0].attempts, 2);
 }
