@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use concierge::audit::{self, AuditFilter, AuditLog, AuditRecord, Outcome};
 use concierge::cli::inspect::{explain, explain_text};
 use opsrig::{assert_in_order, common, PREFIX};
+use tokio::io::AsyncBufReadExt;
 
 fn rec(
     id: &str,
@@ -40,6 +41,20 @@ async fn next(seen: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String
         .await
         .expect("a followed record")
         .expect("follower alive")
+}
+
+/// The id of the next record `audit --follow --json` prints.
+async fn next_printed(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) -> String {
+    let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .expect("a printed record")
+        .expect("readable stdout")
+        .expect("still running");
+    serde_json::from_str::<AuditRecord>(&line)
+        .unwrap_or_else(|e| panic!("not a record: {line:?}: {e}"))
+        .id
 }
 
 fn set(ids: &[&str]) -> BTreeSet<String> {
@@ -443,7 +458,7 @@ async fn explain_tells_reply_skip_and_rule_error_in_order() {
 /// written, until the reader says stop; non-matching records never show.
 #[tokio::test]
 async fn follow_prints_stored_then_new_matching_records() {
-    let (_nats, infra, _cfg) = common::nats_infra().await;
+    let (nats, infra, _cfg) = common::nats_infra().await;
     let log = AuditLog::new(infra.js.clone(), PREFIX);
     let now = Utc::now();
     let (p1, t1, t2) = (Some("prop-1"), Some("thr-1"), Some("thr-2"));
@@ -493,4 +508,28 @@ async fn follow_prints_stored_then_new_matching_records() {
         .expect("the follower stops when told")
         .unwrap()
         .unwrap();
+
+    // The real binary: `audit --follow --json --thread thr-1` prints the stored records,
+    // then each new one as it is written, one JSON record per line, until stopped.
+    let cwd = tempfile::tempdir().unwrap();
+    let mut cmd = opsrig::bin(&nats.url, cwd.path());
+    cmd.args(["audit", "--follow", "--json", "--thread", "thr-1"])
+        .stdout(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("start concierge audit --follow");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    for stored in ["f1", "f4", "f5"] {
+        assert_eq!(next_printed(&mut lines).await, stored);
+    }
+    log.record(&rec("f6", p1, t2, "10_faq", Outcome::Executed, Utc::now()))
+        .await
+        .unwrap();
+    log.record(&rec("f7", p1, t1, "10_faq", Outcome::Executed, Utc::now()))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_printed(&mut lines).await,
+        "f7",
+        "a new record, the other thread's skipped"
+    );
+    child.kill().await.unwrap();
 }
