@@ -122,6 +122,29 @@ impl Rig {
         self.sim.sim.sent_by_api()
     }
 
+    /// `Worker::run` in the background, as a worker process would run it.
+    async fn start_worker(&self) -> RunningWorker {
+        let (worker, live) = self.worker().await;
+        let (stop, shutdown) = watch::channel(false);
+        let js = self.infra.js.clone();
+        let task = tokio::spawn(async move { worker.run(&js, "concierge", shutdown).await });
+        RunningWorker {
+            stop,
+            task,
+            _live: live,
+        }
+    }
+
+    async fn wait_for_executed(&self, within: Duration) {
+        common::eventually("the executed record", within, || async {
+            self.audit()
+                .await
+                .iter()
+                .any(|r| r.outcome == Outcome::Executed)
+        })
+        .await;
+    }
+
     /// The worker's durable consumer, as the server sees it.
     async fn consumer_info(&self) -> async_nats::jetstream::consumer::Info {
         let mut consumer: async_nats::jetstream::consumer::PullConsumer = self
@@ -134,6 +157,20 @@ impl Rig {
             .await
             .unwrap();
         consumer.info().await.unwrap().clone()
+    }
+}
+
+struct RunningWorker {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), concierge::worker::WorkerError>>,
+    _live: Arc<concierge::rules::LiveRules>,
+}
+
+impl RunningWorker {
+    /// Shutdown as on SIGTERM; returns once the worker has finished and returned Ok.
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        self.task.await.unwrap().unwrap();
     }
 }
 
@@ -162,10 +199,7 @@ async fn wifi_question_gets_exactly_one_reply_and_an_executed_record() {
     rig.sim.sim.guest_message(&thread, "Hi, what's the wifi?");
     rig.poll().await;
 
-    let (worker, _live) = rig.worker().await;
-    let (stop, shutdown) = watch::channel(false);
-    let js = rig.infra.js.clone();
-    let running = tokio::spawn(async move { worker.run(&js, "concierge", shutdown).await });
+    let running = rig.start_worker().await;
     common::eventually("executed reply", Duration::from_secs(10), || async {
         rig.audit()
             .await
@@ -173,8 +207,7 @@ async fn wifi_question_gets_exactly_one_reply_and_an_executed_record() {
             .any(|r| r.outcome == Outcome::Executed)
     })
     .await;
-    let _ = stop.send(true);
-    running.await.unwrap().unwrap();
+    running.stop().await;
 
     let sent = rig.sent();
     assert_eq!(
@@ -574,10 +607,7 @@ async fn persistent_channex_failure_is_retried_with_delay_then_given_up_with_a_f
         rate_500: 1.0,
         ..FaultConfig::default()
     });
-    let (worker, _l) = rig.worker().await;
-    let (stop, shutdown) = watch::channel(false);
-    let js = rig.infra.js.clone();
-    let running = tokio::spawn(async move { worker.run(&js, "concierge", shutdown).await });
+    let running = rig.start_worker().await;
     common::eventually(
         "gave up after max_deliver",
         Duration::from_secs(15),
@@ -589,8 +619,7 @@ async fn persistent_channex_failure_is_retried_with_delay_then_given_up_with_a_f
         },
     )
     .await;
-    let _ = stop.send(true);
-    running.await.unwrap().unwrap();
+    running.stop().await;
     let records = rig.audit().await;
     let gave_up = records
         .iter()
@@ -631,10 +660,7 @@ async fn audit_stream_outage_is_waited_out_in_place_without_using_up_deliveries(
         .await
         .unwrap();
 
-    let (worker, _l) = rig.worker().await;
-    let (stop, shutdown) = watch::channel(false);
-    let js = rig.infra.js.clone();
-    let running = tokio::spawn(async move { worker.run(&js, "concierge", shutdown).await });
+    let running = rig.start_worker().await;
     common::eventually("the reply is sent", Duration::from_secs(10), || async {
         !rig.sent().is_empty()
     })
@@ -642,15 +668,8 @@ async fn audit_stream_outage_is_waited_out_in_place_without_using_up_deliveries(
     // Long enough for several deliveries had the worker nak'd instead of waiting.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     Infra::setup(&rig.config.nats).await.unwrap();
-    common::eventually("the executed record", Duration::from_secs(15), || async {
-        rig.audit()
-            .await
-            .iter()
-            .any(|r| r.outcome == Outcome::Executed)
-    })
-    .await;
-    let _ = stop.send(true);
-    running.await.unwrap().unwrap();
+    rig.wait_for_executed(Duration::from_secs(15)).await;
+    running.stop().await;
 
     assert_eq!(rig.sent().len(), 1);
     let records = rig.audit().await;
@@ -687,17 +706,13 @@ async fn shutdown_during_a_nats_outage_stops_waiting_and_the_next_worker_finishe
         .await
         .unwrap();
 
-    let (worker, _l) = rig.worker().await;
-    let (stop, shutdown) = watch::channel(false);
-    let js = rig.infra.js.clone();
-    let running = tokio::spawn(async move { worker.run(&js, "concierge", shutdown).await });
+    let running = rig.start_worker().await;
     common::eventually("the reply is sent", Duration::from_secs(10), || async {
         !rig.sent().is_empty()
     })
     .await;
     let stopping = std::time::Instant::now();
-    let _ = stop.send(true);
-    running.await.unwrap().unwrap();
+    running.stop().await;
     assert!(
         stopping.elapsed() < Duration::from_secs(5),
         "stopped waiting for NATS on shutdown (took {:?})",
@@ -705,19 +720,9 @@ async fn shutdown_during_a_nats_outage_stops_waiting_and_the_next_worker_finishe
     );
 
     Infra::setup(&rig.config.nats).await.unwrap();
-    let (worker, _l) = rig.worker().await;
-    let (stop, shutdown) = watch::channel(false);
-    let js = rig.infra.js.clone();
-    let running = tokio::spawn(async move { worker.run(&js, "concierge", shutdown).await });
-    common::eventually("the executed record", Duration::from_secs(25), || async {
-        rig.audit()
-            .await
-            .iter()
-            .any(|r| r.outcome == Outcome::Executed)
-    })
-    .await;
-    let _ = stop.send(true);
-    running.await.unwrap().unwrap();
+    let running = rig.start_worker().await;
+    rig.wait_for_executed(Duration::from_secs(25)).await;
+    running.stop().await;
     assert_eq!(rig.sent().len(), 1, "no second send after the restart");
     let records = rig.audit().await;
     assert_eq!(records.len(), 1, "{records:#?}");
@@ -743,10 +748,7 @@ async fn shutdown_on_the_last_delivery_during_a_ledger_outage_does_not_give_the_
     let ledger_stream = format!("KV_{}", rig.infra.names.ledger_bucket());
     rig.infra.js.delete_stream(&ledger_stream).await.unwrap();
 
-    let (worker, _l) = rig.worker().await;
-    let (stop, shutdown) = watch::channel(false);
-    let js = rig.infra.js.clone();
-    let running = tokio::spawn(async move { worker.run(&js, "concierge", shutdown).await });
+    let running = rig.start_worker().await;
     common::eventually(
         "the event is delivered",
         Duration::from_secs(10),
@@ -754,8 +756,7 @@ async fn shutdown_on_the_last_delivery_during_a_ledger_outage_does_not_give_the_
     )
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let _ = stop.send(true);
-    running.await.unwrap().unwrap();
+    running.stop().await;
     assert!(rig.sent().is_empty(), "no claim, no send");
     assert!(
         rig.audit().await.is_empty(),
@@ -764,19 +765,9 @@ async fn shutdown_on_the_last_delivery_during_a_ledger_outage_does_not_give_the_
     );
 
     Infra::setup(&rig.config.nats).await.unwrap();
-    let (worker, _l) = rig.worker().await;
-    let (stop, shutdown) = watch::channel(false);
-    let js = rig.infra.js.clone();
-    let running = tokio::spawn(async move { worker.run(&js, "concierge", shutdown).await });
-    common::eventually("the executed record", Duration::from_secs(25), || async {
-        rig.audit()
-            .await
-            .iter()
-            .any(|r| r.outcome == Outcome::Executed)
-    })
-    .await;
-    let _ = stop.send(true);
-    running.await.unwrap().unwrap();
+    let running = rig.start_worker().await;
+    rig.wait_for_executed(Duration::from_secs(25)).await;
+    running.stop().await;
     assert_eq!(rig.sent().len(), 1);
     let records = rig.audit().await;
     assert_eq!(records.len(), 1, "{records:#?}");
