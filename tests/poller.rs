@@ -27,14 +27,25 @@ fn count_by_id(events: &[concierge::events::Event]) -> HashMap<String, usize> {
     m
 }
 
-#[tokio::test]
-async fn new_guest_message_becomes_exactly_one_event_with_contract_json() {
-    let (_nats, infra, nats_cfg) = common::nats_infra().await;
+/// A private NATS, the simulator with property `PROP`, and the test config for both.
+async fn env() -> (
+    concierge::nats::PrivateNatsServer,
+    concierge::nats::Infra,
+    concierge::sim::SimServer,
+    concierge::config::Config,
+) {
+    let (nats, infra, nats_cfg) = common::nats_infra().await;
     let sim = common::sim().await;
     sim.sim.add_property(PROP, "Casa Azul", true);
+    let config = common::config(&sim, &nats_cfg, &[PROP]);
+    (nats, infra, sim, config)
+}
+
+#[tokio::test]
+async fn new_guest_message_becomes_exactly_one_event_with_contract_json() {
+    let (_nats, infra, sim, mut config) = env().await;
     let old = sim.sim.open_thread(PROP, "BookingCom", "Old Guest", true);
     sim.sim.guest_message(&old, "history, not to be emitted");
-    let mut config = common::config(&sim, &nats_cfg, &[PROP]);
     config.properties.insert(
         PROP.into(),
         concierge::config::PropertyConfig {
@@ -107,10 +118,7 @@ async fn new_guest_message_becomes_exactly_one_event_with_contract_json() {
 
 #[tokio::test]
 async fn inquiry_is_announced_once_with_its_deadline() {
-    let (_nats, infra, nats_cfg) = common::nats_infra().await;
-    let sim = common::sim().await;
-    sim.sim.add_property(PROP, "Casa Azul", true);
-    let config = common::config(&sim, &nats_cfg, &[PROP]);
+    let (_nats, infra, sim, config) = env().await;
     let mut p = poller(&config, &infra);
     p.poll_once(Some(PROP)).await.unwrap();
 
@@ -163,10 +171,7 @@ async fn inquiry_is_announced_once_with_its_deadline() {
 
 #[tokio::test]
 async fn restart_and_crash_between_publish_and_snapshot_emit_each_message_once() {
-    let (_nats, infra, nats_cfg) = common::nats_infra().await;
-    let sim = common::sim().await;
-    sim.sim.add_property(PROP, "Casa Azul", true);
-    let config = common::config(&sim, &nats_cfg, &[PROP]);
+    let (_nats, infra, sim, config) = env().await;
     let thread = sim.sim.open_thread(PROP, "Airbnb", "Tom", true);
 
     let mut first = poller(&config, &infra);
@@ -217,10 +222,7 @@ async fn restart_and_crash_between_publish_and_snapshot_emit_each_message_once()
 
 #[tokio::test]
 async fn two_pollers_elect_one_leader_and_the_standby_takes_over() {
-    let (_nats, infra, nats_cfg) = common::nats_infra().await;
-    let sim = common::sim().await;
-    sim.sim.add_property(PROP, "Casa Azul", true);
-    let config = common::config(&sim, &nats_cfg, &[PROP]);
+    let (_nats, infra, sim, config) = env().await;
     let thread = sim.sim.open_thread(PROP, "BookingCom", "Ana", true);
 
     let (stop_a, shutdown_a) = watch::channel(false);
@@ -262,10 +264,7 @@ async fn two_pollers_elect_one_leader_and_the_standby_takes_over() {
 
 #[tokio::test]
 async fn injected_429_and_500_still_emit_every_message_exactly_once() {
-    let (_nats, infra, nats_cfg) = common::nats_infra().await;
-    let sim = common::sim().await;
-    sim.sim.add_property(PROP, "Casa Azul", true);
-    let config = common::config(&sim, &nats_cfg, &[PROP]);
+    let (_nats, infra, sim, config) = env().await;
     let mut p = poller(&config, &infra);
     p.poll_once(Some(PROP)).await.unwrap();
     let threads: Vec<String> = (0..6)
@@ -308,10 +307,7 @@ async fn injected_429_and_500_still_emit_every_message_exactly_once() {
 
 #[tokio::test]
 async fn authenticated_webhook_nudges_an_immediate_poll_and_is_never_data() {
-    let (_nats, infra, nats_cfg) = common::nats_infra().await;
-    let sim = common::sim().await;
-    sim.sim.add_property(PROP, "Casa Azul", true);
-    let mut config = common::config(&sim, &nats_cfg, &[PROP]);
+    let (_nats, infra, sim, mut config) = env().await;
     config.channex.poll_interval = Duration::from_secs(3600); // only nudges poll
     let thread = sim.sim.open_thread(PROP, "BookingCom", "Ana", true);
 
@@ -386,10 +382,7 @@ async fn authenticated_webhook_nudges_an_immediate_poll_and_is_never_data() {
 
 #[tokio::test]
 async fn a_broken_thread_is_skipped_and_the_rest_of_the_cycle_continues() {
-    let (_nats, infra, nats_cfg) = common::nats_infra().await;
-    let sim = common::sim().await;
-    sim.sim.add_property(PROP, "Casa Azul", true);
-    let config = common::config(&sim, &nats_cfg, &[PROP]);
+    let (_nats, infra, sim, config) = env().await;
     let mut p = poller(&config, &infra);
     p.poll_once(Some(PROP)).await.unwrap();
     let malformed = sim.sim.open_thread(PROP, "BookingCom", "Broken JSON", true);
@@ -420,16 +413,13 @@ async fn a_broken_thread_is_skipped_and_the_rest_of_the_cycle_continues() {
 
 #[tokio::test]
 async fn backfill_emits_recent_history_on_the_first_run_only() {
-    let (_nats, infra, nats_cfg) = common::nats_infra().await;
-    let sim = common::sim().await;
-    sim.sim.add_property(PROP, "Casa Azul", true);
+    let (_nats, infra, sim, config) = env().await;
     let old = sim.sim.open_thread(PROP, "BookingCom", "Old", true);
     sim.sim.guest_message(&old, "three days ago");
     sim.sim.backdate_thread(&old, chrono::Duration::days(3));
     let recent = sim.sim.open_thread(PROP, "BookingCom", "Recent", true);
     sim.sim.guest_message(&recent, "an hour ago");
     sim.sim.backdate_thread(&recent, chrono::Duration::hours(1));
-    let config = common::config(&sim, &nats_cfg, &[PROP]);
     let channex = concierge::roles::channex_client(&config).unwrap();
     let mut p = Poller::new(
         channex,
@@ -462,9 +452,7 @@ async fn backfill_emits_recent_history_on_the_first_run_only() {
 
 #[tokio::test]
 async fn baseline_over_many_threads_costs_only_list_calls_and_history_stays_quiet() {
-    let (_nats, infra, nats_cfg) = common::nats_infra().await;
-    let sim = common::sim().await;
-    sim.sim.add_property(PROP, "Casa Azul", true);
+    let (_nats, infra, sim, config) = env().await;
     let threads: Vec<String> = (0..250)
         .map(|i| {
             let t = sim
@@ -474,7 +462,6 @@ async fn baseline_over_many_threads_costs_only_list_calls_and_history_stays_quie
             t
         })
         .collect();
-    let config = common::config(&sim, &nats_cfg, &[PROP]);
     let mut p = poller(&config, &infra);
     let stats = p.poll_once(Some(PROP)).await.unwrap();
     assert!(stats.baseline);
@@ -497,10 +484,7 @@ async fn baseline_over_many_threads_costs_only_list_calls_and_history_stays_quie
 
 #[tokio::test]
 async fn a_closed_nudge_channel_neither_stops_nor_spins_the_poller() {
-    let (_nats, infra, nats_cfg) = common::nats_infra().await;
-    let sim = common::sim().await;
-    sim.sim.add_property(PROP, "Casa Azul", true);
-    let config = common::config(&sim, &nats_cfg, &[PROP]); // poll_interval 200 ms
+    let (_nats, infra, sim, config) = env().await; // poll_interval 200 ms
     let thread = sim.sim.open_thread(PROP, "BookingCom", "Ana", true);
     let (stop, shutdown) = watch::channel(false);
     let (nudge_tx, nudges) = mpsc::channel(1);
