@@ -426,18 +426,15 @@ pub async fn read_stored(
     use async_nats::jetstream::consumer::{self, DeliverPolicy};
     use futures::StreamExt;
 
-    let read_err = |message: String| ReadError {
+    let read_err = |e: &dyn std::fmt::Display| ReadError {
         stream: stream_name.to_string(),
-        message,
+        message: e.to_string(),
     };
     let since = match from {
         ReadFrom::Beginning => None,
         ReadFrom::Time(t) => Some(t),
     };
-    let stream = js
-        .get_stream(stream_name)
-        .await
-        .map_err(|e| read_err(e.to_string()))?;
+    let stream = js.get_stream(stream_name).await.map_err(|e| read_err(&e))?;
     // A read covers what the stream held when it started (stream info comes from the
     // leader): the leader part stops there instead of chasing new writes.
     let until = stream.cached_info().state.last_sequence;
@@ -457,7 +454,7 @@ pub async fn read_stored(
         .await;
     let consumer = match created {
         Ok(consumer) => consumer,
-        Err(e) if follow => return Err(read_err(e.to_string())),
+        Err(e) if follow => return Err(read_err(&e)),
         // No replica could host the reader (a peer is down and the assignment timed out):
         // the leader alone can still serve the whole read.
         Err(e) => {
@@ -472,22 +469,19 @@ pub async fn read_stored(
                     state.last_sequence,
                 )
                 .await
-                .map_err(|e| read_err(e.to_string()))?,
+                .map_err(|e| read_err(&e))?,
                 None => state.first_sequence,
             };
             return read_from_leader(&stream, filter_subject, first, until, since, sink)
                 .await
-                .map_err(|e| read_err(e.to_string()));
+                .map_err(|e| read_err(&e));
         }
     };
     // The replica's idea of where to start; a lagging one can only start earlier, never
     // later, since it holds a prefix of the stream.
     let mut next_seq = consumer.cached_info().delivered.stream_sequence + 1;
     if follow || consumer.cached_info().num_pending > 0 {
-        let mut messages = consumer
-            .messages()
-            .await
-            .map_err(|e| read_err(e.to_string()))?;
+        let mut messages = consumer.messages().await.map_err(|e| read_err(&e))?;
         loop {
             let next = if follow {
                 messages.next().await
@@ -501,11 +495,11 @@ pub async fn read_stored(
             let msg = match next {
                 None => break,
                 Some(Ok(msg)) => msg,
-                Some(Err(e)) if follow => return Err(read_err(e.to_string())),
+                Some(Err(e)) if follow => return Err(read_err(&e)),
                 // The replica serving the reader went away: the leader has the rest.
                 Some(Err(_)) => break,
             };
-            let info = msg.info().map_err(|e| read_err(e.to_string()))?;
+            let info = msg.info().map_err(|e| read_err(&e))?;
             let (seq, remaining) = (info.stream_sequence, info.pending);
             let stored_at = to_chrono(info.published);
             next_seq = seq + 1;
@@ -529,7 +523,7 @@ pub async fn read_stored(
     }
     read_from_leader(&stream, filter_subject, next_seq, until, since, sink)
         .await
-        .map_err(|e| read_err(e.to_string()))
+        .map_err(|e| read_err(&e))
 }
 
 /// The first sequence from which messages on `filter_subject` were stored at or after

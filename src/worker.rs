@@ -69,6 +69,30 @@ impl EventReport {
 const NATS_RETRY_FIRST_PAUSE: Duration = Duration::from_millis(250);
 const NATS_RETRY_MAX_PAUSE: Duration = Duration::from_secs(5);
 
+/// Waiting in place for NATS: a doubling pause, within a time budget, cut short by shutdown.
+struct NatsWait {
+    started: Instant,
+    budget: Duration,
+    pause: Duration,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl NatsWait {
+    fn is_over(&self) -> bool {
+        self.started.elapsed() >= self.budget || *self.shutdown.borrow()
+    }
+
+    /// Sleeps the current pause and doubles the next one; false if shutdown came first.
+    async fn sleep(&mut self) -> bool {
+        let pause = self.pause;
+        self.pause = (pause * 2).min(NATS_RETRY_MAX_PAUSE);
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => true,
+            _ = self.shutdown.changed() => false,
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Worker {
     pub(crate) engine: Arc<RuleEngine>,
@@ -323,13 +347,20 @@ impl Worker {
         }
     }
 
-    /// The pause before the first in-place retry: never shorter than `retry_delay`, the
-    /// pause a redelivery would have had (after a send whose ledger marks failed, the
-    /// re-run finds the message by reading the thread, which must have had time to show it).
-    fn first_nats_pause(&self) -> Duration {
-        self.cfg
-            .retry_delay
-            .clamp(NATS_RETRY_FIRST_PAUSE, NATS_RETRY_MAX_PAUSE)
+    /// An in-place wait for NATS bounded by `ack_wait` and shutdown. The first pause is
+    /// never shorter than `retry_delay`, the pause a redelivery would have had (after a send
+    /// whose ledger marks failed, the re-run finds the message by reading the thread, which
+    /// must have had time to show it).
+    fn nats_wait(&self, shutdown: watch::Receiver<bool>) -> NatsWait {
+        NatsWait {
+            started: Instant::now(),
+            budget: self.cfg.ack_wait,
+            pause: self
+                .cfg
+                .retry_delay
+                .clamp(NATS_RETRY_FIRST_PAUSE, NATS_RETRY_MAX_PAUSE),
+            shutdown,
+        }
     }
 
     /// [`Self::process_event`], repeated in place while the only obstacle is NATS itself
@@ -342,33 +373,27 @@ impl Worker {
         &self,
         event: &Event,
         delivery: u64,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: watch::Receiver<bool>,
     ) -> EventReport {
         let (rules, templates) = self.live.current();
         let now = (self.clock)();
-        let started = Instant::now();
-        let mut pause = self.first_nats_pause();
+        let mut wait = self.nats_wait(shutdown);
         loop {
             let report = self
                 .process_event_with(event, delivery, &rules, &templates, now)
                 .await;
-            if !report.only_waiting_for_nats()
-                || started.elapsed() >= self.cfg.ack_wait
-                || *shutdown.borrow()
-            {
+            if !report.only_waiting_for_nats() || wait.is_over() {
                 return report;
             }
             tracing::warn!(
                 event = %event.id,
                 reason = %report.reasons(),
-                retry_in = ?pause,
+                retry_in = ?wait.pause,
                 "NATS unavailable; retrying the event in place"
             );
-            tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
-                _ = shutdown.changed() => return report,
+            if !wait.sleep().await {
+                return report;
             }
-            pause = (pause * 2).min(NATS_RETRY_MAX_PAUSE);
         }
     }
 
@@ -376,10 +401,9 @@ impl Worker {
     async fn record_patiently(
         &self,
         record: &AuditRecord,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: watch::Receiver<bool>,
     ) -> bool {
-        let started = Instant::now();
-        let mut pause = self.first_nats_pause();
+        let mut wait = self.nats_wait(shutdown);
         loop {
             let error = match self.audit.record(record).await {
                 Ok(()) => return true,
@@ -392,16 +416,14 @@ impl Worker {
                     ..
                 }
             );
-            if !waiting_helps || started.elapsed() >= self.cfg.ack_wait || *shutdown.borrow() {
+            if !waiting_helps || wait.is_over() {
                 tracing::warn!(id = %record.id, %error, "audit write failed");
                 return false;
             }
-            tracing::warn!(id = %record.id, %error, retry_in = ?pause, "audit write failed; retrying");
-            tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
-                _ = shutdown.changed() => return false,
+            tracing::warn!(id = %record.id, %error, retry_in = ?wait.pause, "audit write failed; retrying");
+            if !wait.sleep().await {
+                return false;
             }
-            pause = (pause * 2).min(NATS_RETRY_MAX_PAUSE);
         }
     }
 
