@@ -4,9 +4,9 @@
 //!
 //! Owns delivery semantics: explicit acks, progress heartbeats while an event is being
 //! worked on (so a slow Channex call does not trigger a redelivery), delayed naks for
-//! transient failures, in-place waits (not redeliveries) while NATS itself is unreachable,
-//! the `max_deliver` cut-off with a `failed` record, and graceful shutdown (stop pulling,
-//! finish in-flight events, ack, return).
+//! transient failures, in-place waits (not redeliveries) while NATS itself is unreachable
+//! or another worker holds an action's claim, the `max_deliver` cut-off with a `failed`
+//! record, and graceful shutdown (stop pulling, finish in-flight events, ack, return).
 //! It must not call Channex or write to the ledger itself: that is the executor's job.
 
 use std::sync::Arc;
@@ -39,25 +39,26 @@ pub struct EventReport {
     pub records: Vec<AuditRecord>,
     /// Actions that must be tried again (transient failures), with the reason.
     pub pending: Vec<String>,
-    /// What could not be done because NATS itself was unreachable (ledger, timer store or
-    /// audit stream), with the reason. Nothing is wrong with the event or its actions.
-    pub unavailable: Vec<String>,
+    /// What waits on something that time resolves, with the reason: NATS itself
+    /// unreachable (ledger, timer store or audit stream), or an action claimed by another
+    /// worker. Nothing is wrong with the event or its actions.
+    pub waiting: Vec<String>,
 }
 
 impl EventReport {
     pub fn is_final(&self) -> bool {
-        self.pending.is_empty() && self.unavailable.is_empty()
+        self.pending.is_empty() && self.waiting.is_empty()
     }
 
-    /// Everything left to do is waiting for NATS, nothing for Channex or another worker.
-    fn only_waiting_for_nats(&self) -> bool {
-        self.pending.is_empty() && !self.unavailable.is_empty()
+    /// Everything left to do is waiting (for NATS or a claim), nothing needs a redelivery.
+    fn only_waiting(&self) -> bool {
+        self.pending.is_empty() && !self.waiting.is_empty()
     }
 
     fn reasons(&self) -> String {
         self.pending
             .iter()
-            .chain(&self.unavailable)
+            .chain(&self.waiting)
             .map(String::as_str)
             .collect::<Vec<_>>()
             .join("; ")
@@ -294,9 +295,9 @@ impl Worker {
             }
             return;
         }
-        // Cut short by shutdown while only NATS was in the way: that is no reason to give
+        // Cut short by shutdown while only waiting was in the way: that is no reason to give
         // up on the event (the consumer allows one delivery beyond `max_deliver` for this).
-        let interrupted = *shutdown.borrow() && report.only_waiting_for_nats();
+        let interrupted = *shutdown.borrow() && report.only_waiting();
         if delivery >= self.cfg.max_deliver as u64 && !interrupted {
             let mut r =
                 AuditRecord::for_event(format!("{}:gave_up", event.id), &event, Outcome::Failed);
@@ -363,9 +364,11 @@ impl Worker {
         }
     }
 
-    /// [`Self::process_event`], repeated in place while the only obstacle is NATS itself
-    /// (ledger, timer store or audit stream unreachable, as during a cluster fail-over), so
-    /// that an outage does not use up the event's deliveries and end it as `failed`. The
+    /// [`Self::process_event`], repeated in place while all that is in the way is NATS
+    /// itself (ledger, timer store or audit stream unreachable, as during a cluster
+    /// fail-over) or another worker's live claim on an action (its outcome, or the claim's
+    /// expiry, is a matter of time), so that neither uses up the event's deliveries and
+    /// ends it as `failed`. The
     /// rules, templates and clock are taken once, so every run plans the same actions; the
     /// ledger keeps each claimed action effectively-once and audit ids are deterministic.
     /// After `ack_wait`, or on shutdown, the event is left to the redelivery.
@@ -382,14 +385,14 @@ impl Worker {
             let report = self
                 .process_event_with(event, delivery, &rules, &templates, now)
                 .await;
-            if !report.only_waiting_for_nats() || wait.is_over() {
+            if !report.only_waiting() || wait.is_over() {
                 return report;
             }
             tracing::warn!(
                 event = %event.id,
                 reason = %report.reasons(),
                 retry_in = ?wait.pause,
-                "NATS unavailable; retrying the event in place"
+                "waiting for NATS or another worker's claim; retrying the event in place"
             );
             if !wait.sleep().await {
                 return report;
@@ -429,7 +432,7 @@ impl Worker {
 
     /// Run the current rules on one event and carry out the plan. Every final decision is
     /// audited before this returns; actions that need another try are listed in `pending`,
-    /// what waits for NATS in `unavailable`.
+    /// what waits (for NATS or a claim) in `waiting`.
     pub async fn process_event(&self, event: &Event, delivery: u64) -> EventReport {
         let (rules, templates) = self.live.current();
         self.process_event_with(event, delivery, &rules, &templates, (self.clock)())
@@ -449,7 +452,7 @@ impl Worker {
         if let Some(skip) = self.own_message_skip(event).await {
             match skip {
                 Ok(record) => self.audit_all(&mut report, vec![record]).await,
-                Err(e) => report.unavailable.push(e),
+                Err(e) => report.waiting.push(e),
             }
             return report;
         }
@@ -488,9 +491,9 @@ impl Worker {
                     ActionResult::Retry { reason } => {
                         report.pending.push(format!("{}: {reason}", planned.key()))
                     }
-                    ActionResult::Unavailable { reason } => report
-                        .unavailable
-                        .push(format!("{}: {reason}", planned.key())),
+                    ActionResult::Wait { reason } => {
+                        report.waiting.push(format!("{}: {reason}", planned.key()))
+                    }
                 }
             }
         }
@@ -510,7 +513,7 @@ impl Worker {
                     id,
                     message,
                     unavailable: true,
-                }) => report.unavailable.push(format!("audit {id}: {message}")),
+                }) => report.waiting.push(format!("audit {id}: {message}")),
                 Err(e) => report.pending.push(e.to_string()),
             }
         }

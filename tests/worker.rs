@@ -773,3 +773,44 @@ async fn shutdown_on_the_last_delivery_during_a_ledger_outage_does_not_give_the_
     assert_eq!(records.len(), 1, "{records:#?}");
     assert_eq!(records[0].attempts, 2);
 }
+
+/// An action claimed by another worker that went quiet (crashed, or its Channex call is
+/// still unresolved) is waited for in place until the claim expires, then taken over:
+/// the event keeps its first delivery instead of being given up as `failed` after
+/// `max_deliver` quick redeliveries that each found the claim busy.
+#[tokio::test]
+async fn an_action_claimed_by_another_worker_is_waited_for_not_given_up() {
+    let mut rig = rig(
+        &[("10_faq.rhai", FAQ_RULE)],
+        &[("wifi.hbs", "Wifi: {{vars.wifi_name}}")],
+    )
+    .await;
+    rig.config.worker.max_deliver = 2;
+    rig.config.worker.retry_delay = Duration::from_millis(100);
+    rig.config.worker.ack_wait = Duration::from_secs(3); // also the claim timeout
+    let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
+    rig.sim.sim.guest_message(&thread, "wifi?");
+    let event = guest_event(&rig.poll().await);
+    let other = concierge::executor::ledger::Ledger::new(
+        rig.infra.ledger.clone(),
+        "a-worker-that-went-quiet",
+        rig.config.worker.ack_wait,
+    );
+    let claim = other
+        .claim(&format!("{}|10_faq|0", event.id), None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        claim,
+        concierge::executor::ledger::Claim::Won { .. }
+    ));
+
+    let running = rig.start_worker().await;
+    rig.wait_for_executed(Duration::from_secs(20)).await;
+    running.stop().await;
+    assert_eq!(rig.sent().len(), 1);
+    let records = rig.audit().await;
+    assert_eq!(records.len(), 1, "{records:#?}");
+    assert_eq!(records[0].attempts, 1, "taken over on the first delivery");
+    assert_eq!(rig.consumer_info().await.num_redelivered, 0);
+}

@@ -59,14 +59,15 @@ impl std::fmt::Debug for ExecutorSettings {
     }
 }
 
-/// The result of one action: final (audit it, never redo it), retry later, or wait for
-/// NATS (the ledger or timer store could not be reached; nothing about the action itself
-/// failed, so the worker retries in place rather than spend one of the event's deliveries).
+/// The result of one action: final (audit it, never redo it), retry later, or wait: the
+/// ledger or timer store could not be reached, or another worker holds a live claim on the
+/// action. Nothing about the action itself failed, so the worker waits in place rather
+/// than spend one of the event's deliveries.
 #[derive(Debug)]
 pub enum ActionResult {
     Final(Box<AuditRecord>),
     Retry { reason: String },
-    Unavailable { reason: String },
+    Wait { reason: String },
 }
 
 /// One planned action with what it needs to be carried out and audited.
@@ -156,14 +157,15 @@ impl Finished {
 enum Step {
     Done(Finished),
     Retry(String),
-    /// The ledger or the follow-up store is unreachable (NATS fail-over, outage).
-    Unavailable(String),
+    /// The ledger or the follow-up store is unreachable (NATS fail-over, outage), or
+    /// another worker holds a live claim on the action: time will tell.
+    Wait(String),
 }
 
 impl From<LedgerError> for Step {
     fn from(e: LedgerError) -> Step {
         if e.is_unavailable() {
-            Step::Unavailable(e.to_string())
+            Step::Wait(e.to_string())
         } else {
             Step::Retry(e.to_string())
         }
@@ -198,7 +200,8 @@ impl Executor {
     }
 
     /// Carry out one action. Never panics on external data; every path ends in a final
-    /// audit record, a retry request, or "NATS unavailable" (ledger or timer store).
+    /// audit record, a retry request, or a wait (ledger or timer store unreachable, or the
+    /// action claimed by another worker).
     pub async fn execute(&self, planned: &PlannedAction<'_>, delivery: u64) -> ActionResult {
         let started = Instant::now();
         let dry_run = planned.rule_dry_run || (self.settings.dry_run)(&planned.event.property.id);
@@ -231,10 +234,10 @@ impl Executor {
                 tracing::info!(action = kind, key = %planned.key(), %reason, "action will be retried");
                 ActionResult::Retry { reason }
             }
-            Step::Unavailable(reason) => {
+            Step::Wait(reason) => {
                 metrics::counter!("concierge_action_retries_total", "kind" => kind).increment(1);
-                tracing::info!(action = kind, key = %planned.key(), %reason, "state store unavailable; action will be retried");
-                ActionResult::Unavailable { reason }
+                tracing::info!(action = kind, key = %planned.key(), %reason, "action waits; it will be tried again");
+                ActionResult::Wait { reason }
             }
         }
     }
@@ -251,7 +254,9 @@ impl Executor {
     ) -> Result<(u64, Option<LedgerEntry>), Step> {
         match self.ledger.claim(&planned.key(), text).await {
             Ok(Claim::Won { revision, previous }) => Ok((revision, previous)),
-            Ok(Claim::Busy) => Err(Step::Retry("claimed by another worker".into())),
+            // Another worker is on it (or crashed holding it): wait for its outcome or for
+            // the claim to expire, rather than spend this event's deliveries meanwhile.
+            Ok(Claim::Busy) => Err(Step::Wait("claimed by another worker".into())),
             Ok(Claim::Done(entry)) => {
                 let outcome = entry
                     .outcome
@@ -586,7 +591,7 @@ impl Executor {
                 Outcome::Executed,
                 format!("armed {name} for {}", due_at.to_rfc3339()),
             )),
-            Err(e) => Step::Unavailable(e.to_string()),
+            Err(e) => Step::Wait(e.to_string()),
         }
     }
 
@@ -600,7 +605,7 @@ impl Executor {
                 format!("cancelled {name}"),
             )),
             Ok(false) => Step::Done(Finished::new(Outcome::Skipped, "not_armed")),
-            Err(e) => Step::Unavailable(e.to_string()),
+            Err(e) => Step::Wait(e.to_string()),
         }
     }
 }
