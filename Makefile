@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build test test-cluster lint fmt demo bench ensure-nats rules-check clean
+.PHONY: all build test test-cluster test-chaos lint fmt demo bench ensure-nats rules-check clean
 
 all: build
 
@@ -33,6 +33,7 @@ test: ensure-nats lint
 	$(CARGO) run -q -- rules check --dir rules --templates templates
 	$(CARGO) run -q -- rules test --dir rules --templates templates
 	$(MAKE) test-cluster
+	$(MAKE) test-chaos
 
 # 3-node JetStream cluster (deploy/nats configs), two workers and a poller; one node is
 # killed mid-run and every event must still be answered exactly once and audited. Runs on
@@ -40,6 +41,13 @@ test: ensure-nats lint
 # would measure the machine, not the fail-over.
 test-cluster: ensure-nats
 	$(CARGO) test --test failover -- --nocapture
+
+# Chaos suite: the real binary as separate processes (two workers, a poller, a scheduler)
+# against the simulator with 429/500 faults and latency, 50 kill -9s and a nats-server
+# kill + restart; every guest message must be answered exactly once and audited. Prints
+# its seed (replay with CHAOS_SEED=<n>) and one summary line. Under 6 minutes on 2 cores.
+test-chaos: ensure-nats
+	$(CARGO) test --test chaos -- --nocapture
 
 demo: ensure-nats
 	$(CARGO) run -q -- demo

@@ -720,3 +720,79 @@ async fn demo_seed_is_served() {
     }
     assert_eq!(inquiries, 1);
 }
+
+/// Chaos runs switch a latency range on and off at run time: every API request waits
+/// `latency_ms` plus a random `0..=latency_jitter_ms`, and `/_sim/posts_in_flight` counts the
+/// sends held up meanwhile.
+#[tokio::test]
+async fn latency_range_is_switchable_and_sends_in_flight_are_counted() {
+    let server = Sim::start(SimOptions::with_key(KEY)).await.expect("sim");
+    let http = reqwest::Client::new();
+    let ctl = |p: &str| format!("{}_sim/{p}", server.root_url);
+    let r = http
+        .put(ctl("faults"))
+        .json(&json!({"latency_ms": 150, "latency_jitter_ms": 150}))
+        .send()
+        .await
+        .expect("faults");
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["latency_ms"], 150);
+    assert_eq!(body["latency_jitter_ms"], 150);
+    assert_eq!(
+        server.sim.latency_jitter(),
+        std::time::Duration::from_millis(150)
+    );
+    let api = format!("{}message_threads", server.base_url);
+    let thread = server.sim.open_thread("p1", "BookingCom", "Guest", true);
+    let send = format!("{api}/{thread}/messages");
+    let pending = tokio::spawn({
+        let http = http.clone();
+        async move {
+            let started = std::time::Instant::now();
+            let r = http
+                .post(send)
+                .header("user-api-key", KEY)
+                .json(&json!({"message": {"message": "hello"}}))
+                .send()
+                .await;
+            (r.expect("api").status(), started.elapsed())
+        }
+    });
+    let mut seen = 0;
+    for _ in 0..50 {
+        let v: Value = http
+            .get(ctl("posts_in_flight"))
+            .send()
+            .await
+            .expect("posts_in_flight")
+            .json()
+            .await
+            .expect("json");
+        seen = seen.max(v["count"].as_u64().unwrap_or(0));
+        if seen > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(seen, 1, "the delayed send is counted as in flight");
+    let (status, took) = pending.await.expect("request task");
+    assert_eq!(status, StatusCode::OK);
+    assert!(took >= std::time::Duration::from_millis(150), "{took:?}");
+    assert_eq!(server.sim.posts_in_flight(), 0);
+    // Switched off again: a PUT replaces every fault, the jitter included.
+    http.put(ctl("faults"))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("reset");
+    assert_eq!(server.sim.latency_jitter(), std::time::Duration::ZERO);
+    let started = std::time::Instant::now();
+    let r = http
+        .get(&api)
+        .header("user-api-key", KEY)
+        .send()
+        .await
+        .expect("api");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(started.elapsed() < std::time::Duration::from_millis(150));
+}

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -116,6 +116,23 @@ fn decode_query(q: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// One API write (POST) between the gate and its answer, for [`Sim::posts_in_flight`].
+struct PostInFlight(Sim);
+
+impl PostInFlight {
+    fn start(sim: &Sim) -> Self {
+        sim.lock().posts_in_flight += 1;
+        PostInFlight(sim.clone())
+    }
+}
+
+impl Drop for PostInFlight {
+    fn drop(&mut self) {
+        let mut s = self.0.lock();
+        s.posts_in_flight = s.posts_in_flight.saturating_sub(1);
+    }
+}
+
 /// Authentication, injected latency and faults, and the request log.
 async fn gate(State(sim): State<Sim>, req: Request, next: Next) -> Response {
     let method = req.method().to_string();
@@ -126,15 +143,19 @@ async fn gate(State(sim): State<Sim>, req: Request, next: Next) -> Response {
         .get("user-api-key")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let (faults, key_ok) = {
+    let (faults, jitter, key_ok) = {
         let s = sim.lock();
         (
             s.faults.clone(),
+            s.latency_jitter,
             given_key.as_deref() == Some(s.api_key.as_str()),
         )
     };
-    if !faults.latency.is_zero() {
-        tokio::time::sleep(faults.latency).await;
+    // Counted down on drop: a client that gives up mid-request still leaves the count.
+    let _post = (req.method() == Method::POST).then(|| PostInFlight::start(&sim));
+    let latency = faults.latency + jitter.mul_f64(rand::random::<f64>());
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
     }
     let roll: f64 = rand::random();
     let resp = if !key_ok {

@@ -27,6 +27,7 @@ pub(crate) fn router(sim: Sim) -> Router {
         .route("/_sim/threads/{id}/staff_messages", post(staff_message))
         .route("/_sim/threads/{id}/no_reply_needed", get(no_reply_marks))
         .route("/_sim/faults", put(set_faults).get(get_faults))
+        .route("/_sim/posts_in_flight", get(posts_in_flight))
         .route("/_sim/list_features", put(set_list_features))
         .route("/_sim/requests", get(requests).delete(clear_requests))
         .route("/_sim/sent", get(sent))
@@ -169,7 +170,7 @@ async fn no_reply_marks(State(sim): State<Sim>, Path(id): Path<String>) -> Respo
     Json(json!({"count": sim.no_reply_needed_marks(&id)})).into_response()
 }
 
-/// Faults as JSON: latency in milliseconds.
+/// Faults as JSON: latency in milliseconds; a PUT replaces all of them (the jitter too).
 #[derive(Serialize, Deserialize)]
 struct FaultsBody {
     #[serde(default)]
@@ -180,19 +181,23 @@ struct FaultsBody {
     retry_after_secs: u64,
     #[serde(default)]
     latency_ms: u64,
+    /// Uniform random extra latency `0..=latency_jitter_ms` per request.
+    #[serde(default)]
+    latency_jitter_ms: u64,
 }
 
 fn one_u64() -> u64 {
     1
 }
 
-impl From<&FaultConfig> for FaultsBody {
-    fn from(f: &FaultConfig) -> Self {
+impl FaultsBody {
+    fn new(f: &FaultConfig, jitter: Duration) -> Self {
         FaultsBody {
             rate_429: f.rate_429,
             rate_500: f.rate_500,
             retry_after_secs: f.retry_after_secs,
             latency_ms: f.latency.as_millis() as u64,
+            latency_jitter_ms: jitter.as_millis() as u64,
         }
     }
 }
@@ -206,15 +211,21 @@ async fn set_faults(State(sim): State<Sim>, body: Bytes) -> Response {
                 retry_after_secs: f.retry_after_secs,
                 latency: Duration::from_millis(f.latency_ms),
             };
+            let jitter = Duration::from_millis(f.latency_jitter_ms);
             sim.set_faults(cfg.clone());
-            Json(FaultsBody::from(&cfg)).into_response()
+            sim.set_latency_jitter(jitter);
+            Json(FaultsBody::new(&cfg, jitter)).into_response()
         }
         Err(r) => *r,
     }
 }
 
 async fn get_faults(State(sim): State<Sim>) -> Response {
-    Json(FaultsBody::from(&sim.faults())).into_response()
+    Json(FaultsBody::new(&sim.faults(), sim.latency_jitter())).into_response()
+}
+
+async fn posts_in_flight(State(sim): State<Sim>) -> Response {
+    Json(json!({"count": sim.posts_in_flight()})).into_response()
 }
 
 #[derive(Deserialize)]

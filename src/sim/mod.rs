@@ -24,7 +24,7 @@
 //! ("Resouce Not Found", sic), 422 `not_supported` / `validation_error`. Faults: a fraction
 //! `rate_429` of authenticated requests is answered 429 `http_too_many_requests` with a
 //! `Retry-After: <retry_after_secs>` header, a fraction `rate_500` with 500, and every API
-//! request is delayed by `latency`.
+//! request is delayed by `latency` plus a random `0..=latency_jitter`.
 //!
 //! Shape notes (documented deviations/choices): threads without a booking (Airbnb
 //! inquiries) carry `relationships.property.data.title`, as in the seed's inquiry example;
@@ -43,7 +43,8 @@
 //! | POST | `/_sim/threads/:id/guest_messages` | `{text}` → `{id}` (404 unknown thread) |
 //! | POST | `/_sim/threads/:id/staff_messages` | `{text}` → `{id}` |
 //! | GET | `/_sim/threads/:id/no_reply_needed` | → `{count}` |
-//! | PUT/GET | `/_sim/faults` | `{rate_429, rate_500, retry_after_secs, latency_ms}` |
+//! | PUT/GET | `/_sim/faults` | `{rate_429, rate_500, retry_after_secs, latency_ms, latency_jitter_ms}`: every API request waits `latency_ms` plus a uniform random `0..=latency_jitter_ms` |
+//! | GET | `/_sim/posts_in_flight` | → `{count}`: API writes (POSTs, e.g. sends) received and not yet answered |
 //! | PUT | `/_sim/list_features` | `{order: bool, property_filter: bool}`: whether list ordering / the property filter are honoured (default both) |
 //! | GET/DELETE | `/_sim/requests` | recorded API requests `[{method, path, query, status, at}]` / clear |
 //! | GET | `/_sim/sent` | messages sent through the API `[{thread_id, text}]` |
@@ -374,6 +375,21 @@ impl Sim {
 
     pub fn set_faults(&self, f: FaultConfig) {
         self.lock().faults = f;
+    }
+
+    /// Extra latency per API request, uniform in `0..=jitter`, on top of
+    /// [`FaultConfig::latency`] (zero by default). Switchable at run time, like the faults.
+    pub fn set_latency_jitter(&self, jitter: Duration) {
+        self.lock().latency_jitter = jitter;
+    }
+
+    pub fn latency_jitter(&self) -> Duration {
+        self.lock().latency_jitter
+    }
+
+    /// API writes (POSTs) received and not yet answered, e.g. sends held up by latency.
+    pub fn posts_in_flight(&self) -> usize {
+        self.lock().posts_in_flight
     }
 
     /// Whether `GET /message_threads` honours `order[...]` and `filter[property_id]`

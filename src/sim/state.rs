@@ -6,6 +6,7 @@
 //! Must not: do HTTP or hold its lock across an `.await` (every method is synchronous).
 
 use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, SubsecRound, Utc};
 use rand::Rng as _;
@@ -143,6 +144,11 @@ pub(crate) struct Store {
     no_reply: HashMap<String, u32>,
     /// Threads whose message list is answered with a broken payload (fault injection).
     pub broken_messages: HashMap<String, BrokenMessages>,
+    /// Extra latency drawn uniformly from `0..=latency_jitter` per API request, on top of
+    /// `faults.latency` (chaos runs: "500–1000 ms" is latency 500 ms + jitter 500 ms).
+    pub latency_jitter: Duration,
+    /// API requests between the gate and their answer (sends in flight, for chaos runs).
+    pub posts_in_flight: usize,
     last_ts: DateTime<Utc>,
 }
 
@@ -177,6 +183,8 @@ impl Store {
             requests: VecDeque::new(),
             no_reply: HashMap::new(),
             broken_messages: HashMap::new(),
+            latency_jitter: Duration::ZERO,
+            posts_in_flight: 0,
             last_ts: DateTime::<Utc>::MIN_UTC,
         }
     }
