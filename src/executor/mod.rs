@@ -6,6 +6,10 @@
 //!   Channex call and marked done after it; a claim found on redelivery (a crash or an
 //!   ambiguous 5xx/timeout) is resolved by re-reading the thread and comparing
 //!   whitespace-normalised text, never by sending blindly again;
+//! - a claim is renewed while held and confirmed by compare-and-set right before a send,
+//!   which starts only if the claim is certainly ours for longer than the HTTP timeout
+//!   ([`claim`]); a reply's text is noted for its thread before the POST, so the message
+//!   is known as ours even if the process dies before recording its id;
 //! - human takeover: a property-side message newer than the guest message that triggered
 //!   the event, not sent by us, skips the reply (`superseded`); a closed thread skips it;
 //! - cooldown per thread + template; `no_reply_needed` only on Booking.com;
@@ -386,18 +390,19 @@ impl Executor {
             Ok(page) => page.items,
             Err(e) => return self.on_channex_error(claim, e, Some(&text)).await,
         };
-        if let Some(previous) = &previous {
-            if let Some(sent) = find_sent(&messages, &text, previous.claimed_at) {
-                let _ = self.ledger.mark_own_message(&sent.id).await;
-                let _ = self
-                    .ledger
-                    .mark_sent(thread_id, template, sent.inserted_at)
-                    .await;
-                let mut f =
-                    Finished::new(Outcome::Executed, "verified_after_interruption").text(&text);
-                f.channex_message_id = Some(sent.id.clone());
-                return self.finish(claim, f).await;
-            }
+        // A takeover: the previous holder may have sent; if so, that is our outcome.
+        let verified = previous
+            .as_ref()
+            .and_then(|p| find_sent(&messages, &text, p.claimed_at));
+        if let Some(sent) = verified {
+            let _ = self.ledger.mark_own_message(&sent.id).await;
+            let _ = self
+                .ledger
+                .mark_sent(thread_id, template, sent.inserted_at)
+                .await;
+            let mut f = Finished::new(Outcome::Executed, "verified_after_interruption").text(&text);
+            f.channex_message_id = Some(sent.id.clone());
+            return self.finish(claim, f).await;
         }
         let thread = match self.channex.get_thread(thread_id).await {
             Ok(t) => t,
