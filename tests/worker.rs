@@ -995,3 +995,28 @@ if event.type == "thread.new_message" && message.sender == "property" {
     }
     assert_eq!(rig.sent().len(), 2);
 }
+
+/// Issue 11, defect 9: timers expire with `nats.followups_max_age`, so one due later than
+/// that (minus a day) would silently vanish; it is refused with a `failed` record instead.
+#[tokio::test]
+async fn a_follow_up_due_beyond_timer_retention_is_refused_not_lost() {
+    const FAR_RULE: &str = r#"
+if event.type == "thread.new_message" && message.sender == "guest" {
+    follow_up("anniversary", days(500));
+}
+"#;
+    let mut rig = rig(&[("10_far.rhai", FAR_RULE)], &[]).await;
+    let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
+    rig.sim.sim.guest_message(&thread, "hello");
+    let event = guest_event(&rig.poll().await);
+    let (worker, _l) = rig.worker().await;
+    let report = worker.process_event(&event, 1).await;
+    assert!(report.is_final(), "{report:?}");
+    assert_eq!(report.records[0].outcome, Outcome::Failed);
+    assert_eq!(
+        report.records[0].reason.as_deref(),
+        Some("beyond_retention")
+    );
+    let timers = concierge::scheduler::FollowUps::new(rig.infra.followups.clone());
+    assert!(timers.list().await.unwrap().is_empty());
+}
