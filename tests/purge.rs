@@ -169,3 +169,48 @@ async fn ledger_and_timer_retention_is_applied_to_existing_buckets() {
     );
     assert_eq!(age(infra, "KV_concierge_threads").await, Duration::ZERO);
 }
+
+/// The command an operator runs on a deletion request, through the real binary.
+#[tokio::test]
+async fn the_purge_command_deletes_a_threads_timers_and_reports_what_went() {
+    let (_nats, infra, cfg) = common::nats_infra().await;
+    let timers = FollowUps::new(infra.followups.clone());
+    for thread in ["thread-1", "thread-2"] {
+        timers
+            .arm(&FollowUpTimer {
+                thread_id: thread.into(),
+                property_id: "p1".into(),
+                name: "delayed_reply".into(),
+                due_at: Utc::now() + chrono::Duration::hours(1),
+                data: serde_json::Map::new(),
+                armed_at: Utc::now(),
+                armed_by_event: "e1".into(),
+            })
+            .await
+            .unwrap();
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_concierge"))
+        .args(["purge", "--thread", "thread-1"])
+        .env_remove("CONCIERGE_CONFIG")
+        .env("NATS_URL", &cfg.url)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("purged thread thread-1: ledger_keys=0 timers=1 audit_records=0 events=0"),
+        "{stdout}"
+    );
+    let left: Vec<String> = timers
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.thread_id)
+        .collect();
+    assert_eq!(left, vec!["thread-2".to_string()]);
+}
