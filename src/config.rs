@@ -116,6 +116,13 @@ pub struct NatsConfig {
     pub events_max_age: Duration,
     #[serde(deserialize_with = "duration")]
     pub audit_max_age: Duration,
+    /// Retention of the ledger (rendered texts, own-message and cooldown marks): at least
+    /// `events_max_age` (an event still stored can be delivered again) and `rules.cooldown`.
+    #[serde(deserialize_with = "duration")]
+    pub ledger_max_age: Duration,
+    /// Retention of follow-up timers; a timer due later than this minus a day is refused.
+    #[serde(deserialize_with = "duration")]
+    pub followups_max_age: Duration,
     #[serde(deserialize_with = "duration")]
     pub duplicate_window: Duration,
 }
@@ -129,6 +136,8 @@ impl Default for NatsConfig {
             replicas: 1,
             events_max_age: Duration::from_secs(30 * 86_400),
             audit_max_age: Duration::from_secs(90 * 86_400),
+            ledger_max_age: Duration::from_secs(31 * 86_400),
+            followups_max_age: Duration::from_secs(400 * 86_400),
             duplicate_window: Duration::from_secs(3600),
         }
     }
@@ -411,6 +420,27 @@ impl Config {
         }
         if self.worker.concurrency == 0 {
             return err("worker.concurrency", "must be at least 1".into());
+        }
+        // Personal data expires, but never before the guarantees that rest on it.
+        let nats = &self.nats;
+        if nats.ledger_max_age < nats.events_max_age.max(self.rules.cooldown) {
+            return err(
+                "nats.ledger_max_age",
+                "must be at least nats.events_max_age and rules.cooldown".into(),
+            );
+        }
+        if nats.followups_max_age < Duration::from_secs(2 * 86_400) {
+            return err("nats.followups_max_age", "must be at least 2d".into());
+        }
+        // ack_wait is also the claim timeout: a send starts only while the claim is ours for
+        // longer than the HTTP timeout plus a margin for clock skew (executor::claim).
+        let needed =
+            self.channex.timeout + crate::executor::claim::send_margin(self.worker.ack_wait);
+        if self.worker.ack_wait <= needed {
+            return err(
+                "worker.ack_wait",
+                format!("must exceed channex.timeout plus a tenth (at most 5s) of itself, i.e. be over {needed:?}"),
+            );
         }
         if self
             .alerts

@@ -80,6 +80,8 @@ fn demo_config(base_url: &str, nats_url: &str, prefix: &str) -> Config {
     c.rules.templates_dir = examples_dir("templates");
     c.worker.retry_delay = Duration::from_secs(1);
     c.worker.ack_wait = Duration::from_secs(10);
+    // The claim timeout (ack_wait) must outlast one send (executor::claim).
+    c.channex.timeout = Duration::from_secs(5);
     c.worker.shutdown_timeout = Duration::from_secs(5);
     c.poller.lease_ttl = Duration::from_secs(2);
     c.alerts.log = false;

@@ -24,6 +24,7 @@
 //! - [`worker`]: the durable consumer that ties rules, executor and audit together.
 //! - [`audit`]: the audit record and its stream.
 //! - [`scheduler`]: durable follow-up timers and cron schedules.
+//! - [`purge`]: deletes one thread's personal data on request.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/webhooks/channex`.
 //! - [`roles`]: builds each role from config (shared by `run`, `demo`, tests, benches).
 //! - [`demo`]: the scripted showcase behind `concierge demo`.
@@ -40,6 +41,7 @@ pub mod http;
 pub mod lease;
 pub mod nats;
 pub mod poller;
+pub mod purge;
 pub mod roles;
 pub mod rules;
 pub mod scheduler;

@@ -179,10 +179,14 @@ impl Infra {
             },
         )
         .await?;
-        let threads = ensure_bucket(&js, &names.threads_bucket(), 1, cfg).await?;
-        let ledger = ensure_bucket(&js, &names.ledger_bucket(), 1, cfg).await?;
-        let followups = ensure_bucket(&js, &names.followups_bucket(), 1, cfg).await?;
-        let leases = ensure_bucket(&js, &names.leases_bucket(), 1, cfg).await?;
+        // Snapshots and leases hold no personal data and must not expire (a lost snapshot
+        // re-announces a thread); the ledger and timers do, per `nats.*_max_age`.
+        let forever = Duration::ZERO;
+        let threads = ensure_bucket(&js, &names.threads_bucket(), forever, cfg).await?;
+        let ledger = ensure_bucket(&js, &names.ledger_bucket(), cfg.ledger_max_age, cfg).await?;
+        let followups =
+            ensure_bucket(&js, &names.followups_bucket(), cfg.followups_max_age, cfg).await?;
+        let leases = ensure_bucket(&js, &names.leases_bucket(), forever, cfg).await?;
         Ok(Infra {
             client,
             js,
@@ -229,10 +233,13 @@ async fn ensure_stream(js: &jetstream::Context, wanted: stream::Config) -> Resul
 /// poller; a ledger or snapshot read would miss a write it was just told about. So with
 /// replicas every point read (`get`/`entry`) goes to the stream leader (`allow_direct` off);
 /// with one copy there is no one to lag and direct gets stay on (they are cheaper).
+///
+/// `max_age` (zero: forever) is reconciled like the rest, so changing a retention setting
+/// applies to an existing bucket at the next start.
 async fn ensure_bucket(
     js: &jetstream::Context,
     bucket: &str,
-    history: i64,
+    max_age: Duration,
     cfg: &NatsConfig,
 ) -> Result<kv::Store, NatsError> {
     let setup_err = |e: &dyn std::fmt::Display| NatsError::Setup {
@@ -242,7 +249,8 @@ async fn ensure_bucket(
     let wanted = stream::Config {
         name: format!("KV_{bucket}"),
         subjects: vec![format!("$KV.{bucket}.>")],
-        max_messages_per_subject: history.max(1),
+        max_messages_per_subject: 1,
+        max_age,
         storage: stream::StorageType::File,
         allow_rollup: true,
         deny_delete: true,
@@ -258,7 +266,9 @@ async fn ensure_bucket(
     let info = existing.info().await.map_err(|e| setup_err(&e))?;
     if info.config.num_replicas != wanted.num_replicas
         || info.config.allow_direct != wanted.allow_direct
+        || info.config.max_age != wanted.max_age
     {
+        tracing::info!(%bucket, "reconciling bucket configuration");
         js.update_stream(wanted).await.map_err(|e| setup_err(&e))?;
     }
     js.get_key_value(bucket).await.map_err(|e| setup_err(&e))

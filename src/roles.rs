@@ -69,8 +69,8 @@ pub fn executor(
     };
     Executor::new(
         channex,
-        // A claim older than ack_wait belongs to a worker that died: by then JetStream has
-        // redelivered the event, and progress heartbeats keep live claims younger.
+        // A claim not renewed for ack_wait belongs to a worker that died: by then JetStream
+        // has redelivered the event. Live holders renew theirs (executor::claim).
         Ledger::new(infra.ledger.clone(), worker_id, config.worker.ack_wait),
         FollowUps::new(infra.followups.clone()),
         AlertSinks::new(
@@ -84,6 +84,12 @@ pub fn executor(
             cooldown: config.rules.cooldown,
             dry_run: dry,
             crash_at: None,
+            send_timeout: config.channex.timeout,
+            before_send: None,
+            timer_horizon: config
+                .nats
+                .followups_max_age
+                .saturating_sub(Duration::from_secs(86_400)),
         },
     )
 }

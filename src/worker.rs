@@ -158,6 +158,12 @@ impl Worker {
         self
     }
 
+    /// Test hooks on the executor (ledger clock, pause before a send).
+    pub fn map_executor(mut self, f: impl FnOnce(Executor) -> Executor) -> Self {
+        self.executor = f(self.executor);
+        self
+    }
+
     pub fn with_clock(mut self, clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>) -> Self {
         self.clock = clock;
         self
@@ -519,13 +525,20 @@ impl Worker {
         }
     }
 
-    /// Messages this service sent itself never trigger rules (loop safety).
+    /// Messages this service sent itself never trigger rules (loop safety), including one
+    /// whose sender died between the POST and marking it as its own (`send.` note).
     async fn own_message_skip(&self, event: &Event) -> Option<Result<AuditRecord, String>> {
         let message = event.message.as_ref()?;
         if message.sender != "property" {
             return None;
         }
-        match self.executor.ledger().is_own_message(&message.id).await {
+        let thread_id = event.thread.as_ref().map_or("", |t| t.id.as_str());
+        let ours = self
+            .executor
+            .ledger()
+            .is_ours(thread_id, &message.id, &message.text, message.inserted_at)
+            .await;
+        match ours {
             Ok(true) => {
                 let mut r = AuditRecord::for_event(
                     format!("{}:own_message", event.id),

@@ -34,7 +34,7 @@ api_key = "{key}"
 property_ids = ["{PROP}"]
 requests_per_minute = 60000
 max_retries = 2
-timeout = "10s"
+timeout = "2s"
 
 [nats]
 url = "{nats}"

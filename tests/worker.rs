@@ -286,7 +286,8 @@ async fn crash_after_send_is_resolved_by_reading_the_thread_not_by_resending() {
         &[("wifi.hbs", "Wifi:   {{vars.wifi_name}}")],
     )
     .await;
-    rig.config.worker.ack_wait = Duration::from_millis(300); // claim timeout
+    rig.config.worker.ack_wait = Duration::from_secs(1); // claim timeout
+    rig.config.channex.timeout = Duration::from_millis(500); // a send fits in a claim
     let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
     rig.sim.sim.guest_message(&thread, "wifi?");
     let event = guest_event(&rig.poll().await);
@@ -298,7 +299,7 @@ async fn crash_after_send_is_resolved_by_reading_the_thread_not_by_resending() {
     assert_eq!(rig.sent().len(), 1);
 
     // Another process picks the redelivery up after the claim went stale.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let (fresh, _l2) = rig.worker().await;
     let report = fresh.process_event(&event, 2).await;
     assert!(report.is_final(), "{:?}", report.pending);
@@ -316,7 +317,8 @@ async fn crash_after_claim_before_send_sends_once_on_redelivery() {
         &[("wifi.hbs", "Wifi: {{vars.wifi_name}}")],
     )
     .await;
-    rig.config.worker.ack_wait = Duration::from_millis(300);
+    rig.config.worker.ack_wait = Duration::from_secs(1);
+    rig.config.channex.timeout = Duration::from_millis(500);
     let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
     rig.sim.sim.guest_message(&thread, "wifi?");
     let event = guest_event(&rig.poll().await);
@@ -327,7 +329,7 @@ async fn crash_after_claim_before_send_sends_once_on_redelivery() {
         .await;
     assert!(!report.is_final());
     assert!(rig.sent().is_empty());
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let (fresh, _l2) = rig.worker().await;
     assert!(fresh.process_event(&event, 2).await.is_final());
     assert!(fresh.process_event(&event, 3).await.is_final());
@@ -813,4 +815,208 @@ async fn an_action_claimed_by_another_worker_is_waited_for_not_given_up() {
     assert_eq!(records.len(), 1, "{records:#?}");
     assert_eq!(records[0].attempts, 1, "taken over on the first delivery");
     assert_eq!(rig.consumer_info().await.num_redelivered, 0);
+}
+
+/// A pause point before a reply's send: the worker reports it got there, then waits for
+/// the test's go-ahead.
+fn pause_before_send() -> (
+    concierge::executor::BeforeSend,
+    Arc<tokio::sync::Notify>,
+    Arc<tokio::sync::Notify>,
+) {
+    let reached = Arc::new(tokio::sync::Notify::new());
+    let go = Arc::new(tokio::sync::Notify::new());
+    let hook: concierge::executor::BeforeSend = {
+        let (reached, go) = (reached.clone(), go.clone());
+        Arc::new(move || {
+            let (reached, go) = (reached.clone(), go.clone());
+            Box::pin(async move {
+                reached.notify_one();
+                go.notified().await;
+            })
+        })
+    };
+    (hook, reached, go)
+}
+
+/// Issue 11, defect 10, replayed deterministically: worker A claims the reply and is held
+/// right before its send while the (shared, stepped) clock moves past the claim timeout,
+/// as during a NATS outage plus slow Channex calls. Worker B gets the redelivery, takes the
+/// expired claim over, verifies by reading and sends. When A resumes, its pre-send
+/// confirmation finds the claim taken over: it must not send as well.
+#[tokio::test]
+async fn a_holder_whose_claim_was_taken_over_does_not_send_a_second_reply() {
+    let mut rig = rig(
+        &[("10_faq.rhai", FAQ_RULE)],
+        &[("wifi.hbs", "Wifi: {{vars.wifi_name}}")],
+    )
+    .await;
+    // Renewals every 10 s never happen within this test: only the stepped clock counts.
+    rig.config.worker.ack_wait = Duration::from_secs(30);
+    let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
+    rig.sim.sim.guest_message(&thread, "wifi?");
+    let event = guest_event(&rig.poll().await);
+    let offset = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let clock: concierge::lease::Clock = {
+        let offset = offset.clone();
+        Arc::new(move || {
+            chrono::Utc::now()
+                + chrono::Duration::seconds(offset.load(std::sync::atomic::Ordering::SeqCst))
+        })
+    };
+    let (hook, reached, go) = pause_before_send();
+    let (a, _la) = rig.worker().await;
+    let a = a.map_executor(|e| e.with_ledger_clock(clock.clone()).with_before_send(hook));
+    let a_run = {
+        let (a, event) = (a.clone(), event.clone());
+        tokio::spawn(async move { a.process_event(&event, 1).await })
+    };
+    reached.notified().await;
+    offset.store(61, std::sync::atomic::Ordering::SeqCst);
+
+    let (b, _lb) = rig.worker().await;
+    let b = b.map_executor(|e| e.with_ledger_clock(clock.clone()));
+    let report = b.process_event(&event, 2).await;
+    assert!(report.is_final(), "{report:?}");
+    assert_eq!(report.records[0].outcome, Outcome::Executed);
+    assert_eq!(rig.sent().len(), 1);
+
+    go.notify_one();
+    let report = a_run.await.unwrap();
+    assert!(!report.is_final(), "A lost its claim: {report:?}");
+    assert!(format!("{report:?}").contains("taken over"), "{report:?}");
+    assert_eq!(rig.sent().len(), 1, "A sent too: {:?}", rig.sent());
+    // A's redelivery finds the action done.
+    assert!(a.process_event(&event, 3).await.is_final());
+    assert_eq!(rig.sent().len(), 1);
+    let executed = rig
+        .audit()
+        .await
+        .into_iter()
+        .filter(|r| r.outcome == Outcome::Executed)
+        .count();
+    assert_eq!(executed, 1);
+}
+
+/// Defect 10, the other half: a live holder renews its claim, so a redelivery that comes
+/// after the claim timeout (measured from the claim) finds it busy instead of taking it
+/// over, and exactly one reply goes out.
+#[tokio::test]
+async fn a_held_claim_is_renewed_and_not_taken_over_while_its_holder_works() {
+    let mut rig = rig(
+        &[("10_faq.rhai", FAQ_RULE)],
+        &[("wifi.hbs", "Wifi: {{vars.wifi_name}}")],
+    )
+    .await;
+    rig.config.worker.ack_wait = Duration::from_millis(1200); // claim timeout
+    rig.config.channex.timeout = Duration::from_millis(500);
+    let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
+    rig.sim.sim.guest_message(&thread, "wifi?");
+    let event = guest_event(&rig.poll().await);
+    let (hook, reached, go) = pause_before_send();
+    let (a, _la) = rig.worker().await;
+    let a = a.map_executor(|e| e.with_before_send(hook));
+    let a_run = {
+        let event = event.clone();
+        tokio::spawn(async move { a.process_event(&event, 1).await })
+    };
+    reached.notified().await;
+    // Twice the claim timeout since A claimed: only renewals keep the claim A's.
+    tokio::time::sleep(Duration::from_millis(2400)).await;
+    let (b, _lb) = rig.worker().await;
+    let report = b.process_event(&event, 2).await;
+    assert!(!report.is_final(), "B must find the claim busy: {report:?}");
+    assert!(rig.sent().is_empty(), "{:?}", rig.sent());
+
+    go.notify_one();
+    let report = a_run.await.unwrap();
+    assert!(report.is_final(), "{report:?}");
+    assert_eq!(report.records[0].reason.as_deref(), Some("sent"));
+    assert!(b.process_event(&event, 3).await.is_final());
+    assert_eq!(rig.sent().len(), 1);
+}
+
+/// Issue 11, defect 11: a worker killed after its POST reached Channex but before it
+/// recorded the message as its own. The reply must still never reach the rules as a staff
+/// message (the poller's event for it is skipped as `own_message`), and it must not
+/// supersede another reply to the same guest message.
+#[tokio::test]
+async fn a_reply_sent_by_a_worker_killed_before_recording_it_is_still_its_own() {
+    const PARKING_RULE: &str = r#"
+if event.type == "thread.new_message" && message.sender == "guest" && message.text.contains("wifi") {
+    reply("parking");
+}
+// Staff answered: what the delayed-reply rule does (it cancels its timer).
+if event.type == "thread.new_message" && message.sender == "property" {
+    close_thread();
+}
+"#;
+    let mut rig = rig(
+        &[("10_faq.rhai", FAQ_RULE), ("20_parking.rhai", PARKING_RULE)],
+        &[
+            ("wifi.hbs", "Wifi: {{vars.wifi_name}}"),
+            ("parking.hbs", "Parking is free."),
+        ],
+    )
+    .await;
+    rig.config.worker.ack_wait = Duration::from_secs(1);
+    rig.config.channex.timeout = Duration::from_millis(500);
+    let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
+    rig.sim.sim.guest_message(&thread, "wifi?");
+    let event = guest_event(&rig.poll().await);
+
+    let (killed, _l) = rig.worker().await;
+    let killed = killed.with_crash_point(CrashPoint::AfterSendBeforeMarks);
+    let report = killed.process_event(&event, 1).await;
+    assert!(!report.is_final());
+    // The second reply went out although the first one (unmarked) is newer than the
+    // guest message: it is known to be ours, not a staff takeover.
+    assert_eq!(rig.sent().len(), 2, "{:?} {report:?}", rig.sent());
+
+    // The poller sees both replies as property messages: no rule runs on them.
+    let own = rig.poll().await;
+    assert_eq!(own.len(), 2, "{own:#?}");
+    let (fresh, _l2) = rig.worker().await;
+    for e in &own {
+        let report = fresh.process_event(e, 1).await;
+        assert!(report.is_final(), "{report:?}");
+        assert_eq!(report.records.len(), 1, "{:#?}", report.records);
+        assert_eq!(report.records[0].reason.as_deref(), Some("own_message"));
+    }
+    assert!(!rig.sim.sim.thread(&thread).is_some_and(|t| t.is_closed));
+
+    // The redelivery of the guest event verifies both replies by reading.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let report = fresh.process_event(&event, 2).await;
+    assert!(report.is_final(), "{report:?}");
+    for r in &report.records {
+        assert_eq!(r.outcome, Outcome::Executed, "{r:?}");
+        assert_eq!(r.reason.as_deref(), Some("verified_after_interruption"));
+    }
+    assert_eq!(rig.sent().len(), 2);
+}
+
+/// Issue 11, defect 9: timers expire with `nats.followups_max_age`, so one due later than
+/// that (minus a day) would silently vanish; it is refused with a `failed` record instead.
+#[tokio::test]
+async fn a_follow_up_due_beyond_timer_retention_is_refused_not_lost() {
+    const FAR_RULE: &str = r#"
+if event.type == "thread.new_message" && message.sender == "guest" {
+    follow_up("anniversary", days(500));
+}
+"#;
+    let mut rig = rig(&[("10_far.rhai", FAR_RULE)], &[]).await;
+    let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
+    rig.sim.sim.guest_message(&thread, "hello");
+    let event = guest_event(&rig.poll().await);
+    let (worker, _l) = rig.worker().await;
+    let report = worker.process_event(&event, 1).await;
+    assert!(report.is_final(), "{report:?}");
+    assert_eq!(report.records[0].outcome, Outcome::Failed);
+    assert_eq!(
+        report.records[0].reason.as_deref(),
+        Some("beyond_retention")
+    );
+    let timers = concierge::scheduler::FollowUps::new(rig.infra.followups.clone());
+    assert!(timers.list().await.unwrap().is_empty());
 }

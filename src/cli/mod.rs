@@ -62,6 +62,18 @@ enum Command {
     /// Show or cancel pending follow-up timers.
     #[command(subcommand, name = "follow-ups")]
     FollowUps(inspect::FollowUpsCommand),
+    /// Delete one thread's personal data (ledger texts, timers, audit records, events).
+    Purge(PurgeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
+    /// The Channex thread id whose data is deleted.
+    #[arg(long)]
+    thread: String,
+    /// Its property: only that property's events are deleted.
+    #[arg(long)]
+    property: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -229,8 +241,25 @@ async fn dispatch(cli: Cli) -> ExitCode {
         Command::Audit(args) => report(inspect::audit(&config, args).await),
         Command::Replay(args) => report(inspect::replay(&config, args).await),
         Command::FollowUps(cmd) => report(inspect::follow_ups(&config, cmd).await),
+        Command::Purge(args) => report(purge(&config, args).await),
         Command::Sim(_) | Command::Demo(_) => ExitCode::SUCCESS,
     }
+}
+
+async fn purge(config: &Config, args: PurgeArgs) -> anyhow::Result<()> {
+    let infra = crate::nats::Infra::setup(&config.nats).await?;
+    let r = crate::purge::purge_thread(
+        &infra,
+        &config.nats.prefix,
+        &args.thread,
+        args.property.as_deref(),
+    )
+    .await?;
+    println!(
+        "purged thread {}: ledger_keys={} timers={} audit_records={} events={}",
+        args.thread, r.ledger_keys, r.timers, r.audit_records, r.events
+    );
+    Ok(())
 }
 
 fn report(result: anyhow::Result<()>) -> ExitCode {

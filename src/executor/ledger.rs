@@ -8,14 +8,21 @@
 //! Keys (KV keys allow `[-/_=.a-zA-Z0-9]`, so ids are hashed or sanitised):
 //! - `act.<sha256(action key)>`: [`LedgerEntry`] of one planned action;
 //! - `own.<message id>`: a message this service sent (loop safety, takeover check);
-//! - `cool.<thread>.<template>`: last time a template went to a thread (cooldown).
+//! - `cool.<thread>.<template>`: last time a template went to a thread (cooldown);
+//! - `send.<sha256(thread, normalised text)>`: a reply about to be sent, written before the
+//!   POST so that the message is recognised as ours even if the process dies before
+//!   `own.` is written (see [`Ledger::is_pending_own`]).
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use crate::lease::{system_clock, Clock};
 
 #[derive(Debug, thiserror::Error)]
 #[error("ledger {op} failed for {key}: {message}")]
@@ -29,7 +36,15 @@ impl LedgerError {
     /// The ledger could not be reached (timeout, no stream leader): waiting for NATS will
     /// help. Not so for an entry that does not decode or a claim another worker took over.
     pub fn is_unavailable(&self) -> bool {
-        !matches!(self.op, "decode" | "encode" | "finish (claim taken over)")
+        !matches!(self.op, "decode" | "encode") && !self.is_taken_over()
+    }
+
+    /// The claim this worker held was taken over by another worker (it had expired).
+    pub fn is_taken_over(&self) -> bool {
+        matches!(
+            self.op,
+            "finish (claim taken over)" | "renew (claim taken over)"
+        )
     }
 }
 
@@ -59,6 +74,19 @@ pub struct LedgerEntry {
     pub channex_message_id: Option<String>,
     #[serde(default)]
     pub attempts: u32,
+    /// Last renewal by the holder; expiry counts from here (or from `claimed_at`).
+    #[serde(default)]
+    pub renewed_at: Option<DateTime<Utc>>,
+    /// The thread the action concerns: lets one thread's data be purged on request.
+    #[serde(default)]
+    pub thread_id: Option<String>,
+}
+
+impl LedgerEntry {
+    /// When the claim was last known alive.
+    pub fn alive_at(&self) -> DateTime<Utc> {
+        self.renewed_at.unwrap_or(self.claimed_at)
+    }
 }
 
 /// The current ledger entry and its revision (for compare-and-set).
@@ -86,8 +114,12 @@ pub enum Claim {
 pub struct Ledger {
     store: kv::Store,
     worker_id: String,
-    /// A claim older than this is presumed abandoned by a crashed worker.
+    /// A claim not renewed for this long is presumed abandoned by a crashed worker.
     claim_timeout: Duration,
+    /// Judges claim expiry and stamps claims and renewals.
+    clock: Clock,
+    /// Action keys a task of this process is working on: never taken over by this process.
+    held: Arc<Mutex<HashSet<String>>>,
 }
 
 pub fn action_ledger_key(action_key: &str) -> String {
@@ -121,7 +153,33 @@ impl Ledger {
             store,
             worker_id: worker_id.into(),
             claim_timeout,
+            clock: system_clock(),
+            held: Arc::default(),
         }
+    }
+
+    /// Judge expiry with `clock` (tests: a fixed or stepped clock).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn claim_timeout(&self) -> Duration {
+        self.claim_timeout
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        // A poisoned set is still a set of keys: keep using it.
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Mark `action_key` as worked on by a task of this process (until [`Self::unhold`]).
+    pub(crate) fn hold(&self, action_key: &str) {
+        self.held().insert(action_key.to_string());
+    }
+
+    pub(crate) fn unhold(&self, action_key: &str) {
+        self.held().remove(action_key);
     }
 
     fn err(op: &'static str, key: &str, e: impl std::fmt::Display) -> LedgerError {
@@ -156,19 +214,44 @@ impl Ledger {
         LedgerEntry {
             state: LedgerState::Claimed,
             worker: self.worker_id.clone(),
-            claimed_at: Utc::now(),
+            claimed_at: (self.clock)(),
             outcome: None,
             reason: None,
             text: text.map(str::to_string),
             channex_message_id: None,
             attempts,
+            renewed_at: None,
+            thread_id: None,
         }
+    }
+
+    /// A claim may be taken over once it has not been renewed for `claim_timeout`, or
+    /// at once by this process when none of its tasks works on it any more.
+    fn may_take_over(&self, action_key: &str, entry: &LedgerEntry) -> bool {
+        if entry.worker == self.worker_id {
+            return !self.held().contains(action_key);
+        }
+        (self.clock)()
+            .signed_duration_since(entry.alive_at())
+            .to_std()
+            .is_ok_and(|age| age >= self.claim_timeout)
     }
 
     /// Claim `action_key` for this worker.
     pub async fn claim(&self, action_key: &str, text: Option<&str>) -> Result<Claim, LedgerError> {
+        self.claim_in(action_key, None, text).await
+    }
+
+    /// Claim `action_key`, an action on `thread_id` (recorded for purges).
+    pub async fn claim_in(
+        &self,
+        action_key: &str,
+        thread_id: Option<&str>,
+        text: Option<&str>,
+    ) -> Result<Claim, LedgerError> {
         let key = action_ledger_key(action_key);
-        let fresh = self.claim_entry(text, 1);
+        let mut fresh = self.claim_entry(text, 1);
+        fresh.thread_id = thread_id.map(str::to_string);
         let body = serde_json::to_vec(&fresh).map_err(|e| Self::err("encode", &key, e))?;
         match self.store.create(&key, body.into()).await {
             Ok(revision) => {
@@ -188,16 +271,13 @@ impl Ledger {
         match current.entry.state {
             LedgerState::Done => Ok(Claim::Done(current.entry)),
             LedgerState::Claimed => {
-                let age = Utc::now()
-                    .signed_duration_since(current.entry.claimed_at)
-                    .to_std()
-                    .unwrap_or_default();
-                if current.entry.worker == self.worker_id || age >= self.claim_timeout {
+                if self.may_take_over(action_key, &current.entry) {
                     let mut takeover =
                         self.claim_entry(text, current.entry.attempts.saturating_add(1));
                     if takeover.text.is_none() {
                         takeover.text = current.entry.text.clone();
                     }
+                    takeover.thread_id = fresh.thread_id.or(current.entry.thread_id.clone());
                     let body =
                         serde_json::to_vec(&takeover).map_err(|e| Self::err("encode", &key, e))?;
                     match self.store.update(&key, body.into(), current.revision).await {
@@ -212,6 +292,27 @@ impl Ledger {
                     Ok(Claim::Busy)
                 }
             }
+        }
+    }
+
+    /// Prove the claim at `revision` is still ours and push its expiry out by
+    /// `claim_timeout` (compare-and-set); returns the new revision.
+    pub async fn renew(&self, action_key: &str, revision: u64) -> Result<u64, LedgerError> {
+        let key = action_ledger_key(action_key);
+        let taken_over = || Self::err("renew (claim taken over)", &key, "revision changed");
+        let Some(current) = self.get(action_key).await? else {
+            return Err(taken_over());
+        };
+        if current.revision != revision || current.entry.state != LedgerState::Claimed {
+            return Err(taken_over());
+        }
+        let mut entry = current.entry;
+        entry.renewed_at = Some((self.clock)());
+        let body = serde_json::to_vec(&entry).map_err(|e| Self::err("encode", &key, e))?;
+        match self.store.update(&key, body.into(), revision).await {
+            Ok(revision) => Ok(revision),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Err(taken_over()),
+            Err(e) => Err(Self::err("renew", &key, e)),
         }
     }
 
@@ -268,6 +369,134 @@ impl Ledger {
             .await
             .map(|v| v.is_some_and(|b| !b.is_empty()))
             .map_err(|e| Self::err("read", &key, e))
+    }
+
+    fn sending_key(thread_id: &str, text: &str) -> String {
+        let mut hasher = Sha256::new();
+        hasher.update(thread_id.as_bytes());
+        hasher.update([0u8]);
+        hasher.update(super::normalise_text(text).as_bytes());
+        let hex: String = hasher
+            .finalize()
+            .iter()
+            .take(16)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("send.{hex}")
+    }
+
+    /// Note, before the POST, that this text is about to go to this thread: a process
+    /// killed between the POST and [`Self::mark_own_message`] still leaves the message
+    /// recognisable as ours.
+    pub async fn mark_sending(&self, thread_id: &str, text: &str) -> Result<(), LedgerError> {
+        let key = Self::sending_key(thread_id, text);
+        self.store
+            .put(&key, (self.clock)().to_rfc3339().into())
+            .await
+            .map(|_| ())
+            .map_err(|e| Self::err("mark_sending", &key, e))
+    }
+
+    /// The send certainly did not happen: a staff message with the same text is not ours.
+    pub async fn clear_sending(&self, thread_id: &str, text: &str) -> Result<(), LedgerError> {
+        let key = Self::sending_key(thread_id, text);
+        self.store
+            .delete(&key)
+            .await
+            .map_err(|e| Self::err("clear_sending", &key, e))
+    }
+
+    /// A property message with this text in this thread, inserted around a send we were
+    /// about to make (from 2 minutes before it, for clock skew, until the claim that
+    /// allowed it ran out, plus the same skew), is ours even if it is not marked `own.`.
+    pub async fn is_pending_own(
+        &self,
+        thread_id: &str,
+        text: &str,
+        inserted_at: DateTime<Utc>,
+    ) -> Result<bool, LedgerError> {
+        let key = Self::sending_key(thread_id, text);
+        let value = self
+            .store
+            .get(key.clone())
+            .await
+            .map_err(|e| Self::err("read", &key, e))?;
+        let Some(at) = value
+            .and_then(|b| std::str::from_utf8(&b).ok().map(str::to_string))
+            .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
+            .map(|t| t.with_timezone(&Utc))
+        else {
+            return Ok(false);
+        };
+        let skew = chrono::Duration::minutes(2);
+        let life = chrono::Duration::from_std(self.claim_timeout).unwrap_or(skew);
+        Ok(inserted_at >= at - skew && inserted_at <= at + life + skew)
+    }
+
+    /// Ours for certain (`own.`) or about to be sent by us when the process died (`send.`).
+    pub async fn is_ours(
+        &self,
+        thread_id: &str,
+        message_id: &str,
+        text: &str,
+        inserted_at: DateTime<Utc>,
+    ) -> Result<bool, LedgerError> {
+        if self.is_own_message(message_id).await? {
+            return Ok(true);
+        }
+        self.is_pending_own(thread_id, text, inserted_at).await
+    }
+
+    /// Forget everything about one thread: its actions' entries (rendered texts) and their
+    /// own-message and sending marks, and its cooldown marks. Entries written before
+    /// entries recorded their thread cannot be found; they expire with `ledger_max_age`.
+    /// Returns the number of keys removed.
+    pub async fn purge_thread(&self, thread_id: &str) -> Result<usize, LedgerError> {
+        use futures::TryStreamExt;
+        let keys: Vec<String> = self
+            .store
+            .keys()
+            .await
+            .map_err(|e| Self::err("list", "*", e))?
+            .try_collect()
+            .await
+            .map_err(|e| Self::err("list", "*", e))?;
+        let cooldowns = format!("cool.{}.", key_token(thread_id));
+        let mut doomed: Vec<String> = keys
+            .iter()
+            .filter(|k| k.starts_with(&cooldowns))
+            .cloned()
+            .collect();
+        for key in keys.iter().filter(|k| k.starts_with("act.")) {
+            let Some(entry) = self
+                .store
+                .get(key.clone())
+                .await
+                .map_err(|e| Self::err("read", key, e))?
+            else {
+                continue;
+            };
+            let Ok(entry) = serde_json::from_slice::<LedgerEntry>(&entry) else {
+                continue;
+            };
+            if entry.thread_id.as_deref() != Some(thread_id) {
+                continue;
+            }
+            doomed.push(key.clone());
+            if let Some(id) = &entry.channex_message_id {
+                doomed.push(format!("own.{}", key_token(id)));
+            }
+            if let Some(text) = &entry.text {
+                doomed.push(Self::sending_key(thread_id, text));
+            }
+        }
+        for key in &doomed {
+            self.store
+                .purge(key)
+                .await
+                .map_err(|e| Self::err("purge", key, e))?;
+        }
+        Ok(doomed.len())
     }
 
     fn cooldown_key(thread_id: &str, template: &str) -> String {

@@ -6,6 +6,10 @@
 //!   Channex call and marked done after it; a claim found on redelivery (a crash or an
 //!   ambiguous 5xx/timeout) is resolved by re-reading the thread and comparing
 //!   whitespace-normalised text, never by sending blindly again;
+//! - a claim is renewed while held and confirmed by compare-and-set right before a send,
+//!   which starts only if the claim is certainly ours for longer than the HTTP timeout
+//!   ([`claim`]); a reply's text is noted for its thread before the POST, so the message
+//!   is known as ours even if the process dies before recording its id;
 //! - human takeover: a property-side message newer than the guest message that triggered
 //!   the event, not sent by us, skips the reply (`superseded`); a closed thread skips it;
 //! - cooldown per thread + template; `no_reply_needed` only on Booking.com;
@@ -17,6 +21,7 @@
 //! at a time and acks the event once every action has a final outcome.
 
 pub mod alerts;
+pub mod claim;
 pub mod ledger;
 
 use std::sync::Arc;
@@ -32,6 +37,7 @@ use crate::rules::Action;
 use crate::scheduler::{FollowUpTimer, FollowUps};
 use crate::templates::Templates;
 use alerts::{Alert, AlertSinks};
+use claim::{ConfirmError, HeldClaim};
 use ledger::{Claim, Ledger, LedgerEntry, LedgerError};
 
 /// Where a test may make the executor "crash" (return without finishing, as a killed
@@ -39,8 +45,15 @@ use ledger::{Claim, Ledger, LedgerEntry, LedgerError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CrashPoint {
     AfterClaim,
+    /// The POST reached Channex, nothing was recorded yet (not even `own.`).
+    AfterSendBeforeMarks,
     AfterSend,
 }
+
+/// A test hook awaited right before a reply's pre-send confirmation: lets a test hold a
+/// worker there while another one acts, to replay an interleaving deterministically.
+pub type BeforeSend =
+    Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
 
 #[derive(Clone)]
 pub struct ExecutorSettings {
@@ -48,6 +61,13 @@ pub struct ExecutorSettings {
     /// Property-level and global dry-run, already combined by the caller.
     pub dry_run: Arc<dyn Fn(&str) -> bool + Send + Sync>,
     pub crash_at: Option<CrashPoint>,
+    /// The longest a send may take (the Channex HTTP timeout): a send starts only while
+    /// the claim is certainly ours for longer than this.
+    pub send_timeout: Duration,
+    pub before_send: Option<BeforeSend>,
+    /// Timers due later than this from now are refused: the timer store would forget them
+    /// first (`nats.followups_max_age` minus a day).
+    pub timer_horizon: Duration,
 }
 
 impl std::fmt::Debug for ExecutorSettings {
@@ -55,6 +75,7 @@ impl std::fmt::Debug for ExecutorSettings {
         f.debug_struct("ExecutorSettings")
             .field("cooldown", &self.cooldown)
             .field("crash_at", &self.crash_at)
+            .field("send_timeout", &self.send_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -195,6 +216,18 @@ impl Executor {
         self
     }
 
+    /// Judge claim expiry with `clock` (tests: a clock stepped past the claim timeout).
+    pub fn with_ledger_clock(mut self, clock: crate::lease::Clock) -> Self {
+        self.ledger = self.ledger.with_clock(clock);
+        self
+    }
+
+    /// Test hook: await `hook` right before each reply's pre-send confirmation.
+    pub fn with_before_send(mut self, hook: BeforeSend) -> Self {
+        self.settings.before_send = Some(hook);
+        self
+    }
+
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
     }
@@ -251,9 +284,19 @@ impl Executor {
         &self,
         planned: &PlannedAction<'_>,
         text: Option<&str>,
-    ) -> Result<(u64, Option<LedgerEntry>), Step> {
-        match self.ledger.claim(&planned.key(), text).await {
-            Ok(Claim::Won { revision, previous }) => Ok((revision, previous)),
+    ) -> Result<(HeldClaim, Option<LedgerEntry>), Step> {
+        let key = planned.key();
+        let thread = Self::thread_id(planned);
+        match self.ledger.claim_in(&key, thread, text).await {
+            Ok(Claim::Won { revision, previous }) => Ok((
+                HeldClaim::hold(
+                    self.ledger.clone(),
+                    key,
+                    thread.map(str::to_string),
+                    revision,
+                ),
+                previous,
+            )),
             // Another worker is on it (or crashed holding it): wait for its outcome or for
             // the claim to expire, rather than spend this event's deliveries meanwhile.
             Ok(Claim::Busy) => Err(Step::Wait("claimed by another worker".into())),
@@ -277,7 +320,7 @@ impl Executor {
 
     /// Write the final outcome to the ledger; a failure to do so is retried (the claim
     /// stays, and the next run, in place or redelivered, resolves it by reading the thread).
-    async fn finish(&self, planned: &PlannedAction<'_>, revision: u64, f: Finished) -> Step {
+    async fn finish(&self, claim: HeldClaim, f: Finished) -> Step {
         let entry = LedgerEntry {
             state: ledger::LedgerState::Done,
             worker: String::new(),
@@ -287,8 +330,10 @@ impl Executor {
             text: f.text.clone(),
             channex_message_id: f.channex_message_id.clone(),
             attempts: 0,
+            renewed_at: None,
+            thread_id: None,
         };
-        match self.ledger.finish(&planned.key(), revision, entry).await {
+        match claim.finish(entry).await {
             Ok(()) => Step::Done(f),
             Err(e) => e.into(),
         }
@@ -298,8 +343,7 @@ impl Executor {
     /// happen, keep it if it may have, fail for good on 4xx.
     async fn on_channex_error(
         &self,
-        planned: &PlannedAction<'_>,
-        revision: u64,
+        claim: HeldClaim,
         e: ChannexError,
         text: Option<&str>,
     ) -> Step {
@@ -307,14 +351,14 @@ impl Executor {
             return Step::Retry(format!("ambiguous Channex result, will verify: {e}"));
         }
         if e.is_transient() {
-            if let Err(le) = self.ledger.release(&planned.key(), revision).await {
+            if let Err(le) = claim.release().await {
                 tracing::warn!(error = %le, "could not release claim");
             }
             return Step::Retry(format!("transient Channex error: {e}"));
         }
         let mut f = Finished::channex_failure(&e);
         f.text = text.map(str::to_string);
-        self.finish(planned, revision, f).await
+        self.finish(claim, f).await
     }
 
     async fn reply(
@@ -334,7 +378,7 @@ impl Executor {
         if dry_run {
             return Step::Done(Finished::new(Outcome::DryRun, "dry_run").text(&text));
         }
-        let (revision, previous) = match self.claim(planned, Some(&text)).await {
+        let (claim, previous) = match self.claim(planned, Some(&text)).await {
             Ok(c) => c,
             Err(step) => return step,
         };
@@ -344,36 +388,29 @@ impl Executor {
             .await
         {
             Ok(page) => page.items,
-            Err(e) => {
-                return self
-                    .on_channex_error(planned, revision, e, Some(&text))
-                    .await
-            }
+            Err(e) => return self.on_channex_error(claim, e, Some(&text)).await,
         };
-        if let Some(previous) = &previous {
-            if let Some(sent) = find_sent(&messages, &text, previous.claimed_at) {
-                let _ = self.ledger.mark_own_message(&sent.id).await;
-                let _ = self
-                    .ledger
-                    .mark_sent(thread_id, template, sent.inserted_at)
-                    .await;
-                let mut f =
-                    Finished::new(Outcome::Executed, "verified_after_interruption").text(&text);
-                f.channex_message_id = Some(sent.id.clone());
-                return self.finish(planned, revision, f).await;
-            }
+        // A takeover: the previous holder may have sent; if so, that is our outcome.
+        let verified = previous
+            .as_ref()
+            .and_then(|p| find_sent(&messages, &text, p.claimed_at));
+        if let Some(sent) = verified {
+            let _ = self.ledger.mark_own_message(&sent.id).await;
+            let _ = self
+                .ledger
+                .mark_sent(thread_id, template, sent.inserted_at)
+                .await;
+            let mut f = Finished::new(Outcome::Executed, "verified_after_interruption").text(&text);
+            f.channex_message_id = Some(sent.id.clone());
+            return self.finish(claim, f).await;
         }
         let thread = match self.channex.get_thread(thread_id).await {
             Ok(t) => t,
-            Err(e) => {
-                return self
-                    .on_channex_error(planned, revision, e, Some(&text))
-                    .await
-            }
+            Err(e) => return self.on_channex_error(claim, e, Some(&text)).await,
         };
         if thread.is_closed {
             let f = Finished::new(Outcome::Skipped, "thread_closed").text(&text);
-            return self.finish(planned, revision, f).await;
+            return self.finish(claim, f).await;
         }
         match self.superseded_by(planned, &messages).await {
             Ok(Some(by)) => {
@@ -382,7 +419,7 @@ impl Executor {
                     .error(format!(
                         "staff message {by} is newer than the guest message"
                     ));
-                return self.finish(planned, revision, f).await;
+                return self.finish(claim, f).await;
             }
             Ok(None) => {}
             Err(e) => return e.into(),
@@ -394,7 +431,7 @@ impl Executor {
                     .error(format!(
                         "template {template} was sent to this thread at {at}"
                     ));
-                return self.finish(planned, revision, f).await;
+                return self.finish(claim, f).await;
             }
             Ok(_) => {}
             Err(e) => return e.into(),
@@ -402,14 +439,61 @@ impl Executor {
         if self.settings.crash_at == Some(CrashPoint::AfterClaim) {
             return Step::Retry("injected crash after claim".into());
         }
-        let sent = match self.channex.send_thread_message(thread_id, &text).await {
-            Ok(m) => m,
-            Err(e) => {
-                return self
-                    .on_channex_error(planned, revision, e, Some(&text))
-                    .await
+        self.send_reply(claim, thread_id, template, &text).await
+    }
+
+    /// The send itself: note the text as ours, confirm the claim is ours for longer than
+    /// the send may take, send within that time, then record the message as ours.
+    async fn send_reply(
+        &self,
+        claim: HeldClaim,
+        thread_id: &str,
+        template: &str,
+        text: &str,
+    ) -> Step {
+        // Written before the POST so a process killed right after it still leaves the
+        // message recognisable as ours (poller events, takeover check).
+        if let Err(e) = self.ledger.mark_sending(thread_id, text).await {
+            return e.into();
+        }
+        if let Some(hook) = &self.settings.before_send {
+            hook().await;
+        }
+        let left = match claim.confirm(self.settings.send_timeout).await {
+            Ok(left) => left,
+            // The other worker owns the action now and will finish it; this one waits for
+            // its outcome (the next run finds the action done).
+            Err(ConfirmError::Lost) => return Step::Wait(ConfirmError::Lost.to_string()),
+            Err(ConfirmError::Unavailable(e)) => return e.into(),
+            Err(e @ ConfirmError::TooShort { .. }) => {
+                if let Err(le) = claim.release().await {
+                    tracing::warn!(error = %le, "could not release claim");
+                }
+                return Step::Retry(format!("not sent: {e}"));
             }
         };
+        // Past `left` another worker may take the claim over: a send still running then is
+        // abandoned as ambiguous, and whoever runs next verifies by reading the thread.
+        let sent =
+            match tokio::time::timeout(left, self.channex.send_thread_message(thread_id, text))
+                .await
+            {
+                Ok(Ok(m)) => m,
+                Ok(Err(e)) => {
+                    if !e.is_ambiguous() {
+                        let _ = self.ledger.clear_sending(thread_id, text).await;
+                    }
+                    return self.on_channex_error(claim, e, Some(text)).await;
+                }
+                Err(_) => {
+                    return Step::Retry(format!(
+                        "send outlived the claim's safe time ({left:?}); will verify by reading"
+                    ))
+                }
+            };
+        if self.settings.crash_at == Some(CrashPoint::AfterSendBeforeMarks) {
+            return Step::Retry("injected crash after send, before marks".into());
+        }
         // Loop safety and the takeover check depend on these marks; if they cannot be
         // written the claim stays and the redelivery finds the message by reading.
         if let Err(e) = self.ledger.mark_own_message(&sent.id).await {
@@ -419,9 +503,9 @@ impl Executor {
         if self.settings.crash_at == Some(CrashPoint::AfterSend) {
             return Step::Retry("injected crash after send".into());
         }
-        let mut f = Finished::new(Outcome::Executed, "sent").text(&text);
+        let mut f = Finished::new(Outcome::Executed, "sent").text(text);
         f.channex_message_id = Some(sent.id);
-        self.finish(planned, revision, f).await
+        self.finish(claim, f).await
     }
 
     /// A property-side message, newer than the guest message that triggered the event and
@@ -451,7 +535,15 @@ impl Executor {
             if m.inserted_at <= trigger {
                 break;
             }
-            if m.sender == Sender::Property && !self.ledger.is_own_message(&m.id).await? {
+            if m.sender != Sender::Property {
+                continue;
+            }
+            let thread_id = Self::thread_id(planned).unwrap_or_default();
+            if !self
+                .ledger
+                .is_ours(thread_id, &m.id, &m.text, m.inserted_at)
+                .await?
+            {
                 return Ok(Some(m.id.clone()));
             }
         }
@@ -473,20 +565,16 @@ impl Executor {
         if dry_run {
             return Step::Done(Finished::new(Outcome::DryRun, "dry_run"));
         }
-        let (revision, _) = match self.claim(planned, None).await {
+        let (claim, _) = match self.claim(planned, None).await {
             Ok(c) => c,
             Err(step) => return step,
         };
         match self.channex.mark_no_reply_needed(&thread.id).await {
             Ok(()) => {
-                self.finish(
-                    planned,
-                    revision,
-                    Finished::new(Outcome::Executed, "marked"),
-                )
-                .await
+                self.finish(claim, Finished::new(Outcome::Executed, "marked"))
+                    .await
             }
-            Err(e) => self.on_channex_error(planned, revision, e, None).await,
+            Err(e) => self.on_channex_error(claim, e, None).await,
         }
     }
 
@@ -497,34 +585,26 @@ impl Executor {
         if dry_run {
             return Step::Done(Finished::new(Outcome::DryRun, "dry_run"));
         }
-        let (revision, _) = match self.claim(planned, None).await {
+        let (claim, _) = match self.claim(planned, None).await {
             Ok(c) => c,
             Err(step) => return step,
         };
         match self.channex.get_thread(thread_id).await {
             Ok(t) if t.is_closed => {
                 return self
-                    .finish(
-                        planned,
-                        revision,
-                        Finished::new(Outcome::Skipped, "already_closed"),
-                    )
+                    .finish(claim, Finished::new(Outcome::Skipped, "already_closed"))
                     .await
             }
             Ok(_) => {}
-            Err(e) => return self.on_channex_error(planned, revision, e, None).await,
+            Err(e) => return self.on_channex_error(claim, e, None).await,
         }
         match self.channex.close_thread(thread_id).await {
             Ok(_) => {
-                self.finish(
-                    planned,
-                    revision,
-                    Finished::new(Outcome::Executed, "closed"),
-                )
-                .await
+                self.finish(claim, Finished::new(Outcome::Executed, "closed"))
+                    .await
             }
             // Closing twice is harmless: an ambiguous close is simply retried.
-            Err(e) => self.on_channex_error(planned, revision, e, None).await,
+            Err(e) => self.on_channex_error(claim, e, None).await,
         }
     }
 
@@ -542,7 +622,7 @@ impl Executor {
         if dry_run {
             return Step::Done(Finished::new(Outcome::DryRun, "dry_run").text(&text));
         }
-        let (revision, _) = match self.claim(planned, Some(&text)).await {
+        let (claim, _) = match self.claim(planned, Some(&text)).await {
             Ok(c) => c,
             Err(step) => return step,
         };
@@ -564,7 +644,7 @@ impl Executor {
                 .text(&text)
                 .error(e),
         };
-        self.finish(planned, revision, f).await
+        self.finish(claim, f).await
     }
 
     async fn follow_up(
@@ -577,6 +657,16 @@ impl Executor {
         let Some(thread_id) = Self::thread_id(planned) else {
             return Step::Done(Finished::new(Outcome::Skipped, "no_thread"));
         };
+        let horizon = chrono::Duration::from_std(self.settings.timer_horizon)
+            .unwrap_or(chrono::Duration::MAX);
+        if due_at.signed_duration_since(Utc::now()) > horizon {
+            return Step::Done(
+                Finished::new(Outcome::Failed, "beyond_retention").error(format!(
+                "follow-up {name} is due {}, later than timers are kept (nats.followups_max_age)",
+                due_at.to_rfc3339()
+            )),
+            );
+        }
         let timer = FollowUpTimer {
             thread_id: thread_id.to_string(),
             property_id: planned.event.property.id.clone(),

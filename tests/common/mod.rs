@@ -49,6 +49,8 @@ pub fn config(sim: &SimServer, nats: &NatsConfig, property_ids: &[&str]) -> Conf
     c.nats = nats.clone();
     c.poller.lease_ttl = Duration::from_secs(1);
     c.worker.ack_wait = Duration::from_secs(5);
+    // A send starts only while its claim (ack_wait) outlasts the HTTP timeout.
+    c.channex.timeout = Duration::from_secs(2);
     c.worker.retry_delay = Duration::from_millis(200);
     c
 }

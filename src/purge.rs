@@ -1,0 +1,128 @@
+//! Purging one thread's personal data on request (`concierge purge --thread <id>`).
+//!
+//! Owns finding and deleting what the service stores about one thread: the ledger's
+//! entries for its actions (rendered texts) with their own-message, sending and cooldown
+//! marks, its follow-up timers (with their data), its audit records (subjects
+//! `<prefix>.audit.<property>.<thread>`) and its events (subjects are per property, so
+//! the events stream is read and the thread's events picked by their thread id); stored
+//! messages are deleted one by one.
+//!
+//! It keeps the poller's thread snapshot: it holds ids, counts and times, no text or
+//! names, and without it the poller would announce the thread as new and the rules would
+//! answer its old messages again. It must not run while the thread is being worked on: an
+//! event in flight can write a record or a timer after the purge (run it again then).
+
+use crate::events::subject_token;
+use crate::nats::{audit_stream, events_stream, read_stored, Infra, ReadFrom};
+use crate::scheduler::FollowUps;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PurgeError {
+    #[error("ledger: {0}")]
+    Ledger(#[from] crate::executor::ledger::LedgerError),
+    #[error("follow-up timers: {0}")]
+    Timers(String),
+    #[error("stream {stream}: {message}")]
+    Stream { stream: String, message: String },
+}
+
+/// What one purge removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PurgeReport {
+    pub ledger_keys: usize,
+    pub timers: usize,
+    pub audit_records: usize,
+    pub events: usize,
+}
+
+/// Delete one thread's data; `property_id` narrows the events scan to that property.
+pub async fn purge_thread(
+    infra: &Infra,
+    prefix: &str,
+    thread_id: &str,
+    property_id: Option<&str>,
+) -> Result<PurgeReport, PurgeError> {
+    let ledger = crate::executor::ledger::Ledger::new(
+        infra.ledger.clone(),
+        "purge",
+        std::time::Duration::ZERO,
+    );
+    let ledger_keys = ledger.purge_thread(thread_id).await?;
+    let timers = purge_timers(&FollowUps::new(infra.followups.clone()), thread_id).await?;
+    let audit_records = purge_audit(infra, prefix, thread_id).await?;
+    let events = purge_events(infra, prefix, thread_id, property_id).await?;
+    Ok(PurgeReport {
+        ledger_keys,
+        timers,
+        audit_records,
+        events,
+    })
+}
+
+async fn purge_timers(store: &FollowUps, thread_id: &str) -> Result<usize, PurgeError> {
+    let timers_err = |e: crate::scheduler::SchedulerError| PurgeError::Timers(e.to_string());
+    let mut removed = 0;
+    for timer in store.list().await.map_err(timers_err)? {
+        if timer.thread_id == thread_id
+            && store
+                .cancel(thread_id, &timer.name)
+                .await
+                .map_err(timers_err)?
+        {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+async fn purge_audit(infra: &Infra, prefix: &str, thread_id: &str) -> Result<usize, PurgeError> {
+    // One subject per thread (under each property): the same read-and-delete as for
+    // events, which also reports exactly how many records went.
+    let filter = format!("{prefix}.audit.*.{}", subject_token(thread_id));
+    delete_matching(infra, &audit_stream(prefix), &filter, |_| true).await
+}
+
+async fn purge_events(
+    infra: &Infra,
+    prefix: &str,
+    thread_id: &str,
+    property_id: Option<&str>,
+) -> Result<usize, PurgeError> {
+    // Event types have dots of their own (`thread.new_message`): match the property in
+    // the payload rather than count subject tokens.
+    let filter = format!("{prefix}.events.>");
+    delete_matching(infra, &events_stream(prefix), &filter, |payload| {
+        // Only the ids are looked at; an undecodable event cannot be attributed.
+        serde_json::from_slice::<crate::events::Event>(payload).is_ok_and(|e| {
+            e.thread_id() == Some(thread_id) && property_id.is_none_or(|p| e.property.id == p)
+        })
+    })
+    .await
+}
+
+/// Delete every stored message on `filter` whose payload `wanted` picks, one by one.
+async fn delete_matching(
+    infra: &Infra,
+    name: &str,
+    filter: &str,
+    wanted: impl Fn(&[u8]) -> bool,
+) -> Result<usize, PurgeError> {
+    let err = |e: &dyn std::fmt::Display| PurgeError::Stream {
+        stream: name.to_string(),
+        message: e.to_string(),
+    };
+    let mut doomed = Vec::new();
+    read_stored(&infra.js, name, filter, ReadFrom::Beginning, false, |msg| {
+        if wanted(&msg.payload) {
+            doomed.push(msg.seq);
+        }
+        true
+    })
+    .await
+    .map_err(|e| err(&e))?;
+    let stream = infra.js.get_stream(name).await.map_err(|e| err(&e))?;
+    for seq in &doomed {
+        stream.delete_message(*seq).await.map_err(|e| err(&e))?;
+    }
+    Ok(doomed.len())
+}

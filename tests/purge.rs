@@ -1,0 +1,216 @@
+//! `concierge purge --thread`: one thread's personal data goes from the ledger, the timer
+//! store, the audit stream and the events stream of a private NATS; other threads' stays.
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use concierge::audit::{self, AuditFilter, AuditLog, AuditRecord, Outcome};
+use concierge::events::Event;
+use concierge::executor::ledger::{Ledger, LedgerEntry, LedgerState};
+use concierge::poller::Poller;
+use concierge::scheduler::{FollowUpTimer, FollowUps};
+
+const PROP: &str = "prop-purge";
+
+/// Everything the service keeps about a thread, as the executor would have left it.
+async fn remember(ledger: &Ledger, timers: &FollowUps, audit: &AuditLog, event: &Event) {
+    let thread = event.thread.as_ref().unwrap().id.clone();
+    let key = format!("{}|10_faq|0", event.id);
+    let text = format!("Door code for {thread}: 4711");
+    let claim = ledger
+        .claim_in(&key, Some(&thread), Some(&text))
+        .await
+        .unwrap();
+    let concierge::executor::ledger::Claim::Won { revision, .. } = claim else {
+        panic!("fresh claim expected");
+    };
+    let entry = LedgerEntry {
+        state: LedgerState::Done,
+        worker: String::new(),
+        claimed_at: Utc::now(),
+        outcome: Some("executed".into()),
+        reason: Some("sent".into()),
+        text: Some(text.clone()),
+        channex_message_id: Some(format!("sent-{thread}")),
+        attempts: 1,
+        renewed_at: None,
+        thread_id: Some(thread.clone()),
+    };
+    ledger.finish(&key, revision, entry).await.unwrap();
+    ledger
+        .mark_own_message(&format!("sent-{thread}"))
+        .await
+        .unwrap();
+    ledger.mark_sending(&thread, &text).await.unwrap();
+    ledger.mark_sent(&thread, "wifi", Utc::now()).await.unwrap();
+    timers
+        .arm(&FollowUpTimer {
+            thread_id: thread.clone(),
+            property_id: PROP.into(),
+            name: "delayed_reply".into(),
+            due_at: Utc::now() + chrono::Duration::hours(1),
+            data: serde_json::Map::new(),
+            armed_at: Utc::now(),
+            armed_by_event: event.id.clone(),
+        })
+        .await
+        .unwrap();
+    let mut r = AuditRecord::for_event(format!("{key}:executed"), event, Outcome::Executed);
+    r.text = Some(text);
+    audit.record(&r).await.unwrap();
+}
+
+#[tokio::test]
+async fn purge_deletes_one_threads_data_everywhere_and_keeps_the_others() {
+    let (_nats, infra, nats_cfg) = common::nats_infra().await;
+    let sim = common::sim().await;
+    sim.sim.add_property(PROP, "Casa Azul", true);
+    let config = common::config(&sim, &nats_cfg, &[PROP]);
+    let channex = concierge::roles::channex_client(&config).unwrap();
+    let mut poller = Poller::new(channex, &infra, Arc::new(config.clone()), None);
+    poller.poll_once(Some(PROP)).await.unwrap(); // baseline
+    let doomed = sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
+    let kept = sim.sim.open_thread(PROP, "AirBNB", "João", true);
+    sim.sim
+        .guest_message(&doomed, "Maria Silva here, what is the door code?");
+    sim.sim.guest_message(&kept, "Hello");
+    poller.poll_once(Some(PROP)).await.unwrap();
+    let events = common::stored_events(&infra.js, "concierge").await;
+    assert_eq!(events.len(), 2, "{events:#?}");
+
+    let ledger = Ledger::new(infra.ledger.clone(), "w", Duration::from_secs(60));
+    let timers = FollowUps::new(infra.followups.clone());
+    let audit_log = AuditLog::new(infra.js.clone(), "concierge");
+    for e in &events {
+        remember(&ledger, &timers, &audit_log, e).await;
+    }
+
+    let report = concierge::purge::purge_thread(&infra, "concierge", &doomed, Some(PROP))
+        .await
+        .unwrap();
+    assert_eq!(report.timers, 1);
+    assert_eq!(report.audit_records, 1);
+    assert_eq!(report.events, 1);
+    // act., own., send. and cool. keys.
+    assert_eq!(report.ledger_keys, 4, "{report:?}");
+
+    for (thread, present) in [(&doomed, false), (&kept, true)] {
+        let event = events
+            .iter()
+            .find(|e| e.thread_id() == Some(thread))
+            .unwrap();
+        let key = format!("{}|10_faq|0", event.id);
+        let text = format!("Door code for {thread}: 4711");
+        assert_eq!(ledger.get(&key).await.unwrap().is_some(), present);
+        assert_eq!(
+            ledger
+                .is_own_message(&format!("sent-{thread}"))
+                .await
+                .unwrap(),
+            present
+        );
+        assert_eq!(
+            ledger
+                .is_pending_own(thread, &text, Utc::now())
+                .await
+                .unwrap(),
+            present
+        );
+        assert_eq!(
+            ledger.last_sent(thread, "wifi").await.unwrap().is_some(),
+            present
+        );
+        assert_eq!(
+            timers.get(thread, "delayed_reply").await.unwrap().is_some(),
+            present
+        );
+        let filter = AuditFilter {
+            thread_id: Some(thread.clone()),
+            ..Default::default()
+        };
+        let records = audit::query(&infra.js, "concierge", &filter).await.unwrap();
+        assert_eq!(records.len(), usize::from(present));
+        let stored = common::stored_events(&infra.js, "concierge").await;
+        assert_eq!(
+            stored.iter().any(|e| e.thread_id() == Some(thread)),
+            present
+        );
+    }
+    // The snapshot stays, so the thread is not announced again as new.
+    poller.poll_once(Some(PROP)).await.unwrap();
+    assert_eq!(common::stored_events(&infra.js, "concierge").await.len(), 1);
+}
+
+/// Retention is reconciled on start-up: a bucket created with other settings gets the
+/// configured `max_age`.
+#[tokio::test]
+async fn ledger_and_timer_retention_is_applied_to_existing_buckets() {
+    let (_nats, infra, mut cfg) = common::nats_infra().await;
+    let age = |infra: concierge::nats::Infra, stream: &'static str| async move {
+        let mut s = infra.js.get_stream(stream).await.unwrap();
+        s.info().await.unwrap().config.max_age
+    };
+    assert_eq!(
+        age(infra.clone(), "KV_concierge_ledger").await,
+        cfg.ledger_max_age
+    );
+    cfg.ledger_max_age = Duration::from_secs(40 * 86_400);
+    cfg.followups_max_age = Duration::from_secs(100 * 86_400);
+    let infra = concierge::nats::Infra::setup(&cfg).await.unwrap();
+    assert_eq!(
+        age(infra.clone(), "KV_concierge_ledger").await,
+        Duration::from_secs(40 * 86_400)
+    );
+    assert_eq!(
+        age(infra.clone(), "KV_concierge_followups").await,
+        Duration::from_secs(100 * 86_400)
+    );
+    assert_eq!(age(infra, "KV_concierge_threads").await, Duration::ZERO);
+}
+
+/// The command an operator runs on a deletion request, through the real binary.
+#[tokio::test]
+async fn the_purge_command_deletes_a_threads_timers_and_reports_what_went() {
+    let (_nats, infra, cfg) = common::nats_infra().await;
+    let timers = FollowUps::new(infra.followups.clone());
+    for thread in ["thread-1", "thread-2"] {
+        timers
+            .arm(&FollowUpTimer {
+                thread_id: thread.into(),
+                property_id: "p1".into(),
+                name: "delayed_reply".into(),
+                due_at: Utc::now() + chrono::Duration::hours(1),
+                data: serde_json::Map::new(),
+                armed_at: Utc::now(),
+                armed_by_event: "e1".into(),
+            })
+            .await
+            .unwrap();
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_concierge"))
+        .args(["purge", "--thread", "thread-1"])
+        .env_remove("CONCIERGE_CONFIG")
+        .env("NATS_URL", &cfg.url)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("purged thread thread-1: ledger_keys=0 timers=1 audit_records=0 events=0"),
+        "{stdout}"
+    );
+    let left: Vec<String> = timers
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.thread_id)
+        .collect();
+    assert_eq!(left, vec!["thread-2".to_string()]);
+}
