@@ -5,7 +5,8 @@
 //! `update` against the claim's revision, so two workers can never both own an action.
 //! It must not call Channex or decide outcomes; the executor does.
 //!
-//! Keys (KV keys allow `[-/_=.a-zA-Z0-9]`, so ids are hashed or sanitised):
+//! Keys (KV keys allow `[-/_=.a-zA-Z0-9]`, so ids are hashed or encoded with
+//! [`crate::base::keys`]):
 //! - `act.<sha256(action key)>`: [`LedgerEntry`] of one planned action;
 //! - `own.<message id>`: a message this service sent (loop safety, takeover check);
 //! - `cool.<thread>.<template>`: last time a template went to a thread (cooldown).
@@ -16,6 +17,8 @@ use async_nats::jetstream::kv;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use crate::base::keys;
 
 #[derive(Debug, thiserror::Error)]
 #[error("ledger {op} failed for {key}: {message}")]
@@ -94,25 +97,6 @@ pub fn action_ledger_key(action_key: &str) -> String {
     let digest = Sha256::digest(action_key.as_bytes());
     let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
     format!("act.{hex}")
-}
-
-/// KV-safe token for ids we do not control.
-pub fn key_token(raw: &str) -> String {
-    let cleaned: String = raw
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '=') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if cleaned.is_empty() {
-        "_".into()
-    } else {
-        cleaned
-    }
 }
 
 impl Ledger {
@@ -253,7 +237,7 @@ impl Ledger {
     }
 
     pub async fn mark_own_message(&self, message_id: &str) -> Result<(), LedgerError> {
-        let key = format!("own.{}", key_token(message_id));
+        let key = format!("own.{}", keys::encode(message_id));
         self.store
             .put(&key, Utc::now().to_rfc3339().into())
             .await
@@ -262,7 +246,7 @@ impl Ledger {
     }
 
     pub async fn is_own_message(&self, message_id: &str) -> Result<bool, LedgerError> {
-        let key = format!("own.{}", key_token(message_id));
+        let key = format!("own.{}", keys::encode(message_id));
         self.store
             .get(key.clone())
             .await
@@ -271,7 +255,11 @@ impl Ledger {
     }
 
     fn cooldown_key(thread_id: &str, template: &str) -> String {
-        format!("cool.{}.{}", key_token(thread_id), key_token(template))
+        format!(
+            "cool.{}.{}",
+            keys::encode(thread_id),
+            keys::encode(template)
+        )
     }
 
     /// When `template` was last sent to `thread_id`.

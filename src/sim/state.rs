@@ -143,7 +143,19 @@ pub(crate) struct Store {
     no_reply: HashMap<String, u32>,
     /// Threads whose message list is answered with a broken payload (fault injection).
     pub broken_messages: HashMap<String, BrokenMessages>,
+    /// Raw bytes put verbatim into the first page of a list (fault injection: malformed
+    /// items), keyed by the list they go into.
+    pub raw_items: HashMap<RawList, Vec<Vec<u8>>>,
     last_ts: DateTime<Utc>,
+}
+
+/// A list that raw items can be injected into (see [`super::Sim::inject_raw_item`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RawList {
+    /// `GET /message_threads` of this property (also the unfiltered list).
+    Threads { property_id: String },
+    /// `GET /message_threads/:id/messages` of this thread.
+    Messages { thread_id: String },
 }
 
 /// How a thread's message list misbehaves (see [`super::Sim::break_messages`]).
@@ -177,6 +189,7 @@ impl Store {
             requests: VecDeque::new(),
             no_reply: HashMap::new(),
             broken_messages: HashMap::new(),
+            raw_items: HashMap::new(),
             last_ts: DateTime::<Utc>::MIN_UTC,
         }
     }
