@@ -1,7 +1,9 @@
 //! The poller role: turns what changed at Channex into events on `CONCIERGE_EVENTS`.
 //!
 //! Owns change detection and the thread snapshots in KV (`<prefix>_threads`, key
-//! `t.<thread id>`), the per-property baseline mark (`baseline.<property>`), and the
+//! `t.<thread id>`), the per-property baseline mark (`baseline.<property>`; both tokens
+//! encoded with [`crate::base::keys`]), the once-only report of malformed Channex items
+//! (log, metric, `malformed_item` audit record; the rest of the page is processed), and the
 //! guarantee of exactly one event per message:
 //! - every event id is deterministic and sent as `Nats-Msg-Id`, and a thread's snapshot is
 //!   written only after all its events were acknowledged by JetStream, so a crash between
