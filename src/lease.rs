@@ -74,7 +74,7 @@ impl std::fmt::Debug for Lease {
 
 /// The KV key of a lease: `lease.<name>`.
 pub fn lease_key(name: &str) -> String {
-    format!("lease.{}", crate::scheduler::key_token(name))
+    format!("lease.{}", crate::base::keys::encode(name))
 }
 
 impl Lease {

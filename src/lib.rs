@@ -11,6 +11,7 @@
 //!              scheduler (follow-up timers + cron ticks) ──▶ events
 //! ```
 //!
+//! - [`base`]: pure helpers below every layer (the KV key encoding).
 //! - [`config`]: `concierge.toml` + environment overrides, validated once at start.
 //! - [`channex`]: typed HTTP client of the Channex Messages API (retries, rate limit).
 //! - [`sim`]: an in-process / standalone simulator of that API, for tests and the demo.
@@ -31,6 +32,7 @@
 //! - [`cli`]: the command line; the only module that reads argv or the environment.
 
 pub mod audit;
+pub mod base;
 pub mod channex;
 pub mod cli;
 pub mod config;

@@ -1,7 +1,9 @@
 //! The poller role: turns what changed at Channex into events on `CONCIERGE_EVENTS`.
 //!
 //! Owns change detection and the thread snapshots in KV (`<prefix>_threads`, key
-//! `t.<thread id>`), the per-property baseline mark (`baseline.<property>`), and the
+//! `t.<thread id>`), the per-property baseline mark (`baseline.<property>`; both tokens
+//! encoded with [`crate::base::keys`]), the once-only report of malformed Channex items
+//! (log, metric, `malformed_item` audit record; the rest of the page is processed), and the
 //! guarantee of exactly one event per message:
 //! - every event id is deterministic and sent as `Nats-Msg-Id`, and a thread's snapshot is
 //!   written only after all its events were acknowledged by JetStream, so a crash between
@@ -32,8 +34,11 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
+use crate::audit::{AuditLog, AuditRecord, Outcome};
+use crate::base::keys;
 use crate::channex::{
-    ChannexClient, ChannexError, Message, OrderDirection, Sender, Thread, ThreadQuery,
+    ChannexClient, ChannexError, ItemKind, Message, OrderDirection, Sender, SkippedItem, Thread,
+    ThreadQuery,
 };
 use crate::config::Config;
 use crate::events::{
@@ -100,6 +105,8 @@ pub struct CycleStats {
     pub events_emitted: usize,
     pub api_calls: u64,
     pub threads_failed: usize,
+    /// Malformed Channex items (threads or messages) reported for the first time.
+    pub malformed_items: usize,
     pub baseline: bool,
 }
 
@@ -108,14 +115,11 @@ pub struct CycleStats {
 const ALL_KNOWN: &str = "*";
 
 fn state_key(thread_id: &str) -> String {
-    format!("t.{}", crate::executor::ledger::key_token(thread_id))
+    format!("t.{}", keys::encode(thread_id))
 }
 
 fn baseline_key(property_id: &str) -> String {
-    format!(
-        "baseline.{}",
-        crate::executor::ledger::key_token(property_id)
-    )
+    format!("baseline.{}", keys::encode(property_id))
 }
 
 /// Builds the event's thread block from the listing row and the poller's knowledge.
@@ -196,6 +200,10 @@ pub struct Poller {
     /// In-memory copy of the snapshots; reloaded from KV on becoming leader.
     states: HashMap<String, ThreadState>,
     baselined: HashSet<String>,
+    audit: AuditLog,
+    /// `<kind>:<fingerprint>` of the malformed items already reported, so a broken thread
+    /// that is listed every cycle is logged, counted and audited once.
+    malformed_seen: HashSet<String>,
 }
 
 impl Poller {
@@ -205,6 +213,7 @@ impl Poller {
         config: Arc<Config>,
         backfill: Option<Duration>,
     ) -> Self {
+        let audit = AuditLog::new(infra.js.clone(), &config.nats.prefix);
         Poller {
             channex,
             js: infra.js.clone(),
@@ -216,6 +225,8 @@ impl Poller {
             holder_id: format!("poller-{}", uuid::Uuid::new_v4()),
             states: HashMap::new(),
             baselined: HashSet::new(),
+            audit,
+            malformed_seen: HashSet::new(),
         }
     }
 
@@ -335,10 +346,19 @@ impl Poller {
         }
         for key in all {
             if let Some(p) = key.strip_prefix("baseline.") {
-                self.baselined.insert(p.to_string());
+                // `_` is how the all-properties scope `*` was written before the key encoding
+                // was unified; read it so an upgrade does not re-baseline (and miss) messages.
+                match keys::decode(p) {
+                    Ok(_) if p == "_" => self.baselined.insert("*".to_string()),
+                    Ok(p) => self.baselined.insert(p),
+                    Err(e) => {
+                        tracing::warn!(key, error = %e, "undecodable baseline key ignored");
+                        continue;
+                    }
+                };
                 continue;
             }
-            let Some(id) = key.strip_prefix("t.") else {
+            let Some(id) = key.strip_prefix("t.").and_then(|t| keys::decode(t).ok()) else {
                 continue;
             };
             if let Some(bytes) = self.threads_kv.get(&key).await.map_err(|e| store_err(&e))? {
@@ -358,9 +378,7 @@ impl Poller {
         let started = Instant::now();
         let calls_before = self.channex.stats().requests_sent;
         let scope = property.unwrap_or("*").to_string();
-        let baseline = !self
-            .baselined
-            .contains(&crate::executor::ledger::key_token(&scope));
+        let baseline = !self.baselined.contains(&scope);
         let mut stats = CycleStats {
             baseline,
             ..Default::default()
@@ -375,9 +393,7 @@ impl Poller {
         let mut page_no = 1;
         loop {
             let page = self.channex.list_threads_page(&query, page_no).await?;
-            for skipped in &page.skipped {
-                tracing::warn!(id = skipped.id.as_deref().unwrap_or("?"), error = %skipped.error, "malformed thread skipped");
-            }
+            stats.malformed_items += self.report_malformed(&page.skipped, property, None).await;
             let honoured = query.order_honoured_by(&page.meta);
             let mut reached_unchanged = false;
             let n = page.items.len();
@@ -402,7 +418,10 @@ impl Poller {
         changed.sort_by_key(|t| t.last_message_received_at);
         for thread in changed {
             match self.process_thread(&thread, property, baseline).await {
-                Ok(n) => stats.events_emitted += n,
+                Ok((n, malformed)) => {
+                    stats.events_emitted += n;
+                    stats.malformed_items += malformed;
+                }
                 Err(PollerError::Channex(e)) => {
                     stats.threads_failed += 1;
                     tracing::warn!(thread = %thread.id, error = %e, "thread skipped this cycle");
@@ -416,8 +435,7 @@ impl Poller {
                 .put(&key, Utc::now().to_rfc3339().into())
                 .await
                 .map_err(|e| PollerError::Store(e.to_string()))?;
-            self.baselined
-                .insert(crate::executor::ledger::key_token(&scope));
+            self.baselined.insert(scope.clone());
         }
         stats.api_calls = self.channex.stats().requests_sent - calls_before;
         let elapsed = started.elapsed();
@@ -430,6 +448,7 @@ impl Poller {
             events = stats.events_emitted,
             api_calls = stats.api_calls,
             failed = stats.threads_failed,
+            malformed = stats.malformed_items,
             baseline = stats.baseline,
             duration_ms = elapsed.as_millis() as u64,
             "poll cycle"
@@ -437,14 +456,49 @@ impl Poller {
         Ok(stats)
     }
 
+    /// Logs, counts (`concierge_channex_malformed_items_total{kind}`) and audits
+    /// (`skipped`, reason `malformed_item`) each malformed item the first time it is seen;
+    /// returns how many were new. The rest of the page was processed regardless.
+    async fn report_malformed(
+        &mut self,
+        skipped: &[SkippedItem],
+        property: Option<&str>,
+        thread: Option<&str>,
+    ) -> usize {
+        // Bounded memory: forgetting only means one more report of a still-broken item.
+        if self.malformed_seen.len() > MALFORMED_MEMORY {
+            self.malformed_seen.clear();
+        }
+        let mut records = Vec::new();
+        for item in skipped {
+            let kind = item.kind.as_str();
+            if !self
+                .malformed_seen
+                .insert(format!("{kind}:{}", item.fingerprint))
+            {
+                continue;
+            }
+            tracing::warn!(kind, id = item.id.as_deref().unwrap_or("?"), thread = thread.unwrap_or("-"), fingerprint = %item.fingerprint, error = %item.error, "malformed Channex item skipped (reported once)");
+            metrics::counter!("concierge_channex_malformed_items_total", "kind" => kind)
+                .increment(1);
+            records.push(malformed_record(item, property, thread));
+        }
+        for (r, result) in records.iter().zip(self.audit.record_all(&records).await) {
+            if let Err(e) = result {
+                tracing::warn!(id = %r.id, error = %e, "could not audit a malformed Channex item");
+            }
+        }
+        records.len()
+    }
+
     /// Fetch the new messages of one changed thread, emit their events, then store the
-    /// snapshot. Returns the number of events emitted.
+    /// snapshot. Returns the number of events emitted and of malformed messages reported.
     async fn process_thread(
         &mut self,
         thread: &Thread,
         scope_property: Option<&str>,
         baseline: bool,
-    ) -> Result<usize, PollerError> {
+    ) -> Result<(usize, usize), PollerError> {
         let previous = self.states.get(&thread.id).cloned();
         let mut state = previous.clone().unwrap_or_default();
         let property_id = thread
@@ -455,6 +509,7 @@ impl Poller {
         state.property_id = property_id.clone();
         // Newest first, until we reach a known message.
         let mut fresh: Vec<Message> = Vec::new();
+        let mut malformed = 0;
         let backfill_cutoff = self
             .backfill
             .and_then(|d| chrono::Duration::from_std(d).ok())
@@ -470,7 +525,7 @@ impl Poller {
                     .is_none_or(|at| at <= cutoff)
             })
         {
-            return self.record_baseline(thread, state).await;
+            return self.record_baseline(thread, state).await.map(|n| (n, 0));
         }
         let needs_messages = previous.as_ref().is_none_or(|p| {
             p.message_count != thread.message_count
@@ -483,9 +538,9 @@ impl Poller {
                     .channex
                     .list_thread_messages_page(&thread.id, page_no, 100)
                     .await?;
-                for skipped in &page.skipped {
-                    tracing::warn!(thread = %thread.id, id = skipped.id.as_deref().unwrap_or("?"), error = %skipped.error, "malformed message skipped");
-                }
+                malformed += self
+                    .report_malformed(&page.skipped, Some(&property_id), Some(&thread.id))
+                    .await;
                 let n = page.items.len();
                 for m in page.items {
                     if state.knows(&m) {
@@ -588,7 +643,7 @@ impl Poller {
         }
         // Only now, with every event acknowledged, remember the thread.
         self.store_state(&thread.id, state).await?;
-        Ok(emitted)
+        Ok((emitted, malformed))
     }
 
     /// Remember a thread from its listing row alone: everything up to its last message is
@@ -649,6 +704,36 @@ impl Poller {
         ack.await.map_err(|e| publish_err(e.to_string()))?;
         Ok(())
     }
+}
+
+/// How many malformed-item fingerprints are remembered before the memory is reset.
+const MALFORMED_MEMORY: usize = 10_000;
+
+/// The audit record of a malformed Channex item: `skipped`, reason `malformed_item`,
+/// `event_type` naming the resource (`channex.message_thread` / `channex.message`). Its id
+/// is deterministic, so a restarted poller's second report is deduplicated by JetStream.
+fn malformed_record(
+    item: &SkippedItem,
+    property: Option<&str>,
+    thread: Option<&str>,
+) -> AuditRecord {
+    let kind = item.kind.as_str();
+    let mut r = AuditRecord::standalone(
+        format!("malformed_item:{kind}:{}", item.fingerprint),
+        Outcome::Skipped,
+    );
+    r.event_type = Some(format!("channex.{kind}"));
+    r.action = Some("event".into());
+    r.reason = Some("malformed_item".into());
+    r.property_id = property.map(str::to_string);
+    r.thread_id = match item.kind {
+        ItemKind::Thread => item.id.clone(),
+        ItemKind::Message => thread.map(str::to_string),
+    };
+    let id = item.id.as_deref().unwrap_or("unknown");
+    let error: String = item.error.chars().take(300).collect();
+    r.error = Some(format!("{kind} {id} skipped: {error}"));
+    r
 }
 
 /// Core NATS subject carrying webhook nudges to whichever poller leads.

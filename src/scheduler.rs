@@ -43,6 +43,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::sync::watch;
 
+use crate::base::keys;
 use crate::config::ScheduleConfig;
 use crate::events::{
     event_subject, ids, Event, EventType, FollowUpInfo, PropertyInfo, ScheduleInfo, ThreadSnapshot,
@@ -60,23 +61,6 @@ pub fn parse_cron(expr: &str) -> Result<cron::Schedule, cron::error::Error> {
         expr.to_string()
     };
     full.parse::<cron::Schedule>()
-}
-
-/// One KV key token: characters KV keys allow (`[-/_a-zA-Z0-9]`) are kept, every other
-/// byte (including `.`, which separates tokens, and `=`, the escape) becomes `=XX` (hex).
-/// Injective, so two different ids never share a key; UUIDs pass unchanged.
-pub fn key_token(raw: &str) -> String {
-    if raw.is_empty() {
-        return "=".to_string();
-    }
-    let mut out = String::with_capacity(raw.len());
-    for b in raw.bytes() {
-        match b {
-            b'-' | b'/' | b'_' | b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' => out.push(b as char),
-            _ => out.push_str(&format!("={b:02X}")),
-        }
-    }
-    out
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -113,9 +97,9 @@ pub struct FollowUpTimer {
     pub armed_by_event: String,
 }
 
-/// KV key of a timer: `<thread>.<name>`, each a [`key_token`].
+/// KV key of a timer: `<thread>.<name>`, each a [`keys::encode`] token.
 pub fn follow_up_key(thread_id: &str, name: &str) -> String {
-    format!("{}.{}", key_token(thread_id), key_token(name))
+    format!("{}.{}", keys::encode(thread_id), keys::encode(name))
 }
 
 /// A timer as stored, with the revision that compare-and-set operations need.
@@ -336,7 +320,7 @@ fn resolve_wall_time(tz: &chrono_tz::Tz, wall: NaiveDateTime) -> DateTime<Utc> {
 
 /// KV key of a tick mark: `tick.<schedule>.<unix seconds>` (in the leases bucket).
 pub fn tick_mark_key(schedule: &str, tick_at: DateTime<Utc>) -> String {
-    format!("tick.{}.{}", key_token(schedule), tick_at.timestamp())
+    format!("tick.{}.{}", keys::encode(schedule), tick_at.timestamp())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -664,7 +648,7 @@ impl Scheduler {
         schedule: &ScheduleConfig,
         forget_before: DateTime<Utc>,
     ) -> Option<DateTime<Utc>> {
-        let prefix = format!("tick.{}.", key_token(&schedule.name));
+        let prefix = format!("tick.{}.", keys::encode(&schedule.name));
         let mut keys = self.leases.keys().await.ok()?;
         let mut newest: Option<DateTime<Utc>> = None;
         let mut stale = Vec::new();

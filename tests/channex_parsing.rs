@@ -387,3 +387,112 @@ fn malformed_items_are_skipped_not_fatal() {
     assert_eq!(page.meta.limit, 10);
     assert_eq!(page.meta.total, 4);
 }
+
+// -- defect 6: one bad byte must not blind a property --------------------------------------
+
+/// A thread resource as Channex lists it; `title_json` is spliced in verbatim.
+fn thread_item(id: &str, property: &str, title_json: &[u8]) -> Vec<u8> {
+    let mut out =
+        format!(r#"{{"id":"{id}","type":"message_thread","attributes":{{"title":"#).into_bytes();
+    out.extend_from_slice(title_json);
+    out.extend_from_slice(
+        format!(
+            r#","is_closed":false,"provider":"BookingCom","message_count":1,"last_message_received_at":"2021-07-27T09:43:05.864520"}},"relationships":{{"property":{{"data":{{"id":"{property}","type":"property"}}}}}}}}"#
+        )
+        .as_bytes(),
+    );
+    out
+}
+
+fn list_of(items: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = b"{\"data\":[".to_vec();
+    out.extend_from_slice(&items.join(&b","[..]));
+    out.extend_from_slice(br#"],"meta":{"limit":100,"order_by":"updated_at","order_direction":"desc","page":1,"total":3}}"#);
+    out
+}
+
+#[test]
+fn an_invalid_utf8_byte_in_one_title_skips_only_that_thread() {
+    let body = list_of(&[
+        thread_item("t-ok-1", "p1", br#""Ana""#),
+        thread_item("t-bad", "p1", b"\"Jo\xffao\""),
+        thread_item("t-ok-2", "p1", br#""Bea \ufffd""#),
+    ]);
+    let page = parse_thread_page(&body, &base(), 1, 100).expect("the page still decodes");
+    let ids: Vec<_> = page.items.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, ["t-ok-1", "t-ok-2"]);
+    // A real U+FFFD sent by Channex is text, not damage.
+    assert_eq!(page.items[1].title, "Bea \u{fffd}");
+    assert_eq!(page.skipped.len(), 1);
+    assert_eq!(page.skipped[0].id.as_deref(), Some("t-bad"));
+    assert_eq!(page.skipped[0].kind, concierge::channex::ItemKind::Thread);
+    assert!(
+        page.skipped[0].error.contains("UTF-8"),
+        "{:?}",
+        page.skipped[0]
+    );
+    assert_eq!(page.meta.total, 3);
+}
+
+#[test]
+fn a_lone_surrogate_escape_skips_only_that_thread() {
+    let body = list_of(&[
+        thread_item("t-bad", "p1", br#""Jo\udcffao""#),
+        thread_item("t-ok", "p1", br#""\ud83d\ude00 fine""#),
+    ]);
+    let page = parse_thread_page(&body, &base(), 1, 100).expect("the page still decodes");
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].title, "\u{1f600} fine");
+    assert_eq!(page.skipped.len(), 1);
+    assert_eq!(page.skipped[0].id.as_deref(), Some("t-bad"));
+    // Same bytes, same fingerprint: the poller reports it once across cycles.
+    let again = parse_thread_page(&body, &base(), 1, 100).unwrap();
+    assert_eq!(again.skipped[0].fingerprint, page.skipped[0].fingerprint);
+}
+
+#[test]
+fn a_message_whose_text_is_a_number_is_kept_as_text() {
+    let body = br#"{"data":[
+        {"id":"m1","type":"message","attributes":{"message":42,"sender":"guest","inserted_at":"2021-07-28T04:25:15.000000"}},
+        {"id":"m2","type":"message","attributes":{"message":1.5,"sender":"guest","inserted_at":"2021-07-28T04:25:16.000000"}},
+        {"id":"m3","type":"message","attributes":{"message":{"no":"text"},"sender":"guest","inserted_at":"2021-07-28T04:25:17.000000"}}
+    ]}"#;
+    let page = parse_message_page(body, &base(), 1, 10).expect("parse");
+    let texts: Vec<_> = page.items.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["42", "1.5"]);
+    assert_eq!(page.skipped.len(), 1);
+    assert_eq!(page.skipped[0].id.as_deref(), Some("m3"));
+}
+
+// -- defect 8: ids that could inject a header or break subject routing ---------------------
+
+#[test]
+fn ids_that_are_not_channex_ids_are_skipped_and_never_repeated() {
+    let body = list_of(&[
+        thread_item("t1\r\nNats-Msg-Id: x", "p1", br#""a""#),
+        thread_item("t2", "p1.>", br#""b""#),
+        thread_item("t 3", "p1", br#""c""#),
+        thread_item("t*4", "p1", br#""d""#),
+        thread_item(&"x".repeat(129), "p1", br#""e""#),
+        thread_item("t-ok_5", "p1", br#""f""#),
+    ]);
+    // `\r\n` inside a JSON string literal must be escaped to be valid JSON at all.
+    let body = String::from_utf8(body).unwrap().replace("\r\n", "\\r\\n");
+    let page = parse_thread_page(body.as_bytes(), &base(), 1, 100).expect("parse");
+    let ids: Vec<_> = page.items.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, ["t-ok_5"]);
+    assert_eq!(page.skipped.len(), 5);
+    for s in &page.skipped {
+        let id = s.id.as_deref().unwrap_or("");
+        assert!(!id.contains(['\r', '\n', ' ', '.', '*', '>']), "{s:?}");
+        assert!(!s.error.contains('\r') && !s.error.contains('\n'), "{s:?}");
+    }
+    // The thread with a sane id but an insane property id is still named.
+    assert_eq!(page.skipped[1].id.as_deref(), Some("t2"));
+    // A single document with such an id is a decode error, not a thread.
+    let single = br#"{"data":{"id":"t.1","type":"message_thread","attributes":{}}}"#;
+    assert!(matches!(
+        parse_thread_document(single, &base()),
+        Err(ChannexError::Decode(_))
+    ));
+}

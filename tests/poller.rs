@@ -513,3 +513,198 @@ async fn a_closed_nudge_channel_neither_stops_nor_spins_the_poller() {
     let _ = stop.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), running).await;
 }
+
+// -- defects 6 and 8: malformed items and ids from outside ---------------------------------
+
+/// A thread resource as Channex lists it, with `title_json` spliced in verbatim (it may
+/// hold invalid UTF-8 or a lone surrogate escape).
+fn raw_thread(id: &str, property: &str, title_json: &[u8]) -> Vec<u8> {
+    let mut out =
+        format!(r#"{{"id":"{id}","type":"message_thread","attributes":{{"title":"#).into_bytes();
+    out.extend_from_slice(title_json);
+    out.extend_from_slice(
+        format!(
+            r#","provider":"BookingCom","message_count":1,"last_message_received_at":"{}"}},"relationships":{{"property":{{"data":{{"id":"{property}","type":"property"}}}}}}}}"#,
+            Utc::now().format("%Y-%m-%dT%H:%M:%S%.6f")
+        )
+        .as_bytes(),
+    );
+    out
+}
+
+/// A guest message resource with `text_json` spliced in verbatim.
+fn raw_message(id: &str, text_json: &[u8]) -> Vec<u8> {
+    let mut out =
+        format!(r#"{{"id":"{id}","type":"message","attributes":{{"message":"#).into_bytes();
+    out.extend_from_slice(text_json);
+    out.extend_from_slice(
+        format!(
+            r#","sender":"guest","inserted_at":"{}"}}}}"#,
+            Utc::now().format("%Y-%m-%dT%H:%M:%S%.6f")
+        )
+        .as_bytes(),
+    );
+    out
+}
+
+fn metric(series: &str) -> f64 {
+    let text = concierge::http::metrics_handle().render();
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+async fn malformed_audit(infra: &concierge::nats::Infra) -> Vec<concierge::audit::AuditRecord> {
+    let all = concierge::audit::query(&infra.js, "concierge", &Default::default())
+        .await
+        .expect("audit");
+    all.into_iter()
+        .filter(|r| r.reason.as_deref() == Some("malformed_item"))
+        .collect()
+}
+
+#[tokio::test]
+async fn one_bad_byte_skips_only_its_thread_or_message_and_is_reported_once() {
+    use concierge::sim::RawList;
+    let (_nats, infra, sim, config) = env().await;
+    let threads_series = r#"concierge_channex_malformed_items_total{kind="message_thread"}"#;
+    let messages_series = r#"concierge_channex_malformed_items_total{kind="message"}"#;
+    let (threads0, messages0) = (metric(threads_series), metric(messages_series));
+    let mut p = poller(&config, &infra);
+    p.poll_once(Some(PROP)).await.unwrap();
+
+    let ana = sim.sim.open_thread(PROP, "BookingCom", "Ana", true);
+    let bea = sim.sim.open_thread(PROP, "Airbnb", "Bea", true);
+    let threads = |property: &str| RawList::Threads {
+        property_id: property.to_string(),
+    };
+    sim.sim
+        .inject_raw_item(threads(PROP), raw_thread("t-utf8", PROP, b"\"Jo\xffao\""));
+    sim.sim.inject_raw_item(
+        threads(PROP),
+        raw_thread("t-surrogate", PROP, br#""Jo\udcffao""#),
+    );
+    let messages = RawList::Messages {
+        thread_id: ana.clone(),
+    };
+    sim.sim
+        .inject_raw_item(messages.clone(), raw_message("m-utf8", b"\"caf\xc3\""));
+    sim.sim
+        .inject_raw_item(messages, raw_message("m-number", b"42"));
+    sim.sim.guest_message(&ana, "is there parking?");
+    sim.sim.guest_message(&bea, "wifi?");
+
+    let stats = p
+        .poll_once(Some(PROP))
+        .await
+        .expect("the property is not blinded");
+    assert_eq!(stats.malformed_items, 3, "{stats:?}");
+    assert_eq!(stats.threads_failed, 0, "{stats:?}");
+    let texts = |events: &[concierge::events::Event]| {
+        let mut t: Vec<String> = events
+            .iter()
+            .map(|e| e.message.as_ref().unwrap().text.clone())
+            .collect();
+        t.sort();
+        t
+    };
+    let events = common::stored_events(&infra.js, "concierge").await;
+    assert_eq!(texts(&events), ["42", "is there parking?", "wifi?"]);
+
+    // Later cycles still answer the property's guests and do not report the same items
+    // again: logged, counted and audited once.
+    for text in ["and breakfast?", "thanks"] {
+        sim.sim.guest_message(&bea, text);
+        let stats = p.poll_once(Some(PROP)).await.unwrap();
+        assert_eq!(
+            (stats.events_emitted, stats.malformed_items),
+            (1, 0),
+            "{stats:?}"
+        );
+    }
+    assert_eq!(metric(threads_series) - threads0, 2.0);
+    assert_eq!(metric(messages_series) - messages0, 1.0);
+    let audit = malformed_audit(&infra).await;
+    assert_eq!(audit.len(), 3, "{audit:#?}");
+    assert!(audit
+        .iter()
+        .all(|r| r.outcome == concierge::audit::Outcome::Skipped
+            && r.property_id.as_deref() == Some(PROP)));
+    let mut threads: Vec<_> = audit.iter().filter_map(|r| r.thread_id.clone()).collect();
+    threads.sort();
+    let mut want = vec!["t-surrogate".to_string(), "t-utf8".to_string(), ana.clone()];
+    want.sort();
+    assert_eq!(threads, want);
+}
+
+#[tokio::test]
+async fn ids_from_channex_cannot_inject_headers_or_break_subjects() {
+    use concierge::sim::RawList;
+    let (_nats, infra, sim, config) = env().await;
+    let mut p = poller(&config, &infra);
+    p.poll_once(Some(PROP)).await.unwrap();
+    let ana = sim.sim.open_thread(PROP, "BookingCom", "Ana", true);
+    let messages = RawList::Messages {
+        thread_id: ana.clone(),
+    };
+    // JSON-escaped CR/LF: valid JSON, an id that would end the header line.
+    sim.sim.inject_raw_item(
+        messages.clone(),
+        raw_message(r"m1\r\nNats-Msg-Id: forged", br#""hi""#),
+    );
+    sim.sim
+        .inject_raw_item(messages, raw_message("m2.>", br#""hi""#));
+    let threads = RawList::Threads {
+        property_id: PROP.to_string(),
+    };
+    sim.sim
+        .inject_raw_item(threads.clone(), raw_thread("t1.*", PROP, br#""x""#));
+    sim.sim
+        .inject_raw_item(threads, raw_thread("t2", "p1.>", br#""x""#));
+    sim.sim.guest_message(&ana, "hello");
+
+    let stats = p.poll_once(Some(PROP)).await.expect("poll");
+    assert_eq!(stats.malformed_items, 4, "{stats:?}");
+    assert_eq!(stats.threads_failed, 0, "{stats:?}");
+    // Exactly the one sane message became an event, and every stored message's
+    // `Nats-Msg-Id` and subject are the sane ones.
+    let stream = infra.js.get_stream("CONCIERGE_EVENTS").await.unwrap();
+    let info = stream.get_info().await.unwrap();
+    assert_eq!(info.state.messages, 1);
+    let raw = stream
+        .get_raw_message(info.state.first_sequence)
+        .await
+        .unwrap();
+    assert_eq!(
+        raw.subject.as_str(),
+        format!("concierge.events.thread.new_message.{PROP}")
+    );
+    let event: concierge::events::Event = serde_json::from_slice(&raw.payload).unwrap();
+    assert_eq!(event.message.as_ref().unwrap().text, "hello");
+    let header = raw
+        .headers
+        .get(async_nats::header::NATS_MESSAGE_ID)
+        .map(|v| v.as_str().to_string());
+    assert_eq!(
+        header.as_deref(),
+        Some(event.id.as_str()),
+        "{:?}",
+        raw.headers
+    );
+    assert!(
+        !event.id.contains(['\r', '\n', ' ', '*', '>']),
+        "{}",
+        event.id
+    );
+    for r in malformed_audit(&infra).await {
+        let id = r.thread_id.unwrap_or_default();
+        assert!(!id.contains(['\r', '\n', '.', '*', '>']), "{id:?}");
+        assert!(!r.error.unwrap_or_default().contains('\n'));
+    }
+}

@@ -11,8 +11,10 @@
 //! # Shapes and tolerance
 //! Timestamps are accepted as naive microseconds (`2021-07-28T04:25:15.000000`, UTC) and
 //! RFC 3339 (`2023-12-01T07:01:38.735Z`). Unknown fields are ignored. A malformed item of a
-//! list is reported in `Page::skipped` / `Listing::skipped` (and logged at warn) while the
-//! rest of the page is kept. Relative attachment URLs (`attachments/<id>`) are made
+//! list (bad UTF-8, a lone surrogate escape, a wrong type, an id that is not
+//! `[A-Za-z0-9_-]{1,128}`) is reported in `Page::skipped` / `Listing::skipped` while the
+//! rest of the page is kept; a message text that is a JSON number is kept as its string
+//! form. Relative attachment URLs (`attachments/<id>`) are made
 //! absolute against the client's base URL. Providers are normalised case-insensitively
 //! (`BookingCom`, `AirBNB`, ...) and unknown ones flow through as `Provider::Other`.
 //!
@@ -42,7 +44,7 @@ pub mod wire;
 pub use client::{ApiKey, ChannexClient, ClientOptions, ClientStats};
 pub use error::{ChannexError, ErrorCode};
 pub use model::{
-    absolute_url, BookingDetails, LastMessage, Listing, Message, MessageMeta, OrderDirection, Page,
-    PageMeta, Provider, Sender, SkippedItem, Thread, ThreadQuery,
+    absolute_url, BookingDetails, ItemKind, LastMessage, Listing, Message, MessageMeta,
+    OrderDirection, Page, PageMeta, Provider, Sender, SkippedItem, Thread, ThreadQuery,
 };
 pub use wire::parse_timestamp;

@@ -275,11 +275,35 @@ pub struct PageMeta {
     pub total: u64,
 }
 
+/// Which list a malformed item came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ItemKind {
+    Thread,
+    Message,
+}
+
+impl ItemKind {
+    /// The Channex resource type (`message_thread`, `message`), also the metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ItemKind::Thread => "message_thread",
+            ItemKind::Message => "message",
+        }
+    }
+}
+
 /// A list item that could not be read; the rest of its page was kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SkippedItem {
+    pub kind: ItemKind,
+    /// The item's id, only when it is a valid Channex id (an id that is not is never
+    /// repeated: it may hold CR/LF or subject wildcards).
     pub id: Option<String>,
+    /// Why it was skipped (serde's message or the id check's).
     pub error: String,
+    /// Hex digest of the item's raw text: the same broken item is the same fingerprint
+    /// across cycles, so it is reported once.
+    pub fingerprint: String,
 }
 
 /// One page of a list endpoint.

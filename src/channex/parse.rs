@@ -1,17 +1,26 @@
 //! Turning Channex response bodies into domain types.
 //!
-//! Owns: document-level decoding, per-item tolerance in lists (a malformed item is
-//! reported in `skipped` with a tracing warning and the rest of the page is kept), and
-//! error-body decoding. The client uses exactly these functions, and they are public so
+//! Owns: document-level decoding, per-item tolerance in lists and error-body decoding.
+//! A list's items are decoded one by one: an item that is not valid JSON text of its kind
+//! (an invalid UTF-8 byte, a lone surrogate escape such as `\udcff`, a wrong type, a
+//! missing required field) or that carries an id which is not a sane Channex id (see
+//! [`wire::is_valid_id`]) is reported in `skipped` (kind, id when sane, error, fingerprint)
+//! and the rest of the page is kept. Reporting it (once) is the caller's job: the poller
+//! logs, counts and audits it. The client uses exactly these functions, and they are public so
 //! tests can feed them the seed's own example payloads.
 //! Must not: do I/O, retry, or panic on any input.
 
+use std::borrow::Cow;
+
 use reqwest::Url;
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use super::error::{ChannexError, ErrorCode};
-use super::model::{Message, Page, PageMeta, SkippedItem, Thread};
+use super::model::{ItemKind, Message, Page, PageMeta, SkippedItem, Thread};
 use super::wire;
 
 fn decode_value(body: &[u8]) -> Result<Value, ChannexError> {
@@ -29,50 +38,157 @@ fn take_data(mut doc: Value) -> Result<(Value, Value), ChannexError> {
     Ok((data, meta))
 }
 
+/// The body as text, with every invalid UTF-8 sequence replaced by U+FFFD, and the byte
+/// offsets (in the returned text) of those replacements: the items that contain one are
+/// skipped as malformed rather than kept with an altered text.
+fn lossy_text(body: &[u8]) -> (Cow<'_, str>, Vec<usize>) {
+    if let Ok(text) = std::str::from_utf8(body) {
+        return (Cow::Borrowed(text), Vec::new());
+    }
+    let mut text = String::with_capacity(body.len() + 8);
+    let mut damaged = Vec::new();
+    for chunk in body.utf8_chunks() {
+        text.push_str(chunk.valid());
+        if !chunk.invalid().is_empty() {
+            damaged.push(text.len());
+            text.push(char::REPLACEMENT_CHARACTER);
+        }
+    }
+    (Cow::Owned(text), damaged)
+}
+
+/// A list document, its items left undecoded so that each can fail on its own (a lone
+/// surrogate escape in one title must not fail the whole page).
+#[derive(Deserialize)]
+struct RawList<'a> {
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    meta: Option<&'a RawValue>,
+}
+
+/// Only the id of an item, for reporting one that does not decode.
+#[derive(Deserialize)]
+struct IdOnly {
+    #[serde(default)]
+    id: Option<Value>,
+}
+
+/// A short stable digest of an item's text: the same malformed item is recognised
+/// across cycles (reported once) without keeping its content.
+fn fingerprint(raw: &str) -> String {
+    Sha256::digest(raw.as_bytes())
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Every id an item carries (its own and its relationships'), all of which end up in
+/// subjects, KV keys or `Nats-Msg-Id` headers downstream.
+fn check_ids<A>(r: &wire::Resource<A>) -> Result<(), String> {
+    let rel = &r.relationships;
+    let ids = [
+        Some(r.id.clone()),
+        rel.booking_id(),
+        rel.channel_id(),
+        rel.property_id(),
+        rel.message_thread_id(),
+        rel.user_id(),
+    ];
+    match ids.into_iter().flatten().find(|id| !wire::is_valid_id(id)) {
+        None => Ok(()),
+        Some(bad) => Err(format!(
+            "id {} is not a Channex id ([A-Za-z0-9_-], 1 to {} characters)",
+            wire::describe_id(&bad),
+            wire::MAX_ID_LEN
+        )),
+    }
+}
+
+/// One item of a list: the resource, or why it was skipped.
+fn decode_item<A: DeserializeOwned>(
+    raw: &RawValue,
+    damaged: bool,
+    kind: ItemKind,
+) -> Result<wire::Resource<A>, SkippedItem> {
+    let text = raw.get();
+    let id = serde_json::from_str::<IdOnly>(text)
+        .ok()
+        .and_then(|i| i.id)
+        .and_then(|v| v.as_str().map(str::to_string))
+        .filter(|id| wire::is_valid_id(id));
+    let skipped = |error: String| SkippedItem {
+        kind,
+        id: id.clone(),
+        error,
+        fingerprint: fingerprint(text),
+    };
+    if damaged {
+        return Err(skipped("invalid UTF-8 in the item".into()));
+    }
+    let resource =
+        serde_json::from_str::<wire::Resource<A>>(text).map_err(|e| skipped(e.to_string()))?;
+    check_ids(&resource).map_err(skipped)?;
+    Ok(resource)
+}
+
 /// Generic list decoding. `page`/`limit` are what was asked for; they fill `meta` when
 /// the response has none (then `total` is estimated so that paging continues while pages
 /// come back full).
-fn parse_list<W, T>(
+fn parse_list<A, T>(
     body: &[u8],
-    what: &str,
+    kind: ItemKind,
     page: u32,
     limit: u32,
-    convert: impl Fn(W) -> T,
+    convert: impl Fn(wire::Resource<A>) -> T,
 ) -> Result<Page<T>, ChannexError>
 where
-    W: DeserializeOwned,
+    A: DeserializeOwned,
 {
-    let (data, meta) = take_data(decode_value(body)?)?;
-    let Value::Array(raw_items) = data else {
-        return Err(ChannexError::Decode(format!(
-            "{what} list: `data` is not an array"
-        )));
-    };
+    let (text, damaged) = lossy_text(body);
+    let doc: RawList<'_> = serde_json::from_str(&text)
+        .map_err(|e| ChannexError::Decode(format!("invalid JSON: {e}")))?;
+    let what = kind.as_str();
+    let raw_items = doc
+        .data
+        .ok_or_else(|| ChannexError::Decode("response has no `data`".into()))
+        .and_then(|d| {
+            serde_json::from_str::<Vec<&RawValue>>(d.get())
+                .map_err(|_| ChannexError::Decode(format!("{what} list: `data` is not an array")))
+        })?;
     let raw_count = raw_items.len() as u64;
     let mut items = Vec::with_capacity(raw_items.len());
     let mut skipped = Vec::new();
     for raw in raw_items {
-        let id = raw.get("id").and_then(Value::as_str).map(str::to_string);
-        match serde_json::from_value::<W>(raw) {
+        let start = raw.get().as_ptr() as usize - text.as_ptr() as usize;
+        let range = start..start + raw.get().len();
+        let is_damaged = damaged.iter().any(|at| range.contains(at));
+        match decode_item::<A>(raw, is_damaged, kind) {
             Ok(w) => items.push(convert(w)),
-            Err(e) => {
-                tracing::warn!(kind = what, id = ?id, error = %e, "skipping malformed Channex list item");
-                skipped.push(SkippedItem {
-                    id,
-                    error: e.to_string(),
-                });
-            }
+            Err(s) => skipped.push(s),
         }
     }
-    let meta = match serde_json::from_value::<wire::ListMeta>(meta) {
-        Ok(m) => PageMeta {
+    let meta = doc
+        .meta
+        .and_then(|m| serde_json::from_str::<wire::ListMeta>(m.get()).ok());
+    Ok(Page {
+        items,
+        meta: page_meta(meta, page, limit, raw_count),
+        skipped,
+    })
+}
+
+fn page_meta(meta: Option<wire::ListMeta>, page: u32, limit: u32, raw_count: u64) -> PageMeta {
+    match meta {
+        Some(m) => PageMeta {
             limit: m.limit,
             order_by: m.order_by,
             order_direction: m.order_direction,
             page: m.page,
             total: m.total,
         },
-        Err(_) => {
+        None => {
             let seen = u64::from(page.saturating_sub(1)) * u64::from(limit) + raw_count;
             PageMeta {
                 limit,
@@ -86,12 +202,7 @@ where
                 },
             }
         }
-    };
-    Ok(Page {
-        items,
-        meta,
-        skipped,
-    })
+    }
 }
 
 /// `GET /message_threads` body.
@@ -101,13 +212,9 @@ pub fn parse_thread_page(
     page: u32,
     limit: u32,
 ) -> Result<Page<Thread>, ChannexError> {
-    parse_list(
-        body,
-        "message_thread",
-        page,
-        limit,
-        |w: wire::ThreadResource| Thread::from_wire(w, base),
-    )
+    parse_list(body, ItemKind::Thread, page, limit, |w| {
+        Thread::from_wire(w, base)
+    })
 }
 
 /// `GET /message_threads/:id/messages` or `GET /bookings/:id/messages` body.
@@ -117,7 +224,7 @@ pub fn parse_message_page(
     page: u32,
     limit: u32,
 ) -> Result<Page<Message>, ChannexError> {
-    parse_list(body, "message", page, limit, |w: wire::MessageResource| {
+    parse_list(body, ItemKind::Message, page, limit, |w| {
         Message::from_wire(w, base)
     })
 }
@@ -127,14 +234,24 @@ fn parse_single<W: DeserializeOwned>(body: &[u8], what: &str) -> Result<W, Chann
     serde_json::from_value(data).map_err(|e| ChannexError::Decode(format!("{what}: {e}")))
 }
 
+/// A single resource whose ids are checked like a list item's.
+fn checked<A>(r: wire::Resource<A>, what: &str) -> Result<wire::Resource<A>, ChannexError> {
+    check_ids(&r).map_err(|e| ChannexError::Decode(format!("{what}: {e}")))?;
+    Ok(r)
+}
+
 /// `{"data": <message_thread>}` (get, close).
 pub fn parse_thread_document(body: &[u8], base: &Url) -> Result<Thread, ChannexError> {
-    parse_single::<wire::ThreadResource>(body, "message_thread").map(|w| Thread::from_wire(w, base))
+    let what = "message_thread";
+    let w = checked(parse_single::<wire::ThreadResource>(body, what)?, what)?;
+    Ok(Thread::from_wire(w, base))
 }
 
 /// `{"data": <message>}` (send message / attachment).
 pub fn parse_message_document(body: &[u8], base: &Url) -> Result<Message, ChannexError> {
-    parse_single::<wire::MessageResource>(body, "message").map(|w| Message::from_wire(w, base))
+    let what = "message";
+    let w = checked(parse_single::<wire::MessageResource>(body, what)?, what)?;
+    Ok(Message::from_wire(w, base))
 }
 
 /// A bare message resource (as in the seed's inquiry example, not wrapped in `data`).

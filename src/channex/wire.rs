@@ -133,10 +133,32 @@ impl Relationships {
     }
 }
 
+/// The longest id accepted from Channex (its ids are 36-character UUIDs).
+pub const MAX_ID_LEN: usize = 128;
+
+/// Whether `id` is a sane Channex id: 1 to [`MAX_ID_LEN`] of `[A-Za-z0-9_-]`. Channex ids
+/// go into `Nats-Msg-Id` headers, subjects and KV keys: an id with CR/LF, spaces, `.`, `*`
+/// or `>` could inject a header or break subject routing, so its item is skipped instead.
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// An invalid id for an error message: escaped (no raw CR/LF reaches a log line) and cut
+/// to 40 characters.
+pub fn describe_id(id: &str) -> String {
+    let cut: String = id.chars().take(40).collect();
+    let more = if cut.len() < id.len() { "…" } else { "" };
+    format!("{:?}{more}", cut)
+}
+
 /// Attributes of a `message_thread` resource.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ThreadAttributes {
-    #[serde(default, deserialize_with = "null_default")]
+    #[serde(default, deserialize_with = "lenient_text")]
     pub title: String,
     #[serde(default, deserialize_with = "null_default")]
     pub is_closed: bool,
@@ -161,7 +183,7 @@ pub struct LastMessageAttributes {
     pub attachments: Vec<String>,
     #[serde(default, with = "ts_opt")]
     pub inserted_at: Option<DateTime<Utc>>,
-    #[serde(default, deserialize_with = "null_default")]
+    #[serde(default, deserialize_with = "lenient_text")]
     pub message: String,
     #[serde(default, deserialize_with = "null_default")]
     pub sender: String,
@@ -175,8 +197,9 @@ pub struct MessageAttributes {
     /// Required: a message without a time cannot be ordered.
     #[serde(with = "ts")]
     pub inserted_at: DateTime<Utc>,
-    /// The text; may be empty (or `null`) when `attachments` is present.
-    #[serde(default, deserialize_with = "null_default")]
+    /// The text; may be empty (or `null`) when `attachments` is present; a number is kept
+    /// as its string form.
+    #[serde(default, deserialize_with = "lenient_text")]
     pub message: String,
     #[serde(default, deserialize_with = "null_default")]
     pub sender: String,
@@ -398,6 +421,30 @@ where
     T: Default + Deserialize<'de>,
 {
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// A text field: a string, `null` (empty), or a number or boolean as its string form (a
+/// guest who texts "42" must still be answered). Objects and arrays are an error.
+fn lenient_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    match v {
+        serde_json::Value::String(s) => Ok(s),
+        serde_json::Value::Null => Ok(String::new()),
+        serde_json::Value::Number(n) => Ok(n.to_string()),
+        serde_json::Value::Bool(b) => Ok(b.to_string()),
+        other => Err(serde::de::Error::custom(format!(
+            "expected a text, found {}",
+            json_kind(&other)
+        ))),
+    }
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+        _ => "a scalar",
+    }
 }
 
 /// Anything that does not deserialise as `T` reads as `None`.

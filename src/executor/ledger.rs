@@ -5,7 +5,8 @@
 //! `update` against the claim's revision, so two workers can never both own an action.
 //! It must not call Channex or decide outcomes; the executor does.
 //!
-//! Keys (KV keys allow `[-/_=.a-zA-Z0-9]`, so ids are hashed or sanitised):
+//! Keys (KV keys allow `[-/_=.a-zA-Z0-9]`, so ids are hashed or encoded with
+//! [`crate::base::keys`]):
 //! - `act.<sha256(action key)>`: [`LedgerEntry`] of one planned action;
 //! - `own.<message id>`: a message this service sent (loop safety, takeover check);
 //! - `cool.<thread>.<template>`: last time a template went to a thread (cooldown);
@@ -22,6 +23,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::base::keys;
 use crate::lease::{system_clock, Clock};
 
 #[derive(Debug, thiserror::Error)]
@@ -126,25 +128,6 @@ pub fn action_ledger_key(action_key: &str) -> String {
     let digest = Sha256::digest(action_key.as_bytes());
     let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
     format!("act.{hex}")
-}
-
-/// KV-safe token for ids we do not control.
-pub fn key_token(raw: &str) -> String {
-    let cleaned: String = raw
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '=') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if cleaned.is_empty() {
-        "_".into()
-    } else {
-        cleaned
-    }
 }
 
 impl Ledger {
@@ -354,7 +337,7 @@ impl Ledger {
     }
 
     pub async fn mark_own_message(&self, message_id: &str) -> Result<(), LedgerError> {
-        let key = format!("own.{}", key_token(message_id));
+        let key = format!("own.{}", keys::encode(message_id));
         self.store
             .put(&key, Utc::now().to_rfc3339().into())
             .await
@@ -363,7 +346,7 @@ impl Ledger {
     }
 
     pub async fn is_own_message(&self, message_id: &str) -> Result<bool, LedgerError> {
-        let key = format!("own.{}", key_token(message_id));
+        let key = format!("own.{}", keys::encode(message_id));
         self.store
             .get(key.clone())
             .await
@@ -461,7 +444,7 @@ impl Ledger {
             .try_collect()
             .await
             .map_err(|e| Self::err("list", "*", e))?;
-        let cooldowns = format!("cool.{}.", key_token(thread_id));
+        let cooldowns = format!("cool.{}.", keys::encode(thread_id));
         let mut doomed: Vec<String> = keys
             .iter()
             .filter(|k| k.starts_with(&cooldowns))
@@ -484,7 +467,7 @@ impl Ledger {
             }
             doomed.push(key.clone());
             if let Some(id) = &entry.channex_message_id {
-                doomed.push(format!("own.{}", key_token(id)));
+                doomed.push(format!("own.{}", keys::encode(id)));
             }
             if let Some(text) = &entry.text {
                 doomed.push(Self::sending_key(thread_id, text));
@@ -500,7 +483,11 @@ impl Ledger {
     }
 
     fn cooldown_key(thread_id: &str, template: &str) -> String {
-        format!("cool.{}.{}", key_token(thread_id), key_token(template))
+        format!(
+            "cool.{}.{}",
+            keys::encode(thread_id),
+            keys::encode(template)
+        )
     }
 
     /// When `template` was last sent to `thread_id`.

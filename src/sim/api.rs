@@ -22,7 +22,7 @@ use crate::channex::wire::{
     AttachmentUploadRequest, Document, ErrorDocument, ResourceRef, SendMessageRequest,
 };
 
-use super::state::{BrokenMessages, RecordedRequest, Refusal, SortField};
+use super::state::{BrokenMessages, RawList, RecordedRequest, Refusal, SortField};
 use super::Sim;
 
 pub(crate) const PREFIX: &str = "/api/v1";
@@ -231,14 +231,55 @@ async fn not_found() -> Response {
 async fn list_threads(State(sim): State<Sim>, Query(p): Params) -> Response {
     let (page, limit) = pagination(&p);
     let filter = p.get("filter[property_id]").map(String::as_str);
-    let r = sim
-        .lock()
+    let store = sim.lock();
+    let r = store
         .list_threads(filter, order(&p), page, limit)
         .map(|l| Document {
             data: l.items,
             meta: Some(l.meta),
         });
-    respond(r)
+    let raw: Vec<Vec<u8>> = store
+        .raw_items
+        .iter()
+        .filter(|(list, _)| match list {
+            RawList::Threads { property_id } => filter.is_none_or(|f| f == property_id),
+            RawList::Messages { .. } => false,
+        })
+        .flat_map(|(_, items)| items.iter().cloned())
+        .collect();
+    drop(store);
+    respond_with_raw(r, if page == 1 { &raw } else { &[] })
+}
+
+/// Like [`respond`], with `raw` spliced verbatim in front of the document's `data` items.
+fn respond_with_raw<T: Serialize>(
+    r: Result<Document<Vec<T>>, Refusal>,
+    raw: &[Vec<u8>],
+) -> Response {
+    let doc = match r {
+        Ok(doc) if !raw.is_empty() => doc,
+        other => return respond(other),
+    };
+    let Ok(body) = serde_json::to_vec(&doc) else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    // serde_json writes struct fields in order: the body starts with `{"data":[`.
+    let prefix = b"{\"data\":[";
+    let Some(rest) = body.strip_prefix(prefix.as_slice()) else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let mut out = prefix.to_vec();
+    for (i, item) in raw.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(item);
+    }
+    if !rest.starts_with(b"]") {
+        out.push(b',');
+    }
+    out.extend_from_slice(rest);
+    (StatusCode::OK, [("content-type", "application/json")], out).into_response()
 }
 
 async fn get_thread(State(sim): State<Sim>, Path(id): Path<String>) -> Response {
@@ -265,14 +306,22 @@ fn messages_of(sim: &Sim, thread_id: &str, p: &HashMap<String, String>) -> Respo
         None => {}
     }
     let (page, limit) = pagination(p);
-    respond(
-        sim.lock()
-            .list_messages(thread_id, page, limit)
-            .map(|l| Document {
-                data: l.items,
-                meta: Some(l.meta),
-            }),
-    )
+    let store = sim.lock();
+    let r = store
+        .list_messages(thread_id, page, limit)
+        .map(|l| Document {
+            data: l.items,
+            meta: Some(l.meta),
+        });
+    let list = RawList::Messages {
+        thread_id: thread_id.to_string(),
+    };
+    let raw = match store.raw_items.get(&list) {
+        Some(items) if page == 1 => items.clone(),
+        _ => Vec::new(),
+    };
+    drop(store);
+    respond_with_raw(r, &raw)
 }
 
 async fn list_thread_messages(

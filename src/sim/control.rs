@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{FaultConfig, Sim};
+use super::{FaultConfig, RawList, Sim};
 
 pub(crate) fn router(sim: Sim) -> Router {
     Router::new()
@@ -31,6 +31,10 @@ pub(crate) fn router(sim: Sim) -> Router {
         .route("/_sim/list_features", put(set_list_features))
         .route("/_sim/requests", get(requests).delete(clear_requests))
         .route("/_sim/sent", get(sent))
+        .route(
+            "/_sim/raw_items",
+            post(inject_raw_item).delete(clear_raw_items),
+        )
         .with_state(sim)
 }
 
@@ -268,4 +272,45 @@ async fn sent(State(sim): State<Sim>) -> Response {
         .map(|(thread_id, text)| Sent { thread_id, text })
         .collect();
     Json(v).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum RawListName {
+    Threads,
+    Messages,
+}
+
+#[derive(Deserialize)]
+struct RawItemBody {
+    list: RawListName,
+    /// The property (threads) or thread (messages) whose list gets the item.
+    scope: String,
+    /// The item's bytes, base64 (standard): JSON cannot carry invalid UTF-8 otherwise.
+    raw_base64: String,
+}
+
+async fn inject_raw_item(State(sim): State<Sim>, body: Bytes) -> Response {
+    use base64::Engine as _;
+    let b = match parse::<RawItemBody>(&body) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    let raw = match base64::engine::general_purpose::STANDARD.decode(&b.raw_base64) {
+        Ok(raw) => raw,
+        Err(e) => return bad_request(format!("raw_base64: {e}")),
+    };
+    let list = match b.list {
+        RawListName::Threads => RawList::Threads {
+            property_id: b.scope,
+        },
+        RawListName::Messages => RawList::Messages { thread_id: b.scope },
+    };
+    sim.inject_raw_item(list, raw);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn clear_raw_items(State(sim): State<Sim>) -> Response {
+    sim.clear_raw_items();
+    StatusCode::NO_CONTENT.into_response()
 }

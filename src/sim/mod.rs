@@ -48,6 +48,7 @@
 //! | PUT | `/_sim/list_features` | `{order: bool, property_filter: bool}`: whether list ordering / the property filter are honoured (default both) |
 //! | GET/DELETE | `/_sim/requests` | recorded API requests `[{method, path, query, status, at}]` / clear |
 //! | GET | `/_sim/sent` | messages sent through the API `[{thread_id, text}]` |
+//! | POST/DELETE | `/_sim/raw_items` | `{list: "threads"\|"messages", scope: <property or thread id>, raw_base64}`: inject one raw (possibly malformed) item into page 1 of that list / clear all |
 
 mod api;
 mod control;
@@ -66,7 +67,7 @@ use tokio::task::JoinHandle;
 use crate::channex::{Message, Thread};
 
 use state::Store;
-pub use state::{BrokenMessages, RecordedRequest};
+pub use state::{BrokenMessages, RawList, RecordedRequest};
 
 /// Injected faults. Rates are fractions in `0.0..=1.0` of authenticated API requests.
 #[derive(Debug, Clone, PartialEq)]
@@ -301,6 +302,17 @@ impl Sim {
             Some(h) => store.broken_messages.insert(thread_id.to_string(), h),
             None => store.broken_messages.remove(thread_id),
         };
+    }
+
+    /// Puts `raw` verbatim (any bytes: invalid UTF-8, lone surrogate escapes, odd ids) as
+    /// an extra item at the start of page 1 of `list`, on every read until
+    /// [`Sim::clear_raw_items`]. The item is not counted in `meta.total`.
+    pub fn inject_raw_item(&self, list: RawList, raw: Vec<u8>) {
+        self.lock().raw_items.entry(list).or_default().push(raw);
+    }
+
+    pub fn clear_raw_items(&self) {
+        self.lock().raw_items.clear();
     }
 
     /// A guest message; `None` when the thread does not exist.

@@ -149,7 +149,19 @@ pub(crate) struct Store {
     pub latency_jitter: Duration,
     /// API requests between the gate and their answer (sends in flight, for chaos runs).
     pub posts_in_flight: usize,
+    /// Raw bytes put verbatim into the first page of a list (fault injection: malformed
+    /// items), keyed by the list they go into.
+    pub raw_items: HashMap<RawList, Vec<Vec<u8>>>,
     last_ts: DateTime<Utc>,
+}
+
+/// A list that raw items can be injected into (see [`super::Sim::inject_raw_item`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RawList {
+    /// `GET /message_threads` of this property (also the unfiltered list).
+    Threads { property_id: String },
+    /// `GET /message_threads/:id/messages` of this thread.
+    Messages { thread_id: String },
 }
 
 /// How a thread's message list misbehaves (see [`super::Sim::break_messages`]).
@@ -185,6 +197,7 @@ impl Store {
             broken_messages: HashMap::new(),
             latency_jitter: Duration::ZERO,
             posts_in_flight: 0,
+            raw_items: HashMap::new(),
             last_ts: DateTime::<Utc>::MIN_UTC,
         }
     }
