@@ -133,8 +133,9 @@ async fn rules_burning_their_budget_do_not_stall_the_worker_runtime() {
     // thread with the worker, as leases and heartbeats do in the service.
     let longest_gap_ms = Arc::new(AtomicU64::new(0));
     let gap = longest_gap_ms.clone();
+    // Started here, not at the task's first poll: a stall before that poll counts too.
+    let mut last = Instant::now();
     let heartbeat = tokio::spawn(async move {
-        let mut last = Instant::now();
         loop {
             tokio::time::sleep(Duration::from_millis(5)).await;
             let ms = u64::try_from(last.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -142,6 +143,8 @@ async fn rules_burning_their_budget_do_not_stall_the_worker_runtime() {
             last = Instant::now();
         }
     });
+    // Let the heartbeat run once before the worker takes the thread.
+    tokio::time::sleep(Duration::from_millis(20)).await;
     let started = Instant::now();
     let report = rig.worker.process_event(&rig.event, 1).await;
     let took = started.elapsed();
