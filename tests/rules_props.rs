@@ -54,6 +54,11 @@ fn arg() -> impl Strategy<Value = String> {
                 && !s.contains("NaN")),
         Just("(1e308 * 10.0)".to_string()),
         Just("()".to_string()),
+        // The durations at the edge of chrono's range (the overflow), more often.
+        Just("days(100000000000)".to_string()),
+        Just("days(-100000000000)".to_string()),
+        Just("days(100000000000)".to_string()),
+        Just("days(-100000000000)".to_string()),
         Just("message.text".to_string()),
         Just("thread.title".to_string()),
         Just("property.timezone".to_string()),
