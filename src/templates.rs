@@ -272,11 +272,21 @@ impl Templates {
             vars.insert(k.clone(), v.clone());
         }
         data.insert("vars".into(), Value::Object(vars));
-        let out = self
-            .inner
-            .registry
-            .render(&file.key(), &Value::Object(data))
-            .map_err(|e| render_err(describe_render_error(&e)))?;
+        let context = Value::Object(data);
+        // A panic inside handlebars or a helper must not take the worker task down with it:
+        // it fails this action (template_error) like any other render error.
+        let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.inner.registry.render(&file.key(), &context)
+        }));
+        let out = match rendered {
+            Ok(r) => r.map_err(|e| render_err(describe_render_error(&e)))?,
+            Err(payload) => {
+                return Err(render_err(format!(
+                    "internal error while rendering: {}",
+                    crate::rules::panic_text(&*payload)
+                )))
+            }
+        };
         let trimmed = out.trim_end();
         if trimmed.trim().is_empty() {
             return Err(TemplateError::Empty {
@@ -432,5 +442,54 @@ impl HelperDef for TimeHelper {
         let text = crate::rules::api::format_in(t, &fmt, tz)
             .map_err(|e| RenderErrorReason::Other(format!("{name}: {e}")))?;
         Ok(ScopedJson::Derived(Value::String(text)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Stands in for a bug in handlebars or a helper.
+    struct Boom;
+
+    impl HelperDef for Boom {
+        fn call_inner<'reg: 'rc, 'rc>(
+            &self,
+            _: &Helper<'rc>,
+            _: &'reg Handlebars<'reg>,
+            _: &'rc Context,
+            _: &mut RenderContext<'reg, 'rc>,
+        ) -> Result<ScopedJson<'rc>, RenderError> {
+            panic!("helper bug")
+        }
+    }
+
+    #[test]
+    fn a_panic_while_rendering_is_a_render_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("bad.hbs"), "Hi {{boom}}").expect("write");
+        std::fs::write(dir.path().join("good.hbs"), "Hi {{property.id}}").expect("write");
+        let (mut templates, problems) = Templates::load_dir(dir.path());
+        assert!(problems.is_empty(), "{problems:?}");
+        Arc::get_mut(&mut templates.inner)
+            .expect("sole owner")
+            .registry
+            .register_helper("boom", Box::new(Boom));
+        let event: Event = serde_json::from_value(serde_json::json!({
+            "id": "e1", "type": "schedule.tick", "occurred_at": "2024-07-01T03:00:00Z",
+            "property": {"id": "p1", "timezone": "Europe/Lisbon"}, "schedule": {"name": "daily"}
+        }))
+        .expect("event");
+        let err = templates
+            .render("bad", &event, &Map::new())
+            .expect_err("must fail");
+        assert!(
+            matches!(&err, TemplateError::Render { message, .. } if message.contains("internal error while rendering: helper bug")),
+            "{err}"
+        );
+        assert_eq!(
+            templates.render("good", &event, &Map::new()),
+            Ok("Hi p1".into())
+        );
     }
 }

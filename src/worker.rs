@@ -463,7 +463,18 @@ impl Worker {
             return report;
         }
         let started = Instant::now();
-        let evaluation = self.engine.evaluate(rules, event, &EvalContext { now });
+        // On the blocking pool: a rule spending its whole budget must not hold this thread.
+        let evaluation = match self
+            .engine
+            .evaluate_in_pool(rules, event, &EvalContext { now })
+            .await
+        {
+            Ok(evaluation) => evaluation,
+            Err(e) => {
+                report.pending.push(e.to_string());
+                return report;
+            }
+        };
         metrics::histogram!("concierge_rule_evaluation_seconds")
             .record(started.elapsed().as_secs_f64());
         for outcome in &evaluation.rules {

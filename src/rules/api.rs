@@ -146,8 +146,21 @@ fn tz_named(name: &str) -> RResult<Tz> {
     time::parse_tz(name).ok_or_else(|| format!("unknown timezone `{name}`").into())
 }
 
-/// Converts a Rhai value to JSON for action vars/data.
+/// How deeply arrays/maps in action vars/data may nest. A loop can build `[[[..]]]` thousands
+/// of levels deep within the size limits; converting that recursively would overflow the
+/// stack (an abort no panic guard can catch), so deeper levels are cut off.
+pub const MAX_JSON_DEPTH: usize = 32;
+
+/// Converts a Rhai value to JSON for action vars/data; levels past [`MAX_JSON_DEPTH`] become
+/// `null`.
 pub fn dynamic_to_json(d: &Dynamic) -> Value {
+    json_at(d, 0)
+}
+
+fn json_at(d: &Dynamic, depth: usize) -> Value {
+    if depth > MAX_JSON_DEPTH {
+        return Value::Null;
+    }
     if d.is_unit() {
         return Value::Null;
     }
@@ -167,10 +180,10 @@ pub fn dynamic_to_json(d: &Dynamic) -> Value {
         return Value::String(s.to_string());
     }
     if let Some(a) = d.read_lock::<Array>() {
-        return Value::Array(a.iter().map(dynamic_to_json).collect());
+        return Value::Array(a.iter().map(|v| json_at(v, depth + 1)).collect());
     }
     if let Some(m) = d.read_lock::<RMap>() {
-        return Value::Object(map_to_json(&m));
+        return Value::Object(map_json_at(&m, depth + 1));
     }
     if let Some(t) = d.read_lock::<RuleTime>() {
         return Value::String(t.to_string());
@@ -182,39 +195,90 @@ pub fn dynamic_to_json(d: &Dynamic) -> Value {
 }
 
 pub fn map_to_json(m: &RMap) -> Map<String, Value> {
+    map_json_at(m, 0)
+}
+
+fn map_json_at(m: &RMap, depth: usize) -> Map<String, Value> {
     m.iter()
-        .map(|(k, v)| (k.to_string(), dynamic_to_json(v)))
+        .map(|(k, v)| (k.to_string(), json_at(v, depth)))
         .collect()
 }
 
 /// Case-insensitive whole-word (or phrase) search with an optional plural `s`.
 pub fn contains_any_words(text: &str, words: &[String]) -> bool {
-    let hay = text.to_lowercase();
-    words.iter().any(|w| {
-        let needle = w.trim().to_lowercase();
-        !needle.is_empty() && contains_word(&hay, &needle)
-    })
+    // Without a budget the search cannot be cut short; an oversized list is "no match".
+    search_words(text, words, &|| false).unwrap_or(false)
 }
 
-fn contains_word(hay: &str, needle: &str) -> bool {
+/// Why a helper gave up before it had an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HelperLimit {
+    /// The rule's wall-time budget ran out inside the helper.
+    WallTime,
+    /// The word list is larger than [`MAX_WORD_BYTES`].
+    TooManyWords,
+}
+
+/// Upper bound on the total size of a `contains_any` word list: building the matcher is the
+/// one step that cannot be interrupted, so its input is bounded instead.
+pub(crate) const MAX_WORD_BYTES: usize = 256 * 1024;
+/// How many candidate matches are checked between two looks at the clock.
+const MATCHES_PER_DEADLINE_CHECK: usize = 256;
+
+/// One Aho-Corasick pass over the text for all words at once: linear in the text plus the
+/// candidate matches, never text × words. A pathological list (`a`, `aa`, `aaa`, ..) can
+/// still yield many candidates, so `over_budget` is polled while they are checked.
+pub(crate) fn search_words(
+    text: &str,
+    words: &[String],
+    over_budget: &dyn Fn() -> bool,
+) -> Result<bool, HelperLimit> {
+    let mut needles: Vec<String> = words
+        .iter()
+        .map(|w| w.trim().to_lowercase())
+        .filter(|w| !w.is_empty())
+        .collect();
+    // Repeated words would each report every candidate match again.
+    needles.sort_unstable();
+    needles.dedup();
+    if needles.iter().map(String::len).sum::<usize>() > MAX_WORD_BYTES {
+        return Err(HelperLimit::TooManyWords);
+    }
+    if needles.is_empty() {
+        return Ok(false);
+    }
+    let Ok(matcher) = aho_corasick::AhoCorasick::new(&needles) else {
+        // Only fails past aho-corasick's own size limits, which MAX_WORD_BYTES stays under.
+        return Err(HelperLimit::TooManyWords);
+    };
+    if over_budget() {
+        return Err(HelperLimit::WallTime);
+    }
+    let hay = text.to_lowercase();
+    for (n, m) in matcher.find_overlapping_iter(&hay).enumerate() {
+        if n % MATCHES_PER_DEADLINE_CHECK == MATCHES_PER_DEADLINE_CHECK - 1 && over_budget() {
+            return Err(HelperLimit::WallTime);
+        }
+        if is_whole_word(&hay, &needles[m.pattern().as_usize()], m.start(), m.end()) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Whether `needle`, found at `hay[start..end]`, stands on its own: no letter or digit
+/// glued to an end that is itself a letter or digit (a trailing plural `s` is allowed).
+fn is_whole_word(hay: &str, needle: &str, start: usize, end: usize) -> bool {
     let is_word = |c: char| c.is_alphanumeric();
     let boundary = |c: Option<char>| c.is_none_or(|c| !is_word(c));
     let first_is_word = needle.chars().next().is_some_and(is_word);
     let last_is_word = needle.chars().next_back().is_some_and(is_word);
-    let mut from = 0;
-    while let Some(found) = hay[from..].find(needle) {
-        let start = from + found;
-        let after = &hay[start + needle.len()..];
-        let left_ok = !first_is_word || boundary(hay[..start].chars().next_back());
-        let right_ok = !last_is_word
-            || boundary(after.chars().next())
-            || (after.starts_with('s') && boundary(after[1..].chars().next()));
-        if left_ok && right_ok {
-            return true;
-        }
-        from = start + hay[start..].chars().next().map_or(1, char::len_utf8);
-    }
-    false
+    let after = &hay[end..];
+    let left_ok = !first_is_word || boundary(hay[..start].chars().next_back());
+    let right_ok = !last_is_word
+        || boundary(after.chars().next())
+        || (after.starts_with('s') && boundary(after[1..].chars().next()));
+    left_ok && right_ok
 }
 
 /// Compiled regexes shared by all evaluations (bounded; cleared when full).
@@ -225,9 +289,17 @@ pub(crate) struct RegexCache {
 
 const REGEX_CACHE_MAX: usize = 1024;
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
+/// Longest `matches` pattern: compiling is the one step a deadline cannot interrupt.
+pub(crate) const MAX_PATTERN_LEN: usize = 4096;
 
 impl RegexCache {
     fn get(&self, pattern: &str) -> Result<Arc<Regex>, String> {
+        if pattern.len() > MAX_PATTERN_LEN {
+            return Err(format!(
+                "matches: the pattern is {} bytes long (at most {MAX_PATTERN_LEN})",
+                pattern.len()
+            ));
+        }
         if let Ok(map) = self.map.read() {
             if let Some(r) = map.get(pattern) {
                 return r.clone();
@@ -291,16 +363,61 @@ fn span_f(n: f64, secs_per_unit: f64) -> RResult<RuleDuration> {
     Ok(RuleDuration(TimeDelta::milliseconds(ms.round() as i64)))
 }
 
+/// Every `Time` a rule gets back passes through here (see [`time::YEARS`]).
+fn checked_time(t: Option<DateTime<Utc>>) -> RResult<RuleTime> {
+    let t = t.ok_or_else(|| {
+        format!(
+            "time out of range (years {} to {} only)",
+            time::YEARS.start(),
+            time::YEARS.end()
+        )
+    })?;
+    time::in_range(t).map(RuleTime).map_err(Into::into)
+}
+
+fn checked_span(d: Option<TimeDelta>) -> RResult<RuleDuration> {
+    d.map(RuleDuration)
+        .ok_or_else(|| "duration out of range".into())
+}
+
+/// `d * n` in exact nanoseconds. Not `TimeDelta::checked_mul`: it can return a value past
+/// `TimeDelta::MAX` (`days(100000000000) * 2`) instead of `None`.
+fn mul_span(d: TimeDelta, n: INT) -> Option<TimeDelta> {
+    const NANOS: i128 = 1_000_000_000;
+    let total = i128::from(d.num_seconds()) * NANOS + i128::from(d.subsec_nanos());
+    let total = total.checked_mul(i128::from(n))?;
+    let secs = i64::try_from(total.div_euclid(NANOS)).ok()?;
+    let nanos = u32::try_from(total.rem_euclid(NANOS)).ok()?;
+    TimeDelta::new(secs, nanos)
+}
+
 fn add(t: RuleTime, d: RuleDuration) -> RResult<RuleTime> {
-    t.0.checked_add_signed(d.0)
-        .map(RuleTime)
-        .ok_or_else(|| "time out of range".into())
+    checked_time(t.0.checked_add_signed(d.0))
 }
 
 fn sub(t: RuleTime, d: RuleDuration) -> RResult<RuleTime> {
-    t.0.checked_sub_signed(d.0)
-        .map(RuleTime)
-        .ok_or_else(|| "time out of range".into())
+    checked_time(t.0.checked_sub_signed(d.0))
+}
+
+/// The error a helper raises when the rule's wall-time budget ran out inside it; reported
+/// like the limit hit between operations.
+fn wall_time_exceeded() -> Box<EvalAltResult> {
+    Box::new(EvalAltResult::ErrorTerminated(
+        WALL_TIME_MARKER.into(),
+        Position::NONE,
+    ))
+}
+
+fn contains_any(text: &str, words: &Array) -> RResult<bool> {
+    match search_words(text, &words_of(words), &past_deadline) {
+        Ok(found) => Ok(found),
+        Err(HelperLimit::WallTime) => Err(wall_time_exceeded()),
+        Err(HelperLimit::TooManyWords) => Err(format!(
+            "contains_any: the word list is larger than {} KiB",
+            MAX_WORD_BYTES / 1024
+        )
+        .into()),
+    }
 }
 
 fn follow_up_at(name: &str, due_at: DateTime<Utc>, data: Map<String, Value>) -> RResult<()> {
@@ -331,8 +448,13 @@ pub(crate) fn register(engine: &mut Engine, regexes: Arc<RegexCache>) {
     engine
         .register_type_with_name::<RuleTime>("Time")
         .register_type_with_name::<RuleDuration>("Duration");
+    register_actions(engine);
+    register_text(engine, regexes);
+    register_time(engine);
+    register_time_ops(engine);
+}
 
-    // ---- actions ----
+fn register_actions(engine: &mut Engine) {
     engine
         .register_fn("reply", |t: &str| -> RResult<()> {
             push(Action::Reply {
@@ -384,29 +506,35 @@ pub(crate) fn register(engine: &mut Engine, regexes: Arc<RegexCache>) {
                 Position::NONE,
             )))
         });
+}
 
-    // ---- text helpers ----
+fn register_text(engine: &mut Engine, regexes: Arc<RegexCache>) {
     let re = regexes;
     engine
         .register_fn("contains_any", |text: &str, words: Array| {
-            contains_any_words(text, &words_of(&words))
+            contains_any(text, &words)
         })
         .register_fn("contains_any", |_: (), _: Array| false)
         .register_fn(
             "matches",
             move |text: &str, pattern: &str| -> RResult<bool> {
-                Ok(re.get(pattern)?.is_match(text))
+                let regex = re.get(pattern)?;
+                // Compiling a new pattern is not interruptible: account for it before the
+                // (linear-time) match.
+                if past_deadline() {
+                    return Err(wall_time_exceeded());
+                }
+                Ok(regex.is_match(text))
             },
         )
         .register_fn("matches", |_: (), _: &str| false);
+}
 
-    // ---- time ----
+fn register_time(engine: &mut Engine) {
     engine
         .register_fn("now", now)
         .register_fn("parse_time", |s: &str| -> RResult<RuleTime> {
-            time::parse_timestamp(s, tz())
-                .map(RuleTime)
-                .map_err(Into::into)
+            checked_time(Some(time::parse_timestamp(s, tz())?))
         })
         .register_fn("parse_time", |_: ()| -> RResult<RuleTime> {
             Err("parse_time: no timestamp (the value is `()`: is the field present?)".into())
@@ -423,21 +551,27 @@ pub(crate) fn register(engine: &mut Engine, regexes: Arc<RegexCache>) {
         .register_fn("+", add)
         .register_fn("+", |d: RuleDuration, t: RuleTime| add(t, d))
         .register_fn("-", sub)
-        .register_fn("-", |a: RuleTime, b: RuleTime| RuleDuration(a.0 - b.0))
+        // Two in-range Times are at most ~10,000 years apart: always a valid Duration.
+        .register_fn("-", |a: RuleTime, b: RuleTime| {
+            checked_span(Some(a.0.signed_duration_since(b.0)))
+        })
         .register_fn("+", |a: RuleDuration, b: RuleDuration| {
-            RuleDuration(a.0 + b.0)
+            checked_span(a.0.checked_add(&b.0))
         })
         .register_fn("-", |a: RuleDuration, b: RuleDuration| {
-            RuleDuration(a.0 - b.0)
+            checked_span(a.0.checked_sub(&b.0))
         })
-        .register_fn("-", |a: RuleDuration| RuleDuration(-a.0))
-        .register_fn("*", |a: RuleDuration, n: INT| -> RResult<RuleDuration> {
-            i32::try_from(n)
-                .ok()
-                .and_then(|n| a.0.checked_mul(n))
-                .map(RuleDuration)
-                .ok_or_else(|| "duration out of range".into())
+        .register_fn("-", |a: RuleDuration| {
+            checked_span(TimeDelta::zero().checked_sub(&a.0))
         })
+        .register_fn("*", |a: RuleDuration, n: INT| {
+            checked_span(mul_span(a.0, n))
+        });
+}
+
+/// Comparisons, display, getters and the local-time helpers.
+fn register_time_ops(engine: &mut Engine) {
+    engine
         .register_fn("==", |a: RuleTime, b: RuleTime| a == b)
         .register_fn("!=", |a: RuleTime, b: RuleTime| a != b)
         .register_fn("<", |a: RuleTime, b: RuleTime| a < b)
@@ -464,12 +598,12 @@ pub(crate) fn register(engine: &mut Engine, regexes: Arc<RegexCache>) {
             Ok(local_map(t.0, tz_named(zone)?))
         })
         .register_fn("at_local", |t: RuleTime, w: &str| -> RResult<RuleTime> {
-            Ok(RuleTime(time::at_local(t.0, wall(w)?, tz())))
+            checked_time(Some(time::at_local(t.0, wall(w)?, tz())))
         })
         .register_fn(
             "at_local",
             |t: RuleTime, w: &str, zone: &str| -> RResult<RuleTime> {
-                Ok(RuleTime(time::at_local(t.0, wall(w)?, tz_named(zone)?)))
+                checked_time(Some(time::at_local(t.0, wall(w)?, tz_named(zone)?)))
             },
         )
         .register_fn(
@@ -488,9 +622,15 @@ pub(crate) fn register(engine: &mut Engine, regexes: Arc<RegexCache>) {
         });
 }
 
-/// strftime in `tz`; an invalid format is an error, not a panic.
+/// Longest `format_time` pattern (a real one is a few dozen characters).
+pub const MAX_FORMAT_LEN: usize = 256;
+
+/// strftime in `tz`; an invalid or oversized format is an error, not a panic.
 pub fn format_in(t: DateTime<Utc>, fmt: &str, tz: Tz) -> RResult<String> {
     use std::fmt::Write;
+    if fmt.len() > MAX_FORMAT_LEN {
+        return Err(format!("the time format is longer than {MAX_FORMAT_LEN} bytes").into());
+    }
     let items: Vec<_> = chrono::format::StrftimeItems::new(fmt).collect();
     if items.contains(&chrono::format::Item::Error) {
         return Err(format!("invalid time format `{fmt}`").into());

@@ -6,6 +6,7 @@
 //! and line. It must not do I/O beyond reading the rule files it is asked to compile, and
 //! must never act on a plan.
 
+use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -156,8 +157,10 @@ impl RuleEngine {
     }
 
     /// Runs every enabled rule, in order, on `event`. A rule that fails (runtime error,
-    /// operation limit, wall time) gets an `error` and no actions; the others still run.
-    /// A rule that calls `stop()` keeps its actions and ends the evaluation.
+    /// operation limit, wall time, even a panic inside a helper) gets an `error` and no
+    /// actions; the others still run. A rule that calls `stop()` keeps its actions and ends
+    /// the evaluation. Synchronous and CPU-bound for up to the wall-time budget per rule: from
+    /// async code use [`RuleEngine::evaluate_in_pool`].
     pub fn evaluate(&self, rules: &RuleSet, event: &Event, ctx: &EvalContext) -> Evaluation {
         let tz = crate::rules::time::parse_tz(&event.property.timezone).unwrap_or_else(|| {
             tracing::warn!(
@@ -167,28 +170,7 @@ impl RuleEngine {
             );
             Tz::UTC
         });
-        let event_map = match rhai::serde::to_dynamic(event) {
-            Ok(d) => d.try_cast::<RMap>().unwrap_or_default(),
-            Err(e) => {
-                // Cannot happen for the Event type; keep going with an empty map and say so.
-                tracing::error!(error = %e, "event could not be converted for rules");
-                RMap::new()
-            }
-        };
-        let block = |key: &str| -> RMap {
-            event_map
-                .get(key)
-                .and_then(|d| d.clone().try_cast::<RMap>())
-                .unwrap_or_default()
-        };
-        let blocks = [
-            Dynamic::from_map(event_map.clone()),
-            Dynamic::from_map(block("thread")),
-            Dynamic::from_map(block("message")),
-            Dynamic::from_map(block("inquiry")),
-            Dynamic::from_map(block("property")),
-        ];
-
+        let blocks = scope_blocks(event);
         let guard = CallGuard::install(CallState {
             now: ctx.now,
             tz,
@@ -201,34 +183,71 @@ impl RuleEngine {
             if !rule.meta.enabled {
                 continue;
             }
-            let started = Instant::now();
-            guard.begin_rule(started + self.limits.max_wall_time);
-            let mut scope = Scope::new();
-            for (name, value) in SCOPE_VARS.iter().zip(blocks.iter()) {
-                scope.push_dynamic(*name, value.clone());
-            }
-            let result = self.engine.run_ast_with_scope(&mut scope, rule.ast());
-            let (actions, stop_called) = guard.end_rule();
-            let (actions, error, stopped) = match result {
-                Ok(()) => (actions, None, stop_called),
-                Err(e) if stop_called && is_stop(&e) => (actions, None, true),
-                Err(e) => (Vec::new(), Some(self.problem(&rule.file, *e)), false),
-            };
-            outcomes.push(RuleOutcome {
-                rule: rule.name.clone(),
-                version: rule.version.clone(),
-                dry_run: rule.meta.dry_run,
-                actions,
-                error,
-                stopped,
-                elapsed: started.elapsed(),
-            });
+            let outcome = self.run_rule(rule, &blocks, &guard);
+            let stopped = outcome.stopped;
+            outcomes.push(outcome);
             if stopped {
                 break;
             }
         }
         drop(guard);
         Evaluation { rules: outcomes }
+    }
+
+    /// [`RuleEngine::evaluate`] on tokio's blocking pool, so a rule burning its budget never
+    /// holds an async worker thread (heartbeats, leases and other events keep running).
+    pub async fn evaluate_in_pool(
+        self: &Arc<Self>,
+        rules: &RuleSet,
+        event: &Event,
+        ctx: &EvalContext,
+    ) -> Result<Evaluation, EvaluationError> {
+        let (engine, rules, event, ctx) = (self.clone(), rules.clone(), event.clone(), *ctx);
+        tokio::task::spawn_blocking(move || engine.evaluate(&rules, &event, &ctx))
+            .await
+            .map_err(|e| EvaluationError::Interrupted(e.to_string()))
+    }
+
+    /// One rule on the prepared scope blocks. A panic inside it (a bug in a helper or in
+    /// Rhai) is caught here and becomes this rule's error: the evaluation goes on.
+    fn run_rule(&self, rule: &CompiledRule, blocks: &[Dynamic], guard: &CallGuard) -> RuleOutcome {
+        let started = Instant::now();
+        guard.begin_rule(started + self.limits.max_wall_time);
+        let mut scope = Scope::new();
+        for (name, value) in SCOPE_VARS.iter().zip(blocks.iter()) {
+            scope.push_dynamic(*name, value.clone());
+        }
+        // The engine is only read during a run and the per-rule state is reset by
+        // begin_rule, so nothing a panic interrupted is observed afterwards.
+        let result = panic::catch_unwind(AssertUnwindSafe(|| {
+            self.engine.run_ast_with_scope(&mut scope, rule.ast())
+        }));
+        let (actions, stop_called) = guard.end_rule();
+        let (actions, error, stopped) = match result {
+            Ok(Ok(())) => (actions, None, stop_called),
+            Ok(Err(e)) if stop_called && is_stop(&e) => (actions, None, true),
+            Ok(Err(e)) => (Vec::new(), Some(self.problem(&rule.file, *e)), false),
+            Err(payload) => {
+                let message = format!(
+                    "internal error in a rule function: {}",
+                    panic_text(&*payload)
+                );
+                (
+                    Vec::new(),
+                    Some(RuleProblem::new(&rule.file, None, message)),
+                    false,
+                )
+            }
+        };
+        RuleOutcome {
+            rule: rule.name.clone(),
+            version: rule.version.clone(),
+            dry_run: rule.meta.dry_run,
+            actions,
+            error,
+            stopped,
+            elapsed: started.elapsed(),
+        }
     }
 
     /// A runtime error as `file:line: message`, using the innermost position (inside a
@@ -241,22 +260,10 @@ impl RuleEngine {
             inner = *e;
         }
         let line = line_of(inner.position()).or_else(|| calls.first().and_then(|c| line_of(c.1)));
-        let mut message = match inner {
-            EvalAltResult::ErrorTerminated(ref v, _) if is_marker(v, api::WALL_TIME_MARKER) => {
-                format!(
-                    "wall-time limit of {} ms exceeded",
-                    self.limits.max_wall_time.as_millis()
-                )
-            }
-            EvalAltResult::ErrorTooManyOperations(_) => format!(
-                "operation limit of {} exceeded (endless loop?)",
-                self.limits.max_operations
-            ),
-            mut other => {
-                other.clear_position();
-                other.to_string()
-            }
-        };
+        let mut message = self.limit_message(&inner).unwrap_or_else(|| {
+            inner.clear_position();
+            inner.to_string()
+        });
         for (name, pos) in &calls {
             match pos.line() {
                 Some(l) => message.push_str(&format!(" (in function '{name}' called at line {l})")),
@@ -265,6 +272,90 @@ impl RuleEngine {
         }
         RuleProblem::new(file, line, source::unalias(&message))
     }
+
+    /// Sandbox limits in the host's words, naming the limit (Rhai says "Stack overflow" for
+    /// the call depth and "Too many modules imported" for `import`).
+    fn limit_message(&self, err: &EvalAltResult) -> Option<String> {
+        let l = &self.limits;
+        Some(match err {
+            EvalAltResult::ErrorTerminated(v, _) if is_marker(v, api::WALL_TIME_MARKER) => {
+                format!(
+                    "wall-time limit of {} ms exceeded",
+                    l.max_wall_time.as_millis()
+                )
+            }
+            EvalAltResult::ErrorTooManyOperations(_) => {
+                format!(
+                    "operation limit of {} exceeded (endless loop?)",
+                    l.max_operations
+                )
+            }
+            EvalAltResult::ErrorStackOverflow(_) => {
+                format!(
+                    "call depth limit {} exceeded (endless recursion?)",
+                    l.max_call_levels
+                )
+            }
+            EvalAltResult::ErrorTooManyModules(_) | EvalAltResult::ErrorModuleNotFound(..) => {
+                "modules are not available in rules (`import` is not allowed)".to_string()
+            }
+            EvalAltResult::ErrorDataTooLarge(what, _) => match what.as_str() {
+                "Length of string" => {
+                    format!("string size limit of {} bytes exceeded", l.max_string_size)
+                }
+                "Size of array/BLOB" => {
+                    format!("array size limit of {} items exceeded", l.max_array_size)
+                }
+                "Size of object map" => {
+                    format!("map size limit of {} entries exceeded", l.max_map_size)
+                }
+                other => format!("size limit exceeded: {other} too large"),
+            },
+            _ => return None,
+        })
+    }
+}
+
+/// Why [`RuleEngine::evaluate_in_pool`] has no evaluation to give.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EvaluationError {
+    /// The blocking task was cancelled (runtime shutting down) or died.
+    #[error("rule evaluation did not finish: {0}")]
+    Interrupted(String),
+}
+
+/// The event as the maps rules see, in [`SCOPE_VARS`] order.
+fn scope_blocks(event: &Event) -> [Dynamic; 5] {
+    let event_map = match rhai::serde::to_dynamic(event) {
+        Ok(d) => d.try_cast::<RMap>().unwrap_or_default(),
+        Err(e) => {
+            // Cannot happen for the Event type; keep going with an empty map and say so.
+            tracing::error!(error = %e, "event could not be converted for rules");
+            RMap::new()
+        }
+    };
+    let block = |key: &str| -> RMap {
+        event_map
+            .get(key)
+            .and_then(|d| d.clone().try_cast::<RMap>())
+            .unwrap_or_default()
+    };
+    [
+        Dynamic::from_map(event_map.clone()),
+        Dynamic::from_map(block("thread")),
+        Dynamic::from_map(block("message")),
+        Dynamic::from_map(block("inquiry")),
+        Dynamic::from_map(block("property")),
+    ]
+}
+
+/// The message of a caught panic (`panic!("..")` payloads are `&str` or `String`).
+pub(crate) fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_string())
 }
 
 fn is_marker(v: &Dynamic, marker: &str) -> bool {
@@ -295,4 +386,50 @@ pub(crate) fn rule_files(dir: &Path) -> Result<Vec<std::path::PathBuf>, RuleProb
         .collect();
     files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_inside_a_rule_function_is_that_rules_error_and_later_rules_run() {
+        let mut engine = RuleEngine::default();
+        // Stands in for a bug in a helper or in Rhai.
+        engine
+            .engine
+            .register_fn("boom", || -> bool { panic!("helper bug") });
+        let compile = |file: &str, src: &str| {
+            Arc::new(
+                engine
+                    .compile_source(Path::new(file), src)
+                    .expect("compiles"),
+            )
+        };
+        let set = RuleSet::new(vec![
+            compile(
+                "10_boom.rhai",
+                "reply(\"lost\");\nif boom() { reply(\"x\"); }\n",
+            ),
+            compile("20_ok.rhai", "reply(\"ok\");\n"),
+        ]);
+        let event: Event = serde_json::from_value(serde_json::json!({
+            "id": "e1", "type": "schedule.tick", "occurred_at": "2024-07-01T03:00:00Z",
+            "property": {"id": "p1", "timezone": "Europe/Lisbon"}, "schedule": {"name": "daily"}
+        }))
+        .expect("event");
+        let now = "2024-07-01T03:00:00Z".parse().expect("time");
+        let e = engine.evaluate(&set, &event, &EvalContext { now });
+        assert_eq!(e.rules.len(), 2);
+        let problem = e.rules[0].error.as_ref().expect("the panic is an error");
+        assert!(
+            problem
+                .message
+                .contains("internal error in a rule function: helper bug"),
+            "{problem}"
+        );
+        assert!(e.rules[0].actions.is_empty());
+        assert_eq!(e.rules[1].actions.len(), 1);
+        assert!(e.rules[1].error.is_none());
+    }
 }

@@ -6,6 +6,9 @@
 //!
 //! It must stay pure: no NATS, no HTTP, no clock of its own (the evaluation time comes in
 //! through [`EvalContext`]), no audit writing. Whatever acts on a plan lives in `executor`.
+//! Evaluation is total: every registered function checks its input (no chrono overflow
+//! panics), helpers keep to the wall-time budget, and a panic anyway becomes that rule's
+//! error. Async callers evaluate on the blocking pool ([`RuleEngine::evaluate_in_pool`]).
 //!
 //! # Rule files
 //!
@@ -42,7 +45,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use check::{check, check_with, CheckOptions, CheckReport};
-pub use engine::RuleEngine;
+pub(crate) use engine::panic_text;
+pub use engine::{EvaluationError, RuleEngine};
 pub use fixtures::{run_fixture_tests, ExpectedAction, Fixture, FixtureResult, TestReport};
 pub use live::{LiveRules, ReloadReport};
 

@@ -48,13 +48,30 @@ impl fmt::Display for RuleDuration {
     }
 }
 
+/// The years a `Time` may lie in. Far inside chrono's own range, so converting to any
+/// timezone (offsets are under a day) or formatting with `%Y` can never overflow or panic.
+pub const YEARS: std::ops::RangeInclusive<i32> = 1..=9999;
+
+/// `t` if its year is within [`YEARS`]; every `Time` a rule or template sees passes here.
+pub fn in_range(t: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    if YEARS.contains(&t.year()) {
+        Ok(t)
+    } else {
+        Err(format!(
+            "time out of range (years {} to {} only)",
+            YEARS.start(),
+            YEARS.end()
+        ))
+    }
+}
+
 /// Parses a timestamp: RFC 3339 (`2024-08-01T10:00:00Z`, any offset), or zone-less UTC as
 /// Channex writes it (`2021-07-28T04:25:15.000000`, `T` or space). A bare date
-/// (`2024-08-01`) is midnight in `tz`.
+/// (`2024-08-01`) is midnight in `tz`. Years outside [`YEARS`] are an error.
 pub fn parse_timestamp(s: &str, tz: Tz) -> Result<DateTime<Utc>, String> {
     let s = s.trim();
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t.with_timezone(&Utc));
+        return in_range(t.with_timezone(&Utc));
     }
     for fmt in [
         "%Y-%m-%dT%H:%M:%S%.f",
@@ -62,11 +79,14 @@ pub fn parse_timestamp(s: &str, tz: Tz) -> Result<DateTime<Utc>, String> {
         "%Y-%m-%dT%H:%M",
     ] {
         if let Ok(n) = NaiveDateTime::parse_from_str(s, fmt) {
-            return Ok(n.and_utc());
+            return in_range(n.and_utc());
         }
     }
     if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        return Ok(resolve_local(tz, d.and_time(NaiveTime::MIN)));
+        if !YEARS.contains(&d.year()) {
+            return in_range(d.and_time(NaiveTime::MIN).and_utc());
+        }
+        return in_range(resolve_local(tz, d.and_time(NaiveTime::MIN)));
     }
     Err(format!(
         "`{s}` is not a timestamp (expected RFC 3339, `YYYY-MM-DDTHH:MM:SS[.ffffff]` UTC or `YYYY-MM-DD`)"
@@ -98,7 +118,11 @@ pub fn resolve_local(tz: Tz, naive: NaiveDateTime) -> DateTime<Utc> {
                 let (a, b) = (a.with_timezone(&Utc), b.with_timezone(&Utc));
                 return a.min(b);
             }
-            LocalResult::None => probe += TimeDelta::minutes(15),
+            // Checked: at the very end of chrono's range there is no later probe.
+            LocalResult::None => match probe.checked_add_signed(TimeDelta::minutes(15)) {
+                Some(next) => probe = next,
+                None => break,
+            },
         }
     }
     // No valid local time within a day: fall back to reading the wall clock as UTC.
