@@ -102,7 +102,7 @@ impl Default for ChannexConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NatsConfig {
     pub url: String,
@@ -125,6 +125,21 @@ pub struct NatsConfig {
     pub followups_max_age: Duration,
     #[serde(deserialize_with = "duration")]
     pub duplicate_window: Duration,
+}
+
+/// By hand: `url` may carry `user:password@`, which `Debug` must not show.
+impl fmt::Debug for NatsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsConfig")
+            .field("url", &redact_userinfo(&self.url))
+            .field("prefix", &self.prefix)
+            .field("credentials", &self.credentials)
+            .field("replicas", &self.replicas)
+            .field("events_max_age", &self.events_max_age)
+            .field("audit_max_age", &self.audit_max_age)
+            .field("duplicate_window", &self.duplicate_window)
+            .finish()
+    }
 }
 
 impl Default for NatsConfig {
@@ -332,21 +347,32 @@ impl Config {
         let file_label = path
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "<defaults>".to_string());
-        let mut table = match path {
-            Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read {
-                    file: file_label.clone(),
-                    message: e.to_string(),
-                })?;
-                text.parse::<toml::Table>()
-                    .map_err(|e| ConfigError::Syntax {
-                        file: file_label.clone(),
-                        message: e.to_string().trim().replace('\n', " "),
-                    })?
-            }
-            None => toml::Table::new(),
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).map_err(|e| ConfigError::Read {
+                file: file_label.clone(),
+                message: e.to_string(),
+            })?,
+            None => String::new(),
         };
-        let origins = apply_env(&mut table, env, &file_label)?;
+        // Every error leaves through the redactor: a value that is a secret in the file or
+        // the environment never reaches the message, whatever went wrong and where.
+        let redactor = Redactor::collect(&text, env);
+        Self::load_text(path, &file_label, &text, env).map_err(|e| e.redacted(&redactor))
+    }
+
+    fn load_text(
+        path: Option<&Path>,
+        file_label: &str,
+        text: &str,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        let mut table = text
+            .parse::<toml::Table>()
+            .map_err(|e| ConfigError::Syntax {
+                file: file_label.to_string(),
+                message: syntax_message(text, &e),
+            })?;
+        let origins = apply_env(&mut table, env, file_label)?;
 
         let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
             .map_err(|e| {
@@ -359,7 +385,7 @@ impl Config {
                     .split_whitespace()
                     .collect::<Vec<_>>()
                     .join(" ");
-                ConfigError::key(&file_label, &key, origin, message)
+                ConfigError::key(file_label, &key, origin, message)
             })?;
         config.source = path.map(Path::to_path_buf);
         let base = path
@@ -367,7 +393,7 @@ impl Config {
             .map(Path::to_path_buf)
             .unwrap_or_default();
         config.resolve_paths(&base);
-        config.validate(&file_label)?;
+        config.validate(file_label)?;
         Ok(config)
     }
 
@@ -397,9 +423,7 @@ impl Config {
         if self.channex.requests_per_minute == 0 {
             return err("channex.requests_per_minute", "must be at least 1".into());
         }
-        if self.channex.poll_interval < Duration::from_millis(100) {
-            return err("channex.poll_interval", "must be at least 100ms".into());
-        }
+        self.validate_durations(file)?;
         if self.nats.prefix.is_empty()
             || self
                 .nats
@@ -483,7 +507,26 @@ impl Config {
                 );
             }
             if let Err(e) = crate::scheduler::parse_cron(&s.cron) {
-                return err(&format!("schedules[{i}].cron"), e.to_string());
+                // One line with the user's own expression: the cron crate's message alone
+                // describes its internal 6/7-field form, which the user never wrote.
+                let flat = e
+                    .to_string()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                // The crate quotes its internal form before a `^`; keep only the reason.
+                let reason = flat
+                    .rsplit_once('^')
+                    .map_or(flat.as_str(), |(_, r)| r)
+                    .trim();
+                return err(
+                    &format!("schedules[{i}].cron"),
+                    format!(
+                        "schedule {:?}: invalid cron expression {:?} ({reason}); expected 5 fields \
+                         (`min hour day month weekday`, e.g. \"0 9 * * *\") or 6/7 with seconds",
+                        s.name, s.cron
+                    ),
+                );
             }
             if s.timezone.parse::<chrono_tz::Tz>().is_err() {
                 return err(
@@ -491,6 +534,85 @@ impl Config {
                     format!("unknown IANA time zone {:?}", s.timezone),
                 );
             }
+        }
+        Ok(())
+    }
+
+    /// Every duration key with its sane range, `(key, value, min, max)`. Below the minimum
+    /// the mechanism cannot work (a zero `ack_wait` redelivers every event at once, a zero
+    /// lease is never held); above the maximum the value is almost certainly a typo.
+    fn duration_ranges(&self) -> [(&'static str, Duration, Duration, Duration); 10] {
+        const MS: u64 = 1;
+        const S: u64 = 1000 * MS;
+        const MIN: u64 = 60 * S;
+        const H: u64 = 60 * MIN;
+        const D: u64 = 24 * H;
+        let r = |key, v, lo: u64, hi: u64| {
+            (key, v, Duration::from_millis(lo), Duration::from_millis(hi))
+        };
+        [
+            r(
+                "channex.poll_interval",
+                self.channex.poll_interval,
+                100 * MS,
+                H,
+            ),
+            r("channex.timeout", self.channex.timeout, 100 * MS, 10 * MIN),
+            r(
+                "nats.events_max_age",
+                self.nats.events_max_age,
+                MIN,
+                3650 * D,
+            ),
+            r("nats.audit_max_age", self.nats.audit_max_age, MIN, 3650 * D),
+            r(
+                "nats.duplicate_window",
+                self.nats.duplicate_window,
+                S,
+                7 * D,
+            ),
+            r("rules.cooldown", self.rules.cooldown, 0, 365 * D),
+            r("worker.ack_wait", self.worker.ack_wait, S, H),
+            r("worker.retry_delay", self.worker.retry_delay, 10 * MS, H),
+            r(
+                "worker.shutdown_timeout",
+                self.worker.shutdown_timeout,
+                S,
+                H,
+            ),
+            r("poller.lease_ttl", self.poller.lease_ttl, S, 10 * MIN),
+        ]
+    }
+
+    fn validate_durations(&self, file: &str) -> Result<(), ConfigError> {
+        let show = |d: Duration| humantime::format_duration(d).to_string();
+        for (key, value, min, max) in self.duration_ranges() {
+            if value < min || value > max {
+                return Err(ConfigError::key(
+                    file,
+                    key,
+                    None,
+                    format!(
+                        "must be between {} and {}, got {}",
+                        show(min),
+                        show(max),
+                        show(value)
+                    ),
+                ));
+            }
+        }
+        // JetStream refuses a duplicate window longer than the stream's max age.
+        if self.nats.duplicate_window > self.nats.events_max_age {
+            return Err(ConfigError::key(
+                file,
+                "nats.duplicate_window",
+                None,
+                format!(
+                    "must be at most nats.events_max_age ({}), got {}",
+                    show(self.nats.events_max_age),
+                    show(self.nats.duplicate_window)
+                ),
+            ));
         }
         Ok(())
     }
@@ -626,6 +748,126 @@ fn redact_secret_value(key: &str, message: String) -> String {
     }
 }
 
+/// A TOML syntax error as `line L, column C: <what>`, never with the source text: the
+/// offending line may hold a secret (an unterminated `api_key = "sk_live_...` or an
+/// unquoted `webhook_url = https://...`), and `toml`'s own message quotes it.
+fn syntax_message(text: &str, e: &toml::de::Error) -> String {
+    let what = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
+    match e.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("TOML syntax error at line {line}, column {column}: {what}")
+        }
+        None => format!("TOML syntax error: {what}"),
+    }
+}
+
+/// `scheme://user:password@host` becomes `scheme://***@host`, anywhere in `text`.
+pub fn redact_userinfo(text: &str) -> String {
+    static USERINFO: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
+    match USERINFO.get_or_init(|| regex::Regex::new(r"://[^/@\s]+@").ok()) {
+        Some(re) => re.replace_all(text, "://***@").into_owned(),
+        // The pattern is a constant; should it ever fail, hide every URL's authority.
+        None => text.replace("://", "://***@"),
+    }
+}
+
+/// The secret values of one load (from the raw file text and the environment), removed
+/// from every error message. The raw text is scanned rather than the parsed table so a
+/// line that does not parse is covered too.
+struct Redactor {
+    values: Vec<String>,
+}
+
+/// Shorter values are not searched for: they would mangle ordinary words of a message.
+const MIN_REDACTED_LEN: usize = 4;
+
+impl Redactor {
+    fn collect(text: &str, env: &[(String, String)]) -> Redactor {
+        static ASSIGN: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
+        let assign = ASSIGN.get_or_init(|| {
+            regex::Regex::new(
+                r#"(?m)(api_key|webhook_url|webhook_secret|url)["']?\s*=\s*("[^"\n]*"?|'[^'\n]*'?|[^\s,}#\]]+)"#,
+            )
+            .ok()
+        });
+        let mut values = Vec::new();
+        for c in assign.iter().flat_map(|re| re.captures_iter(text)) {
+            let raw = c.get(2).map_or("", |m| m.as_str());
+            let key = c.get(1).map_or("", |m| m.as_str());
+            Self::add(&mut values, key, raw.trim_matches(['"', '\'']));
+        }
+        for (var, value) in env {
+            let lower = var.to_ascii_lowercase();
+            if let Some(key) = ["api_key", "webhook_url", "webhook_secret", "url"]
+                .into_iter()
+                .find(|k| lower.ends_with(k))
+            {
+                Self::add(&mut values, key, value);
+            }
+        }
+        // Longest first, so a value containing another is removed whole.
+        values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        Redactor { values }
+    }
+
+    fn add(values: &mut Vec<String>, key: &str, value: &str) {
+        // A URL (`nats.url`, `channex.base_url`) is a secret only in its user-info part.
+        let parts: Vec<&str> = if key == "url" {
+            value
+                .split("://")
+                .skip(1)
+                .filter_map(|rest| rest.split_once('@').map(|(info, _)| info))
+                .flat_map(|info| [info, info.split_once(':').map_or("", |(_, pw)| pw)])
+                .collect()
+        } else {
+            vec![value]
+        };
+        values.extend(
+            parts
+                .into_iter()
+                .filter(|p| p.len() >= MIN_REDACTED_LEN)
+                .map(str::to_string),
+        );
+    }
+
+    fn scrub(&self, text: &str) -> String {
+        let mut out = redact_userinfo(text);
+        for v in &self.values {
+            out = out.replace(v.as_str(), "***");
+        }
+        out
+    }
+}
+
+impl ConfigError {
+    fn redacted(self, r: &Redactor) -> ConfigError {
+        match self {
+            ConfigError::Read { file, message } => ConfigError::Read {
+                file,
+                message: r.scrub(&message),
+            },
+            ConfigError::Syntax { file, message } => ConfigError::Syntax {
+                file,
+                message: r.scrub(&message),
+            },
+            ConfigError::Key {
+                file,
+                key,
+                origin,
+                message,
+            } => ConfigError::Key {
+                file,
+                key: r.scrub(&key),
+                origin,
+                message: r.scrub(&message),
+            },
+        }
+    }
+}
+
 /// Durations are strings such as `"30s"`, `"5m"`, `"2h"`, `"1h 30m"`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim())
@@ -755,6 +997,110 @@ mod tests {
         let f = write("[[schedules]]\nname = \"x\"\ncron = \"every day\"\n");
         let e = Config::load(Some(f.path()), &[]).unwrap_err().to_string();
         assert!(e.contains("schedules[0].cron"), "{e}");
+    }
+
+    #[test]
+    fn toml_syntax_errors_never_quote_the_source_line() {
+        let cases = [
+            ("[channex]\napi_key = \"sk_live_SUPERSECRET123\n", 2),
+            (
+                "[alerts]\nwebhook_url = https://hooks.example/T0K3NSECRET\n",
+                2,
+            ),
+            ("[http]\nwebhook_secret = 'sk_live_SUPERSECRET123\n", 2),
+            (
+                "[channex]\nbase_url = \"https://x\"\napi_key = sk_live_SUPERSECRET123 = 1\n",
+                3,
+            ),
+        ];
+        for (text, line) in cases {
+            let f = write(text);
+            let e = Config::load(Some(f.path()), &[]).unwrap_err().to_string();
+            assert!(!e.contains("SUPERSECRET") && !e.contains("T0K3N"), "{e}");
+            assert!(e.contains(&f.path().display().to_string()), "{e}");
+            assert!(e.contains(&format!("line {line}")), "{e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+    }
+
+    #[test]
+    fn nats_url_password_is_never_shown() {
+        let f = write("[nats]\nurl = \"nats://alice:hunter2pw@127.0.0.1:4222\"\nreplicas = 9\n");
+        let e = Config::load(Some(f.path()), &[]).unwrap_err().to_string();
+        assert!(e.contains("nats.replicas"), "{e}");
+        let c = Config::load(
+            None,
+            &env(&[("NATS_URL", "nats://alice:hunter2pw@127.0.0.1:4222")]),
+        )
+        .unwrap();
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("hunter2pw"), "{debug}");
+        assert!(debug.contains("nats://***@127.0.0.1:4222"), "{debug}");
+        assert_eq!(
+            redact_userinfo("cannot reach nats://bob:pw@h:1, nats://h2:2"),
+            "cannot reach nats://***@h:1, nats://h2:2"
+        );
+        // A wrong type on a key next to a secret: the secret's value is scrubbed anyway.
+        let e = Config::load(
+            None,
+            &env(&[
+                ("CONCIERGE_NATS_URL", "nats://alice:hunter2pw@h:1"),
+                ("CONCIERGE_NATS_REPLICAS", "nats://alice:hunter2pw@h:1"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("nats.replicas"), "{e}");
+        assert!(!e.contains("hunter2pw"), "{e}");
+    }
+
+    #[test]
+    fn nonsense_durations_are_refused_naming_the_key() {
+        let cases = [
+            ("worker", "ack_wait", "0s"),
+            ("poller", "lease_ttl", "0s"),
+            ("channex", "poll_interval", "10ms"),
+            ("channex", "timeout", "0s"),
+            ("worker", "retry_delay", "0s"),
+            ("worker", "shutdown_timeout", "0s"),
+            ("worker", "ack_wait", "30d"),
+            ("nats", "events_max_age", "1s"),
+            ("nats", "audit_max_age", "0s"),
+            ("nats", "duplicate_window", "0s"),
+            ("rules", "cooldown", "400d"),
+        ];
+        for (section, key, value) in cases {
+            let f = write(&format!("[{section}]\n{key} = \"{value}\"\n"));
+            let e = Config::load(Some(f.path()), &[]).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("{section}.{key}")),
+                "{section}.{key}={value}: {e}"
+            );
+            assert!(e.contains("must be between"), "{e}");
+        }
+        let f = write("[nats]\nevents_max_age = \"1h\"\nduplicate_window = \"2h\"\n");
+        let e = Config::load(Some(f.path()), &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("nats.duplicate_window") && e.contains("events_max_age"),
+            "{e}"
+        );
+        // The edges themselves are fine.
+        let f = write("[worker]\nack_wait = \"1s\"\n[poller]\nlease_ttl = \"1s\"\n[rules]\ncooldown = \"0s\"\n");
+        Config::load(Some(f.path()), &[]).unwrap();
+    }
+
+    #[test]
+    fn bad_cron_is_one_line_with_the_users_expression_and_schedule_name() {
+        let f = write("[[schedules]]\nname = \"daily\"\ncron = \"61 9 * * *\"\n");
+        let e = Config::load(Some(f.path()), &[]).unwrap_err().to_string();
+        assert!(e.contains("schedules[0].cron"), "{e}");
+        assert!(e.contains("\"61 9 * * *\""), "{e}");
+        assert!(e.contains("\"daily\""), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+        assert!(
+            !e.contains("0 61 9"),
+            "the internal 6-field form leaked: {e}"
+        );
     }
 
     #[test]

@@ -4,23 +4,62 @@
 //! Owns the metrics recorder installation and the webhook authentication. A webhook is
 //! never trusted as data: at most its `property_id` is read, to poll that property now.
 //! It must not do any work itself beyond handing the nudge to the poller.
+//!
+//! The port faces the Internet (Channex calls the webhook), so it is bounded ([`Limits`]):
+//! the webhook secret is checked from the headers before a byte of the body is read, the
+//! body is capped (64 KiB, `413` above) and must arrive within a timeout (`408`), request
+//! headers must arrive within `header_read_timeout` (idle keep-alive connections too), at
+//! most `max_connections` connections are held (more are closed at once rather than queued)
+//! and at most `max_in_flight` requests are served at once (`503` above).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::config::Secret;
 
 /// Header carrying the shared secret on `/webhooks/channex` (configure it as a custom
 /// header of the Channex webhook).
 pub const WEBHOOK_SECRET_HEADER: &str = "x-concierge-secret";
+
+/// Bounds of the listener; [`Limits::default`] is what `concierge run` uses.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Time for a request's headers to arrive (also the idle time between keep-alive
+    /// requests): a slowloris connection is closed after this long.
+    pub header_read_timeout: Duration,
+    /// Time for the webhook body to arrive once its headers are accepted.
+    pub body_read_timeout: Duration,
+    /// A Channex webhook is a small JSON document; anything larger is refused (`413`).
+    pub max_webhook_body: usize,
+    /// Connections held at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// Requests served at once; more are answered `503` at once.
+    pub max_in_flight: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_read_timeout: Duration::from_secs(5),
+            body_read_timeout: Duration::from_secs(5),
+            max_webhook_body: 64 * 1024,
+            max_connections: 256,
+            max_in_flight: 64,
+        }
+    }
+}
 
 /// Install the global Prometheus recorder once per process and return its handle.
 pub fn metrics_handle() -> PrometheusHandle {
@@ -54,6 +93,7 @@ struct AppState {
     readiness: Arc<dyn Readiness>,
     webhook_secret: Secret,
     nudges: Option<mpsc::Sender<Option<String>>>,
+    limits: Limits,
 }
 
 /// Nudges carry `Some(property_id)` or `None` (poll everything).
@@ -62,38 +102,119 @@ pub fn router(
     webhook_secret: Secret,
     nudges: Option<mpsc::Sender<Option<String>>>,
 ) -> Router {
+    router_with(readiness, webhook_secret, nudges, Limits::default())
+}
+
+/// [`router`] with explicit limits (tests use short ones).
+pub fn router_with(
+    readiness: Arc<dyn Readiness>,
+    webhook_secret: Secret,
+    nudges: Option<mpsc::Sender<Option<String>>>,
+    limits: Limits,
+) -> Router {
     let state = AppState {
         metrics: metrics_handle(),
         readiness,
         webhook_secret,
         nudges,
+        limits,
     };
+    let in_flight = Arc::new(Semaphore::new(limits.max_in_flight));
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/webhooks/channex", post(webhook))
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(in_flight, shed_load))
+}
+
+/// Over `max_in_flight` a request is refused at once: queueing would let a flood of slow
+/// webhooks delay `/healthz` and `/metrics`.
+async fn shed_load(State(in_flight): State<Arc<Semaphore>>, req: Request, next: Next) -> Response {
+    match in_flight.try_acquire_owned() {
+        Ok(_permit) => next.run(req).await,
+        Err(_) => {
+            metrics::counter!("concierge_http_refused_total", "reason" => "in_flight").increment(1);
+            (StatusCode::SERVICE_UNAVAILABLE, "busy\n").into_response()
+        }
+    }
 }
 
 pub async fn serve(
     listen: &str,
     router: Router,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<SocketAddr> {
+    serve_with(listen, router, shutdown, Limits::default()).await
+}
+
+/// [`serve`] with explicit limits; the router should come from [`router_with`] with the same.
+pub async fn serve_with(
+    listen: &str,
+    router: Router,
+    shutdown: watch::Receiver<bool>,
+    limits: Limits,
 ) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (http.listen): {e}"))?;
     let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = shutdown.changed().await;
-            })
-            .await;
-    });
+    tokio::spawn(accept_loop(listener, router, shutdown, limits));
     tracing::info!(%addr, "http: /metrics /healthz /readyz /webhooks/channex");
     Ok(addr)
+}
+
+/// Hand-rolled instead of `axum::serve`, which sets no header read timeout and holds any
+/// number of connections.
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    mut shutdown: watch::Receiver<bool>,
+    limits: Limits,
+) {
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause instead of spinning.
+                    tracing::warn!(error = %e, "http: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        // Over the cap the connection is closed at once rather than queued: a flood of
+        // idle connections then costs nothing, and each held one ends within the header
+        // read timeout, so the port recovers by itself.
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            metrics::counter!("concierge_http_refused_total", "reason" => "connections")
+                .increment(1);
+            drop(stream);
+            continue;
+        };
+        let service = TowerToHyperService::new(router.clone());
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout);
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = shutdown.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
@@ -117,21 +238,46 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn webhook(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> impl IntoResponse {
+fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
     let presented = headers
         .get(WEBHOOK_SECRET_HEADER)
         .map(|v| v.as_bytes())
         .unwrap_or_default();
-    if state.webhook_secret.is_empty()
-        || !constant_time_eq(presented, state.webhook_secret.expose().as_bytes())
-    {
+    !state.webhook_secret.is_empty()
+        && constant_time_eq(presented, state.webhook_secret.expose().as_bytes())
+}
+
+/// Takes the raw request (not a body extractor) so the secret is checked from the headers
+/// before any of the body is read: an unauthenticated upload costs one header parse.
+async fn webhook(State(state): State<AppState>, request: Request) -> impl IntoResponse {
+    let (parts, body) = request.into_parts();
+    if !authorized(&state, &parts.headers) {
         metrics::counter!("concierge_webhooks_total", "result" => "unauthorized").increment(1);
         return (StatusCode::UNAUTHORIZED, "unauthorized\n");
     }
+    let limit = state.limits.max_webhook_body;
+    let declared = parts
+        .headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        metrics::counter!("concierge_webhooks_total", "result" => "too_large").increment(1);
+        return (StatusCode::PAYLOAD_TOO_LARGE, "payload too large\n");
+    }
+    let read = axum::body::to_bytes(body, limit);
+    let body = match tokio::time::timeout(state.limits.body_read_timeout, read).await {
+        Ok(Ok(body)) => body,
+        // Chunked past the limit, or the client went away mid-body.
+        Ok(Err(_)) => {
+            metrics::counter!("concierge_webhooks_total", "result" => "too_large").increment(1);
+            return (StatusCode::PAYLOAD_TOO_LARGE, "payload too large\n");
+        }
+        Err(_) => {
+            metrics::counter!("concierge_webhooks_total", "result" => "timeout").increment(1);
+            return (StatusCode::REQUEST_TIMEOUT, "body read timeout\n");
+        }
+    };
     let property_id = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| {

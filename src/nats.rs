@@ -91,19 +91,34 @@ pub struct Infra {
     pub leases: kv::Store,
 }
 
+/// A connect error that never shows `user:password@` of `nats.url`, neither in the URL
+/// nor in the client library's message (which may quote the server address).
+fn connect_error(cfg: &NatsConfig, message: String) -> NatsError {
+    let mut message = crate::config::redact_userinfo(&message);
+    for info in cfg
+        .url
+        .split("://")
+        .skip(1)
+        .filter_map(|rest| rest.split_once('@').map(|(info, _)| info))
+        .filter(|info| !info.is_empty())
+    {
+        message = message.replace(info, "***");
+    }
+    NatsError::Connect {
+        url: crate::config::redact_userinfo(&cfg.url),
+        message,
+    }
+}
+
 pub async fn connect(cfg: &NatsConfig) -> Result<async_nats::Client, NatsError> {
     let mut opts = async_nats::ConnectOptions::new()
         .name("concierge")
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(5));
     if let Some(creds) = &cfg.credentials {
-        opts = opts
-            .credentials_file(creds)
-            .await
-            .map_err(|e| NatsError::Connect {
-                url: cfg.url.clone(),
-                message: format!("credentials file {}: {e}", creds.display()),
-            })?;
+        opts = opts.credentials_file(creds).await.map_err(|e| {
+            connect_error(cfg, format!("credentials file {}: {e}", creds.display()))
+        })?;
     }
     // retry_on_initial_connect makes connect return at once; wait for the first
     // connection so a wrong URL is reported instead of hanging silently.
@@ -116,24 +131,15 @@ pub async fn connect(cfg: &NatsConfig) -> Result<async_nats::Client, NatsError> 
         .filter(|u| !u.is_empty())
         .map(|u| u.parse())
         .collect::<Result<_, _>>()
-        .map_err(|e| NatsError::Connect {
-            url: cfg.url.clone(),
-            message: format!("invalid server address: {e}"),
-        })?;
+        .map_err(|e| connect_error(cfg, format!("invalid server address: {e}")))?;
     let client = opts
         .connect(servers)
         .await
-        .map_err(|e| NatsError::Connect {
-            url: cfg.url.clone(),
-            message: e.to_string(),
-        })?;
+        .map_err(|e| connect_error(cfg, e.to_string()))?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while client.connection_state() != async_nats::connection::State::Connected {
         if Instant::now() > deadline {
-            return Err(NatsError::Connect {
-                url: cfg.url.clone(),
-                message: "no connection within 10s".into(),
-            });
+            return Err(connect_error(cfg, "no connection within 10s".into()));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -265,18 +265,29 @@ impl Poller {
         let mut interval = tokio::time::interval(self.config.channex.poll_interval);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut local_nudges_open = true;
+        let mut gate = NudgeGate::new(&self.config);
         loop {
-            let only: Option<String> = tokio::select! {
+            let nudged: Option<String> = tokio::select! {
                 _ = shutdown.changed() => break,
                 _ = interval.tick() => None,
-                n = nudges.recv(), if local_nudges_open => match n {
+                _ = gate.next_due() => match gate.take_due(Instant::now()) {
                     Some(p) => p,
+                    None => continue,
+                },
+                n = nudges.recv(), if local_nudges_open => match n {
+                    Some(p) => match gate.admit(p, Instant::now()) {
+                        Some(p) => p,
+                        None => continue,
+                    },
                     // Nobody can nudge locally any more: stop listening, keep polling.
                     None => { local_nudges_open = false; continue; }
                 },
                 Some(m) = next_nudge(&mut remote_nudges) => {
                     let p = String::from_utf8_lossy(&m.payload).trim().to_string();
-                    (!p.is_empty()).then_some(p)
+                    match gate.admit((!p.is_empty()).then_some(p), Instant::now()) {
+                        Some(p) => p,
+                        None => continue,
+                    }
                 }
                 changed = leader.changed() => {
                     if changed.is_err() {
@@ -285,6 +296,8 @@ impl Poller {
                     None
                 }
             };
+            // An admitted nudge names one property (or none: everything, like a tick).
+            let only = nudged;
             let is_leader = *leader.borrow();
             if !is_leader {
                 if was_leader {
@@ -319,6 +332,7 @@ impl Poller {
                 if *shutdown.borrow() || !*leader.borrow() {
                     break;
                 }
+                gate.polled(property.as_deref(), Instant::now());
                 match self.poll_once(property.as_deref()).await {
                     Ok(_) => {}
                     Err(e) => {
@@ -734,6 +748,99 @@ fn malformed_record(
     let error: String = item.error.chars().take(300).collect();
     r.error = Some(format!("{kind} {id} skipped: {error}"));
     r
+}
+
+/// Nudges of one property are coalesced: at most one nudged poll per this gap.
+pub const NUDGE_MIN_GAP: Duration = Duration::from_secs(1);
+
+/// Decides which webhook nudges become polls. A nudge is outside data (anyone with the
+/// webhook secret, or any NATS publisher on the nudge subject, can send one), so:
+/// - it only ever polls a configured property (`channex.property_ids`; any id when that is
+///   empty, meaning "all the key can see"), since a global Channex webhook fires for every
+///   property of the account and polling another one would answer its guests;
+/// - nudges of one property within [`NUDGE_MIN_GAP`] of its last poll collapse into one
+///   trailing poll when the gap has passed (so a burst costs at most two polls);
+/// - nudged polls draw on their own budget, a quarter of `channex.requests_per_minute`
+///   (at least one a minute), so a nudge flood cannot starve sends of the shared Channex
+///   rate limit; a nudge over the budget is dropped and the interval poll catches up.
+pub struct NudgeGate {
+    configured: HashSet<String>,
+    last_poll: HashMap<Option<String>, Instant>,
+    pending: HashMap<Option<String>, Instant>,
+    budget: governor::DefaultDirectRateLimiter,
+}
+
+impl NudgeGate {
+    pub fn new(config: &Config) -> Self {
+        let per_minute = (config.channex.requests_per_minute / 4).max(1);
+        let quota = governor::Quota::per_minute(
+            std::num::NonZeroU32::new(per_minute).unwrap_or(std::num::NonZeroU32::MIN),
+        );
+        NudgeGate {
+            configured: config.channex.property_ids.iter().cloned().collect(),
+            last_poll: HashMap::new(),
+            pending: HashMap::new(),
+            budget: governor::RateLimiter::direct(quota),
+        }
+    }
+
+    /// `Some(property)` when the nudge should poll now; otherwise it was dropped or
+    /// deferred (see [`Self::take_due`]).
+    pub fn admit(&mut self, property: Option<String>, now: Instant) -> Option<Option<String>> {
+        if let Some(p) = &property {
+            if !self.configured.is_empty() && !self.configured.contains(p) {
+                metrics::counter!("concierge_nudges_total", "result" => "unconfigured")
+                    .increment(1);
+                tracing::debug!(property = %p, "webhook nudge for a property that is not configured; ignored");
+                return None;
+            }
+        }
+        match self.last_poll.get(&property) {
+            Some(at) if now.duration_since(*at) < NUDGE_MIN_GAP => {
+                metrics::counter!("concierge_nudges_total", "result" => "coalesced").increment(1);
+                let due = *at + NUDGE_MIN_GAP;
+                self.pending.entry(property).or_insert(due);
+                None
+            }
+            _ => self.spend(property),
+        }
+    }
+
+    fn spend(&mut self, property: Option<String>) -> Option<Option<String>> {
+        if self.budget.check().is_err() {
+            metrics::counter!("concierge_nudges_total", "result" => "over_budget").increment(1);
+            return None;
+        }
+        metrics::counter!("concierge_nudges_total", "result" => "polled").increment(1);
+        Some(property)
+    }
+
+    /// Record a poll of `property` (nudged or on the interval): it restarts the gap.
+    pub fn polled(&mut self, property: Option<&str>, now: Instant) {
+        let key = property.map(str::to_string);
+        self.pending.remove(&key);
+        self.last_poll.insert(key, now);
+    }
+
+    /// Resolves when the earliest deferred nudge is due (never when none is pending).
+    pub async fn next_due(&self) {
+        match self.pending.values().min() {
+            Some(due) => tokio::time::sleep_until((*due).into()).await,
+            None => futures::future::pending().await,
+        }
+    }
+
+    /// The deferred nudge that is due now, if any (and within the budget).
+    pub fn take_due(&mut self, now: Instant) -> Option<Option<String>> {
+        let key = self
+            .pending
+            .iter()
+            .filter(|(_, due)| **due <= now)
+            .min_by_key(|(_, due)| **due)
+            .map(|(k, _)| k.clone())?;
+        self.pending.remove(&key);
+        self.spend(key)
+    }
 }
 
 /// Core NATS subject carrying webhook nudges to whichever poller leads.

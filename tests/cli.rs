@@ -214,3 +214,68 @@ async fn follow_ups_list_and_cancel_against_nats() {
     let out = concierge(&["follow-ups", "cancel", "thread-1", "inquiry_alert"], &env);
     assert_eq!(out.status.code(), Some(1), "cancelling nothing is an error");
 }
+
+/// Issue #11, defect 5: a config error never shows a secret, whatever the error.
+#[test]
+fn config_errors_never_show_a_secret_through_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    let cases = [
+        "[channex]\napi_key = \"sk_live_SUPERSECRET123\n",
+        "[alerts]\nwebhook_url = https://hooks.example/services/SUPERSECRET123\n",
+    ];
+    for bad in cases {
+        std::fs::write(&path, bad).unwrap();
+        let out = concierge(&["--config", path.to_str().unwrap(), "run"], &[]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        let t = text(&out);
+        assert!(t.contains(path.to_str().unwrap()), "{t}");
+        assert!(t.contains("line 2"), "{t}");
+        assert!(!t.contains("SUPERSECRET123"), "{t}");
+    }
+    // A NATS URL with user:password@ is never printed, even when it cannot be used.
+    std::fs::write(
+        &path,
+        "[channex]\napi_key = \"k\"\n[nats]\nurl = \"nats://alice:hunter2pw@127.0.0.1:notaport\"\n",
+    )
+    .unwrap();
+    let out = concierge(&["--config", path.to_str().unwrap(), "run"], &[]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("NATS"), "{t}");
+    assert!(!t.contains("hunter2pw"), "{t}");
+}
+
+/// Issue #11, defect 7: nonsense durations exit 2 naming the key; a bad cron is one line.
+#[test]
+fn nonsense_durations_and_bad_cron_exit_2_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("concierge.toml");
+    for (section, key) in [("worker", "ack_wait"), ("poller", "lease_ttl")] {
+        std::fs::write(
+            &path,
+            format!("[channex]\napi_key = \"k\"\n[{section}]\n{key} = \"0s\"\n"),
+        )
+        .unwrap();
+        let out = concierge(&["--config", path.to_str().unwrap(), "run"], &[]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(
+            text(&out).contains(&format!("{section}.{key}")),
+            "{}",
+            text(&out)
+        );
+    }
+    std::fs::write(
+        &path,
+        "[channex]\napi_key = \"k\"\n[[schedules]]\nname = \"nightly\"\ncron = \"0 25 * * *\"\n",
+    )
+    .unwrap();
+    let out = concierge(&["--config", path.to_str().unwrap(), "run"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let t = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(t.trim().lines().count(), 1, "{t}");
+    assert!(
+        t.contains("\"0 25 * * *\"") && t.contains("\"nightly\""),
+        "{t}"
+    );
+}

@@ -1,0 +1,117 @@
+//! Issue #11, defect 3: webhook nudges over real HTTP + NATS + the simulator. A nudge only
+//! ever polls a configured property, and a burst of nudges is coalesced.
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use concierge::poller::Poller;
+use tokio::sync::{mpsc, watch};
+
+struct AlwaysReady;
+impl concierge::http::Readiness for AlwaysReady {
+    fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+fn listings_of(sim: &concierge::sim::SimServer, property: &str) -> usize {
+    sim.sim
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/message_threads"))
+        .filter(|r| r.query.contains(&format!("filter[property_id]={property}")))
+        .count()
+}
+
+#[tokio::test]
+async fn nudges_poll_only_configured_properties_and_a_burst_is_coalesced() {
+    let (_nats, infra, nats_cfg) = common::nats_infra().await;
+    let sim = common::sim().await;
+    sim.sim.add_property("p1", "One", true);
+    sim.sim.add_property("p2", "Two", true);
+    let mut config = common::config(&sim, &nats_cfg, &["p1"]);
+    config.channex.poll_interval = Duration::from_secs(3600); // only nudges poll
+    let channex = concierge::roles::channex_client(&config).expect("client");
+    let poller = Poller::new(channex, &infra, Arc::new(config.clone()), None);
+
+    let (stop, shutdown) = watch::channel(false);
+    let (_unused, local) = mpsc::channel(1);
+    let running = tokio::spawn(poller.run(shutdown.clone(), local));
+    let (nudge_tx, nudge_rx) = mpsc::channel(256);
+    tokio::spawn(concierge::poller::publish_nudges(
+        nudge_rx,
+        infra.client.clone(),
+        "concierge".into(),
+    ));
+    let router = concierge::http::router(
+        Arc::new(AlwaysReady),
+        concierge::config::Secret::new("s3cret"),
+        Some(nudge_tx),
+    );
+    let addr = concierge::http::serve("127.0.0.1:0", router, shutdown)
+        .await
+        .unwrap();
+    let url = format!("http://{addr}/webhooks/channex");
+    let http = reqwest::Client::new();
+    let nudge = |property: &'static str| {
+        http.post(&url)
+            .header("x-concierge-secret", "s3cret")
+            .json(&serde_json::json!({"event": "message", "property_id": property}))
+            .send()
+    };
+    common::eventually(
+        "the first (baseline) poll of p1",
+        Duration::from_secs(5),
+        || async { listings_of(&sim, "p1") > 0 },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await; // past the coalescing gap
+
+    // p2 is not configured: its guest is never read, no event emitted.
+    let t2 = sim.sim.open_thread("p2", "BookingCom", "Other", true);
+    sim.sim.guest_message(&t2, "anyone there?");
+    sim.sim.clear_requests();
+    for _ in 0..3 {
+        assert_eq!(nudge("p2").await.unwrap().status(), 202);
+    }
+    // A p1 nudge after them proves they were processed (the subject is ordered).
+    assert_eq!(nudge("p1").await.unwrap().status(), 202);
+    common::eventually("the p1 nudge polled", Duration::from_secs(3), || async {
+        listings_of(&sim, "p1") > 0
+    })
+    .await;
+    assert_eq!(
+        listings_of(&sim, "p2"),
+        0,
+        "an unconfigured property was polled"
+    );
+    assert!(
+        sim.sim.requests().iter().all(|r| !r.path.contains(&t2)),
+        "an unconfigured property's thread was read"
+    );
+    let events = common::stored_events(&infra.js, "concierge").await;
+    assert!(events.is_empty(), "events from p2: {}", events.len());
+
+    // A burst of 100 nudges for p1 in well under a second: at most two polls.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    sim.sim.clear_requests();
+    let started = std::time::Instant::now();
+    for _ in 0..100 {
+        assert_eq!(nudge("p1").await.unwrap().status(), 202);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(2000)).await; // the trailing poll included
+    let polls = listings_of(&sim, "p1");
+    assert!(
+        (1..=2).contains(&polls),
+        "{polls} polls for a burst of 100 nudges"
+    );
+
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), running).await;
+}
