@@ -33,6 +33,7 @@ fn every_subcommand_has_help() {
         vec!["replay"],
         vec!["follow-ups", "list"],
         vec!["follow-ups", "cancel"],
+        vec!["purge"],
     ] {
         let mut args = sub.clone();
         args.push("--help");
