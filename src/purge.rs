@@ -18,6 +18,10 @@ use crate::scheduler::FollowUps;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PurgeError {
+    /// Not a Channex id: subject tokens are lossy for other strings (`a.b` and `a_b`
+    /// share one), and an empty id would match the records of no thread at all.
+    #[error("`{0}` is not a Channex thread id (1-128 of A-Z a-z 0-9 _ -)")]
+    InvalidThreadId(String),
     #[error("ledger: {0}")]
     Ledger(#[from] crate::executor::ledger::LedgerError),
     #[error("follow-up timers: {0}")]
@@ -42,6 +46,10 @@ pub async fn purge_thread(
     thread_id: &str,
     property_id: Option<&str>,
 ) -> Result<PurgeReport, PurgeError> {
+    if !crate::channex::wire::is_valid_id(thread_id) {
+        let shown: String = thread_id.escape_debug().take(40).collect();
+        return Err(PurgeError::InvalidThreadId(shown));
+    }
     let ledger = crate::executor::ledger::Ledger::new(
         infra.ledger.clone(),
         "purge",
@@ -76,10 +84,14 @@ async fn purge_timers(store: &FollowUps, thread_id: &str) -> Result<usize, Purge
 }
 
 async fn purge_audit(infra: &Infra, prefix: &str, thread_id: &str) -> Result<usize, PurgeError> {
-    // One subject per thread (under each property): the same read-and-delete as for
-    // events, which also reports exactly how many records went.
+    // One subject per thread (under each property); the record's own thread id decides,
+    // as subject tokens of different ids may coincide.
     let filter = format!("{prefix}.audit.*.{}", subject_token(thread_id));
-    delete_matching(infra, &audit_stream(prefix), &filter, |_| true).await
+    delete_matching(infra, &audit_stream(prefix), &filter, |payload| {
+        serde_json::from_slice::<crate::audit::AuditRecord>(payload)
+            .is_ok_and(|r| r.thread_id.as_deref() == Some(thread_id))
+    })
+    .await
 }
 
 async fn purge_events(

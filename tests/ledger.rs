@@ -121,3 +121,32 @@ async fn a_text_about_to_be_sent_is_recognised_as_ours_around_that_time_only() {
         .await
         .unwrap());
 }
+
+/// After an attempt whose request may still be in flight (an ambiguous answer, or a send
+/// cut off at the claim's safe time), this very process waits for the claim to expire
+/// like any other worker, so its verifying read comes after the abandoned request had its
+/// time; a merely dropped claim (the action certainly not started) is taken back at once.
+#[tokio::test]
+async fn an_attempt_in_doubt_is_not_taken_back_by_the_same_process_before_expiry() {
+    use concierge::executor::claim::HeldClaim;
+    use std::sync::atomic::{AtomicI64, Ordering};
+    let (_nats, infra, _) = common::nats_infra().await;
+    let now = Arc::new(AtomicI64::new(0));
+    let clock_now = now.clone();
+    let clock: Clock = Arc::new(move || at(clock_now.load(Ordering::SeqCst)));
+    let ledger = Ledger::new(infra.ledger.clone(), "w1", TIMEOUT).with_clock(clock);
+
+    let revision = won(ledger.claim(KEY, Some("hi")).await.unwrap());
+    HeldClaim::hold(ledger.clone(), KEY.into(), None, revision).keep_in_doubt();
+    now.store(59, Ordering::SeqCst);
+    assert!(
+        matches!(ledger.claim(KEY, None).await.unwrap(), Claim::Busy),
+        "taken back while the abandoned send may still land"
+    );
+    now.store(60, Ordering::SeqCst);
+    let revision = won(ledger.claim(KEY, None).await.unwrap());
+
+    // Dropped without doubt: this process takes it back at once.
+    drop(HeldClaim::hold(ledger.clone(), KEY.into(), None, revision));
+    won(ledger.claim(KEY, None).await.unwrap());
+}

@@ -214,3 +214,32 @@ async fn the_purge_command_deletes_a_threads_timers_and_reports_what_went() {
         .collect();
     assert_eq!(left, vec!["thread-2".to_string()]);
 }
+
+/// The purge only ever matches the thread asked for: ids that are not Channex ids are
+/// refused, and records without a thread (subject token `_`) are never taken for thread `_`.
+#[tokio::test]
+async fn purge_refuses_non_ids_and_never_takes_records_of_no_thread() {
+    let (_nats, infra, _) = common::nats_infra().await;
+    let audit_log = AuditLog::new(infra.js.clone(), "concierge");
+    let mut cron = AuditRecord::standalone("schedule.tick:daily", Outcome::Executed);
+    cron.property_id = Some(PROP.into());
+    audit_log.record(&cron).await.unwrap();
+
+    for bad in ["", "a.b", "t1\r\nx", "p1.>"] {
+        let err = concierge::purge::purge_thread(&infra, "concierge", bad, None)
+            .await
+            .expect_err("not a Channex id");
+        assert!(
+            matches!(err, concierge::purge::PurgeError::InvalidThreadId(_)),
+            "{err}"
+        );
+    }
+    let report = concierge::purge::purge_thread(&infra, "concierge", "_", None)
+        .await
+        .unwrap();
+    assert_eq!(report.audit_records, 0, "{report:?}");
+    let all = audit::query(&infra.js, "concierge", &AuditFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1, "the record of no thread must stay: {all:#?}");
+}

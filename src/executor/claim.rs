@@ -105,9 +105,11 @@ impl HeldClaim {
 
     /// Write the final outcome against the current revision.
     pub async fn finish(self, mut entry: LedgerEntry) -> Result<(), LedgerError> {
-        self.renewer.abort();
         entry.thread_id = self.thread_id.clone();
+        // Lock before stopping the renewer: a renewal in progress then completes and
+        // records its new revision, instead of being cut off after NATS applied it.
         let state = self.state.lock().await;
+        self.renewer.abort();
         self.ledger
             .finish(&self.action_key, state.revision, entry)
             .await
@@ -115,9 +117,18 @@ impl HeldClaim {
 
     /// Give the claim back: the action certainly did not happen.
     pub async fn release(self) -> Result<(), LedgerError> {
-        self.renewer.abort();
         let state = self.state.lock().await;
+        self.renewer.abort();
         self.ledger.release(&self.action_key, state.revision).await
+    }
+}
+
+impl HeldClaim {
+    /// The action may have happened (an ambiguous answer, or a send abandoned while its
+    /// request may still be in flight): stop renewing and leave the claim to expire. Not
+    /// even this process takes it back before then; whoever does verifies by reading.
+    pub fn keep_in_doubt(self) {
+        self.ledger.mark_in_doubt(&self.action_key);
     }
 }
 

@@ -122,6 +122,9 @@ pub struct Ledger {
     clock: Clock,
     /// Action keys a task of this process is working on: never taken over by this process.
     held: Arc<Mutex<HashSet<String>>>,
+    /// Action keys whose last attempt in this process may still land at Channex (an
+    /// ambiguous or abandoned send): this process too waits for the claim to expire.
+    in_doubt: Arc<Mutex<HashSet<String>>>,
 }
 
 pub fn action_ledger_key(action_key: &str) -> String {
@@ -138,6 +141,7 @@ impl Ledger {
             claim_timeout,
             clock: system_clock(),
             held: Arc::default(),
+            in_doubt: Arc::default(),
         }
     }
 
@@ -156,9 +160,22 @@ impl Ledger {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn in_doubt(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.in_doubt.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Mark `action_key` as worked on by a task of this process (until [`Self::unhold`]).
     pub(crate) fn hold(&self, action_key: &str) {
+        self.in_doubt().remove(action_key);
         self.held().insert(action_key.to_string());
+    }
+
+    /// The last attempt on `action_key` may still land at Channex (a send abandoned or
+    /// answered ambiguously while the request may be in flight): no task of this process
+    /// takes the claim back before it expires, exactly as another worker would not, so the
+    /// verifying read comes after the abandoned request had its time.
+    pub(crate) fn mark_in_doubt(&self, action_key: &str) {
+        self.in_doubt().insert(action_key.to_string());
     }
 
     pub(crate) fn unhold(&self, action_key: &str) {
@@ -209,10 +226,16 @@ impl Ledger {
     }
 
     /// A claim may be taken over once it has not been renewed for `claim_timeout`, or
-    /// at once by this process when none of its tasks works on it any more.
+    /// at once by this process when none of its tasks works on it any more and its last
+    /// attempt here cannot still be in flight (see [`Self::mark_in_doubt`]).
     fn may_take_over(&self, action_key: &str, entry: &LedgerEntry) -> bool {
         if entry.worker == self.worker_id {
-            return !self.held().contains(action_key);
+            if self.held().contains(action_key) {
+                return false;
+            }
+            if !self.in_doubt().contains(action_key) {
+                return true;
+            }
         }
         (self.clock)()
             .signed_duration_since(entry.alive_at())
@@ -252,7 +275,10 @@ impl Ledger {
             return Ok(Claim::Busy);
         };
         match current.entry.state {
-            LedgerState::Done => Ok(Claim::Done(current.entry)),
+            LedgerState::Done => {
+                self.in_doubt().remove(action_key);
+                Ok(Claim::Done(current.entry))
+            }
             LedgerState::Claimed => {
                 if self.may_take_over(action_key, &current.entry) {
                     let mut takeover =

@@ -348,6 +348,7 @@ impl Executor {
         text: Option<&str>,
     ) -> Step {
         if e.is_ambiguous() {
+            claim.keep_in_doubt();
             return Step::Retry(format!("ambiguous Channex result, will verify: {e}"));
         }
         if e.is_transient() {
@@ -461,16 +462,7 @@ impl Executor {
         }
         let left = match claim.confirm(self.settings.send_timeout).await {
             Ok(left) => left,
-            // The other worker owns the action now and will finish it; this one waits for
-            // its outcome (the next run finds the action done).
-            Err(ConfirmError::Lost) => return Step::Wait(ConfirmError::Lost.to_string()),
-            Err(ConfirmError::Unavailable(e)) => return e.into(),
-            Err(e @ ConfirmError::TooShort { .. }) => {
-                if let Err(le) = claim.release().await {
-                    tracing::warn!(error = %le, "could not release claim");
-                }
-                return Step::Retry(format!("not sent: {e}"));
-            }
+            Err(e) => return not_confirmed(claim, e).await,
         };
         // Past `left` another worker may take the claim over: a send still running then is
         // abandoned as ambiguous, and whoever runs next verifies by reading the thread.
@@ -486,9 +478,10 @@ impl Executor {
                     return self.on_channex_error(claim, e, Some(text)).await;
                 }
                 Err(_) => {
+                    claim.keep_in_doubt();
                     return Step::Retry(format!(
                         "send outlived the claim's safe time ({left:?}); will verify by reading"
-                    ))
+                    ));
                 }
             };
         if self.settings.crash_at == Some(CrashPoint::AfterSendBeforeMarks) {
@@ -634,7 +627,17 @@ impl Executor {
             rule: planned.rule.to_string(),
             at: Utc::now(),
         };
-        let f = match self.alerts.send(&alert).await {
+        // Like a reply, an alert starts only on a claim confirmed as ours (a holder that
+        // waited out a NATS outage may have lost it) and is cut off when that time runs out.
+        let left = match claim.confirm(Duration::ZERO).await {
+            Ok(left) => left,
+            Err(e) => return not_confirmed(claim, e).await,
+        };
+        let Ok(sent) = tokio::time::timeout(left, self.alerts.send(&alert)).await else {
+            claim.keep_in_doubt();
+            return Step::Retry(format!("alert outlived the claim's safe time ({left:?})"));
+        };
+        let f = match sent {
             Ok(report) => Finished::new(
                 Outcome::Executed,
                 format!("delivered: {}", report.delivered.join(",")),
@@ -733,6 +736,22 @@ fn find_sent<'a>(
             && m.inserted_at >= earliest
             && normalise_text(&m.text) == wanted
     })
+}
+
+/// A claim that could not be confirmed before acting: the action does not start.
+async fn not_confirmed(claim: HeldClaim, e: ConfirmError) -> Step {
+    match e {
+        // The other worker owns the action now and will finish it; this one waits for its
+        // outcome (the next run finds the action done).
+        ConfirmError::Lost => Step::Wait(ConfirmError::Lost.to_string()),
+        ConfirmError::Unavailable(e) => e.into(),
+        e @ ConfirmError::TooShort { .. } => {
+            if let Err(le) = claim.release().await {
+                tracing::warn!(error = %le, "could not release claim");
+            }
+            Step::Retry(format!("not started: {e}"))
+        }
+    }
 }
 
 #[cfg(test)]
