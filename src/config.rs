@@ -131,7 +131,7 @@ pub struct NatsConfig {
 impl fmt::Debug for NatsConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NatsConfig")
-            .field("url", &redact_userinfo(&self.url))
+            .field("url", &redact_url_userinfo(&self.url))
             .field("prefix", &self.prefix)
             .field("credentials", &self.credentials)
             .field("replicas", &self.replicas)
@@ -771,6 +771,16 @@ pub fn redact_userinfo(text: &str) -> String {
         Some(re) => re.replace_all(text, "://***@").into_owned(),
         // The pattern is a constant; should it ever fail, hide every URL's authority.
         None => text.replace("://", "://***@"),
+    }
+}
+
+/// [`redact_userinfo`] for one URL value rather than free text: the user-info may hold any
+/// character but `/` and `@`, so a stray space (`nats://user: pw@host`) hides it too.
+fn redact_url_userinfo(url: &str) -> String {
+    static USERINFO: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
+    match USERINFO.get_or_init(|| regex::Regex::new(r"://[^/@]+@").ok()) {
+        Some(re) => re.replace_all(url, "://***@").into_owned(),
+        None => url.replace("://", "://***@"),
     }
 }
 
