@@ -776,7 +776,7 @@ pub fn redact_userinfo(text: &str) -> String {
 
 /// [`redact_userinfo`] for one URL value rather than free text: the user-info may hold any
 /// character but `/` and `@`, so a stray space (`nats://user: pw@host`) hides it too.
-fn redact_url_userinfo(url: &str) -> String {
+pub fn redact_url_userinfo(url: &str) -> String {
     static USERINFO: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
     match USERINFO.get_or_init(|| regex::Regex::new(r"://[^/@]+@").ok()) {
         Some(re) => re.replace_all(url, "://***@").into_owned(),

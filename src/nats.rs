@@ -105,7 +105,7 @@ fn connect_error(cfg: &NatsConfig, message: String) -> NatsError {
         message = message.replace(info, "***");
     }
     NatsError::Connect {
-        url: crate::config::redact_userinfo(&cfg.url),
+        url: crate::config::redact_url_userinfo(&cfg.url),
         message,
     }
 }
