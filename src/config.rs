@@ -137,6 +137,8 @@ impl fmt::Debug for NatsConfig {
             .field("replicas", &self.replicas)
             .field("events_max_age", &self.events_max_age)
             .field("audit_max_age", &self.audit_max_age)
+            .field("ledger_max_age", &self.ledger_max_age)
+            .field("followups_max_age", &self.followups_max_age)
             .field("duplicate_window", &self.duplicate_window)
             .finish()
     }
@@ -541,7 +543,7 @@ impl Config {
     /// Every duration key with its sane range, `(key, value, min, max)`. Below the minimum
     /// the mechanism cannot work (a zero `ack_wait` redelivers every event at once, a zero
     /// lease is never held); above the maximum the value is almost certainly a typo.
-    fn duration_ranges(&self) -> [(&'static str, Duration, Duration, Duration); 10] {
+    fn duration_ranges(&self) -> [(&'static str, Duration, Duration, Duration); 12] {
         const MS: u64 = 1;
         const S: u64 = 1000 * MS;
         const MIN: u64 = 60 * S;
@@ -565,6 +567,20 @@ impl Config {
                 3650 * D,
             ),
             r("nats.audit_max_age", self.nats.audit_max_age, MIN, 3650 * D),
+            // The lower bounds of the cross-key checks in `validate`: at least
+            // `events_max_age` (itself at least 1m), resp. 2d for follow-up timers.
+            r(
+                "nats.ledger_max_age",
+                self.nats.ledger_max_age,
+                MIN,
+                3650 * D,
+            ),
+            r(
+                "nats.followups_max_age",
+                self.nats.followups_max_age,
+                2 * D,
+                3650 * D,
+            ),
             r(
                 "nats.duplicate_window",
                 self.nats.duplicate_window,
@@ -1095,8 +1111,27 @@ mod tests {
             "{e}"
         );
         // The edges themselves are fine.
-        let f = write("[worker]\nack_wait = \"1s\"\n[poller]\nlease_ttl = \"1s\"\n[rules]\ncooldown = \"0s\"\n");
+        // ack_wait must also exceed channex.timeout plus min(ack_wait/10, 5s).
+        let f = write("[channex]\ntimeout = \"100ms\"\n[worker]\nack_wait = \"1s\"\n[poller]\nlease_ttl = \"1s\"\n[rules]\ncooldown = \"0s\"\n");
         Config::load(Some(f.path()), &[]).unwrap();
+    }
+
+    #[test]
+    fn retention_durations_have_an_upper_bound_naming_the_key() {
+        for key in ["ledger_max_age", "followups_max_age"] {
+            let f = write(&format!("[nats]\n{key} = \"1000000d\"\n"));
+            let e = Config::load(Some(f.path()), &[]).unwrap_err();
+            assert!(
+                matches!(&e, ConfigError::Key { key: k, .. } if *k == format!("nats.{key}")),
+                "{e}"
+            );
+            assert!(e.to_string().contains("must be between"), "{e}");
+        }
+        let debug = format!("{:?}", Config::default().nats);
+        assert!(
+            debug.contains("ledger_max_age") && debug.contains("followups_max_age"),
+            "{debug}"
+        );
     }
 
     #[test]

@@ -316,6 +316,11 @@ impl Poller {
                 }
                 was_leader = true;
             }
+            if only.is_none() {
+                // A full sweep (interval or nudge) also answers nudges without a property,
+                // even when it runs as one poll per configured property.
+                gate.polled(None, Instant::now());
+            }
             let properties: Vec<Option<String>> = match only {
                 Some(p) => vec![Some(p)],
                 None if self.config.channex.property_ids.is_empty() => vec![None],
@@ -392,7 +397,15 @@ impl Poller {
         let started = Instant::now();
         let calls_before = self.channex.stats().requests_sent;
         let scope = property.unwrap_or("*").to_string();
-        let baseline = !self.baselined.contains(&scope);
+        // With `property_ids = []` the interval polls scope `*`, which covers every property:
+        // a nudged poll of one of them must not run as a second (silent) baseline, or it
+        // records a new guest thread as seen without emitting its messages. With configured
+        // properties each is polled (and baselined) on its own; an old `*` baseline from an
+        // earlier empty `property_ids` does not count for a property added since.
+        let covered_by_all = property.is_some()
+            && self.config.channex.property_ids.is_empty()
+            && self.baselined.contains("*");
+        let baseline = !covered_by_all && !self.baselined.contains(&scope);
         let mut stats = CycleStats {
             baseline,
             ..Default::default()
@@ -759,15 +772,23 @@ pub const NUDGE_MIN_GAP: Duration = Duration::from_secs(1);
 ///   empty, meaning "all the key can see"), since a global Channex webhook fires for every
 ///   property of the account and polling another one would answer its guests;
 /// - nudges of one property within [`NUDGE_MIN_GAP`] of its last poll collapse into one
-///   trailing poll when the gap has passed (so a burst costs at most two polls);
+///   trailing poll when the gap has passed (so a burst costs at most two polls); a nudge
+///   without a property (`None`) sweeps every property and is coalesced against the last
+///   full sweep, interval or nudged;
 /// - nudged polls draw on their own budget, a quarter of `channex.requests_per_minute`
-///   (at least one a minute), so a nudge flood cannot starve sends of the shared Channex
+///   (at least one a minute), charged per property polled (a `None` nudge costs one per
+///   configured property), so a nudge flood cannot starve sends of the shared Channex
 ///   rate limit; a nudge over the budget is dropped and the interval poll catches up.
+///
+/// Memory is bounded: poll times older than the gap are forgotten (they no longer defer
+/// anything), and a nudge is only deferred for a key polled within the gap (and leaves
+/// `pending` when it is polled or due), so `pending` is bounded by the polls made.
 pub struct NudgeGate {
     configured: HashSet<String>,
     last_poll: HashMap<Option<String>, Instant>,
     pending: HashMap<Option<String>, Instant>,
     budget: governor::DefaultDirectRateLimiter,
+    last_prune: Option<Instant>,
 }
 
 impl NudgeGate {
@@ -781,6 +802,7 @@ impl NudgeGate {
             last_poll: HashMap::new(),
             pending: HashMap::new(),
             budget: governor::RateLimiter::direct(quota),
+            last_prune: None,
         }
     }
 
@@ -807,7 +829,15 @@ impl NudgeGate {
     }
 
     fn spend(&mut self, property: Option<String>) -> Option<Option<String>> {
-        if self.budget.check().is_err() {
+        // What the nudge will poll: one property, or a sweep of every configured one.
+        let polls = match &property {
+            None => self.configured.len().max(1),
+            Some(_) => 1,
+        };
+        let polls = std::num::NonZeroU32::new(u32::try_from(polls).unwrap_or(u32::MAX))
+            .unwrap_or(std::num::NonZeroU32::MIN);
+        // A sweep larger than the whole budget is never admitted: the interval covers it.
+        if !matches!(self.budget.check_n(polls), Ok(Ok(()))) {
             metrics::counter!("concierge_nudges_total", "result" => "over_budget").increment(1);
             return None;
         }
@@ -820,6 +850,21 @@ impl NudgeGate {
         let key = property.map(str::to_string);
         self.pending.remove(&key);
         self.last_poll.insert(key, now);
+        self.prune(now);
+    }
+
+    /// Forgets poll times older than the gap (at most once a gap, so the cost stays linear
+    /// in the polls made): with an empty `property_ids` any made-up id is polled once.
+    fn prune(&mut self, now: Instant) {
+        if self
+            .last_prune
+            .is_some_and(|at| now.duration_since(at) < NUDGE_MIN_GAP)
+        {
+            return;
+        }
+        self.last_prune = Some(now);
+        self.last_poll
+            .retain(|_, at| now.duration_since(*at) < NUDGE_MIN_GAP);
     }
 
     /// Resolves when the earliest deferred nudge is due (never when none is pending).
@@ -944,5 +989,52 @@ impl crate::scheduler::ThreadDirectory for ChannexDirectory {
         } else {
             self.config.channex.property_ids.clone()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate(property_ids: &[&str], requests_per_minute: u32) -> NudgeGate {
+        let mut config = Config::default();
+        config.channex.property_ids = property_ids.iter().map(|p| p.to_string()).collect();
+        config.channex.requests_per_minute = requests_per_minute;
+        NudgeGate::new(&config)
+    }
+
+    #[test]
+    fn a_nudge_without_a_property_costs_one_poll_per_configured_property() {
+        // A budget of 6 nudged polls a minute; each sweep polls 3 properties.
+        let mut g = gate(&["p1", "p2", "p3"], 24);
+        let now = Instant::now();
+        assert_eq!(g.admit(None, now), Some(None));
+        assert_eq!(g.admit(None, now), Some(None));
+        assert_eq!(g.admit(None, now), None, "a third sweep is over the budget");
+    }
+
+    #[test]
+    fn a_full_sweep_coalesces_nudges_without_a_property() {
+        let mut g = gate(&["p1", "p2"], 6000);
+        let now = Instant::now();
+        assert_eq!(g.admit(None, now), Some(None));
+        g.polled(None, now);
+        g.polled(Some("p1"), now);
+        g.polled(Some("p2"), now);
+        assert_eq!(g.admit(None, now), None, "deferred, not polled again");
+        assert_eq!(g.take_due(now + NUDGE_MIN_GAP), Some(None));
+    }
+
+    #[test]
+    fn poll_times_older_than_the_gap_are_forgotten() {
+        let mut g = gate(&[], 600_000);
+        let t0 = Instant::now();
+        for i in 0..1000 {
+            let p = format!("made-up-{i}");
+            assert!(g.admit(Some(p.clone()), t0).is_some());
+            g.polled(Some(&p), t0);
+        }
+        g.polled(None, t0 + 2 * NUDGE_MIN_GAP);
+        assert_eq!(g.last_poll.len(), 1);
     }
 }

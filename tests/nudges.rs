@@ -115,3 +115,160 @@ async fn nudges_poll_only_configured_properties_and_a_burst_is_coalesced() {
     let _ = stop.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), running).await;
 }
+
+/// A running poller (the leader) behind a real HTTP webhook listener.
+struct Rig {
+    url: String,
+    http: reqwest::Client,
+    stop: watch::Sender<bool>,
+    running: tokio::task::JoinHandle<Result<(), concierge::poller::PollerError>>,
+}
+
+impl Rig {
+    async fn start(config: &concierge::config::Config, infra: &concierge::nats::Infra) -> Rig {
+        let channex = concierge::roles::channex_client(config).expect("client");
+        let poller = Poller::new(channex, infra, Arc::new(config.clone()), None);
+        let (stop, shutdown) = watch::channel(false);
+        let (_unused, local) = mpsc::channel(1);
+        let running = tokio::spawn(poller.run(shutdown.clone(), local));
+        let (nudge_tx, nudge_rx) = mpsc::channel(256);
+        tokio::spawn(concierge::poller::publish_nudges(
+            nudge_rx,
+            infra.client.clone(),
+            "concierge".into(),
+        ));
+        let router = concierge::http::router(
+            Arc::new(AlwaysReady),
+            concierge::config::Secret::new("s3cret"),
+            Some(nudge_tx),
+        );
+        let addr = concierge::http::serve("127.0.0.1:0", router, shutdown)
+            .await
+            .unwrap();
+        Rig {
+            url: format!("http://{addr}/webhooks/channex"),
+            http: reqwest::Client::new(),
+            stop,
+            running,
+        }
+    }
+
+    async fn nudge(&self, body: serde_json::Value) {
+        let res = self
+            .http
+            .post(&self.url)
+            .header("x-concierge-secret", "s3cret")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 202);
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.running).await;
+    }
+}
+
+fn all_property_listings(sim: &concierge::sim::SimServer) -> usize {
+    sim.sim
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/message_threads"))
+        .filter(|r| !r.query.contains("filter[property_id]"))
+        .count()
+}
+
+/// Review F1: with `property_ids = []` the interval polls baseline the all-properties
+/// scope `*`; the first nudge for one property must not run as a second, silent baseline
+/// that records a new guest thread as seen without emitting its message.
+#[tokio::test]
+async fn first_nudge_for_a_property_after_the_all_properties_baseline_emits_new_messages() {
+    let (_nats, infra, nats_cfg) = common::nats_infra().await;
+    let sim = common::sim().await;
+    sim.sim.add_property("p1", "One", true);
+    let mut config = common::config(&sim, &nats_cfg, &[]);
+    config.channex.poll_interval = Duration::from_secs(3600); // only the nudge polls
+    let rig = Rig::start(&config, &infra).await;
+
+    // The all-properties baseline is done (and stored) before the guest writes.
+    let baseline_key = format!("baseline.{}", concierge::base::keys::encode("*"));
+    common::eventually(
+        "the all-properties baseline",
+        Duration::from_secs(5),
+        || async {
+            all_property_listings(&sim) > 0
+                && matches!(infra.threads.get(&baseline_key).await, Ok(Some(_)))
+        },
+    )
+    .await;
+
+    let t = sim.sim.open_thread("p1", "BookingCom", "New guest", true);
+    sim.sim.guest_message(&t, "what is the wifi password?");
+    sim.sim.clear_requests();
+    rig.nudge(serde_json::json!({"event": "message", "property_id": "p1"}))
+        .await;
+    common::eventually("the p1 nudge polled", Duration::from_secs(3), || async {
+        listings_of(&sim, "p1") > 0
+    })
+    .await;
+    common::eventually(
+        "the guest's message emitted as an event",
+        Duration::from_secs(3),
+        || async {
+            common::stored_events(&infra.js, "concierge")
+                .await
+                .iter()
+                .any(|e| {
+                    e.message
+                        .as_ref()
+                        .is_some_and(|m| m.text == "what is the wifi password?")
+                })
+        },
+    )
+    .await;
+    assert_eq!(all_property_listings(&sim), 0, "an interval poll ran");
+    rig.stop().await;
+}
+
+/// Review F6: nudges without a usable property id (`{}`) poll every configured property;
+/// a burst of them must be coalesced like nudges of one property (at most two sweeps).
+#[tokio::test]
+async fn a_burst_of_nudges_without_a_property_is_coalesced() {
+    let (_nats, infra, nats_cfg) = common::nats_infra().await;
+    let sim = common::sim().await;
+    for p in ["p1", "p2", "p3"] {
+        sim.sim.add_property(p, p, true);
+    }
+    let mut config = common::config(&sim, &nats_cfg, &["p1", "p2", "p3"]);
+    config.channex.poll_interval = Duration::from_secs(3600); // only nudges poll
+    let rig = Rig::start(&config, &infra).await;
+    common::eventually(
+        "the first (baseline) sweep",
+        Duration::from_secs(5),
+        || async { listings_of(&sim, "p3") > 0 },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await; // past the coalescing gap
+
+    sim.sim.clear_requests();
+    let started = std::time::Instant::now();
+    for _ in 0..100 {
+        rig.nudge(serde_json::json!({})).await;
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(2000)).await; // the trailing sweep included
+    for p in ["p1", "p2", "p3"] {
+        let polls = listings_of(&sim, p);
+        assert!(
+            (1..=2).contains(&polls),
+            "{polls} polls of {p} for a burst of 100 nudges without a property"
+        );
+    }
+    rig.stop().await;
+}
