@@ -447,27 +447,7 @@ impl Config {
         if self.worker.concurrency == 0 {
             return err("worker.concurrency", "must be at least 1".into());
         }
-        // Personal data expires, but never before the guarantees that rest on it.
-        let nats = &self.nats;
-        if nats.ledger_max_age < nats.events_max_age.max(self.rules.cooldown) {
-            return err(
-                "nats.ledger_max_age",
-                "must be at least nats.events_max_age and rules.cooldown".into(),
-            );
-        }
-        if nats.followups_max_age < Duration::from_secs(2 * 86_400) {
-            return err("nats.followups_max_age", "must be at least 2d".into());
-        }
-        // ack_wait is also the claim timeout: a send starts only while the claim is ours for
-        // longer than the HTTP timeout plus a margin for clock skew (executor::claim).
-        let needed =
-            self.channex.timeout + crate::executor::claim::send_margin(self.worker.ack_wait);
-        if self.worker.ack_wait <= needed {
-            return err(
-                "worker.ack_wait",
-                format!("must exceed channex.timeout plus a tenth (at most 5s) of itself, i.e. be over {needed:?}"),
-            );
-        }
+        self.validate_retention_and_claims(file)?;
         if self
             .alerts
             .nats_subject
@@ -500,44 +480,7 @@ impl Config {
                 }
             }
         }
-        let mut names = std::collections::HashSet::new();
-        for (i, s) in self.schedules.iter().enumerate() {
-            if !names.insert(s.name.as_str()) {
-                return err(
-                    &format!("schedules[{i}].name"),
-                    format!("duplicate schedule name {:?}", s.name),
-                );
-            }
-            if let Err(e) = crate::scheduler::parse_cron(&s.cron) {
-                // One line with the user's own expression: the cron crate's message alone
-                // describes its internal 6/7-field form, which the user never wrote.
-                let flat = e
-                    .to_string()
-                    .split_whitespace()
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                // The crate quotes its internal form before a `^`; keep only the reason.
-                let reason = flat
-                    .rsplit_once('^')
-                    .map_or(flat.as_str(), |(_, r)| r)
-                    .trim();
-                return err(
-                    &format!("schedules[{i}].cron"),
-                    format!(
-                        "schedule {:?}: invalid cron expression {:?} ({reason}); expected 5 fields \
-                         (`min hour day month weekday`, e.g. \"0 9 * * *\") or 6/7 with seconds",
-                        s.name, s.cron
-                    ),
-                );
-            }
-            if s.timezone.parse::<chrono_tz::Tz>().is_err() {
-                return err(
-                    &format!("schedules[{i}].timezone"),
-                    format!("unknown IANA time zone {:?}", s.timezone),
-                );
-            }
-        }
-        Ok(())
+        self.validate_schedules(file)
     }
 
     /// Every duration key with its sane range, `(key, value, min, max)`. Below the minimum
@@ -598,6 +541,75 @@ impl Config {
             ),
             r("poller.lease_ttl", self.poller.lease_ttl, S, 10 * MIN),
         ]
+    }
+
+    /// Personal data expires, but never before the guarantees that rest on it; a claim
+    /// must outlive one send.
+    fn validate_retention_and_claims(&self, file: &str) -> Result<(), ConfigError> {
+        let err = |key: &str, msg: String| Err(ConfigError::key(file, key, None, msg));
+        let nats = &self.nats;
+        if nats.ledger_max_age < nats.events_max_age.max(self.rules.cooldown) {
+            return err(
+                "nats.ledger_max_age",
+                "must be at least nats.events_max_age and rules.cooldown".into(),
+            );
+        }
+        if nats.followups_max_age < Duration::from_secs(2 * 86_400) {
+            return err("nats.followups_max_age", "must be at least 2d".into());
+        }
+        // ack_wait is also the claim timeout: a send starts only while the claim is ours for
+        // longer than the HTTP timeout plus a margin for clock skew (executor::claim).
+        let needed =
+            self.channex.timeout + crate::executor::claim::send_margin(self.worker.ack_wait);
+        if self.worker.ack_wait <= needed {
+            return err(
+                "worker.ack_wait",
+                format!("must exceed channex.timeout plus a tenth (at most 5s) of itself, i.e. be over {needed:?}"),
+            );
+        }
+        Ok(())
+    }
+
+    fn validate_schedules(&self, file: &str) -> Result<(), ConfigError> {
+        let err = |key: &str, msg: String| Err(ConfigError::key(file, key, None, msg));
+        let mut names = std::collections::HashSet::new();
+        for (i, s) in self.schedules.iter().enumerate() {
+            if !names.insert(s.name.as_str()) {
+                return err(
+                    &format!("schedules[{i}].name"),
+                    format!("duplicate schedule name {:?}", s.name),
+                );
+            }
+            if let Err(e) = crate::scheduler::parse_cron(&s.cron) {
+                // One line with the user's own expression: the cron crate's message alone
+                // describes its internal 6/7-field form, which the user never wrote.
+                let flat = e
+                    .to_string()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                // The crate quotes its internal form before a `^`; keep only the reason.
+                let reason = flat
+                    .rsplit_once('^')
+                    .map_or(flat.as_str(), |(_, r)| r)
+                    .trim();
+                return err(
+                    &format!("schedules[{i}].cron"),
+                    format!(
+                        "schedule {:?}: invalid cron expression {:?} ({reason}); expected 5 fields \
+                         (`min hour day month weekday`, e.g. \"0 9 * * *\") or 6/7 with seconds",
+                        s.name, s.cron
+                    ),
+                );
+            }
+            if s.timezone.parse::<chrono_tz::Tz>().is_err() {
+                return err(
+                    &format!("schedules[{i}].timezone"),
+                    format!("unknown IANA time zone {:?}", s.timezone),
+                );
+            }
+        }
+        Ok(())
     }
 
     fn validate_durations(&self, file: &str) -> Result<(), ConfigError> {

@@ -316,38 +316,49 @@ impl Poller {
                 }
                 was_leader = true;
             }
-            if only.is_none() {
-                // A full sweep (interval or nudge) also answers nudges without a property,
-                // even when it runs as one poll per configured property.
-                gate.polled(None, Instant::now());
-            }
-            let properties: Vec<Option<String>> = match only {
-                Some(p) => vec![Some(p)],
-                None if self.config.channex.property_ids.is_empty() => vec![None],
-                None => self
-                    .config
-                    .channex
-                    .property_ids
-                    .iter()
-                    .cloned()
-                    .map(Some)
-                    .collect(),
-            };
-            for property in properties {
-                if *shutdown.borrow() || !*leader.borrow() {
-                    break;
-                }
-                gate.polled(property.as_deref(), Instant::now());
-                match self.poll_once(property.as_deref()).await {
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(property = property.as_deref().unwrap_or("*"), error = %e, "poll cycle failed; will retry next cycle")
-                    }
-                }
-            }
+            self.sweep(only, &mut gate, &shutdown, &leader).await;
         }
         election.stop().await;
         Ok(())
+    }
+
+    /// Poll what one wake-up asks for: the nudged property, or every configured one.
+    async fn sweep(
+        &mut self,
+        only: Option<String>,
+        gate: &mut NudgeGate,
+        shutdown: &watch::Receiver<bool>,
+        leader: &watch::Receiver<bool>,
+    ) {
+        if only.is_none() {
+            // A full sweep (interval or nudge) also answers nudges without a property,
+            // even when it runs as one poll per configured property.
+            gate.polled(None, Instant::now());
+        }
+        let properties: Vec<Option<String>> = match only {
+            Some(p) => vec![Some(p)],
+            None if self.config.channex.property_ids.is_empty() => vec![None],
+            None => self
+                .config
+                .channex
+                .property_ids
+                .iter()
+                .cloned()
+                .map(Some)
+                .collect(),
+        };
+        for property in properties {
+            if *shutdown.borrow() || !*leader.borrow() {
+                break;
+            }
+            gate.polled(property.as_deref(), Instant::now());
+            match self.poll_once(property.as_deref()).await {
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(property = property.as_deref().unwrap_or("*"), error = %e, "poll cycle failed; will retry next cycle")
+                }
+            }
+        }
     }
 
     /// Load every snapshot from KV (on becoming leader; a previous leader wrote them).
