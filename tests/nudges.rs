@@ -32,30 +32,10 @@ async fn nudges_poll_only_configured_properties_and_a_burst_is_coalesced() {
     sim.sim.add_property("p2", "Two", true);
     let mut config = common::config(&sim, &nats_cfg, &["p1"]);
     config.channex.poll_interval = Duration::from_secs(3600); // only nudges poll
-    let channex = concierge::roles::channex_client(&config).expect("client");
-    let poller = Poller::new(channex, &infra, Arc::new(config.clone()), None);
-
-    let (stop, shutdown) = watch::channel(false);
-    let (_unused, local) = mpsc::channel(1);
-    let running = tokio::spawn(poller.run(shutdown.clone(), local));
-    let (nudge_tx, nudge_rx) = mpsc::channel(256);
-    tokio::spawn(concierge::poller::publish_nudges(
-        nudge_rx,
-        infra.client.clone(),
-        "concierge".into(),
-    ));
-    let router = concierge::http::router(
-        Arc::new(AlwaysReady),
-        concierge::config::Secret::new("s3cret"),
-        Some(nudge_tx),
-    );
-    let addr = concierge::http::serve("127.0.0.1:0", router, shutdown)
-        .await
-        .unwrap();
-    let url = format!("http://{addr}/webhooks/channex");
-    let http = reqwest::Client::new();
+    let rig = Rig::start(&config, &infra).await;
     let nudge = |property: &'static str| {
-        http.post(&url)
+        rig.http
+            .post(&rig.url)
             .header("x-concierge-secret", "s3cret")
             .json(&serde_json::json!({"event": "message", "property_id": property}))
             .send()
@@ -112,8 +92,7 @@ async fn nudges_poll_only_configured_properties_and_a_burst_is_coalesced() {
         "{polls} polls for a burst of 100 nudges"
     );
 
-    let _ = stop.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(5), running).await;
+    rig.stop().await;
 }
 
 /// A running poller (the leader) behind a real HTTP webhook listener.
