@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use common::{fail, median, ms, yes_no, Mem, Table};
 use concierge::config::{Config, Secret};
-use concierge::nats::Infra;
-use concierge::poller::Poller;
+use concierge::roles::poller::Poller;
 use concierge::sim::{Sim, SimOptions, SimServer};
+use concierge::store::nats::Infra;
 use serde_json::json;
 
 const PROP: &str = "bench-prop";
@@ -321,7 +321,7 @@ async fn run_mode(
     config.channex.property_ids = vec![PROP.to_string()];
     config.channex.requests_per_minute = REQUESTS_PER_MINUTE;
     config.nats = nats_cfg;
-    let channex = concierge::roles::channex_client(&config)
+    let channex = concierge::wiring::channex_client(&config)
         .unwrap_or_else(|e| fail(&format!("Channex client: {e:#}")));
     let mut poller = Poller::new(channex.clone(), &infra, Arc::new(config), None);
     poller

@@ -25,10 +25,11 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, consumer::pull};
 use chrono::{DateTime, TimeDelta, Utc};
 use common::{fail, median, percentile, yes_no, Table};
+use concierge::authoring::samples;
 use concierge::config::{Config, Secret, WorkerConfig};
 use concierge::events::{Event, PropertyInfo};
-use concierge::nats::Infra;
-use concierge::rules::{samples, EvalContext, RuleEngine, RuleLimits};
+use concierge::plan::rules::{EvalContext, RuleEngine, RuleLimits};
+use concierge::store::nats::Infra;
 use futures::StreamExt;
 use serde_json::{json, Map, Value};
 use tokio::sync::watch;
@@ -462,7 +463,7 @@ async fn run() {
     }
     let mut stream = infra
         .js
-        .get_stream(concierge::nats::events_stream(PREFIX))
+        .get_stream(concierge::store::nats::events_stream(PREFIX))
         .await
         .unwrap_or_else(|e| fail(&format!("events stream: {e}")));
     let last_seq = stream
@@ -513,7 +514,7 @@ async fn run() {
 
     // What the worker decided (every worker round processes the same events; the audit
     // stream drops the repeats by id, so this is one round's worth).
-    let records = concierge::audit::query(&infra.js, PREFIX, &Default::default())
+    let records = concierge::store::audit::query(&infra.js, PREFIX, &Default::default())
         .await
         .unwrap_or_else(|e| fail(&format!("reading the audit stream: {e}")));
     let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
@@ -698,7 +699,7 @@ async fn create_consumer(
     js: &jetstream::Context,
     cfg: &WorkerConfig,
 ) -> jetstream::consumer::Consumer<pull::Config> {
-    concierge::worker::ensure_consumer(js, PREFIX, cfg)
+    concierge::roles::worker::ensure_consumer(js, PREFIX, cfg)
         .await
         .unwrap_or_else(|e| fail(&format!("creating consumer {}: {e}", cfg.consumer)))
 }
@@ -758,9 +759,9 @@ async fn run_worker(
     last_seq: u64,
 ) -> (f64, usize) {
     let mut consumer = create_consumer(&infra.js, cfg).await;
-    let channex = concierge::roles::channex_client(config)
+    let channex = concierge::wiring::channex_client(config)
         .unwrap_or_else(|e| fail(&format!("Channex client: {e:#}")));
-    let (worker, live) = concierge::roles::worker(config, infra, channex)
+    let (worker, live) = concierge::wiring::worker(config, infra, channex)
         .await
         .unwrap_or_else(|e| fail(&format!("building the worker: {e:#}")));
     let loaded = live.current().0.len();
@@ -786,7 +787,7 @@ async fn run_worker(
 /// Evaluation latency in µs per event kind (sorted), plus `all`.
 fn eval_latency(
     engine: &RuleEngine,
-    rules: &concierge::rules::RuleSet,
+    rules: &concierge::plan::rules::RuleSet,
     mix: &[(&'static str, Event)],
     evals: usize,
 ) -> Vec<(&'static str, Vec<f64>)> {

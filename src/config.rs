@@ -559,8 +559,7 @@ impl Config {
         }
         // ack_wait is also the claim timeout: a send starts only while the claim is ours for
         // longer than the HTTP timeout plus a margin for clock skew (executor::claim).
-        let needed =
-            self.channex.timeout + crate::executor::claim::send_margin(self.worker.ack_wait);
+        let needed = self.channex.timeout + crate::store::claim::send_margin(self.worker.ack_wait);
         if self.worker.ack_wait <= needed {
             return err(
                 "worker.ack_wait",
@@ -580,7 +579,7 @@ impl Config {
                     format!("duplicate schedule name {:?}", s.name),
                 );
             }
-            if let Err(e) = crate::scheduler::parse_cron(&s.cron) {
+            if let Err(e) = crate::roles::scheduler::parse_cron(&s.cron) {
                 // One line with the user's own expression: the cron crate's message alone
                 // describes its internal 6/7-field form, which the user never wrote.
                 let flat = e

@@ -21,11 +21,11 @@ use futures::StreamExt;
 use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, watch};
 
-use crate::audit::{AuditRecord, Outcome};
 use crate::config::{Config, PropertyConfig, ScheduleConfig, Secret};
 use crate::events::{Event, EventType};
-use crate::nats::{Infra, PrivateNatsServer};
 use crate::sim::{Sim, SimOptions};
+use crate::store::audit::{AuditRecord, Outcome};
+use crate::store::nats::{Infra, PrivateNatsServer};
 
 const PROPERTY: &str = "casa-azul";
 const API_KEY: &str = "demo-api-key";
@@ -242,11 +242,11 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
     };
 
     // The service: poller, scheduler, two workers sharing one durable consumer.
-    let channex = crate::roles::channex_client(&config)?;
+    let channex = crate::wiring::channex_client(&config)?;
     let (nudge_tx, nudge_rx) = mpsc::channel(4);
     let mut roles = tokio::task::JoinSet::new();
     {
-        let poller = crate::roles::poller(&config, &infra, channex.clone(), None);
+        let poller = crate::wiring::poller(&config, &infra, channex.clone(), None);
         let shutdown = shutdown.clone();
         roles.spawn(async move {
             poller
@@ -256,13 +256,13 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
         });
     }
     {
-        let scheduler = crate::roles::scheduler(&config, &infra, channex.clone());
+        let scheduler = crate::wiring::scheduler(&config, &infra, channex.clone());
         let shutdown = shutdown.clone();
         roles.spawn(async move { scheduler.run(shutdown).await.map_err(anyhow::Error::from) });
     }
     let mut watchers = Vec::new();
     for _ in 0..2 {
-        let (worker, live) = crate::roles::worker(&config, &infra, channex.clone()).await?;
+        let (worker, live) = crate::wiring::worker(&config, &infra, channex.clone()).await?;
         watchers.push(live);
         let shutdown = shutdown.clone();
         let js = infra.js.clone();
@@ -430,8 +430,8 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
     print_summary(&timeline, &sim);
     if _private.is_none() {
         for stream in [
-            crate::nats::events_stream(&prefix),
-            crate::nats::audit_stream(&prefix),
+            crate::store::nats::events_stream(&prefix),
+            crate::store::nats::audit_stream(&prefix),
         ] {
             let _ = infra.js.delete_stream(&stream).await;
         }
@@ -579,7 +579,7 @@ fn print_summary(timeline: &Arc<Mutex<Timeline>>, sim: &Sim) {
     let duplicates = replies_per_thread
         .iter()
         .filter(|(thread, text)| {
-            !seen.insert((thread.clone(), crate::executor::normalise_text(text)))
+            !seen.insert((thread.clone(), crate::roles::executor::normalise_text(text)))
         })
         .count();
     println!(

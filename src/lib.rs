@@ -31,22 +31,17 @@
 //! - [`demo`]: the scripted showcase behind `concierge demo`.
 //! - [`cli`]: the command line; the only module that reads argv or the environment.
 
-pub mod audit;
+pub mod authoring;
 pub mod base;
 pub mod channex;
 pub mod cli;
 pub mod config;
+pub mod content;
 pub mod demo;
 pub mod events;
-pub mod executor;
 pub mod http;
-pub mod lease;
-pub mod nats;
-pub mod poller;
-pub mod purge;
+pub mod plan;
 pub mod roles;
-pub mod rules;
-pub mod scheduler;
 pub mod sim;
-pub mod templates;
-pub mod worker;
+pub mod store;
+pub mod wiring;

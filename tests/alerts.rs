@@ -12,7 +12,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use chrono::Utc;
 use concierge::config::{AlertsConfig, Secret};
-use concierge::executor::alerts::{Alert, AlertError, AlertSinks};
+use concierge::roles::executor::alerts::{Alert, AlertError, AlertSinks};
 use futures::StreamExt;
 use serde_json::Value;
 
@@ -135,7 +135,7 @@ async fn webhook_gives_up_after_max_attempts_and_does_not_retry_4xx() {
 #[tokio::test]
 async fn webhook_url_never_appears_in_errors() {
     // Nothing listens there: connection refused, retried, then reported without the URL.
-    let port = concierge::nats::free_port().unwrap();
+    let port = concierge::store::nats::free_port().unwrap();
     let url = format!("http://127.0.0.1:{port}/services/T000/B000/S3CR3T-T0K3N-abc123");
     let sinks = AlertSinks::new(&cfg(&url, 2), None).with_base_delay(Duration::from_millis(10));
     let err = sinks.send(&alert()).await.unwrap_err();

@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use concierge::audit::{self, AuditFilter, AuditLog, AuditRecord, Outcome};
 use concierge::cli::inspect::{explain, explain_text};
+use concierge::store::audit::{self, AuditFilter, AuditLog, AuditRecord, Outcome};
 use opsrig::{assert_in_order, common, PREFIX};
 use tokio::io::AsyncBufReadExt;
 

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use chrono::Utc;
-use concierge::lease::{system_clock, LeaderElection, Lease};
+use concierge::store::lease::{system_clock, LeaderElection, Lease};
 use tokio::sync::watch;
 use tokio::time::{timeout, Instant};
 
@@ -59,7 +59,10 @@ async fn racing_contenders_for_a_free_lease_yield_exactly_one_winner() {
     assert_eq!(winners, 1);
 }
 
-fn election(infra: &concierge::nats::Infra, holder: &str) -> (LeaderElection, watch::Sender<bool>) {
+fn election(
+    infra: &concierge::store::nats::Infra,
+    holder: &str,
+) -> (LeaderElection, watch::Sender<bool>) {
     let (tx, rx) = watch::channel(false);
     let lease = Lease::new(infra.leases.clone(), "poller", holder.into(), TTL);
     (LeaderElection::spawn(lease, system_clock(), rx), tx)

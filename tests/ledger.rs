@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use concierge::executor::ledger::{Claim, Ledger};
-use concierge::lease::Clock;
+use concierge::store::lease::Clock;
+use concierge::store::ledger::{Claim, Ledger};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 const KEY: &str = "ev-1|10_faq|0";
@@ -22,7 +22,7 @@ fn fixed(seconds: i64) -> Clock {
     Arc::new(move || t)
 }
 
-fn ledger(infra: &concierge::nats::Infra, worker: &str, seconds: i64) -> Ledger {
+fn ledger(infra: &concierge::store::nats::Infra, worker: &str, seconds: i64) -> Ledger {
     Ledger::new(infra.ledger.clone(), worker, TIMEOUT).with_clock(fixed(seconds))
 }
 
@@ -128,7 +128,7 @@ async fn a_text_about_to_be_sent_is_recognised_as_ours_around_that_time_only() {
 /// time; a merely dropped claim (the action certainly not started) is taken back at once.
 #[tokio::test]
 async fn an_attempt_in_doubt_is_not_taken_back_by_the_same_process_before_expiry() {
-    use concierge::executor::claim::HeldClaim;
+    use concierge::store::claim::HeldClaim;
     use std::sync::atomic::{AtomicI64, Ordering};
     let (_nats, infra, _) = common::nats_infra().await;
     let now = Arc::new(AtomicI64::new(0));

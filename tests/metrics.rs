@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use concierge::audit::Outcome;
 use concierge::config::Secret;
 use concierge::http::{Readiness, WEBHOOK_SECRET_HEADER};
+use concierge::store::audit::Outcome;
 use opsrig::common;
 use tokio::sync::{mpsc, watch};
 

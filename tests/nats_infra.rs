@@ -3,7 +3,7 @@ mod common;
 
 use std::time::Duration;
 
-use concierge::nats::{Infra, EVENTS_STREAM};
+use concierge::store::nats::{Infra, EVENTS_STREAM};
 
 #[tokio::test]
 async fn setup_creates_streams_and_buckets_and_reconciles_max_age() {

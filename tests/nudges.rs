@@ -5,7 +5,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use concierge::poller::Poller;
+use concierge::roles::poller::Poller;
 use tokio::sync::{mpsc, watch};
 
 struct AlwaysReady;
@@ -100,18 +100,21 @@ struct Rig {
     url: String,
     http: reqwest::Client,
     stop: watch::Sender<bool>,
-    running: tokio::task::JoinHandle<Result<(), concierge::poller::PollerError>>,
+    running: tokio::task::JoinHandle<Result<(), concierge::roles::poller::PollerError>>,
 }
 
 impl Rig {
-    async fn start(config: &concierge::config::Config, infra: &concierge::nats::Infra) -> Rig {
-        let channex = concierge::roles::channex_client(config).expect("client");
+    async fn start(
+        config: &concierge::config::Config,
+        infra: &concierge::store::nats::Infra,
+    ) -> Rig {
+        let channex = concierge::wiring::channex_client(config).expect("client");
         let poller = Poller::new(channex, infra, Arc::new(config.clone()), None);
         let (stop, shutdown) = watch::channel(false);
         let (_unused, local) = mpsc::channel(1);
         let running = tokio::spawn(poller.run(shutdown.clone(), local));
         let (nudge_tx, nudge_rx) = mpsc::channel(256);
-        tokio::spawn(concierge::poller::publish_nudges(
+        tokio::spawn(concierge::roles::poller::publish_nudges(
             nudge_rx,
             infra.client.clone(),
             "concierge".into(),

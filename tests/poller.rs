@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use chrono::Utc;
 use concierge::events::EventType;
-use concierge::poller::Poller;
+use concierge::roles::poller::Poller;
 use concierge::sim::FaultConfig;
 use tokio::sync::{mpsc, watch};
 
 const PROP: &str = "prop-1";
 
-fn poller(config: &concierge::config::Config, infra: &concierge::nats::Infra) -> Poller {
-    let channex = concierge::roles::channex_client(config).expect("client");
+fn poller(config: &concierge::config::Config, infra: &concierge::store::nats::Infra) -> Poller {
+    let channex = concierge::wiring::channex_client(config).expect("client");
     Poller::new(channex, infra, Arc::new(config.clone()), None)
 }
 
@@ -29,8 +29,8 @@ fn count_by_id(events: &[concierge::events::Event]) -> HashMap<String, usize> {
 
 /// A private NATS, the simulator with property `PROP`, and the test config for both.
 async fn env() -> (
-    concierge::nats::PrivateNatsServer,
-    concierge::nats::Infra,
+    concierge::store::nats::PrivateNatsServer,
+    concierge::store::nats::Infra,
     concierge::sim::SimServer,
     concierge::config::Config,
 ) {
@@ -315,7 +315,7 @@ async fn authenticated_webhook_nudges_an_immediate_poll_and_is_never_data() {
     let (_unused, local) = mpsc::channel(1);
     let running = tokio::spawn(poller(&config, &infra).run(shutdown.clone(), local));
     let (nudge_tx, nudge_rx) = mpsc::channel(4);
-    tokio::spawn(concierge::poller::publish_nudges(
+    tokio::spawn(concierge::roles::poller::publish_nudges(
         nudge_rx,
         infra.client.clone(),
         "concierge".into(),
@@ -420,7 +420,7 @@ async fn backfill_emits_recent_history_on_the_first_run_only() {
     let recent = sim.sim.open_thread(PROP, "BookingCom", "Recent", true);
     sim.sim.guest_message(&recent, "an hour ago");
     sim.sim.backdate_thread(&recent, chrono::Duration::hours(1));
-    let channex = concierge::roles::channex_client(&config).unwrap();
+    let channex = concierge::wiring::channex_client(&config).unwrap();
     let mut p = Poller::new(
         channex,
         &infra,
@@ -437,7 +437,7 @@ async fn backfill_emits_recent_history_on_the_first_run_only() {
     );
     assert_eq!(events[0].message.as_ref().unwrap().text, "an hour ago");
     // A restart with --backfill again does not re-emit: the baseline is recorded.
-    let channex = concierge::roles::channex_client(&config).unwrap();
+    let channex = concierge::wiring::channex_client(&config).unwrap();
     let mut again = Poller::new(
         channex,
         &infra,
@@ -560,8 +560,10 @@ fn metric(series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-async fn malformed_audit(infra: &concierge::nats::Infra) -> Vec<concierge::audit::AuditRecord> {
-    let all = concierge::audit::query(&infra.js, "concierge", &Default::default())
+async fn malformed_audit(
+    infra: &concierge::store::nats::Infra,
+) -> Vec<concierge::store::audit::AuditRecord> {
+    let all = concierge::store::audit::query(&infra.js, "concierge", &Default::default())
         .await
         .expect("audit");
     all.into_iter()
@@ -634,7 +636,7 @@ async fn one_bad_byte_skips_only_its_thread_or_message_and_is_reported_once() {
     assert_eq!(audit.len(), 3, "{audit:#?}");
     assert!(audit
         .iter()
-        .all(|r| r.outcome == concierge::audit::Outcome::Skipped
+        .all(|r| r.outcome == concierge::store::audit::Outcome::Skipped
             && r.property_id.as_deref() == Some(PROP)));
     let mut threads: Vec<_> = audit.iter().filter_map(|r| r.thread_id.clone()).collect();
     threads.sort();

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use concierge::audit::{self, AuditFilter, AuditLog, AuditRecord, Outcome};
 use concierge::events::Event;
-use concierge::executor::ledger::{Ledger, LedgerEntry, LedgerState};
-use concierge::poller::Poller;
-use concierge::scheduler::{FollowUpTimer, FollowUps};
+use concierge::roles::poller::Poller;
+use concierge::roles::scheduler::{FollowUpTimer, FollowUps};
+use concierge::store::audit::{self, AuditFilter, AuditLog, AuditRecord, Outcome};
+use concierge::store::ledger::{Ledger, LedgerEntry, LedgerState};
 
 const PROP: &str = "prop-purge";
 
@@ -23,7 +23,7 @@ async fn remember(ledger: &Ledger, timers: &FollowUps, audit: &AuditLog, event: 
         .claim_in(&key, Some(&thread), Some(&text))
         .await
         .unwrap();
-    let concierge::executor::ledger::Claim::Won { revision, .. } = claim else {
+    let concierge::store::ledger::Claim::Won { revision, .. } = claim else {
         panic!("fresh claim expected");
     };
     let entry = LedgerEntry {
@@ -68,7 +68,7 @@ async fn purge_deletes_one_threads_data_everywhere_and_keeps_the_others() {
     let sim = common::sim().await;
     sim.sim.add_property(PROP, "Casa Azul", true);
     let config = common::config(&sim, &nats_cfg, &[PROP]);
-    let channex = concierge::roles::channex_client(&config).unwrap();
+    let channex = concierge::wiring::channex_client(&config).unwrap();
     let mut poller = Poller::new(channex, &infra, Arc::new(config.clone()), None);
     poller.poll_once(Some(PROP)).await.unwrap(); // baseline
     let doomed = sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
@@ -87,7 +87,7 @@ async fn purge_deletes_one_threads_data_everywhere_and_keeps_the_others() {
         remember(&ledger, &timers, &audit_log, e).await;
     }
 
-    let report = concierge::purge::purge_thread(&infra, "concierge", &doomed, Some(PROP))
+    let report = concierge::store::purge::purge_thread(&infra, "concierge", &doomed, Some(PROP))
         .await
         .unwrap();
     assert_eq!(report.timers, 1);
@@ -148,7 +148,7 @@ async fn purge_deletes_one_threads_data_everywhere_and_keeps_the_others() {
 #[tokio::test]
 async fn ledger_and_timer_retention_is_applied_to_existing_buckets() {
     let (_nats, infra, mut cfg) = common::nats_infra().await;
-    let age = |infra: concierge::nats::Infra, stream: &'static str| async move {
+    let age = |infra: concierge::store::nats::Infra, stream: &'static str| async move {
         let mut s = infra.js.get_stream(stream).await.unwrap();
         s.info().await.unwrap().config.max_age
     };
@@ -158,7 +158,7 @@ async fn ledger_and_timer_retention_is_applied_to_existing_buckets() {
     );
     cfg.ledger_max_age = Duration::from_secs(40 * 86_400);
     cfg.followups_max_age = Duration::from_secs(100 * 86_400);
-    let infra = concierge::nats::Infra::setup(&cfg).await.unwrap();
+    let infra = concierge::store::nats::Infra::setup(&cfg).await.unwrap();
     assert_eq!(
         age(infra.clone(), "KV_concierge_ledger").await,
         Duration::from_secs(40 * 86_400)
@@ -226,15 +226,15 @@ async fn purge_refuses_non_ids_and_never_takes_records_of_no_thread() {
     audit_log.record(&cron).await.unwrap();
 
     for bad in ["", "a.b", "t1\r\nx", "p1.>"] {
-        let err = concierge::purge::purge_thread(&infra, "concierge", bad, None)
+        let err = concierge::store::purge::purge_thread(&infra, "concierge", bad, None)
             .await
             .expect_err("not a Channex id");
         assert!(
-            matches!(err, concierge::purge::PurgeError::InvalidThreadId(_)),
+            matches!(err, concierge::store::purge::PurgeError::InvalidThreadId(_)),
             "{err}"
         );
     }
-    let report = concierge::purge::purge_thread(&infra, "concierge", "_", None)
+    let report = concierge::store::purge::purge_thread(&infra, "concierge", "_", None)
         .await
         .unwrap();
     assert_eq!(report.audit_records, 0, "{report:?}");

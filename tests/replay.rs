@@ -5,10 +5,10 @@ mod opsrig;
 use std::time::Duration;
 
 use chrono::Utc;
-use concierge::audit::{self, AuditFilter, Outcome};
 use concierge::cli::inspect::{compare_replay, replay_text, stored_events, PlanLine};
-use concierge::rules::{RuleEngine, RuleLimits};
-use concierge::templates::Templates;
+use concierge::plan::rules::{RuleEngine, RuleLimits};
+use concierge::plan::templates::Templates;
+use concierge::store::audit::{self, AuditFilter, Outcome};
 use opsrig::{assert_in_order, common, PREFIX};
 
 const THANKS_RULE: &str = r#"

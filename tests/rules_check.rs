@@ -3,8 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+use concierge::authoring::check::{check, check_with, CheckOptions};
+use concierge::authoring::fixtures::run_fixture_tests;
 use concierge::events::PropertyInfo;
-use concierge::rules::{check, check_with, run_fixture_tests, CheckOptions};
 use serde_json::json;
 
 struct Dirs {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use concierge::events::Event;
-use concierge::rules::{Action, EvalContext, Evaluation, RuleEngine, RuleLimits, RuleSet};
+use concierge::plan::rules::{Action, EvalContext, Evaluation, RuleEngine, RuleLimits, RuleSet};
 use serde_json::json;
 
 fn utc(s: &str) -> DateTime<Utc> {

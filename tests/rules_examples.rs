@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use concierge::rules::{check, run_fixture_tests};
+use concierge::authoring::check::check;
+use concierge::authoring::fixtures::run_fixture_tests;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use concierge::events::Event;
-use concierge::rules::{EvalContext, Evaluation, RuleEngine, RuleLimits, RuleSet};
+use concierge::plan::rules::{EvalContext, Evaluation, RuleEngine, RuleLimits, RuleSet};
 use serde_json::json;
 
 /// The two expressions of the issue that panicked inside chrono.

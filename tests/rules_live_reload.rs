@@ -5,8 +5,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use concierge::content::{LiveRules, ReloadReport};
 use concierge::events::Event;
-use concierge::rules::{EvalContext, LiveRules, ReloadReport, RuleEngine};
+use concierge::plan::rules::{EvalContext, RuleEngine};
 use serde_json::json;
 use tokio::sync::mpsc::Receiver;
 

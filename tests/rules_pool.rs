@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use concierge::events::Event;
-use concierge::rules::{EvalContext, RuleEngine, RuleLimits};
+use concierge::plan::rules::{EvalContext, RuleEngine, RuleLimits};
 use serde_json::json;
 
 fn event() -> Event {

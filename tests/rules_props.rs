@@ -7,8 +7,8 @@
 use std::sync::{Arc, OnceLock};
 
 use concierge::events::Event;
-use concierge::rules::{EvalContext, RuleEngine, RuleSet};
-use concierge::templates::Templates;
+use concierge::plan::rules::{EvalContext, RuleEngine, RuleSet};
+use concierge::plan::templates::Templates;
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 

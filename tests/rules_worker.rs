@@ -8,12 +8,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use concierge::audit::Outcome;
 use concierge::events::{Event, EventType};
-use concierge::nats::{Infra, PrivateNatsServer};
-use concierge::poller::Poller;
+use concierge::roles::poller::Poller;
+use concierge::roles::worker::Worker;
 use concierge::sim::SimServer;
-use concierge::worker::Worker;
+use concierge::store::audit::Outcome;
+use concierge::store::nats::{Infra, PrivateNatsServer};
 
 const PROP: &str = "prop-h";
 
@@ -24,7 +24,7 @@ struct Rig {
     _dir: tempfile::TempDir,
     sim: SimServer,
     worker: Worker,
-    _live: Arc<concierge::rules::LiveRules>,
+    _live: Arc<concierge::content::LiveRules>,
     event: Event,
 }
 
@@ -45,7 +45,7 @@ async fn rig(rules: &[(&str, &str)]) -> Rig {
     config.rules.dir = rules_dir;
     config.rules.templates_dir = templates_dir;
     config.rules.watch = false;
-    let channex = concierge::roles::channex_client(&config).expect("client");
+    let channex = concierge::wiring::channex_client(&config).expect("client");
     let mut poller = Poller::new(channex, &infra, Arc::new(config.clone()), None);
     poller.poll_once(Some(PROP)).await.expect("baseline poll");
     let thread = sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
@@ -59,8 +59,8 @@ async fn rig(rules: &[(&str, &str)]) -> Rig {
                 && e.message.as_ref().is_some_and(|m| m.sender == "guest")
         })
         .expect("the guest message event");
-    let channex = concierge::roles::channex_client(&config).expect("client");
-    let (worker, live) = concierge::roles::worker(&config, &infra, channex)
+    let channex = concierge::wiring::channex_client(&config).expect("client");
+    let (worker, live) = concierge::wiring::worker(&config, &infra, channex)
         .await
         .expect("worker");
     Rig {

@@ -12,12 +12,12 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use concierge::config::ScheduleConfig;
 use concierge::events::{Event, EventType, PropertyInfo, ThreadSnapshot};
-use concierge::lease::Clock;
-use concierge::nats::{Infra, EVENTS_STREAM};
-use concierge::scheduler::{
+use concierge::roles::scheduler::{
     follow_up_key, next_fire_times, parse_cron, tick_mark_key, FollowUpOutcome, FollowUpTimer,
     FollowUps, Scheduler, ThreadDirectory, TickOutcome,
 };
+use concierge::store::lease::Clock;
+use concierge::store::nats::{Infra, EVENTS_STREAM};
 use futures::future::BoxFuture;
 use futures::StreamExt;
 use tokio::sync::watch;

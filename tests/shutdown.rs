@@ -5,8 +5,8 @@ mod opsrig;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use concierge::audit::Outcome;
 use concierge::sim::FaultConfig;
+use concierge::store::audit::Outcome;
 use opsrig::{common, PREFIX};
 
 const PROP: &str = "prop-s";
@@ -163,7 +163,7 @@ vars = {{ wifi_name = "CasaAzul", wifi_password = "sardinhas" }}
         .filter(|r| r.method == "POST")
         .count();
     assert_eq!(posts, 1);
-    let executed = |records: &[concierge::audit::AuditRecord]| {
+    let executed = |records: &[concierge::store::audit::AuditRecord]| {
         records
             .iter()
             .filter(|r| r.event_id.as_deref() == Some(event_id.as_str()))
@@ -174,7 +174,7 @@ vars = {{ wifi_name = "CasaAzul", wifi_password = "sardinhas" }}
     let mut stream = rig
         .infra
         .js
-        .get_stream(concierge::nats::events_stream(PREFIX))
+        .get_stream(concierge::store::nats::events_stream(PREFIX))
         .await
         .unwrap();
     let last_seq = stream.info().await.unwrap().state.last_sequence;

@@ -2,7 +2,7 @@
 //! helpers, blank results, parse problems, reload keeping the last good version.
 
 use concierge::events::Event;
-use concierge::templates::{TemplateError, Templates};
+use concierge::plan::templates::{TemplateError, Templates};
 use serde_json::{json, Map, Value};
 
 fn event() -> Event {

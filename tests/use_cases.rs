@@ -5,8 +5,8 @@ mod common;
 use std::time::Duration;
 
 use chrono::{Timelike, Utc};
-use concierge::audit::{self, AuditFilter, Outcome};
 use concierge::config::{Config, PropertyConfig};
+use concierge::store::audit::{self, AuditFilter, Outcome};
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 
@@ -56,21 +56,21 @@ fn example_config(sim: &concierge::sim::SimServer, nats: &concierge::config::Nat
     c
 }
 
-async fn start(config: &Config, infra: &concierge::nats::Infra) -> Service {
+async fn start(config: &Config, infra: &concierge::store::nats::Infra) -> Service {
     let (stop, shutdown) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
-    let channex = concierge::roles::channex_client(config).unwrap();
-    let poller = concierge::roles::poller(config, infra, channex.clone(), None);
+    let channex = concierge::wiring::channex_client(config).unwrap();
+    let poller = concierge::wiring::poller(config, infra, channex.clone(), None);
     let (_nudges_tx, nudges) = mpsc::channel(1);
     let s = shutdown.clone();
     tasks.spawn(async move {
         let _keep = _nudges_tx;
         poller.run(s, nudges).await.unwrap();
     });
-    let scheduler = concierge::roles::scheduler(config, infra, channex.clone());
+    let scheduler = concierge::wiring::scheduler(config, infra, channex.clone());
     let s = shutdown.clone();
     tasks.spawn(async move { scheduler.run(s).await.unwrap() });
-    let (worker, _live) = concierge::roles::worker(config, infra, channex)
+    let (worker, _live) = concierge::wiring::worker(config, infra, channex)
         .await
         .unwrap();
     let js = infra.js.clone();

@@ -6,20 +6,20 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use concierge::audit::{self, AuditFilter, AuditRecord, Outcome};
 use concierge::config::Config;
 use concierge::events::{Event, EventType};
-use concierge::executor::CrashPoint;
-use concierge::nats::Infra;
-use concierge::poller::Poller;
+use concierge::roles::executor::CrashPoint;
+use concierge::roles::poller::Poller;
+use concierge::roles::worker::Worker;
 use concierge::sim::{FaultConfig, SimServer};
-use concierge::worker::Worker;
+use concierge::store::audit::{self, AuditFilter, AuditRecord, Outcome};
+use concierge::store::nats::Infra;
 use tokio::sync::watch;
 
 const PROP: &str = "prop-w";
 
 struct Rig {
-    _nats: concierge::nats::PrivateNatsServer,
+    _nats: concierge::store::nats::PrivateNatsServer,
     infra: Infra,
     sim: SimServer,
     config: Config,
@@ -78,7 +78,7 @@ async fn rig(rules: &[(&str, &str)], templates: &[(&str, &str)]) -> Rig {
             dry_run: false,
         },
     );
-    let channex = concierge::roles::channex_client(&config).unwrap();
+    let channex = concierge::wiring::channex_client(&config).unwrap();
     let mut poller = Poller::new(channex, &infra, Arc::new(config.clone()), None);
     poller.poll_once(Some(PROP)).await.unwrap(); // baseline
     Rig {
@@ -92,9 +92,9 @@ async fn rig(rules: &[(&str, &str)], templates: &[(&str, &str)]) -> Rig {
 }
 
 impl Rig {
-    async fn worker(&self) -> (Worker, Arc<concierge::rules::LiveRules>) {
-        let channex = concierge::roles::channex_client(&self.config).unwrap();
-        concierge::roles::worker(&self.config, &self.infra, channex)
+    async fn worker(&self) -> (Worker, Arc<concierge::content::LiveRules>) {
+        let channex = concierge::wiring::channex_client(&self.config).unwrap();
+        concierge::wiring::worker(&self.config, &self.infra, channex)
             .await
             .unwrap()
     }
@@ -170,8 +170,8 @@ impl Rig {
 
 struct RunningWorker {
     stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<Result<(), concierge::worker::WorkerError>>,
-    _live: Arc<concierge::rules::LiveRules>,
+    task: tokio::task::JoinHandle<Result<(), concierge::roles::worker::WorkerError>>,
+    _live: Arc<concierge::content::LiveRules>,
 }
 
 impl RunningWorker {
@@ -666,7 +666,7 @@ async fn audit_stream_outage_is_waited_out_in_place_without_using_up_deliveries(
     rig.poll().await;
     rig.infra
         .js
-        .delete_stream(concierge::nats::AUDIT_STREAM)
+        .delete_stream(concierge::store::nats::AUDIT_STREAM)
         .await
         .unwrap();
 
@@ -712,7 +712,7 @@ async fn shutdown_during_a_nats_outage_stops_waiting_and_the_next_worker_finishe
     rig.poll().await;
     rig.infra
         .js
-        .delete_stream(concierge::nats::AUDIT_STREAM)
+        .delete_stream(concierge::store::nats::AUDIT_STREAM)
         .await
         .unwrap();
 
@@ -805,7 +805,7 @@ async fn an_action_claimed_by_another_worker_is_waited_for_not_given_up() {
     let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
     rig.sim.sim.guest_message(&thread, "wifi?");
     let event = guest_event(&rig.poll().await);
-    let other = concierge::executor::ledger::Ledger::new(
+    let other = concierge::store::ledger::Ledger::new(
         rig.infra.ledger.clone(),
         "a-worker-that-went-quiet",
         rig.config.worker.ack_wait,
@@ -814,10 +814,7 @@ async fn an_action_claimed_by_another_worker_is_waited_for_not_given_up() {
         .claim(&format!("{}|10_faq|0", event.id), None)
         .await
         .unwrap();
-    assert!(matches!(
-        claim,
-        concierge::executor::ledger::Claim::Won { .. }
-    ));
+    assert!(matches!(claim, concierge::store::ledger::Claim::Won { .. }));
 
     let running = rig.start_worker().await;
     rig.wait_for_executed(Duration::from_secs(20)).await;
@@ -832,13 +829,13 @@ async fn an_action_claimed_by_another_worker_is_waited_for_not_given_up() {
 /// A pause point before a reply's send: the worker reports it got there, then waits for
 /// the test's go-ahead.
 fn pause_before_send() -> (
-    concierge::executor::BeforeSend,
+    concierge::roles::executor::BeforeSend,
     Arc<tokio::sync::Notify>,
     Arc<tokio::sync::Notify>,
 ) {
     let reached = Arc::new(tokio::sync::Notify::new());
     let go = Arc::new(tokio::sync::Notify::new());
-    let hook: concierge::executor::BeforeSend = {
+    let hook: concierge::roles::executor::BeforeSend = {
         let (reached, go) = (reached.clone(), go.clone());
         Arc::new(move || {
             let (reached, go) = (reached.clone(), go.clone());
@@ -869,7 +866,7 @@ async fn a_holder_whose_claim_was_taken_over_does_not_send_a_second_reply() {
     rig.sim.sim.guest_message(&thread, "wifi?");
     let event = guest_event(&rig.poll().await);
     let offset = Arc::new(std::sync::atomic::AtomicI64::new(0));
-    let clock: concierge::lease::Clock = {
+    let clock: concierge::store::lease::Clock = {
         let offset = offset.clone();
         Arc::new(move || {
             chrono::Utc::now()
@@ -1029,6 +1026,6 @@ if event.type == "thread.new_message" && message.sender == "guest" {
         report.records[0].reason.as_deref(),
         Some("beyond_retention")
     );
-    let timers = concierge::scheduler::FollowUps::new(rig.infra.followups.clone());
+    let timers = concierge::roles::scheduler::FollowUps::new(rig.infra.followups.clone());
     assert!(timers.list().await.unwrap().is_empty());
 }

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use concierge::nats::PrivateNatsServer;
+use concierge::store::nats::PrivateNatsServer;
 
 /// Resident set size of this process, from `/proc/self/status` (kB).
 #[derive(Debug, Clone, Copy, Default)]

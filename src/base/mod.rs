@@ -4,3 +4,4 @@
 //! Must not: do I/O, log, or depend on anything but std: it sits below every other module.
 
 pub mod keys;
+pub mod time;

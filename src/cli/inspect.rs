@@ -10,12 +10,12 @@ use async_nats::jetstream;
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 
-use crate::audit::{self, AuditFilter, AuditRecord, Outcome};
 use crate::config::Config;
 use crate::events::Event;
-use crate::nats::{events_stream, Infra};
-use crate::rules::{self, Action, EvalContext, RuleEngine, RuleLimits};
-use crate::templates::Templates;
+use crate::plan::rules::{self, Action, EvalContext, RuleEngine, RuleLimits};
+use crate::plan::templates::Templates;
+use crate::store::audit::{self, AuditFilter, AuditRecord, Outcome};
+use crate::store::nats::{events_stream, Infra};
 
 // ---------- rules check / test ----------
 
@@ -24,7 +24,7 @@ pub fn rules_check(config: &Config, dir: Option<PathBuf>, templates: Option<Path
     let templates = templates.unwrap_or_else(|| config.rules.templates_dir.clone());
     // Check against the configured properties' real vars when there are any, so a
     // template using a var a property lacks is caught before a guest would see it.
-    let options = rules::CheckOptions {
+    let options = crate::authoring::check::CheckOptions {
         properties: config
             .properties
             .keys()
@@ -32,7 +32,7 @@ pub fn rules_check(config: &Config, dir: Option<PathBuf>, templates: Option<Path
             .collect(),
         limits: None,
     };
-    let report = rules::check_with(&dir, &templates, &options);
+    let report = crate::authoring::check::check_with(&dir, &templates, &options);
     println!("{report}");
     if report.problems.is_empty() {
         ExitCode::SUCCESS
@@ -49,7 +49,8 @@ pub fn rules_test(
 ) -> ExitCode {
     let dir = dir.unwrap_or_else(|| config.rules.dir.clone());
     let templates = templates.unwrap_or_else(|| config.rules.templates_dir.clone());
-    let report = rules::run_fixture_tests(&dir, &templates, fixtures.as_deref());
+    let report =
+        crate::authoring::fixtures::run_fixture_tests(&dir, &templates, fixtures.as_deref());
     println!("{report}");
     if report.is_ok() {
         ExitCode::SUCCESS
@@ -350,11 +351,11 @@ pub async fn stored_events(
     since: DateTime<Utc>,
 ) -> anyhow::Result<Vec<(Event, DateTime<Utc>)>> {
     let mut out = Vec::new();
-    crate::nats::read_stored(
+    crate::store::nats::read_stored(
         js,
         &events_stream(prefix),
         &format!("{prefix}.events.>"),
-        crate::nats::ReadFrom::Time(since),
+        crate::store::nats::ReadFrom::Time(since),
         false,
         |msg| {
             match serde_json::from_slice::<Event>(&msg.payload) {
@@ -551,7 +552,7 @@ pub enum FollowUpsCommand {
 
 pub async fn follow_ups(config: &Config, cmd: FollowUpsCommand) -> anyhow::Result<()> {
     let infra = Infra::setup(&config.nats).await?;
-    let store = crate::scheduler::FollowUps::new(infra.followups.clone());
+    let store = crate::roles::scheduler::FollowUps::new(infra.followups.clone());
     match cmd {
         FollowUpsCommand::List { json } => {
             let mut timers = store.list().await?;

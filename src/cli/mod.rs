@@ -247,8 +247,8 @@ async fn dispatch(cli: Cli) -> ExitCode {
 }
 
 async fn purge(config: &Config, args: PurgeArgs) -> anyhow::Result<()> {
-    let infra = crate::nats::Infra::setup(&config.nats).await?;
-    let r = crate::purge::purge_thread(
+    let infra = crate::store::nats::Infra::setup(&config.nats).await?;
+    let r = crate::store::purge::purge_thread(
         &infra,
         &config.nats.prefix,
         &args.thread,

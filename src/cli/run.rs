@@ -8,8 +8,8 @@ use tokio::sync::{mpsc, watch};
 
 use super::{DemoArgs, Role, RunArgs, SimArgs};
 use crate::config::Config;
-use crate::nats::Infra;
-use crate::roles;
+use crate::store::nats::Infra;
+use crate::wiring;
 
 /// Flip `shutdown` on SIGTERM or SIGINT.
 pub fn shutdown_on_signals() -> watch::Receiver<bool> {
@@ -63,13 +63,13 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
     let infra = Infra::setup(&config.nats)
         .await
         .context("connecting to NATS")?;
-    let channex = roles::channex_client(&config)?;
+    let channex = wiring::channex_client(&config)?;
     let rules_loaded = Arc::new(AtomicBool::new(!matches!(
         args.role,
         Role::All | Role::Worker
     )));
     let (nudge_tx, nudge_rx) = mpsc::channel(16);
-    tokio::spawn(crate::poller::publish_nudges(
+    tokio::spawn(crate::roles::poller::publish_nudges(
         nudge_rx,
         infra.client.clone(),
         config.nats.prefix.clone(),
@@ -87,7 +87,7 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     let wants = |r: Role| args.role == Role::All || args.role == r;
     if wants(Role::Poller) {
-        let poller = roles::poller(&config, &infra, channex.clone(), args.backfill);
+        let poller = wiring::poller(&config, &infra, channex.clone(), args.backfill);
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
             let _keep_open = _local_nudges;
@@ -98,12 +98,12 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
         });
     }
     if wants(Role::Scheduler) {
-        let scheduler = roles::scheduler(&config, &infra, channex.clone());
+        let scheduler = wiring::scheduler(&config, &infra, channex.clone());
         let shutdown = shutdown.clone();
         tasks.spawn(async move { scheduler.run(shutdown).await.map_err(anyhow::Error::from) });
     }
     if wants(Role::Worker) {
-        let (worker, _watcher) = roles::worker(&config, &infra, channex.clone()).await?;
+        let (worker, _watcher) = wiring::worker(&config, &infra, channex.clone()).await?;
         rules_loaded.store(true, Ordering::Relaxed);
         let shutdown = shutdown.clone();
         let js = infra.js.clone();

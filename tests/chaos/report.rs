@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use concierge::audit::{self, AuditFilter, AuditRecord, Outcome};
 use concierge::channex::Sender;
+use concierge::store::audit::{self, AuditFilter, AuditRecord, Outcome};
 
 use crate::rig::{Chaos, PREFIX};
 

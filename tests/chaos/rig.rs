@@ -9,8 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use async_nats::jetstream;
-use concierge::nats::PrivateNatsServer;
 use concierge::sim::{FaultConfig, Sim, SimOptions, SimServer};
+use concierge::store::nats::PrivateNatsServer;
 use tokio::time::Instant;
 
 pub const PREFIX: &str = "concierge";
@@ -136,7 +136,7 @@ impl Chaos {
         let dir = tempfile::tempdir().unwrap();
         let nats_first = PrivateNatsServer::start()
             .unwrap_or_else(|e| panic!("the chaos suite needs a private nats-server: {e}"));
-        let infra = concierge::nats::Infra::setup(&nats_first.config())
+        let infra = concierge::store::nats::Infra::setup(&nats_first.config())
             .await
             .unwrap_or_else(|e| panic!("JetStream setup failed: {e}"));
         let sim = Sim::start(SimOptions::with_key(KEY))
@@ -266,7 +266,7 @@ impl Chaos {
 
     /// The first poller cycle is a baseline (emits nothing): messages sent before it would
     /// never be answered, so the run starts only once it is recorded.
-    async fn wait_for_baseline(&mut self, infra: &concierge::nats::Infra) {
+    async fn wait_for_baseline(&mut self, infra: &concierge::store::nats::Infra) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let keys = match infra.threads.keys().await {
@@ -430,7 +430,7 @@ impl Chaos {
         let settled = async {
             let mut stream = self
                 .js
-                .get_stream(concierge::nats::events_stream(PREFIX))
+                .get_stream(concierge::store::nats::events_stream(PREFIX))
                 .await
                 .ok()?;
             let last = stream.info().await.ok()?.state.last_sequence;

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use concierge::config::NatsConfig;
-use concierge::nats::{Infra, PrivateNatsServer};
+use concierge::store::nats::{Infra, PrivateNatsServer};
 
 pub fn nats_server() -> PrivateNatsServer {
     match PrivateNatsServer::start() {

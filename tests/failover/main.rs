@@ -10,10 +10,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use concierge::audit::{self, AuditFilter, Outcome};
 use concierge::config::NatsConfig;
-use concierge::nats::{find_nats_server, free_port, Infra};
-use concierge::poller::Poller;
+use concierge::roles::poller::Poller;
+use concierge::store::audit::{self, AuditFilter, Outcome};
+use concierge::store::nats::{find_nats_server, free_port, Infra};
 use opsrig::{common, PREFIX};
 use tokio::sync::{mpsc, watch};
 
@@ -182,8 +182,8 @@ where
 /// For a failure message: both streams (state, leader, replica lag) and the worker consumer.
 async fn print_nats_state(infra: &Infra) {
     for name in [
-        concierge::nats::audit_stream(PREFIX),
-        concierge::nats::events_stream(PREFIX),
+        concierge::store::nats::audit_stream(PREFIX),
+        concierge::store::nats::events_stream(PREFIX),
     ] {
         if let Ok(mut s) = infra.js.get_stream(&name).await {
             if let Ok(info) = s.info().await {
@@ -193,7 +193,7 @@ async fn print_nats_state(infra: &Infra) {
     }
     if let Ok(stream) = infra
         .js
-        .get_stream(concierge::nats::events_stream(PREFIX))
+        .get_stream(concierge::store::nats::events_stream(PREFIX))
         .await
     {
         let consumer: Result<async_nats::jetstream::consumer::PullConsumer, _> =
@@ -226,8 +226,8 @@ async fn node_loss(connected: bool) {
     };
     let infra = r3_infra(&nats_cfg).await;
     for stream in [
-        concierge::nats::events_stream(PREFIX),
-        concierge::nats::audit_stream(PREFIX),
+        concierge::store::nats::events_stream(PREFIX),
+        concierge::store::nats::audit_stream(PREFIX),
         format!("KV_{}", infra.names.ledger_bucket()),
     ] {
         let mut s = infra.js.get_stream(&stream).await.unwrap();
@@ -273,7 +273,7 @@ async fn node_loss(connected: bool) {
     // Each role on its own connection, as separate processes would be.
     let (stop, shutdown) = watch::channel(false);
     let poller_infra = r3_infra(&nats_cfg).await;
-    let channex = concierge::roles::channex_client(&config).unwrap();
+    let channex = concierge::wiring::channex_client(&config).unwrap();
     let mut poller = Poller::new(channex, &poller_infra, Arc::new(config.clone()), None);
     poller.poll_once(Some(PROP)).await.unwrap(); // baseline
     let (_nudge_tx, nudges) = mpsc::channel(1);
@@ -283,8 +283,8 @@ async fn node_loss(connected: bool) {
     for _ in 0..2 {
         let w_infra = r3_infra(&nats_cfg).await;
         clients.push(w_infra.client.clone());
-        let channex = concierge::roles::channex_client(&config).unwrap();
-        let (worker, _live) = concierge::roles::worker(&config, &w_infra, channex)
+        let channex = concierge::wiring::channex_client(&config).unwrap();
+        let (worker, _live) = concierge::wiring::worker(&config, &w_infra, channex)
             .await
             .unwrap();
         let shutdown = shutdown.clone();
@@ -377,7 +377,7 @@ async fn node_loss(connected: bool) {
         let settled = async {
             let mut stream = infra
                 .js
-                .get_stream(concierge::nats::events_stream(PREFIX))
+                .get_stream(concierge::store::nats::events_stream(PREFIX))
                 .await
                 .ok()?;
             let last = stream.info().await.ok()?.state.last_sequence;

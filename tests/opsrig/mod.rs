@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use concierge::audit::{self, AuditFilter, AuditRecord};
 use concierge::config::Config;
 use concierge::events::{Event, EventType};
-use concierge::nats::Infra;
-use concierge::poller::Poller;
+use concierge::roles::poller::Poller;
+use concierge::roles::worker::Worker;
 use concierge::sim::SimServer;
-use concierge::worker::Worker;
+use concierge::store::audit::{self, AuditFilter, AuditRecord};
+use concierge::store::nats::Infra;
 use tokio::sync::watch;
 
 #[path = "../common/mod.rs"]
@@ -31,7 +31,7 @@ if event.type == "thread.new_message" && message.sender == "guest" && contains_a
 pub const WIFI_TEMPLATE: &str = "The wifi is {{vars.wifi_name}}, password {{vars.wifi_password}}.";
 
 pub struct Rig {
-    pub nats: concierge::nats::PrivateNatsServer,
+    pub nats: concierge::store::nats::PrivateNatsServer,
     pub infra: Infra,
     pub sim: SimServer,
     pub config: Config,
@@ -90,7 +90,7 @@ pub async fn rig(prop: &str, rules: &[(&str, &str)], templates: &[(&str, &str)])
             dry_run: false,
         },
     );
-    let channex = concierge::roles::channex_client(&config).unwrap();
+    let channex = concierge::wiring::channex_client(&config).unwrap();
     let mut poller = Poller::new(channex, &infra, Arc::new(config.clone()), None);
     poller.poll_once(Some(prop)).await.unwrap(); // baseline
     Rig {
@@ -106,8 +106,8 @@ pub async fn rig(prop: &str, rules: &[(&str, &str)], templates: &[(&str, &str)])
 
 impl Rig {
     pub async fn worker(&self) -> Worker {
-        let channex = concierge::roles::channex_client(&self.config).unwrap();
-        let (worker, live) = concierge::roles::worker(&self.config, &self.infra, channex)
+        let channex = concierge::wiring::channex_client(&self.config).unwrap();
+        let (worker, live) = concierge::wiring::worker(&self.config, &self.infra, channex)
             .await
             .unwrap();
         // Rules are loaded once (watch = false); the handle may go.
@@ -120,7 +120,7 @@ impl Rig {
         &self,
     ) -> (
         watch::Sender<bool>,
-        tokio::task::JoinHandle<Result<(), concierge::worker::WorkerError>>,
+        tokio::task::JoinHandle<Result<(), concierge::roles::worker::WorkerError>>,
     ) {
         let worker = self.worker().await;
         let (stop, shutdown) = watch::channel(false);

@@ -34,7 +34,6 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
-use crate::audit::{AuditLog, AuditRecord, Outcome};
 use crate::base::keys;
 use crate::channex::{
     ChannexClient, ChannexError, ItemKind, Message, OrderDirection, Sender, SkippedItem, Thread,
@@ -44,7 +43,8 @@ use crate::config::Config;
 use crate::events::{
     ids, Event, EventType, InquiryInfo, MessageInfo, PropertyInfo, ThreadSnapshot,
 };
-use crate::lease::{LeaderElection, Lease};
+use crate::store::audit::{AuditLog, AuditRecord, Outcome};
+use crate::store::lease::{LeaderElection, Lease};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PollerError {
@@ -209,7 +209,7 @@ pub struct Poller {
 impl Poller {
     pub fn new(
         channex: ChannexClient,
-        infra: &crate::nats::Infra,
+        infra: &crate::store::nats::Infra,
         config: Arc<Config>,
         backfill: Option<Duration>,
     ) -> Self {
@@ -246,7 +246,8 @@ impl Poller {
             self.holder_id.clone(),
             self.config.poller.lease_ttl,
         );
-        let election = LeaderElection::spawn(lease, crate::lease::system_clock(), shutdown.clone());
+        let election =
+            LeaderElection::spawn(lease, crate::store::lease::system_clock(), shutdown.clone());
         let mut leader = election.subscribe();
         let mut was_leader = false;
         // Webhook nudges may land on any process (behind a load balancer, on a standby):
@@ -936,7 +937,11 @@ pub struct ChannexDirectory {
 }
 
 impl ChannexDirectory {
-    pub fn new(channex: ChannexClient, infra: &crate::nats::Infra, config: Arc<Config>) -> Self {
+    pub fn new(
+        channex: ChannexClient,
+        infra: &crate::store::nats::Infra,
+        config: Arc<Config>,
+    ) -> Self {
         ChannexDirectory {
             channex,
             threads_kv: infra.threads.clone(),
@@ -952,7 +957,7 @@ impl ChannexDirectory {
     }
 }
 
-impl crate::scheduler::ThreadDirectory for ChannexDirectory {
+impl crate::roles::scheduler::ThreadDirectory for ChannexDirectory {
     fn snapshot(
         &self,
         _property_id: &str,

@@ -29,8 +29,8 @@ use handlebars::{
 };
 use serde_json::{Map, Value};
 
+use crate::base::time;
 use crate::events::Event;
-use crate::rules::time;
 
 /// A template file that could not be read or parsed. Displayed as `file:line: message`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -166,7 +166,7 @@ impl Templates {
                     continue;
                 }
             };
-            let version = crate::rules::content_version(&source);
+            let version = crate::plan::rules::content_version(&source);
             if let Some(prev) = previous.filter(|p| p.version == version && p.file == path) {
                 files.insert(key, prev.clone());
                 continue;
@@ -283,7 +283,7 @@ impl Templates {
             Err(payload) => {
                 return Err(render_err(format!(
                     "internal error while rendering: {}",
-                    crate::rules::panic_text(&*payload)
+                    crate::plan::rules::panic_text(&*payload)
                 )))
             }
         };
@@ -439,7 +439,7 @@ impl HelperDef for TimeHelper {
                 .ok_or(RenderErrorReason::ParamNotFoundForIndex(name, 1))?
                 .to_string(),
         };
-        let text = crate::rules::api::format_in(t, &fmt, tz)
+        let text = crate::plan::rules::api::format_in(t, &fmt, tz)
             .map_err(|e| RenderErrorReason::Other(format!("{name}: {e}")))?;
         Ok(ScopedJson::Derived(Value::String(text)))
     }

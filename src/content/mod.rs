@@ -21,8 +21,8 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use super::{content_version, CompiledRule, RuleEngine, RuleProblem, RuleSet};
-use crate::templates::Templates;
+use crate::plan::rules::{content_version, CompiledRule, RuleEngine, RuleProblem, RuleSet};
+use crate::plan::templates::Templates;
 
 /// Debounce window for file events.
 const DEBOUNCE: Duration = Duration::from_millis(200);
@@ -183,7 +183,7 @@ impl Reloader {
             .collect();
         let mut next = Vec::new();
         let mut rules_changed = false;
-        match super::engine::rule_files(&self.rules_dir) {
+        match crate::plan::rules::engine::rule_files(&self.rules_dir) {
             Ok(files) => {
                 for file in &files {
                     let previous = old.get(file.as_path()).copied();

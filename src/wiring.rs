@@ -11,17 +11,18 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::Utc;
 
-use crate::audit::{AuditLog, AuditRecord, Outcome};
 use crate::channex::{ApiKey, ChannexClient, ClientOptions};
 use crate::config::Config;
-use crate::executor::alerts::AlertSinks;
-use crate::executor::ledger::Ledger;
-use crate::executor::{Executor, ExecutorSettings};
-use crate::nats::Infra;
-use crate::poller::{ChannexDirectory, Poller};
-use crate::rules::{LiveRules, ReloadReport, RuleEngine, RuleLimits};
-use crate::scheduler::{FollowUps, Scheduler};
-use crate::worker::Worker;
+use crate::content::{LiveRules, ReloadReport};
+use crate::plan::rules::{RuleEngine, RuleLimits};
+use crate::roles::executor::alerts::AlertSinks;
+use crate::roles::executor::{Executor, ExecutorSettings};
+use crate::roles::poller::{ChannexDirectory, Poller};
+use crate::roles::scheduler::{FollowUps, Scheduler};
+use crate::roles::worker::Worker;
+use crate::store::audit::{AuditLog, AuditRecord, Outcome};
+use crate::store::ledger::Ledger;
+use crate::store::nats::Infra;
 
 pub fn channex_client(config: &Config) -> anyhow::Result<ChannexClient> {
     let mut opts = ClientOptions::new(

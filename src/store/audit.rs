@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::events::{subject_token, Event};
-use crate::nats::{audit_stream, read_stored, ReadFrom};
+use crate::store::nats::{audit_stream, read_stored, ReadFrom};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -280,7 +280,7 @@ pub async fn query(
 
 /// Streams matching records to `sink` (oldest first). With `follow`, keeps waiting for new
 /// ones until `sink` returns false; otherwise stops at the end of the stream, complete
-/// even right after a cluster fail-over (see [`crate::nats::read_stored`]).
+/// even right after a cluster fail-over (see [`crate::store::nats::read_stored`]).
 pub async fn read_stream(
     js: &jetstream::Context,
     prefix: &str,

@@ -32,9 +32,9 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{Action, EvalContext, RuleEngine, RuleOutcome, RuleProblem};
 use crate::events::Event;
-use crate::templates::Templates;
+use crate::plan::rules::{Action, EvalContext, RuleEngine, RuleOutcome, RuleProblem};
+use crate::plan::templates::Templates;
 
 /// One fixture (see the module docs for the file format).
 #[derive(Debug, Clone, Deserialize)]

@@ -101,7 +101,7 @@ pub fn message_event(
     let t = thread(provider, now, sender == "guest");
     let msg_id = format!(
         "sample-msg-{}",
-        crate::rules::content_version(text.as_bytes())
+        crate::plan::rules::content_version(text.as_bytes())
     );
     let mut ev = base(
         EventType::ThreadNewMessage,

@@ -9,7 +9,7 @@
 //! snapshots come through the [`ThreadDirectory`] trait, implemented by the caller.
 //!
 //! Guarantees:
-//! - Only the holder of lease `scheduler` fires (see [`crate::lease`]).
+//! - Only the holder of lease `scheduler` fires (see [`crate::store::lease`]).
 //! - A follow-up fires as one event with `Nats-Msg-Id = ids::follow_up(thread, name,
 //!   due_at)`; the timer is deleted only after JetStream acknowledged the event and only if
 //!   its KV revision is unchanged, so a timer re-armed meanwhile survives. A crash between
@@ -48,8 +48,8 @@ use crate::config::ScheduleConfig;
 use crate::events::{
     event_subject, ids, Event, EventType, FollowUpInfo, PropertyInfo, ScheduleInfo, ThreadSnapshot,
 };
-use crate::lease::{system_clock, Clock, LeaderElection, Lease};
-use crate::nats::Infra;
+use crate::store::lease::{system_clock, Clock, LeaderElection, Lease};
+use crate::store::nats::Infra;
 
 /// Parse a crontab expression: the usual 5-field form (minute hour dom month dow) or the
 /// `cron` crate's 6/7-field form with seconds.

@@ -13,8 +13,8 @@
 //! event in flight can write a record or a timer after the purge (run it again then).
 
 use crate::events::subject_token;
-use crate::nats::{audit_stream, events_stream, read_stored, Infra, ReadFrom};
-use crate::scheduler::FollowUps;
+use crate::roles::scheduler::FollowUps;
+use crate::store::nats::{audit_stream, events_stream, read_stored, Infra, ReadFrom};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PurgeError {
@@ -23,7 +23,7 @@ pub enum PurgeError {
     #[error("`{0}` is not a Channex thread id (1-128 of A-Z a-z 0-9 _ -)")]
     InvalidThreadId(String),
     #[error("ledger: {0}")]
-    Ledger(#[from] crate::executor::ledger::LedgerError),
+    Ledger(#[from] crate::store::ledger::LedgerError),
     #[error("follow-up timers: {0}")]
     Timers(String),
     #[error("stream {stream}: {message}")]
@@ -50,11 +50,8 @@ pub async fn purge_thread(
         let shown: String = thread_id.escape_debug().take(40).collect();
         return Err(PurgeError::InvalidThreadId(shown));
     }
-    let ledger = crate::executor::ledger::Ledger::new(
-        infra.ledger.clone(),
-        "purge",
-        std::time::Duration::ZERO,
-    );
+    let ledger =
+        crate::store::ledger::Ledger::new(infra.ledger.clone(), "purge", std::time::Duration::ZERO);
     let ledger_keys = ledger.purge_thread(thread_id).await?;
     let timers = purge_timers(&FollowUps::new(infra.followups.clone()), thread_id).await?;
     let audit_records = purge_audit(infra, prefix, thread_id).await?;
@@ -68,7 +65,7 @@ pub async fn purge_thread(
 }
 
 async fn purge_timers(store: &FollowUps, thread_id: &str) -> Result<usize, PurgeError> {
-    let timers_err = |e: crate::scheduler::SchedulerError| PurgeError::Timers(e.to_string());
+    let timers_err = |e: crate::roles::scheduler::SchedulerError| PurgeError::Timers(e.to_string());
     let mut removed = 0;
     for timer in store.list().await.map_err(timers_err)? {
         if timer.thread_id == thread_id
@@ -88,7 +85,7 @@ async fn purge_audit(infra: &Infra, prefix: &str, thread_id: &str) -> Result<usi
     // as subject tokens of different ids may coincide.
     let filter = format!("{prefix}.audit.*.{}", subject_token(thread_id));
     delete_matching(infra, &audit_stream(prefix), &filter, |payload| {
-        serde_json::from_slice::<crate::audit::AuditRecord>(payload)
+        serde_json::from_slice::<crate::store::audit::AuditRecord>(payload)
             .is_ok_and(|r| r.thread_id.as_deref() == Some(thread_id))
     })
     .await

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::base::keys;
-use crate::lease::{system_clock, Clock};
+use crate::store::lease::{system_clock, Clock};
 
 #[derive(Debug, thiserror::Error)]
 #[error("ledger {op} failed for {key}: {message}")]
@@ -384,7 +384,7 @@ impl Ledger {
         let mut hasher = Sha256::new();
         hasher.update(thread_id.as_bytes());
         hasher.update([0u8]);
-        hasher.update(super::normalise_text(text).as_bytes());
+        hasher.update(crate::roles::executor::normalise_text(text).as_bytes());
         let hex: String = hasher
             .finalize()
             .iter()

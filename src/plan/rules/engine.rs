@@ -162,7 +162,7 @@ impl RuleEngine {
     /// the evaluation. Synchronous and CPU-bound for up to the wall-time budget per rule: from
     /// async code use [`RuleEngine::evaluate_in_pool`].
     pub fn evaluate(&self, rules: &RuleSet, event: &Event, ctx: &EvalContext) -> Evaluation {
-        let tz = crate::rules::time::parse_tz(&event.property.timezone).unwrap_or_else(|| {
+        let tz = crate::base::time::parse_tz(&event.property.timezone).unwrap_or_else(|| {
             tracing::warn!(
                 property = %event.property.id,
                 timezone = %event.property.timezone,

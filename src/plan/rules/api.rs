@@ -51,8 +51,8 @@ use regex::Regex;
 use rhai::{Array, Dynamic, Engine, EvalAltResult, ImmutableString, Map as RMap, Position, INT};
 use serde_json::{Map, Number, Value};
 
-use super::time::{self, RuleDuration, RuleTime};
 use super::Action;
+use crate::base::time::{self, RuleDuration, RuleTime};
 
 type RResult<T> = Result<T, Box<EvalAltResult>>;
 

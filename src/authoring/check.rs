@@ -16,9 +16,11 @@ use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use regex::Regex;
 use serde_json::{Map, Value};
 
-use super::{samples, Action, EvalContext, RuleEngine, RuleLimits, RuleProblem, RuleSet};
+use super::samples;
+use crate::base::time;
 use crate::events::{Event, PropertyInfo};
-use crate::templates::Templates;
+use crate::plan::rules::{Action, EvalContext, RuleEngine, RuleLimits, RuleProblem, RuleSet};
+use crate::plan::templates::Templates;
 
 /// Options for [`check_with`].
 #[derive(Debug, Clone, Default)]
@@ -311,10 +313,10 @@ fn run_sample(
 
 /// A daytime (14:00) and a night-time (23:30) instant in the property's timezone.
 fn sample_times(property: &PropertyInfo) -> [DateTime<Utc>; 2] {
-    let tz = super::time::parse_tz(&property.timezone).unwrap_or(chrono_tz::Tz::UTC);
+    let tz = time::parse_tz(&property.timezone).unwrap_or(chrono_tz::Tz::UTC);
     let day = NaiveDate::from_ymd_opt(2024, 7, 3).unwrap_or_default();
     let at = |h, m| {
-        super::time::resolve_local(
+        time::resolve_local(
             tz,
             day.and_time(NaiveTime::from_hms_opt(h, m, 0).unwrap_or_default()),
         )

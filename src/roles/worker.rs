@@ -17,13 +17,14 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tokio::sync::watch;
 
-use crate::audit::{AuditError, AuditLog, AuditRecord, Outcome};
 use crate::config::WorkerConfig;
+use crate::content::LiveRules;
 use crate::events::Event;
-use crate::executor::{ActionResult, Executor, PlannedAction};
-use crate::nats::events_stream;
-use crate::rules::{EvalContext, LiveRules, RuleEngine, RuleSet};
-use crate::templates::Templates;
+use crate::plan::rules::{EvalContext, RuleEngine, RuleSet};
+use crate::plan::templates::Templates;
+use crate::roles::executor::{ActionResult, Executor, PlannedAction};
+use crate::store::audit::{AuditError, AuditLog, AuditRecord, Outcome};
+use crate::store::nats::events_stream;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -153,7 +154,7 @@ impl Worker {
     }
 
     /// Fault injection for tests (see [`CrashPoint`]).
-    pub fn with_crash_point(mut self, point: crate::executor::CrashPoint) -> Self {
+    pub fn with_crash_point(mut self, point: crate::roles::executor::CrashPoint) -> Self {
         self.executor = self.executor.with_crash_point(point);
         self
     }

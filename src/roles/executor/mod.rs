@@ -21,8 +21,6 @@
 //! at a time and acks the event once every action has a final outcome.
 
 pub mod alerts;
-pub mod claim;
-pub mod ledger;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,15 +28,15 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use crate::audit::{AuditRecord, Outcome};
 use crate::channex::{ChannexClient, ChannexError, Message, Sender};
 use crate::events::Event;
-use crate::rules::Action;
-use crate::scheduler::{FollowUpTimer, FollowUps};
-use crate::templates::Templates;
+use crate::plan::rules::Action;
+use crate::plan::templates::Templates;
+use crate::roles::scheduler::{FollowUpTimer, FollowUps};
+use crate::store::audit::{AuditRecord, Outcome};
+use crate::store::claim::{ConfirmError, HeldClaim};
+use crate::store::ledger::{self, Claim, Ledger, LedgerEntry, LedgerError};
 use alerts::{Alert, AlertSinks};
-use claim::{ConfirmError, HeldClaim};
-use ledger::{Claim, Ledger, LedgerEntry, LedgerError};
 
 /// Where a test may make the executor "crash" (return without finishing, as a killed
 /// process would) to prove redelivery does not duplicate.
@@ -217,7 +215,7 @@ impl Executor {
     }
 
     /// Judge claim expiry with `clock` (tests: a clock stepped past the claim timeout).
-    pub fn with_ledger_clock(mut self, clock: crate::lease::Clock) -> Self {
+    pub fn with_ledger_clock(mut self, clock: crate::store::lease::Clock) -> Self {
         self.ledger = self.ledger.with_clock(clock);
         self
     }

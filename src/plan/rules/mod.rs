@@ -26,14 +26,9 @@
 //! See [`api`] for the functions a rule can call and the variables it sees.
 
 pub mod api;
-pub mod check;
-mod engine;
-pub mod fixtures;
-pub mod live;
+pub(crate) mod engine;
 mod meta;
-pub mod samples;
 mod source;
-pub mod time;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -44,11 +39,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-pub use check::{check, check_with, CheckOptions, CheckReport};
 pub(crate) use engine::panic_text;
 pub use engine::{EvaluationError, RuleEngine};
-pub use fixtures::{run_fixture_tests, ExpectedAction, Fixture, FixtureResult, TestReport};
-pub use live::{LiveRules, ReloadReport};
 
 /// One step of an action plan. Serialised as `{"action":"reply","template":"wifi","vars":{..}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -189,8 +181,8 @@ impl fmt::Display for RuleProblem {
     }
 }
 
-impl From<crate::templates::TemplateProblem> for RuleProblem {
-    fn from(p: crate::templates::TemplateProblem) -> Self {
+impl From<crate::plan::templates::TemplateProblem> for RuleProblem {
+    fn from(p: crate::plan::templates::TemplateProblem) -> Self {
         RuleProblem {
             file: p.file,
             line: p.line,

@@ -1,0 +1,5 @@
+//! authoring
+
+pub mod check;
+pub mod fixtures;
+pub mod samples;

@@ -1,0 +1,4 @@
+//! plan
+
+pub mod rules;
+pub mod templates;
