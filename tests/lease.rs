@@ -5,7 +5,8 @@ mod common;
 use std::time::Duration;
 
 use chrono::Utc;
-use concierge::store::lease::{system_clock, LeaderElection, Lease};
+use concierge::base::clock::system_clock;
+use concierge::store::lease::{LeaderElection, Lease};
 use tokio::sync::watch;
 use tokio::time::{timeout, Instant};
 

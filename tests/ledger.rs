@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use concierge::store::lease::Clock;
+use concierge::base::clock::Clock;
 use concierge::store::ledger::{Claim, Ledger};
 
 const TIMEOUT: Duration = Duration::from_secs(60);

@@ -10,13 +10,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
+use concierge::base::clock::Clock;
 use concierge::config::ScheduleConfig;
 use concierge::events::{Event, EventType, PropertyInfo, ThreadSnapshot};
 use concierge::roles::scheduler::{
     follow_up_key, next_fire_times, parse_cron, tick_mark_key, FollowUpOutcome, FollowUpTimer,
     FollowUps, Scheduler, ThreadDirectory, TickOutcome,
 };
-use concierge::store::lease::Clock;
 use concierge::store::nats::{Infra, EVENTS_STREAM};
 use futures::future::BoxFuture;
 use futures::StreamExt;

@@ -866,7 +866,7 @@ async fn a_holder_whose_claim_was_taken_over_does_not_send_a_second_reply() {
     rig.sim.sim.guest_message(&thread, "wifi?");
     let event = guest_event(&rig.poll().await);
     let offset = Arc::new(std::sync::atomic::AtomicI64::new(0));
-    let clock: concierge::store::lease::Clock = {
+    let clock: concierge::base::clock::Clock = {
         let offset = offset.clone();
         Arc::new(move || {
             chrono::Utc::now()

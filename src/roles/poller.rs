@@ -247,7 +247,7 @@ impl Poller {
             self.config.poller.lease_ttl,
         );
         let election =
-            LeaderElection::spawn(lease, crate::store::lease::system_clock(), shutdown.clone());
+            LeaderElection::spawn(lease, crate::base::clock::system_clock(), shutdown.clone());
         let mut leader = election.subscribe();
         let mut was_leader = false;
         // Webhook nudges may land on any process (behind a load balancer, on a standby):

@@ -43,12 +43,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::sync::watch;
 
+use crate::base::clock::{system_clock, Clock};
 use crate::base::keys;
 use crate::config::ScheduleConfig;
 use crate::events::{
     event_subject, ids, Event, EventType, FollowUpInfo, PropertyInfo, ScheduleInfo, ThreadSnapshot,
 };
-use crate::store::lease::{system_clock, Clock, LeaderElection, Lease};
+use crate::store::lease::{LeaderElection, Lease};
 use crate::store::nats::Infra;
 
 /// Parse a crontab expression: the usual 5-field form (minute hour dom month dow) or the

@@ -20,23 +20,16 @@
 //! under `ttl / 3`) two leaders never overlap. Overlap is still harmless downstream: every
 //! event carries a deterministic `Nats-Msg-Id` and JetStream deduplicates it.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+
+use crate::base::clock::Clock;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-
-/// The wall clock, injectable so tests of time-dependent logic are deterministic.
-pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
-
-/// The real wall clock.
-pub fn system_clock() -> Clock {
-    Arc::new(Utc::now)
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {

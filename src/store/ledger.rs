@@ -23,8 +23,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::base::clock::{system_clock, Clock};
 use crate::base::keys;
-use crate::store::lease::{system_clock, Clock};
 
 #[derive(Debug, thiserror::Error)]
 #[error("ledger {op} failed for {key}: {message}")]

@@ -215,7 +215,7 @@ impl Executor {
     }
 
     /// Judge claim expiry with `clock` (tests: a clock stepped past the claim timeout).
-    pub fn with_ledger_clock(mut self, clock: crate::store::lease::Clock) -> Self {
+    pub fn with_ledger_clock(mut self, clock: crate::base::clock::Clock) -> Self {
         self.ledger = self.ledger.with_clock(clock);
         self
     }
