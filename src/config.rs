@@ -24,6 +24,8 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
+use crate::base::time::CronSpec;
+
 /// A string that must never be printed: API keys, webhook URLs with tokens, shared secrets.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(String);
@@ -221,6 +223,14 @@ impl Default for WorkerConfig {
     }
 }
 
+/// Held back from a ledger claim's life (`worker.ack_wait`) before a send: covers clock
+/// skew between workers (a takeover is judged on the other worker's wall clock) and the
+/// ledger write itself. Used by the claim holder (`store::claim`) and by the validation
+/// that `ack_wait` leaves room for one Channex call.
+pub fn send_margin(claim_timeout: Duration) -> Duration {
+    (claim_timeout / 10).min(Duration::from_secs(5))
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PollerConfig {
@@ -285,8 +295,8 @@ pub struct PropertyConfig {
 #[serde(deny_unknown_fields)]
 pub struct ScheduleConfig {
     pub name: String,
-    /// 5-field crontab (`0 9 * * *`) or 6/7-field with seconds.
-    pub cron: String,
+    /// 5-field crontab (`0 9 * * *`) or 6/7-field with seconds, parsed when the file is read.
+    pub cron: CronSpec,
     #[serde(default = "crate::events::default_timezone")]
     pub timezone: String,
     /// Properties to tick; empty = every configured property.
@@ -376,6 +386,7 @@ impl Config {
             })?;
         let origins = apply_env(&mut table, env, file_label)?;
 
+        let schedule_names = schedule_names(&table);
         let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
             .map_err(|e| {
                 let key = e.path().to_string();
@@ -383,10 +394,13 @@ impl Config {
                     .iter()
                     .find(|(k, _)| *k == key)
                     .map(|(_, var)| var.as_str());
-                let message = redact_secret_value(&key, e.inner().to_string())
+                let mut message = redact_secret_value(&key, e.inner().to_string())
                     .split_whitespace()
                     .collect::<Vec<_>>()
                     .join(" ");
+                if let Some(name) = cron_schedule_name(e.path(), &schedule_names) {
+                    message = format!("schedule {name:?}: {message}");
+                }
                 ConfigError::key(file_label, &key, origin, message)
             })?;
         config.source = path.map(Path::to_path_buf);
@@ -559,7 +573,7 @@ impl Config {
         }
         // ack_wait is also the claim timeout: a send starts only while the claim is ours for
         // longer than the HTTP timeout plus a margin for clock skew (executor::claim).
-        let needed = self.channex.timeout + crate::store::claim::send_margin(self.worker.ack_wait);
+        let needed = self.channex.timeout + send_margin(self.worker.ack_wait);
         if self.worker.ack_wait <= needed {
             return err(
                 "worker.ack_wait",
@@ -577,28 +591,6 @@ impl Config {
                 return err(
                     &format!("schedules[{i}].name"),
                     format!("duplicate schedule name {:?}", s.name),
-                );
-            }
-            if let Err(e) = crate::roles::scheduler::parse_cron(&s.cron) {
-                // One line with the user's own expression: the cron crate's message alone
-                // describes its internal 6/7-field form, which the user never wrote.
-                let flat = e
-                    .to_string()
-                    .split_whitespace()
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                // The crate quotes its internal form before a `^`; keep only the reason.
-                let reason = flat
-                    .rsplit_once('^')
-                    .map_or(flat.as_str(), |(_, r)| r)
-                    .trim();
-                return err(
-                    &format!("schedules[{i}].cron"),
-                    format!(
-                        "schedule {:?}: invalid cron expression {:?} ({reason}); expected 5 fields \
-                         (`min hour day month weekday`, e.g. \"0 9 * * *\") or 6/7 with seconds",
-                        s.name, s.cron
-                    ),
                 );
             }
             if s.timezone.parse::<chrono_tz::Tz>().is_err() {
@@ -752,6 +744,39 @@ fn apply_env(
         set(table, section, key, var, raw)?;
     }
     Ok(origins)
+}
+
+/// The `name` of each `[[schedules]]` entry, in order (`None` where it is missing), read
+/// before deserialising so that a cron error can name its schedule.
+fn schedule_names(table: &toml::Table) -> Vec<Option<String>> {
+    let Some(toml::Value::Array(schedules)) = table.get("schedules") else {
+        return Vec::new();
+    };
+    schedules
+        .iter()
+        .map(|s| {
+            s.get("name")
+                .and_then(toml::Value::as_str)
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+/// The schedule whose `cron` failed to parse, when `path` is `schedules[i].cron`.
+fn cron_schedule_name<'a>(
+    path: &serde_path_to_error::Path,
+    names: &'a [Option<String>],
+) -> Option<&'a str> {
+    use serde_path_to_error::Segment;
+    let segments: Vec<&Segment> = path.iter().collect();
+    match segments.as_slice() {
+        [Segment::Map { key: table }, Segment::Seq { index }, Segment::Map { key: field }]
+            if table == "schedules" && field == "cron" =>
+        {
+            names.get(*index)?.as_deref()
+        }
+        _ => None,
+    }
 }
 
 fn parse_env_value(key: &str, raw: &str) -> toml::Value {
@@ -1157,6 +1182,26 @@ mod tests {
             !e.contains("0 61 9"),
             "the internal 6-field form leaked: {e}"
         );
+    }
+
+    #[test]
+    fn bad_cron_message_is_the_one_it_always_was() {
+        let f = write("[[schedules]]\nname = \"ok\"\ncron = \"0 9 * * *\"\n[[schedules]]\nname = \"daily\"\ncron = \"61 9 * * *\"\n");
+        let e = Config::load(Some(f.path()), &[]).unwrap_err().to_string();
+        let head = format!(
+            "config error in {}: key `schedules[1].cron`: schedule \"daily\": invalid cron expression \"61 9 * * *\" (",
+            f.path().display()
+        );
+        assert!(e.starts_with(&head), "{e}");
+        assert!(
+            e.ends_with("); expected 5 fields (`min hour day month weekday`, e.g. \"0 9 * * *\") or 6/7 with seconds"),
+            "{e}"
+        );
+        let f = write(
+            "[[schedules]]\nname = \"daily\"\ncron = \"0 9 * * *\"\ntimezone = \"Europe/Lisbon\"\n",
+        );
+        let c = Config::load(Some(f.path()), &[]).unwrap();
+        assert_eq!(c.schedules[0].cron.expr(), "0 9 * * *");
     }
 
     #[test]

@@ -122,7 +122,7 @@ fn demo_config(base_url: &str, nats_url: &str, prefix: &str) -> Config {
     c.schedules.push(ScheduleConfig {
         name: "housekeeping".into(),
         // Every 5 seconds for the demo; a real host would use e.g. "0 9 * * *".
-        cron: "*/5 * * * * *".into(),
+        cron: "*/5 * * * * *".parse().expect("a valid cron literal"),
         timezone: "Europe/Lisbon".into(),
         property_ids: vec![PROPERTY.to_string()],
     });
@@ -461,11 +461,11 @@ fn describe_event(ev: &Event, sim: &Sim) -> String {
     let who = ev
         .thread
         .as_ref()
-        .map(|t| format!("{} ({})", t.title, t.provider))
+        .map(|t| format!("{} ({})", t.title, crate::events::provider_str(&t.provider)))
         .unwrap_or_default();
     match (&ev.message, ev.event_type.as_str()) {
         (Some(m), "thread.new_message") => {
-            let sender = if m.sender == "property" {
+            let sender = if m.sender == crate::events::Sender::Property {
                 if sim.sent_by_api().iter().any(|(_, text)| text == &m.text) {
                     "concierge"
                 } else {

@@ -1,12 +1,22 @@
 //! The event contract between the producers (poller, scheduler) and the worker.
 //!
-//! Owns the event JSON of DESIGN.md ("Events"), the subject layout and the deterministic
-//! event ids used as `Nats-Msg-Id`. It must not talk to NATS or Channex: it is plain data,
-//! shared by the poller, the scheduler, the rules, `rules test` fixtures and `replay`.
+//! Owns the event JSON of DESIGN.md ("Events"), typed: the [`EventType`], the thread's
+//! [`Provider`] and the message's [`Sender`] (the Channex model's enums, written in the
+//! contract's spelling), the subject layout and the deterministic event ids used as
+//! `Nats-Msg-Id`. It must not talk to NATS or Channex: it is plain data, shared by the
+//! poller, the scheduler, the rules, `rules test` fixtures and `replay`. It uses only
+//! `base` and the Channex models.
+//!
+//! Provider and sender strings are read exactly: `booking_com`, `airbnb`; `guest`,
+//! `property`, `system`. Anything else (a provider Channex added, an event written by hand)
+//! is carried as `Other(string)` and written back unchanged, so the JSON rules see and the
+//! JSON stored on the stream are byte-identical to what came in.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
+
+pub use crate::channex::model::{Provider, Sender};
 
 /// The kinds of events on `CONCIERGE_EVENTS`. Each is two subject tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -92,8 +102,9 @@ pub struct ThreadSnapshot {
     pub id: String,
     #[serde(default)]
     pub title: String,
-    /// `booking_com`, `airbnb` or `other`.
-    pub provider: String,
+    /// `booking_com`, `airbnb` or `other` (see [`provider_str`]).
+    #[serde(with = "provider_json")]
+    pub provider: Provider,
     #[serde(default)]
     pub is_closed: bool,
     #[serde(default)]
@@ -127,13 +138,81 @@ impl ThreadSnapshot {
     }
 }
 
+/// The contract's spelling of a provider: `booking_com`, `airbnb`, or an `Other` string as
+/// it came (the poller writes `other` for every provider it does not know, see
+/// [`event_provider`]).
+pub fn provider_str(provider: &Provider) -> &str {
+    match provider {
+        Provider::BookingCom => "booking_com",
+        Provider::Airbnb => "airbnb",
+        Provider::Other(s) => s,
+    }
+}
+
+/// The provider an event carries for a Channex thread: providers Channex added since
+/// (Expedia, ...) all read `other`, as the contract says.
+pub fn event_provider(channex: &Provider) -> Provider {
+    match channex {
+        Provider::Other(_) => Provider::Other("other".to_string()),
+        known => known.clone(),
+    }
+}
+
+/// A provider in the contract's spelling, read exactly: `booking_com`, `airbnb`, else
+/// `Other` as given (the lenient reading of Channex's spellings is [`Provider::parse`]).
+pub fn contract_provider(s: &str) -> Provider {
+    match s {
+        "booking_com" => Provider::BookingCom,
+        "airbnb" => Provider::Airbnb,
+        _ => Provider::Other(s.to_string()),
+    }
+}
+
+/// A sender in the contract's spelling, read exactly: `guest`, `property`, `system`, else
+/// `Other` as given (`Guest` stays `Other("Guest")`).
+pub fn contract_sender(s: &str) -> Sender {
+    match s {
+        "guest" => Sender::Guest,
+        "property" => Sender::Property,
+        "system" => Sender::System,
+        _ => Sender::Other(s.to_string()),
+    }
+}
+
+/// `thread.provider` as a string, read exactly (no normalisation: that is Channex's side).
+mod provider_json {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(p: &Provider, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(provider_str(p))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Provider, D::Error> {
+        String::deserialize(d).map(|raw| contract_provider(&raw))
+    }
+}
+
+/// `message.sender` as a string, read exactly (`Guest` stays `Other("Guest")`).
+mod sender_json {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(sender: &Sender, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(sender.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Sender, D::Error> {
+        String::deserialize(d).map(|raw| contract_sender(&raw))
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MessageInfo {
     pub id: String,
     #[serde(default)]
     pub text: String,
-    /// `guest`, `property` or `system`.
-    pub sender: String,
+    /// `guest`, `property` or `system` (see [`Sender::as_str`]).
+    #[serde(with = "sender_json")]
+    pub sender: Sender,
     #[serde(default)]
     pub attachments: Vec<String>,
     pub inserted_at: DateTime<Utc>,
@@ -255,7 +334,7 @@ mod tests {
             },
             thread: Some(ThreadSnapshot {
                 id: "t1".into(),
-                provider: "booking_com".into(),
+                provider: Provider::BookingCom,
                 ..Default::default()
             }),
             message: None,
@@ -274,6 +353,48 @@ mod tests {
             ev.subject("concierge"),
             "concierge.events.thread.new_message.p1"
         );
+    }
+
+    #[test]
+    fn provider_and_sender_are_typed_and_written_back_exactly() {
+        let json = serde_json::json!({
+            "id": "e1", "type": "thread.new_message", "occurred_at": "2024-07-01T03:00:00Z",
+            "property": {"id": "p1", "name": "", "timezone": "UTC", "vars": {}},
+            "thread": {"id": "t1", "title": "", "provider": "airbnb", "is_closed": false,
+                       "message_count": 0, "booking_id": null, "awaiting_reply": false},
+            "message": {"id": "m1", "text": "hi", "sender": "guest", "attachments": [],
+                        "inserted_at": "2024-07-01T03:00:00Z"}
+        });
+        let ev: Event = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(ev.thread.as_ref().unwrap().provider, Provider::Airbnb);
+        assert_eq!(ev.message.as_ref().unwrap().sender, Sender::Guest);
+        assert_eq!(serde_json::to_value(&ev).unwrap(), json);
+
+        // Unknown (or differently spelt) values are carried, never normalised or refused.
+        let mut odd = json.clone();
+        odd["thread"]["provider"] = "Expedia".into();
+        odd["message"]["sender"] = "Guest".into();
+        let ev: Event = serde_json::from_value(odd.clone()).unwrap();
+        assert_eq!(
+            ev.thread.as_ref().unwrap().provider,
+            Provider::Other("Expedia".into())
+        );
+        assert_eq!(
+            ev.message.as_ref().unwrap().sender,
+            Sender::Other("Guest".into())
+        );
+        assert_eq!(serde_json::to_value(&ev).unwrap(), odd);
+    }
+
+    #[test]
+    fn channex_providers_map_to_the_contract() {
+        assert_eq!(
+            event_provider(&Provider::parse("Booking.com")),
+            Provider::BookingCom
+        );
+        assert_eq!(event_provider(&Provider::parse("AirBNB")), Provider::Airbnb);
+        let other = event_provider(&Provider::parse("Expedia"));
+        assert_eq!(provider_str(&other), "other");
     }
 
     #[test]

@@ -334,7 +334,7 @@ fn provider_and_sender_spellings() {
 
 #[test]
 fn timestamp_formats() {
-    use concierge::channex::parse_timestamp;
+    use concierge::base::time::parse_utc_timestamp as parse_timestamp;
     assert_eq!(
         parse_timestamp("2021-07-28T04:25:15.000000"),
         Some(naive("2021-07-28T04:25:15"))

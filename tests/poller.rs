@@ -152,7 +152,10 @@ async fn inquiry_is_announced_once_with_its_deadline() {
         Some("50.00")
     );
     assert_eq!(inquiry.currency.as_deref(), Some("GBP"));
-    assert_eq!(ev.thread.as_ref().unwrap().provider, "airbnb");
+    assert_eq!(
+        ev.thread.as_ref().unwrap().provider,
+        concierge::events::Provider::Airbnb
+    );
     assert_eq!(ev.thread.as_ref().unwrap().booking_id, None);
 
     // A guest message on the inquiry thread is a new message, not a new inquiry.

@@ -56,7 +56,9 @@ async fn rig(rules: &[(&str, &str)]) -> Rig {
         .into_iter()
         .find(|e| {
             e.event_type == EventType::ThreadNewMessage
-                && e.message.as_ref().is_some_and(|m| m.sender == "guest")
+                && e.message
+                    .as_ref()
+                    .is_some_and(|m| m.sender == concierge::events::Sender::Guest)
         })
         .expect("the guest message event");
     let channex = concierge::wiring::channex_client(&config).expect("client");

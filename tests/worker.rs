@@ -187,7 +187,9 @@ fn guest_event(events: &[Event]) -> Event {
         .iter()
         .find(|e| {
             e.event_type == EventType::ThreadNewMessage
-                && e.message.as_ref().is_some_and(|m| m.sender == "guest")
+                && e.message
+                    .as_ref()
+                    .is_some_and(|m| m.sender == concierge::events::Sender::Guest)
         })
         .cloned()
         .expect("a new-message event")

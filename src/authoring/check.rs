@@ -96,7 +96,7 @@ pub fn check_with(rules_dir: &Path, templates_dir: &Path, opts: &CheckOptions) -
     let templates_total = templates.files().count() + template_problems.len();
     let mut bad_templates: BTreeSet<PathBuf> =
         template_problems.iter().map(|p| p.file.clone()).collect();
-    problems.extend(template_problems.into_iter().map(RuleProblem::from));
+    problems.extend(template_problems);
 
     let properties = if opts.properties.is_empty() {
         vec![samples::sample_property()]
@@ -299,10 +299,9 @@ fn run_sample(
                     })
                 }
                 Action::FollowUp { name, data, .. } => {
-                    let provider = event
-                        .thread
-                        .as_ref()
-                        .map_or("other".to_string(), |t| t.provider.clone());
+                    let provider = event.thread.as_ref().map_or("other".to_string(), |t| {
+                        crate::events::provider_str(&t.provider).to_string()
+                    });
                     follow_ups.insert((provider, name.clone()), data.clone());
                 }
                 _ => {}

@@ -237,9 +237,7 @@ pub fn run_fixture_tests(
     let (rules, problems) = engine.load_dir(rules_dir);
     report.problems.extend(problems);
     let (templates, problems) = Templates::load_dir(templates_dir);
-    report
-        .problems
-        .extend(problems.into_iter().map(RuleProblem::from));
+    report.problems.extend(problems);
 
     let (fixtures, problems) = load_fixtures(fixtures_dir);
     report.problems.extend(problems);

@@ -64,7 +64,7 @@ fn thread(provider: &str, now: DateTime<Utc>, awaiting_reply: bool) -> ThreadSna
     ThreadSnapshot {
         id: format!("sample-thread-{provider}"),
         title: "Ana Silva".into(),
-        provider: provider.into(),
+        provider: crate::events::contract_provider(provider),
         is_closed: false,
         message_count: 4,
         booking_id: (provider != "airbnb").then(|| "sample-booking".to_string()),
@@ -101,7 +101,7 @@ pub fn message_event(
     let t = thread(provider, now, sender == "guest");
     let msg_id = format!(
         "sample-msg-{}",
-        crate::plan::rules::content_version(text.as_bytes())
+        crate::base::diagnostics::content_version(text.as_bytes())
     );
     let mut ev = base(
         EventType::ThreadNewMessage,
@@ -112,7 +112,7 @@ pub fn message_event(
     ev.message = Some(MessageInfo {
         id: msg_id,
         text: text.into(),
-        sender: sender.into(),
+        sender: crate::events::contract_sender(sender),
         attachments: Vec::new(),
         inserted_at: now,
     });
@@ -134,7 +134,7 @@ pub fn inquiry_event(property: &PropertyInfo, now: DateTime<Utc>) -> Event {
     ev.message = Some(MessageInfo {
         id: "sample-inquiry".into(),
         text: "inquiry".into(),
-        sender: "system".into(),
+        sender: crate::events::Sender::System,
         attachments: Vec::new(),
         inserted_at: now,
     });

@@ -1,8 +1,16 @@
-//! Pure building blocks shared by every layer (DESIGN.md, "Layers": `base`).
+//! Pure building blocks shared by every layer (DESIGN.md, "Layout and layers": `base`).
 //!
-//! Owns: the encoding of outside data into NATS KV key tokens ([`keys`]).
-//! Must not: do I/O, log, or depend on anything but std: it sits below every other module.
+//! Owns:
+//! - [`time`]: timestamp parsing (Channex's zone-less UTC and RFC 3339, the lenient forms of
+//!   rules and templates), DST resolution, formatting in a zone, cron specs;
+//! - [`clock`]: the one injectable source of "now";
+//! - [`keys`]: the encoding of outside data into NATS KV key tokens;
+//! - [`diagnostics`]: problems with source files, reload reports, content versions.
+//!
+//! Must not: do I/O, log, or use anything of the crate: it sits below every other module
+//! and depends on std and pure crates (chrono, chrono-tz, cron, serde, sha2) only.
 
 pub mod clock;
+pub mod diagnostics;
 pub mod keys;
 pub mod time;

@@ -4,7 +4,8 @@
 //! Owns: the wire models ([`wire`], shared with the simulator), the domain types
 //! ([`model`]), response decoding ([`parse`]), typed errors ([`error`]) and the HTTP client
 //! with rate limiting, retries and pagination ([`client`]).
-//! Must not: know about NATS, events, rules or the executor; print the API key anywhere
+//! Must not: use anything of the crate but [`crate::base`]; know about NATS, events, rules
+//! or the executor; print the API key anywhere
 //! (`ApiKey`'s `Debug`/`Display` print `***`, the header value is marked sensitive, and no
 //! error message is built from headers).
 //!
@@ -47,4 +48,3 @@ pub use model::{
     absolute_url, BookingDetails, ItemKind, LastMessage, Listing, Message, MessageMeta,
     OrderDirection, Page, PageMeta, Provider, Sender, SkippedItem, Thread, ThreadQuery,
 };
-pub use wire::parse_timestamp;

@@ -50,6 +50,13 @@ impl Provider {
     }
 }
 
+/// The empty spelling, as a blank field reads (not a provider Channex sends).
+impl Default for Provider {
+    fn default() -> Self {
+        Provider::Other(String::new())
+    }
+}
+
 impl std::fmt::Display for Provider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_event_str())
@@ -82,6 +89,13 @@ impl Sender {
             Sender::System => "system",
             Sender::Other(s) => s,
         }
+    }
+}
+
+/// The empty spelling, as a blank field reads (not a sender Channex sends).
+impl Default for Sender {
+    fn default() -> Self {
+        Sender::Other(String::new())
     }
 }
 

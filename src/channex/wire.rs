@@ -2,15 +2,18 @@
 //! documents byte-for-byte in shape (`data`, `id`, `type`, `attributes`,
 //! `relationships.<name>.data.id`, `meta`).
 //!
-//! Owns: the JSON shapes and the timestamp formats. Shared by the client (which
+//! Owns: the JSON shapes and the timestamp formats they are written in (read through
+//! [`crate::base::time::parse_utc_timestamp`], the one timestamp parser). Shared by the client (which
 //! deserialises them and turns them into domain types) and by the simulator (which
 //! serialises them), so both sides agree on the contract by construction.
 //! Must not: contain behaviour (HTTP, retries, domain rules) or panic on odd input:
 //! deserialisation is lenient where the API is known to be sloppy (nulls, numbers as
 //! strings, unknown fields), strict only where an item would be meaningless without it.
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::base::time::parse_utc_timestamp;
 
 /// A top-level document: `{"data": ..., "meta": {...}}` (`meta` only on lists).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -328,22 +331,6 @@ pub type MessageResource = Resource<MessageAttributes>;
 /// Channex's usual timestamp format: naive, microseconds, implicitly UTC.
 pub const NAIVE_MICROS_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6f";
 
-/// Parses any timestamp format Channex is known to emit: naive with or without
-/// fractional seconds (taken as UTC), RFC 3339 with `Z` or an offset, or a space
-/// instead of `T`. `None` when it is none of those.
-pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
-    let s = s.trim();
-    if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
-        return Some(dt.with_timezone(&Utc));
-    }
-    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
-        if let Ok(naive) = NaiveDateTime::parse_from_str(s, fmt) {
-            return Some(naive.and_utc());
-        }
-    }
-    None
-}
-
 /// `2021-07-28T04:25:15.000000`.
 pub fn format_naive_micros(dt: &DateTime<Utc>) -> String {
     dt.format(NAIVE_MICROS_FORMAT).to_string()
@@ -364,7 +351,7 @@ pub mod ts {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
         let raw = String::deserialize(d)?;
-        parse_timestamp(&raw)
+        parse_utc_timestamp(&raw)
             .ok_or_else(|| serde::de::Error::custom(format!("unparseable timestamp {raw:?}")))
     }
 }
@@ -385,7 +372,7 @@ pub mod ts_opt {
         match Option::<String>::deserialize(d)? {
             None => Ok(None),
             Some(raw) if raw.trim().is_empty() => Ok(None),
-            Some(raw) => parse_timestamp(&raw)
+            Some(raw) => parse_utc_timestamp(&raw)
                 .map(Some)
                 .ok_or_else(|| serde::de::Error::custom(format!("unparseable timestamp {raw:?}"))),
         }
@@ -406,7 +393,7 @@ pub mod ts_rfc3339_opt {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
         let v = serde_json::Value::deserialize(d)?;
-        Ok(v.as_str().and_then(parse_timestamp))
+        Ok(v.as_str().and_then(parse_utc_timestamp))
     }
 }
 

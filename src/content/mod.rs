@@ -21,7 +21,8 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use crate::plan::rules::{content_version, CompiledRule, RuleEngine, RuleProblem, RuleSet};
+use crate::base::diagnostics::{content_version, Changes};
+use crate::plan::rules::{CompiledRule, RuleEngine, RuleProblem, RuleSet};
 use crate::plan::templates::Templates;
 
 /// Debounce window for file events.
@@ -30,22 +31,10 @@ const DEBOUNCE: Duration = Duration::from_millis(200);
 const RESCAN_WATCHED: Duration = Duration::from_secs(5);
 const RESCAN_UNWATCHED: Duration = Duration::from_secs(1);
 
-/// What one reload changed. Only non-empty reports are sent.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ReloadReport {
-    /// Rule and template files (re)loaded, with their new version (content hash).
-    pub accepted: Vec<(PathBuf, String)>,
-    /// Files that disappeared and no longer run.
-    pub removed: Vec<PathBuf>,
-    /// Files that failed to compile/parse; the previous version (if any) keeps running.
-    pub rejected: Vec<RuleProblem>,
-}
-
-impl ReloadReport {
-    pub fn is_empty(&self) -> bool {
-        self.accepted.is_empty() && self.removed.is_empty() && self.rejected.is_empty()
-    }
-}
+/// What one reload of rules and templates changed (accepted files with their version,
+/// removed files, rejected files whose previous version keeps running). Only non-empty
+/// reports are sent.
+pub type ReloadReport = Changes;
 
 struct Snapshot {
     rules: Arc<RuleSet>,
@@ -255,7 +244,7 @@ impl Reloader {
         for problem in changes.rejected {
             if rejected_book.get(&problem.file) != Some(&problem.message) {
                 rejected_book.insert(problem.file.clone(), problem.message.clone());
-                report.rejected.push(problem.into());
+                report.rejected.push(problem);
             }
         }
 

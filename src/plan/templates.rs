@@ -29,25 +29,9 @@ use handlebars::{
 };
 use serde_json::{Map, Value};
 
+use crate::base::diagnostics::{content_version, panic_text, Changes, SourceProblem};
 use crate::base::time;
 use crate::events::Event;
-
-/// A template file that could not be read or parsed. Displayed as `file:line: message`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct TemplateProblem {
-    pub file: PathBuf,
-    pub line: Option<usize>,
-    pub message: String,
-}
-
-impl fmt::Display for TemplateProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "{}:{}: {}", self.file.display(), line, self.message),
-            None => write!(f, "{}: {}", self.file.display(), self.message),
-        }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TemplateError {
@@ -88,20 +72,6 @@ fn key_of(name: &str, property_id: Option<&str>) -> String {
     }
 }
 
-/// What a [`Templates::reload`] changed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TemplateChanges {
-    pub accepted: Vec<(PathBuf, String)>,
-    pub removed: Vec<PathBuf>,
-    pub rejected: Vec<TemplateProblem>,
-}
-
-impl TemplateChanges {
-    pub fn is_empty(&self) -> bool {
-        self.accepted.is_empty() && self.removed.is_empty() && self.rejected.is_empty()
-    }
-}
-
 /// The loaded templates. Cheap to clone.
 #[derive(Clone)]
 pub struct Templates {
@@ -131,7 +101,7 @@ impl Default for Templates {
 impl Templates {
     /// Loads every `*.hbs` in `dir` and in its direct sub-directories (per-property
     /// overrides). Files that fail to parse are left out and reported.
-    pub fn load_dir(dir: &Path) -> (Templates, Vec<TemplateProblem>) {
+    pub fn load_dir(dir: &Path) -> (Templates, Vec<SourceProblem>) {
         let (t, changes) = Templates::default().reload(dir);
         (t, changes.rejected)
     }
@@ -139,8 +109,8 @@ impl Templates {
     /// Re-reads `dir`, keeping unchanged files, adding/replacing changed ones that parse,
     /// keeping the last good version of a file that no longer parses, and dropping deleted
     /// files.
-    pub fn reload(&self, dir: &Path) -> (Templates, TemplateChanges) {
-        let mut changes = TemplateChanges::default();
+    pub fn reload(&self, dir: &Path) -> (Templates, Changes) {
+        let mut changes = Changes::default();
         let found = match scan(dir) {
             Ok(found) => found,
             Err(p) => {
@@ -155,7 +125,7 @@ impl Templates {
             let source = match std::fs::read(&path) {
                 Ok(b) => b,
                 Err(e) => {
-                    changes.rejected.push(TemplateProblem {
+                    changes.rejected.push(SourceProblem {
                         file: path.clone(),
                         line: None,
                         message: format!("cannot read: {e}"),
@@ -166,7 +136,7 @@ impl Templates {
                     continue;
                 }
             };
-            let version = crate::plan::rules::content_version(&source);
+            let version = content_version(&source);
             if let Some(prev) = previous.filter(|p| p.version == version && p.file == path) {
                 files.insert(key, prev.clone());
                 continue;
@@ -283,7 +253,7 @@ impl Templates {
             Err(payload) => {
                 return Err(render_err(format!(
                     "internal error while rendering: {}",
-                    crate::plan::rules::panic_text(&*payload)
+                    panic_text(&*payload)
                 )))
             }
         };
@@ -309,13 +279,13 @@ fn describe_render_error(e: &RenderError) -> String {
     }
 }
 
-fn compile(path: &Path, source: &[u8]) -> Result<Template, TemplateProblem> {
-    let text = std::str::from_utf8(source).map_err(|_| TemplateProblem {
+fn compile(path: &Path, source: &[u8]) -> Result<Template, SourceProblem> {
+    let text = std::str::from_utf8(source).map_err(|_| SourceProblem {
         file: path.to_path_buf(),
         line: None,
         message: "not valid UTF-8".into(),
     })?;
-    Template::compile(text).map_err(|e| TemplateProblem {
+    Template::compile(text).map_err(|e| SourceProblem {
         file: path.to_path_buf(),
         line: e.pos().map(|(l, _)| l),
         message: e.reason().to_string(),
@@ -323,8 +293,8 @@ fn compile(path: &Path, source: &[u8]) -> Result<Template, TemplateProblem> {
 }
 
 /// `(name, property_id, path)` of every template file under `dir`, sorted.
-fn scan(dir: &Path) -> Result<Vec<(String, Option<String>, PathBuf)>, TemplateProblem> {
-    let entries = std::fs::read_dir(dir).map_err(|e| TemplateProblem {
+fn scan(dir: &Path) -> Result<Vec<(String, Option<String>, PathBuf)>, SourceProblem> {
+    let entries = std::fs::read_dir(dir).map_err(|e| SourceProblem {
         file: dir.to_path_buf(),
         line: None,
         message: format!("cannot read templates directory: {e}"),
@@ -439,8 +409,10 @@ impl HelperDef for TimeHelper {
                 .ok_or(RenderErrorReason::ParamNotFoundForIndex(name, 1))?
                 .to_string(),
         };
-        let text = crate::plan::rules::api::format_in(t, &fmt, tz)
-            .map_err(|e| RenderErrorReason::Other(format!("{name}: {e}")))?;
+        // "Runtime error: " is the wording these messages have always carried (they came
+        // through Rhai's error type); audit records keep it.
+        let text = time::format_in(t, &fmt, tz)
+            .map_err(|e| RenderErrorReason::Other(format!("{name}: Runtime error: {e}")))?;
         Ok(ScopedJson::Derived(Value::String(text)))
     }
 }

@@ -127,7 +127,7 @@ pub fn snapshot_of(t: &Thread, state: &ThreadState) -> ThreadSnapshot {
     ThreadSnapshot {
         id: t.id.clone(),
         title: t.title.clone(),
-        provider: t.provider.as_event_str().to_string(),
+        provider: crate::events::event_provider(&t.provider),
         is_closed: t.is_closed,
         message_count: t.message_count,
         booking_id: t.booking_id.clone(),
@@ -641,7 +641,7 @@ impl Poller {
             let message_info = MessageInfo {
                 id: m.id.clone(),
                 text: m.text.clone(),
-                sender: m.sender.as_str().to_string(),
+                sender: m.sender.clone(),
                 attachments: m.attachments.clone(),
                 inserted_at: m.inserted_at,
             };

@@ -36,7 +36,7 @@ use async_nats::jetstream::{
     self,
     kv::{self, CreateErrorKind, Operation, UpdateErrorKind},
 };
-use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
@@ -45,24 +45,13 @@ use tokio::sync::watch;
 
 use crate::base::clock::{system_clock, Clock};
 use crate::base::keys;
+use crate::base::time;
 use crate::config::ScheduleConfig;
 use crate::events::{
     event_subject, ids, Event, EventType, FollowUpInfo, PropertyInfo, ScheduleInfo, ThreadSnapshot,
 };
 use crate::store::lease::{LeaderElection, Lease};
 use crate::store::nats::Infra;
-
-/// Parse a crontab expression: the usual 5-field form (minute hour dom month dow) or the
-/// `cron` crate's 6/7-field form with seconds.
-pub fn parse_cron(expr: &str) -> Result<cron::Schedule, cron::error::Error> {
-    let fields = expr.split_whitespace().count();
-    let full = if fields == 5 {
-        format!("0 {expr}")
-    } else {
-        expr.to_string()
-    };
-    full.parse::<cron::Schedule>()
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchedulerError {
@@ -263,7 +252,6 @@ pub fn next_fire_times(
         name: schedule.name.clone(),
         message,
     };
-    let cron = parse_cron(&schedule.cron).map_err(|e| err(format!("bad cron: {e}")))?;
     let tz: chrono_tz::Tz = schedule
         .timezone
         .parse()
@@ -275,48 +263,21 @@ pub fn next_fire_times(
     let wall_after = after.with_timezone(&tz).naive_local();
     let start = Utc.from_utc_datetime(&wall_after) - chrono::Duration::seconds(1);
     let mut out: Vec<DateTime<Utc>> = Vec::with_capacity(n);
-    for wall in cron
+    for wall in schedule
+        .cron
+        .schedule()
         .after(&start)
         .take(n.saturating_mul(4).saturating_add(1_000))
     {
         if out.len() >= n {
             break;
         }
-        let instant = resolve_wall_time(&tz, wall.naive_utc());
+        let instant = time::resolve_local(tz, wall.naive_utc());
         if instant > after && out.last().is_none_or(|last| instant > *last) {
             out.push(instant);
         }
     }
     Ok(out)
-}
-
-/// A wall-clock time in `tz` as an instant: the first occurrence when ambiguous, the
-/// transition instant when it falls in a gap.
-fn resolve_wall_time(tz: &chrono_tz::Tz, wall: NaiveDateTime) -> DateTime<Utc> {
-    match tz.from_local_datetime(&wall) {
-        chrono::LocalResult::Single(t) => t.with_timezone(&Utc),
-        chrono::LocalResult::Ambiguous(first, _) => first.with_timezone(&Utc),
-        chrono::LocalResult::None => {
-            // The first second whose wall time is past `wall`; local time is monotonic in a
-            // window this small around a spring-forward (UTC offsets span -12h..+14h).
-            let wall_secs = wall.and_utc().timestamp();
-            let local_secs = |t: i64| {
-                DateTime::from_timestamp(t, 0)
-                    .map(|u| u.with_timezone(tz).naive_local().and_utc().timestamp())
-                    .unwrap_or(i64::MAX)
-            };
-            let (mut lo, mut hi) = (wall_secs - 15 * 3600, wall_secs + 15 * 3600);
-            while hi - lo > 1 {
-                let mid = lo + (hi - lo) / 2;
-                if local_secs(mid) > wall_secs {
-                    hi = mid;
-                } else {
-                    lo = mid;
-                }
-            }
-            DateTime::from_timestamp(hi, 0).unwrap_or(wall.and_utc())
-        }
-    }
 }
 
 /// KV key of a tick mark: `tick.<schedule>.<unix seconds>` (in the leases bucket).

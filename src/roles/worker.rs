@@ -541,7 +541,7 @@ impl Worker {
     /// whose sender died between the POST and marking it as its own (`send.` note).
     async fn own_message_skip(&self, event: &Event) -> Option<Result<AuditRecord, String>> {
         let message = event.message.as_ref()?;
-        if message.sender != "property" {
+        if message.sender != crate::events::Sender::Property {
             return None;
         }
         let thread_id = event.thread.as_ref().map_or("", |t| t.id.as_str());

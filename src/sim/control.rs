@@ -126,7 +126,7 @@ async fn add_inquiry(State(sim): State<Sim>, body: Bytes) -> Response {
         Ok(i) => i,
         Err(r) => return *r,
     };
-    let Some(deadline) = crate::channex::parse_timestamp(&i.non_response_at) else {
+    let Some(deadline) = crate::base::time::parse_utc_timestamp(&i.non_response_at) else {
         return bad_request(format!(
             "non_response_at {:?} is not a timestamp",
             i.non_response_at

@@ -19,12 +19,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::ledger::{Ledger, LedgerEntry, LedgerError};
-
-/// Held back from the claim's life before a send: covers clock skew between workers (a
-/// takeover is judged on the other worker's wall clock) and the ledger write itself.
-pub fn send_margin(claim_timeout: Duration) -> Duration {
-    (claim_timeout / 10).min(Duration::from_secs(5))
-}
+use crate::config::send_margin;
 
 /// Why a send may not start.
 #[derive(Debug, thiserror::Error)]

@@ -189,7 +189,9 @@ pub fn guest_events(events: &[Event]) -> Vec<Event> {
         .iter()
         .filter(|e| {
             e.event_type == EventType::ThreadNewMessage
-                && e.message.as_ref().is_some_and(|m| m.sender == "guest")
+                && e.message
+                    .as_ref()
+                    .is_some_and(|m| m.sender == concierge::events::Sender::Guest)
         })
         .cloned()
         .collect()

@@ -618,31 +618,8 @@ fn register_time_ops(engine: &mut Engine) {
             },
         )
         .register_fn("format_time", |t: RuleTime, fmt: &str| -> RResult<String> {
-            format_in(t.0, fmt, tz())
+            Ok(time::format_in(t.0, fmt, tz())?)
         });
-}
-
-/// Longest `format_time` pattern (a real one is a few dozen characters).
-pub const MAX_FORMAT_LEN: usize = 256;
-
-/// strftime in `tz`; an invalid or oversized format is an error, not a panic.
-pub fn format_in(t: DateTime<Utc>, fmt: &str, tz: Tz) -> RResult<String> {
-    use std::fmt::Write;
-    if fmt.len() > MAX_FORMAT_LEN {
-        return Err(format!("the time format is longer than {MAX_FORMAT_LEN} bytes").into());
-    }
-    let items: Vec<_> = chrono::format::StrftimeItems::new(fmt).collect();
-    if items.contains(&chrono::format::Item::Error) {
-        return Err(format!("invalid time format `{fmt}`").into());
-    }
-    let mut out = String::new();
-    write!(
-        out,
-        "{}",
-        t.with_timezone(&tz).format_with_items(items.into_iter())
-    )
-    .map_err(|_| format!("cannot format time with `{fmt}`"))?;
-    Ok(out)
 }
 
 #[cfg(test)]

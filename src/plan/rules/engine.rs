@@ -21,9 +21,10 @@ use rhai::{Dynamic, Engine, EvalAltResult, Map as RMap, Position, Scope};
 use super::api::{self, CallGuard, CallState, RegexCache};
 use super::source;
 use super::{
-    content_version, is_rule_file, meta, CompiledRule, EvalContext, Evaluation, RuleLimits,
-    RuleOutcome, RuleProblem, RuleSet,
+    is_rule_file, meta, CompiledRule, EvalContext, Evaluation, RuleLimits, RuleOutcome,
+    RuleProblem, RuleSet,
 };
+use crate::base::diagnostics::{content_version, panic_text};
 use crate::events::Event;
 
 /// Scope variables every rule sees (see [`api`]).
@@ -347,15 +348,6 @@ fn scope_blocks(event: &Event) -> [Dynamic; 5] {
         Dynamic::from_map(block("inquiry")),
         Dynamic::from_map(block("property")),
     ]
-}
-
-/// The message of a caught panic (`panic!("..")` payloads are `&str` or `String`).
-pub(crate) fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "panic".to_string())
 }
 
 fn is_marker(v: &Dynamic, marker: &str) -> bool {

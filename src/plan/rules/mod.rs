@@ -30,7 +30,6 @@ pub(crate) mod engine;
 mod meta;
 mod source;
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,7 +38,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-pub(crate) use engine::panic_text;
+pub use crate::base::diagnostics::SourceProblem;
+
 pub use engine::{EvaluationError, RuleEngine};
 
 /// One step of an action plan. Serialised as `{"action":"reply","template":"wifi","vars":{..}}`.
@@ -153,43 +153,9 @@ impl RuleSet {
     }
 }
 
-/// A problem with a rule (or template) file: compile error, runtime error, limit hit, bad
-/// metadata. Displayed as `file:line: message` (or `file: message` without a line).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-pub struct RuleProblem {
-    pub file: PathBuf,
-    pub line: Option<usize>,
-    pub message: String,
-}
-
-impl RuleProblem {
-    pub fn new(file: impl Into<PathBuf>, line: Option<usize>, message: impl Into<String>) -> Self {
-        RuleProblem {
-            file: file.into(),
-            line,
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for RuleProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "{}:{}: {}", self.file.display(), line, self.message),
-            None => write!(f, "{}: {}", self.file.display(), self.message),
-        }
-    }
-}
-
-impl From<crate::plan::templates::TemplateProblem> for RuleProblem {
-    fn from(p: crate::plan::templates::TemplateProblem) -> Self {
-        RuleProblem {
-            file: p.file,
-            line: p.line,
-            message: p.message,
-        }
-    }
-}
+/// A problem with a rule file (compile error, runtime error, limit hit, bad metadata): the
+/// one [`SourceProblem`] of `base`, displayed as `file:line: message`.
+pub type RuleProblem = SourceProblem;
 
 /// Sandbox limits applied to every rule evaluation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -254,17 +220,6 @@ pub struct RuleOutcome {
     /// The rule called `stop()`: later rules did not run.
     pub stopped: bool,
     pub elapsed: Duration,
-}
-
-/// Short content hash used as rule and template version: the first 12 hex digits of sha256.
-pub fn content_version(content: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(content);
-    let mut s = String::with_capacity(12);
-    for b in digest.iter().take(6) {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
 }
 
 /// Whether a directory entry looks like a rule file (`*.rhai`, not hidden, not an editor

@@ -510,7 +510,7 @@ impl Executor {
             .event
             .message
             .as_ref()
-            .filter(|m| m.sender == "guest")
+            .filter(|m| m.sender == Sender::Guest)
             .map(|m| m.inserted_at)
             .or_else(|| {
                 planned
@@ -545,11 +545,11 @@ impl Executor {
         let Some(thread) = planned.event.thread.as_ref() else {
             return Step::Done(Finished::new(Outcome::Skipped, "no_thread"));
         };
-        if thread.provider != "booking_com" {
+        if thread.provider != crate::channex::Provider::BookingCom {
             return Step::Done(
                 Finished::new(Outcome::Skipped, "not_supported").error(format!(
                     "no_reply_needed applies to Booking.com only, thread is {}",
-                    thread.provider
+                    crate::events::provider_str(&thread.provider)
                 )),
             );
         }
