@@ -394,13 +394,15 @@ impl Config {
                     .iter()
                     .find(|(k, _)| *k == key)
                     .map(|(_, var)| var.as_str());
-                let mut message = redact_secret_value(&key, e.inner().to_string())
+                // A bad cron names its schedule, in the words validation always used.
+                let text = match cron_schedule_name(e.path(), &schedule_names) {
+                    Some(name) => format!("schedule {name:?}: {}", e.inner().message()),
+                    None => e.inner().to_string(),
+                };
+                let message = redact_secret_value(&key, text)
                     .split_whitespace()
                     .collect::<Vec<_>>()
                     .join(" ");
-                if let Some(name) = cron_schedule_name(e.path(), &schedule_names) {
-                    message = format!("schedule {name:?}: {message}");
-                }
                 ConfigError::key(file_label, &key, origin, message)
             })?;
         config.source = path.map(Path::to_path_buf);

@@ -5,7 +5,8 @@
 //! Must not: know about events, NATS, rules or the executor's ledger; log or format the API
 //! key (it lives only inside a sensitive header value of the HTTP client).
 //!
-//! Retry policy (see the `channex` module doc for the reasoning):
+//! Retry policy (see the `channex` module doc for the reasoning; decided by the pure
+//! [`retry::classify`], this module only carries it out):
 //! - idempotent requests (all GETs, `close`, `no_reply_needed`, attachment upload): retried
 //!   on 429, 5xx, timeouts and transport errors, up to `max_retries`;
 //! - sends (`POST .../messages`): retried only on 429 and on connection errors (the request
@@ -31,6 +32,7 @@ use serde_json::json;
 use super::error::ChannexError;
 use super::model::{Listing, Message, Page, Thread, ThreadQuery};
 use super::parse;
+use super::retry::{self, AttemptOutcome, RequestKind, RetryDecision, RetryPolicy};
 
 /// A Channex API key. Never printed: `Debug` and `Display` show `***`.
 #[derive(Clone, PartialEq, Eq)]
@@ -122,9 +124,8 @@ struct Inner {
     http: reqwest::Client,
     base: Url,
     limiter: DefaultDirectRateLimiter,
-    max_retries: u32,
+    policy: RetryPolicy,
     backoff_base: Duration,
-    backoff_max: Duration,
     counters: Counters,
 }
 
@@ -143,13 +144,14 @@ impl fmt::Debug for ChannexClient {
     }
 }
 
-/// Whether a request may be repeated after an ambiguous failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Retry {
-    /// Repeating it cannot do harm.
-    Idempotent,
-    /// A message send: repeat only when it certainly was not applied.
-    Send,
+/// One logical request, as each of its attempts sends it.
+struct Request<'a> {
+    method: Method,
+    url: Url,
+    query: &'a [(String, String)],
+    body: Option<&'a serde_json::Value>,
+    /// The metric label, e.g. `GET message_threads/:id/messages`.
+    endpoint: String,
 }
 
 const MAX_PAGES: u32 = 100_000;
@@ -200,9 +202,11 @@ impl ChannexClient {
                 http,
                 base,
                 limiter,
-                max_retries: opts.max_retries,
+                policy: RetryPolicy {
+                    max_retries: opts.max_retries,
+                    backoff_max: opts.backoff_max.max(opts.backoff_base),
+                },
                 backoff_base: opts.backoff_base,
-                backoff_max: opts.backoff_max.max(opts.backoff_base),
                 counters: Counters::default(),
             }),
         })
@@ -252,7 +256,7 @@ impl ChannexClient {
                 &["message_threads"],
                 &query,
                 None,
-                Retry::Idempotent,
+                RequestKind::Idempotent,
             )
             .await?;
         parse::parse_thread_page(&body, &self.inner.base, page, limit)
@@ -280,7 +284,7 @@ impl ChannexClient {
                 &["message_threads", thread_id],
                 &[],
                 None,
-                Retry::Idempotent,
+                RequestKind::Idempotent,
             )
             .await?;
         parse::parse_thread_document(&body, &self.inner.base)
@@ -294,7 +298,7 @@ impl ChannexClient {
                 &["message_threads", thread_id, "close"],
                 &[],
                 None,
-                Retry::Idempotent,
+                RequestKind::Idempotent,
             )
             .await?;
         parse::parse_thread_document(&body, &self.inner.base)
@@ -308,7 +312,7 @@ impl ChannexClient {
             &["message_threads", thread_id, "no_reply_needed"],
             &[],
             None,
-            Retry::Idempotent,
+            RequestKind::Idempotent,
         )
         .await
         .map(|_| ())
@@ -426,7 +430,7 @@ impl ChannexClient {
                 &["attachments"],
                 &[],
                 Some(&body),
-                Retry::Idempotent,
+                RequestKind::Idempotent,
             )
             .await?;
         parse::parse_attachment_document(&resp)
@@ -447,7 +451,7 @@ impl ChannexClient {
             ("pagination[limit]".to_string(), limit.to_string()),
         ];
         let body = self
-            .call(Method::GET, segments, &query, None, Retry::Idempotent)
+            .call(Method::GET, segments, &query, None, RequestKind::Idempotent)
             .await?;
         parse::parse_message_page(&body, &self.inner.base, page, limit)
     }
@@ -458,7 +462,7 @@ impl ChannexClient {
         body: serde_json::Value,
     ) -> Result<Message, ChannexError> {
         let resp = self
-            .call(Method::POST, segments, &[], Some(&body), Retry::Send)
+            .call(Method::POST, segments, &[], Some(&body), RequestKind::Send)
             .await?;
         parse::parse_message_document(&resp, &self.inner.base)
     }
@@ -475,11 +479,15 @@ impl ChannexClient {
         Ok(url)
     }
 
+    /// The delay before retry `attempt + 1` when Channex does not say: "equal jitter",
+    /// between half and all of the exponential step.
     fn backoff(&self, attempt: u32) -> Duration {
-        let base = self.inner.backoff_base.as_millis() as u64;
-        let cap = self.inner.backoff_max.as_millis() as u64;
-        let exp = base.saturating_mul(1u64 << attempt.min(32)).min(cap);
-        // "Equal jitter": between half and all of the exponential step.
+        let step = retry::backoff_step(
+            self.inner.backoff_base,
+            self.inner.policy.backoff_max,
+            attempt,
+        );
+        let exp = step.as_millis() as u64;
         let low = exp / 2;
         let ms = if exp > low {
             rand::rng().random_range(low..=exp)
@@ -489,128 +497,115 @@ impl ChannexClient {
         Duration::from_millis(ms)
     }
 
-    /// Sends one logical request with rate limiting and the retry policy; returns the
-    /// body of the 2xx answer.
+    /// Sends one logical request with rate limiting and the retry policy
+    /// ([`retry::classify`]); returns the body of the 2xx answer.
     async fn call(
         &self,
         method: Method,
         segments: &[&str],
         query: &[(String, String)],
         body: Option<&serde_json::Value>,
-        retry: Retry,
+        kind: RequestKind,
     ) -> Result<bytes::Bytes, ChannexError> {
-        let url = self.url(segments)?;
-        let endpoint = endpoint_label(&method, segments);
-        let idempotent = retry == Retry::Idempotent;
-        let counters = &self.inner.counters;
-        let max = self.inner.max_retries;
+        let request = Request {
+            url: self.url(segments)?,
+            endpoint: endpoint_label(&method, segments),
+            method,
+            query,
+            body,
+        };
         let mut attempt: u32 = 0;
         loop {
-            self.inner.limiter.until_ready().await;
-            counters.requests_sent.fetch_add(1, Ordering::Relaxed);
-            let mut req = self
-                .inner
-                .http
-                .request(method.clone(), url.clone())
-                .query(query);
-            if let Some(b) = body {
-                req = req.json(b);
+            let outcome = self.attempt(&request).await;
+            let backoff = self.backoff(attempt);
+            match retry::classify(outcome, attempt, kind, self.inner.policy, backoff) {
+                RetryDecision::Success(body) => return Ok(body),
+                RetryDecision::GiveUp(err) => return Err(err),
+                RetryDecision::RetryAfter(delay) => {
+                    self.inner.counters.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(method = %request.method, path = request.url.path(), attempt, delay_ms = delay.as_millis() as u64, "Channex request will be retried");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
             }
-            let sent = req.send().await;
-            let status_label = match &sent {
-                Ok(resp) => resp.status().as_u16().to_string(),
-                Err(e) if e.is_timeout() => "timeout".to_string(),
-                Err(_) => "transport_error".to_string(),
+        }
+    }
+
+    /// One attempt: waits for the rate limiter, sends, reads the answer as far as the retry
+    /// policy needs it, and counts it (requests, 429s, 5xx, the per-status metric).
+    async fn attempt(&self, request: &Request<'_>) -> AttemptOutcome {
+        self.inner.limiter.until_ready().await;
+        let counters = &self.inner.counters;
+        counters.requests_sent.fetch_add(1, Ordering::Relaxed);
+        let mut req = self
+            .inner
+            .http
+            .request(request.method.clone(), request.url.clone())
+            .query(request.query);
+        if let Some(b) = request.body {
+            req = req.json(b);
+        }
+        let sent = req.send().await;
+        let status_label = match &sent {
+            Ok(resp) => resp.status().as_u16().to_string(),
+            Err(e) if e.is_timeout() => "timeout".to_string(),
+            Err(_) => "transport_error".to_string(),
+        };
+        metrics::counter!("concierge_channex_requests_total", "endpoint" => request.endpoint.clone(), "status" => status_label)
+            .increment(1);
+        let resp = match sent {
+            Ok(resp) => resp,
+            Err(e) => return sending_failed(&e),
+        };
+        let status = resp.status();
+        if status.is_success() {
+            return match resp.bytes().await {
+                Ok(body) => AttemptOutcome::Success(body),
+                Err(e) => reading_failed(&e),
             };
-            metrics::counter!("concierge_channex_requests_total", "endpoint" => endpoint.clone(), "status" => status_label)
-                .increment(1);
-            let delay = match sent {
-                Err(e) => {
-                    // A connect error means the request never reached Channex.
-                    let not_sent = e.is_connect();
-                    let err = if e.is_timeout() && !not_sent {
-                        ChannexError::Timeout {
-                            ambiguous: !idempotent,
-                        }
-                    } else {
-                        ChannexError::Transport {
-                            message: error_chain(&e),
-                            ambiguous: !idempotent && !not_sent,
-                        }
-                    };
-                    if (idempotent || not_sent) && attempt < max {
-                        tracing::debug!(%method, path = url.path(), attempt, error = %err, "retrying Channex request");
-                        self.backoff(attempt)
-                    } else {
-                        return Err(err);
-                    }
-                }
-                Ok(resp) => {
-                    let status = resp.status();
-                    let code = status.as_u16();
-                    if status.is_success() {
-                        match resp.bytes().await {
-                            Ok(b) => return Ok(b),
-                            Err(e) => {
-                                let err = if e.is_timeout() {
-                                    ChannexError::Timeout {
-                                        ambiguous: !idempotent,
-                                    }
-                                } else {
-                                    ChannexError::Transport {
-                                        message: error_chain(&e),
-                                        ambiguous: !idempotent,
-                                    }
-                                };
-                                if idempotent && attempt < max {
-                                    self.backoff(attempt)
-                                } else {
-                                    return Err(err);
-                                }
-                            }
-                        }
-                    } else if code == 429 {
-                        counters.rate_limited.fetch_add(1, Ordering::Relaxed);
-                        let retry_after = resp
-                            .headers()
-                            .get(RETRY_AFTER)
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(parse_retry_after);
-                        if attempt >= max {
-                            return Err(ChannexError::RateLimited { retry_after });
-                        }
-                        match retry_after {
-                            Some(d) if d > self.inner.backoff_max => {
-                                return Err(ChannexError::RateLimited { retry_after });
-                            }
-                            Some(d) => d,
-                            None => self.backoff(attempt),
-                        }
-                    } else if status.is_server_error() {
-                        counters.server_errors.fetch_add(1, Ordering::Relaxed);
-                        if !idempotent {
-                            return Err(ChannexError::Server {
-                                status: code,
-                                ambiguous: true,
-                            });
-                        }
-                        if attempt >= max {
-                            return Err(ChannexError::Server {
-                                status: code,
-                                ambiguous: false,
-                            });
-                        }
-                        self.backoff(attempt)
-                    } else {
-                        let bytes = resp.bytes().await.unwrap_or_default();
-                        return Err(parse::parse_error(code, &bytes));
-                    }
-                }
+        }
+        if status.as_u16() == 429 {
+            counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+            let retry_after = resp
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| retry::parse_retry_after(v, chrono::Utc::now()));
+            return AttemptOutcome::RateLimited { retry_after };
+        }
+        if status.is_server_error() {
+            counters.server_errors.fetch_add(1, Ordering::Relaxed);
+            return AttemptOutcome::ServerError {
+                status: status.as_u16(),
             };
-            counters.retries.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(%method, path = url.path(), attempt, delay_ms = delay.as_millis() as u64, "Channex request will be retried");
-            tokio::time::sleep(delay).await;
-            attempt += 1;
+        }
+        let bytes = resp.bytes().await.unwrap_or_default();
+        AttemptOutcome::Refused(parse::parse_error(status.as_u16(), &bytes))
+    }
+}
+
+/// A request that got no answer. A connect error means it never reached Channex.
+fn sending_failed(e: &reqwest::Error) -> AttemptOutcome {
+    if e.is_connect() {
+        AttemptOutcome::ConnectFailed {
+            message: error_chain(e),
+        }
+    } else if e.is_timeout() {
+        AttemptOutcome::TimedOut
+    } else {
+        AttemptOutcome::TransportFailed {
+            message: error_chain(e),
+        }
+    }
+}
+
+/// A 2xx answer whose body could not be read: the request was applied, the answer lost.
+fn reading_failed(e: &reqwest::Error) -> AttemptOutcome {
+    if e.is_timeout() {
+        AttemptOutcome::TimedOut
+    } else {
+        AttemptOutcome::TransportFailed {
+            message: error_chain(e),
         }
     }
 }
@@ -620,22 +615,6 @@ fn attachment_body(attachment_id: &str, text: Option<&str>) -> serde_json::Value
         Some(t) => json!({"message": {"attachment_id": attachment_id, "message": t}}),
         None => json!({"message": {"attachment_id": attachment_id}}),
     }
-}
-
-/// `Retry-After`: delay-seconds (integer or decimal) or an HTTP date.
-fn parse_retry_after(v: &str) -> Option<Duration> {
-    let v = v.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    if let Ok(secs) = v.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 {
-            return Some(Duration::from_secs_f64(secs));
-        }
-    }
-    let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-    let delta = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
-    Some(delta.to_std().unwrap_or(Duration::ZERO))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -710,17 +689,6 @@ fn endpoint_label(method: &Method, segments: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn retry_after_forms() {
-        assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_retry_after(" 0.5 "), Some(Duration::from_millis(500)));
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(parse_retry_after("soon"), None);
-    }
 
     #[test]
     fn key_is_hidden() {

@@ -60,7 +60,7 @@ static TOO_MANY_REQUESTS: ErrorCode = ErrorCode::TooManyRequests;
 /// `ambiguous: true` (on `Server`, `Timeout`, `Transport`) means a non-idempotent request
 /// (sending a message) may or may not have been applied by Channex: the caller must
 /// re-read the thread instead of sending again.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChannexError {
     /// A 4xx answer with Channex's error body (or a synthesised code when the body was
     /// not an error document).

@@ -2,8 +2,9 @@
 //! messages, attachments, close, no-reply-needed).
 //!
 //! Owns: the wire models ([`wire`], shared with the simulator), the domain types
-//! ([`model`]), response decoding ([`parse`]), typed errors ([`error`]) and the HTTP client
-//! with rate limiting, retries and pagination ([`client`]).
+//! ([`model`]), response decoding ([`parse`]), typed errors ([`error`]), the retry policy
+//! as pure functions ([`retry`]) and the HTTP client with rate limiting, retries and
+//! pagination ([`client`]).
 //! Must not: use anything of the crate but [`crate::base`]; know about NATS, events, rules
 //! or the executor; print the API key anywhere
 //! (`ApiKey`'s `Debug`/`Display` print `***`, the header value is marked sensitive, and no
@@ -40,6 +41,7 @@ pub mod client;
 pub mod error;
 pub mod model;
 pub mod parse;
+pub mod retry;
 pub mod wire;
 
 pub use client::{ApiKey, ChannexClient, ClientOptions, ClientStats};
