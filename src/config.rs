@@ -2,7 +2,10 @@
 //!
 //! Owns the typed configuration, its defaults, the environment-override scheme and the
 //! one-line error that names the offending key and file (the CLI maps it to exit code 2).
-//! It must not start anything or read the command line; `cli` hands it the path.
+//! It must not start anything or read the command line; `cli` hands it the path. It is a
+//! low-level module: it uses only `base` (cron specs are parsed here, once, into
+//! [`CronSpec`]s) and `events`, never `store` or `roles` (the claim's [`send_margin`] that
+//! validation relies on lives here for that reason).
 //!
 //! Environment overrides (applied on top of the file, before validation):
 //! - the well-known names `CHANNEX_API_KEY`, `CHANNEX_BASE_URL`, `NATS_URL`,

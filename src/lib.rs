@@ -11,7 +11,8 @@
 //!              scheduler (follow-up timers + cron ticks) ──▶ events
 //! ```
 //!
-//! - [`base`]: pure helpers below every layer (the KV key encoding).
+//! - [`base`]: pure building blocks below every layer: time (parsing, DST, formatting, cron
+//!   specs), the injected clock, KV key encoding, diagnostics (source problems, reload reports).
 //! - [`config`]: `concierge.toml` + environment overrides, validated once at start.
 //! - [`channex`]: typed HTTP client of the Channex Messages API (retries, rate limit).
 //! - [`sim`]: an in-process / standalone simulator of that API, for tests and the demo.
