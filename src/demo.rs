@@ -463,8 +463,8 @@ fn describe_event(ev: &Event, sim: &Sim) -> String {
         .as_ref()
         .map(|t| format!("{} ({})", t.title, crate::events::provider_str(&t.provider)))
         .unwrap_or_default();
-    match (&ev.message, ev.event_type.as_str()) {
-        (Some(m), "thread.new_message") => {
+    match (&ev.message, ev.event_type) {
+        (Some(m), EventType::ThreadNewMessage) => {
             let sender = if m.sender == crate::events::Sender::Property {
                 if sim.sent_by_api().iter().any(|(_, text)| text == &m.text) {
                     "concierge"
@@ -476,7 +476,7 @@ fn describe_event(ev: &Event, sim: &Sim) -> String {
             };
             format!("📨 {who} · {sender}: \"{}\"", one_line(&m.text, 90))
         }
-        (_, "inquiry.received") => {
+        (_, EventType::InquiryReceived) => {
             let i = ev.inquiry.clone().unwrap_or_default();
             format!(
                 "📨 {who} · inquiry from {} for {}–{} (respond by {})",
@@ -488,11 +488,11 @@ fn describe_event(ev: &Event, sim: &Sim) -> String {
                     .unwrap_or_default()
             )
         }
-        (_, "follow_up.due") => format!(
+        (_, EventType::FollowUpDue) => format!(
             "⏰ {who} · follow-up \"{}\" is due",
             ev.follow_up.as_ref().map(|f| f.name.as_str()).unwrap_or("")
         ),
-        (_, "schedule.tick") => format!(
+        (_, EventType::ScheduleTick) => format!(
             "🕘 schedule \"{}\" tick: one event per open thread",
             ev.schedule.as_ref().map(|s| s.name.as_str()).unwrap_or("")
         ),
