@@ -467,6 +467,12 @@ impl Config {
             return err("worker.concurrency", "must be at least 1".into());
         }
         self.validate_retention_and_claims(file)?;
+        self.validate_alerts(file)?;
+        self.validate_zones_and_schedules(file)
+    }
+
+    fn validate_alerts(&self, file: &str) -> Result<(), ConfigError> {
+        let err = |key: &str, msg: String| Err(ConfigError::key(file, key, None, msg));
         if self
             .alerts
             .nats_subject
@@ -489,13 +495,19 @@ impl Config {
                 "must be an http(s) URL (value hidden: it is a secret)".into(),
             );
         }
+        Ok(())
+    }
+
+    fn validate_zones_and_schedules(&self, file: &str) -> Result<(), ConfigError> {
         for (id, prop) in &self.properties {
             if let Some(tz) = &prop.timezone {
                 if tz.parse::<chrono_tz::Tz>().is_err() {
-                    return err(
+                    return Err(ConfigError::key(
+                        file,
                         &format!("properties.\"{id}\".timezone"),
+                        None,
                         format!("unknown IANA time zone {tz:?}"),
-                    );
+                    ));
                 }
             }
         }
