@@ -3,9 +3,9 @@
 //! `relationships.<name>.data.id`, `meta`).
 //!
 //! Owns: the JSON shapes and the timestamp formats they are written in (read through
-//! [`crate::base::time::parse_utc_timestamp`], the one timestamp parser). Shared by the client (which
-//! deserialises them and turns them into domain types) and by the simulator (which
-//! serialises them), so both sides agree on the contract by construction.
+//! [`crate::base::time::parse_utc_timestamp`], the one timestamp parser). Shared by the
+//! client (which deserialises them and turns them into domain types) and by the simulator
+//! (which serialises them), so both sides agree on the contract by construction.
 //! Must not: contain behaviour (HTTP, retries, domain rules) or panic on odd input:
 //! deserialisation is lenient where the API is known to be sloppy (nulls, numbers as
 //! strings, unknown fields), strict only where an item would be meaningless without it.

@@ -38,7 +38,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-pub use crate::base::diagnostics::SourceProblem;
+use crate::base::diagnostics::SourceProblem;
 
 pub use engine::{EvaluationError, RuleEngine};
 

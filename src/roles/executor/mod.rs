@@ -545,7 +545,7 @@ impl Executor {
         let Some(thread) = planned.event.thread.as_ref() else {
             return Step::Done(Finished::new(Outcome::Skipped, "no_thread"));
         };
-        if thread.provider != crate::channex::Provider::BookingCom {
+        if thread.provider != crate::events::Provider::BookingCom {
             return Step::Done(
                 Finished::new(Outcome::Skipped, "not_supported").error(format!(
                     "no_reply_needed applies to Booking.com only, thread is {}",
