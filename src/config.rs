@@ -836,18 +836,20 @@ fn syntax_message(text: &str, e: &toml::de::Error) -> String {
 /// `scheme://user:password@host` becomes `scheme://***@host`, anywhere in `text`.
 pub fn redact_userinfo(text: &str) -> String {
     static USERINFO: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
-    match USERINFO.get_or_init(|| regex::Regex::new(r"://[^/@\s]+@").ok()) {
+    // Greedy up to the last `@` of the authority: a password may hold a raw `@`.
+    match USERINFO.get_or_init(|| regex::Regex::new(r"://[^/\s]+@").ok()) {
         Some(re) => re.replace_all(text, "://***@").into_owned(),
         // The pattern is a constant; should it ever fail, hide every URL's authority.
         None => text.replace("://", "://***@"),
     }
 }
 
-/// [`redact_userinfo`] for one URL value rather than free text: the user-info may hold any
-/// character but `/` and `@`, so a stray space (`nats://user: pw@host`) hides it too.
+/// [`redact_userinfo`] for one URL value rather than free text: the user-info is everything
+/// up to the last `@` before the path, so a stray space (`nats://user: pw@host`) or a raw
+/// `@` in the password (`nats://user:p@ss@host`) hides it too.
 pub fn redact_url_userinfo(url: &str) -> String {
     static USERINFO: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
-    match USERINFO.get_or_init(|| regex::Regex::new(r"://[^/@]+@").ok()) {
+    match USERINFO.get_or_init(|| regex::Regex::new(r"://[^/]+@").ok()) {
         Some(re) => re.replace_all(url, "://***@").into_owned(),
         None => url.replace("://", "://***@"),
     }
@@ -1118,6 +1120,15 @@ mod tests {
         assert_eq!(
             redact_userinfo("cannot reach nats://bob:pw@h:1, nats://h2:2"),
             "cannot reach nats://***@h:1, nats://h2:2"
+        );
+        // A raw `@` in the password (found by tests/config_props.rs).
+        assert_eq!(
+            redact_url_userinfo("nats://user:@NATSPW@host:4222/x@y"),
+            "nats://***@host:4222/x@y"
+        );
+        assert_eq!(
+            redact_userinfo("cannot reach nats://user:p@ss@h:1 now"),
+            "cannot reach nats://***@h:1 now"
         );
         // A wrong type on a key next to a secret: the secret's value is scrubbed anyway.
         let e = Config::load(
