@@ -580,4 +580,22 @@ mod tests {
             }
         }
     }
+
+    proptest::proptest! {
+        /// Outside data (config, Channex, event JSON) never makes these parsers panic, and a
+        /// timestamp they accept is the instant its RFC 3339 form names.
+        #[test]
+        fn parsers_of_outside_data_are_total(s in "\\PC{0,40}", fields in proptest::collection::vec("[0-9*/,-]{1,4}", 0..8)) {
+            let _ = CronSpec::parse(&s);
+            let expr = fields.join(" ");
+            if let Ok(spec) = CronSpec::parse(&expr) {
+                proptest::prop_assert_eq!(spec.expr(), expr.as_str());
+            }
+            let _ = parse_timestamp(&s, Tz::UTC);
+            if let Some(t) = parse_utc_timestamp(&s) {
+                let again = parse_utc_timestamp(&t.to_rfc3339());
+                proptest::prop_assert_eq!(again, Some(t));
+            }
+        }
+    }
 }
