@@ -14,10 +14,11 @@ use concierge::base::clock::Clock;
 use concierge::config::ScheduleConfig;
 use concierge::events::{Event, EventType, PropertyInfo, ThreadSnapshot};
 use concierge::roles::scheduler::{
-    follow_up_key, next_fire_times, parse_cron, tick_mark_key, FollowUpOutcome, FollowUpTimer,
-    FollowUps, Scheduler, ThreadDirectory, TickOutcome,
+    next_fire_times, parse_cron, tick_mark_key, FollowUpOutcome, Scheduler, TickOutcome,
 };
 use concierge::store::nats::{Infra, EVENTS_STREAM};
+use concierge::store::threads::ThreadDirectory;
+use concierge::store::timers::{follow_up_key, FollowUpTimer, FollowUps};
 use futures::future::BoxFuture;
 use futures::StreamExt;
 use tokio::sync::watch;

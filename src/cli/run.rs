@@ -149,6 +149,11 @@ pub async fn sim(args: SimArgs) -> anyhow::Result<()> {
     crate::sim::serve_forever(opts, args.seed_demo).await
 }
 
+/// The demo, on the NATS server named by `NATS_URL` when set (else a private one).
 pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
-    crate::demo::run(args.keep_running).await
+    crate::demo::run(crate::demo::DemoOptions {
+        keep_running: args.keep_running,
+        nats_url: std::env::var("NATS_URL").ok().filter(|u| !u.is_empty()),
+    })
+    .await
 }

@@ -13,6 +13,10 @@
 //! exactly one wins. Release deletes the key with the expected revision, and only if we
 //! are the holder, so the standby takes over on its next attempt (within `ttl / 3`).
 //!
+//! Errors: [`LeaseError`] carries a [`StoreError`], classified once in
+//! [`crate::store::nats`]; the campaign only logs them and tries again on its next round.
+//! Time: `now` is passed in from the injected [`Clock`] (no `Utc::now()` here).
+//!
 //! Clocks: `expires_at` is written with the holder's wall clock and judged with the
 //! contender's. A skew of `s` lets a contender take over `s` early (or late). The holder
 //! therefore steps down on its own monotonic clock, `ttl` after the *start* of its last
@@ -28,15 +32,35 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::base::clock::Clock;
+use crate::store::nats::{NatsFailure, StoreError};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {
-    #[error("lease {name}: cannot read: {message}")]
-    Read { name: String, message: String },
-    #[error("lease {name}: cannot write: {message}")]
-    Write { name: String, message: String },
+    #[error("lease {name}: cannot read: {source}")]
+    Read {
+        name: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("lease {name}: cannot write: {source}")]
+    Write {
+        name: String,
+        #[source]
+        source: StoreError,
+    },
+}
+
+impl LeaseError {
+    /// NATS could not be reached: the campaign retries on its next round.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            LeaseError::Read { source, .. } | LeaseError::Write { source, .. } => {
+                source.is_unavailable()
+            }
+        }
+    }
 }
 
 /// The stored lease value.
@@ -93,17 +117,17 @@ impl Lease {
         self.ttl
     }
 
-    fn read_err(&self, e: impl std::fmt::Display) -> LeaseError {
+    fn read_err(&self, e: impl NatsFailure) -> LeaseError {
         LeaseError::Read {
             name: self.name.clone(),
-            message: e.to_string(),
+            source: StoreError::nats(self.key.clone(), e),
         }
     }
 
-    fn write_err(&self, e: impl std::fmt::Display) -> LeaseError {
+    fn write_err(&self, e: impl NatsFailure) -> LeaseError {
         LeaseError::Write {
             name: self.name.clone(),
-            message: e.to_string(),
+            source: StoreError::nats(self.key.clone(), e),
         }
     }
 
@@ -143,7 +167,10 @@ impl Lease {
             holder: self.holder_id.clone(),
             expires_at: now + ttl,
         })
-        .map_err(|e| self.write_err(e))?;
+        .map_err(|e| LeaseError::Write {
+            name: self.name.clone(),
+            source: StoreError::codec(self.key.clone(), e),
+        })?;
         match self.current().await? {
             None => match self.store.create(&self.key, value.into()).await {
                 Ok(_) => Ok(true),

@@ -32,10 +32,10 @@ use crate::channex::{ChannexClient, ChannexError, Message, Sender};
 use crate::events::Event;
 use crate::plan::rules::Action;
 use crate::plan::templates::Templates;
-use crate::roles::scheduler::{FollowUpTimer, FollowUps};
 use crate::store::audit::{AuditRecord, Outcome};
 use crate::store::claim::{ConfirmError, HeldClaim};
 use crate::store::ledger::{self, Claim, Ledger, LedgerEntry, LedgerError};
+use crate::store::timers::{FollowUpTimer, FollowUps};
 use alerts::{Alert, AlertSinks};
 
 /// Where a test may make the executor "crash" (return without finishing, as a killed
