@@ -2,6 +2,10 @@
 //! knows how the pieces plug together, shared by `concierge run`, `concierge demo`, the
 //! integration tests and the benchmarks.
 //!
+//! It passes the real clock ([`system_clock`]) to the roles that judge time (poller,
+//! scheduler), and gives the scheduler its Channex-backed thread directory
+//! ([`ChannexDirectory`]).
+//!
 //! It must not read the environment or the command line (the CLI does), nor run anything
 //! by itself: it returns the roles, ready to `run`.
 

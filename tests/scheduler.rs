@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use concierge::base::clock::Clock;
+use concierge::base::clock::{Clock, ManualClock};
 use concierge::config::ScheduleConfig;
 use concierge::events::{Event, EventType, PropertyInfo, ThreadSnapshot};
 use concierge::roles::scheduler::{
@@ -616,5 +616,39 @@ async fn injected_clock_drives_cron_ticks_in_the_schedule_zone() {
     let all = published.all();
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].1.occurred_at, utc("2026-07-16T08:00:00Z"));
+    s.stop().await;
+}
+
+/// With a manual clock the timer fires exactly when the clock reaches its due time: not a
+/// second before (however long the loop runs), and at once when the clock gets there.
+#[tokio::test]
+async fn a_timer_fires_when_the_manual_clock_reaches_its_due_time() {
+    let (_server, infra, _) = common::nats_infra().await;
+    let dir = MemDirectory::with_threads(&[("p1", "t1")]);
+    let published = Published::start(&infra).await;
+    let due = utc("2026-07-16T10:00:00Z");
+    let manual = ManualClock::starting_at(due - chrono::Duration::seconds(1));
+    FollowUps::new(infra.followups.clone())
+        .arm(&timer("t1", "nudge", due))
+        .await
+        .unwrap();
+    let s = start(
+        scheduler(&infra, &dir, "s", vec![])
+            .with_clock(manual.clock())
+            .with_max_idle(Duration::from_millis(50)),
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(published.all().is_empty(), "fired before its due time");
+    manual.set(due);
+    wait_until(
+        "the timer fired at its due time",
+        Duration::from_secs(3),
+        || !published.all().is_empty(),
+    )
+    .await;
+    let all = published.all();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].1.event_type, EventType::FollowUpDue);
+    assert_eq!(all[0].1.occurred_at, due);
     s.stop().await;
 }

@@ -52,7 +52,7 @@ pub fn print_summary(timeline: &Arc<Mutex<Timeline>>, sim: &Sim) {
     let duplicates = replies_per_thread
         .iter()
         .filter(|(thread, text)| {
-            !seen.insert((thread.clone(), crate::roles::executor::normalise_text(text)))
+            !seen.insert((thread.clone(), crate::store::ledger::normalise_text(text)))
         })
         .count();
     println!(

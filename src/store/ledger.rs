@@ -136,6 +136,12 @@ pub struct Ledger {
     in_doubt: Arc<Mutex<HashSet<String>>>,
 }
 
+/// A message text as its identity: Channex strips or re-wraps whitespace, and identity
+/// must survive that (sending marks, recognising our own messages).
+pub fn normalise_text(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 pub fn action_ledger_key(action_key: &str) -> String {
     let digest = Sha256::digest(action_key.as_bytes());
     let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
@@ -416,7 +422,7 @@ impl Ledger {
         let mut hasher = Sha256::new();
         hasher.update(thread_id.as_bytes());
         hasher.update([0u8]);
-        hasher.update(crate::roles::executor::normalise_text(text).as_bytes());
+        hasher.update(normalise_text(text).as_bytes());
         let hex: String = hasher
             .finalize()
             .iter()

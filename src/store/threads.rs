@@ -158,7 +158,7 @@ impl ThreadSnapshots {
 }
 
 /// Where the scheduler gets fresh thread snapshots and property blocks. Implemented over
-/// Channex and these snapshots by [`crate::roles::directory::ChannexDirectory`]; tests use
+/// Channex and these snapshots by `roles::directory::ChannexDirectory`; tests use
 /// in-memory doubles.
 pub trait ThreadDirectory: Send + Sync + 'static {
     /// Fresh snapshot of one thread (None if gone).

@@ -133,10 +133,7 @@ pub struct Executor {
     settings: ExecutorSettings,
 }
 
-/// Channex strips or re-wraps whitespace; identity must survive that.
-pub fn normalise_text(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
+pub use crate::store::ledger::normalise_text;
 
 struct Finished {
     outcome: Outcome,

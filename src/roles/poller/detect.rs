@@ -257,3 +257,172 @@ fn message_events(
     }
     events
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channex::{BookingDetails, MessageMeta, Provider};
+    use crate::events::EventType;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().expect("timestamp")
+    }
+
+    fn thread(count: u64, last: &str) -> Thread {
+        Thread {
+            id: "t1".into(),
+            title: "Guest".into(),
+            is_closed: false,
+            provider: Provider::Airbnb,
+            message_count: count,
+            last_message: None,
+            last_message_received_at: Some(at(last)),
+            inserted_at: None,
+            updated_at: None,
+            booking_id: Some("b1".into()),
+            channel_id: None,
+            property_id: Some("p1".into()),
+        }
+    }
+
+    fn message(id: &str, inserted: &str, sender: Sender) -> Message {
+        Message {
+            id: id.into(),
+            text: format!("text {id}"),
+            sender,
+            attachments: vec![],
+            inserted_at: at(inserted),
+            updated_at: None,
+            thread_id: Some("t1".into()),
+            user_id: None,
+            meta: None,
+        }
+    }
+
+    fn inquiry_message(id: &str, inserted: &str) -> Message {
+        Message {
+            text: "inquiry".into(),
+            meta: Some(MessageMeta {
+                booking_details: Some(BookingDetails {
+                    guest_name: Some("Ann".into()),
+                    ..BookingDetails::default()
+                }),
+                ..MessageMeta::default()
+            }),
+            ..message(id, inserted, Sender::System)
+        }
+    }
+
+    fn observe<'a>(
+        t: &'a Thread,
+        previous: Option<&'a ThreadState>,
+        fresh: Vec<Message>,
+        emit_after: Option<DateTime<Utc>>,
+    ) -> Detected {
+        detect(Observed {
+            thread: t,
+            previous,
+            property_id: "p1".into(),
+            property: PropertyInfo {
+                id: "p1".into(),
+                ..PropertyInfo::default()
+            },
+            fresh,
+            emit_after,
+        })
+    }
+
+    const ALL: Option<DateTime<Utc>> = Some(DateTime::<Utc>::MIN_UTC);
+
+    #[test]
+    fn new_messages_become_events_oldest_first_and_the_snapshot_remembers_the_newest() {
+        let t = thread(3, "2026-05-01T10:02:00Z");
+        let fresh = vec![
+            message("m3", "2026-05-01T10:02:00Z", Sender::Property),
+            message("m2", "2026-05-01T10:02:00Z", Sender::Guest),
+            message("m1", "2026-05-01T10:00:00Z", Sender::Guest),
+        ];
+        let d = observe(&t, None, fresh, ALL);
+        let ids: Vec<_> = d.events.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "thread.new_message:t1:m1",
+                "thread.new_message:t1:m2",
+                "thread.new_message:t1:m3"
+            ]
+        );
+        assert_eq!(d.state.newest_message_at, Some(at("2026-05-01T10:02:00Z")));
+        assert_eq!(d.state.newest_message_ids, ["m2", "m3"]);
+        assert_eq!(d.state.message_count, 3);
+        assert_eq!(d.state.property_id, "p1");
+        let snapshot = d.events[0].thread.clone().expect("thread block");
+        assert!(!snapshot.awaiting_reply, "staff answered in the same cycle");
+        // What the snapshot now knows is not new any more, a tie at the newest time included.
+        assert!(knows(
+            &d.state,
+            &message("m2", "2026-05-01T10:02:00Z", Sender::Guest)
+        ));
+        assert!(!knows(
+            &d.state,
+            &message("m4", "2026-05-01T10:02:00Z", Sender::Guest)
+        ));
+        assert!(!is_changed(Some(&d.state), &t));
+        assert!(is_changed(
+            Some(&d.state),
+            &thread(4, "2026-05-01T10:03:00Z")
+        ));
+    }
+
+    #[test]
+    fn a_baseline_records_without_emitting_unless_inside_the_backfill_window() {
+        let t = thread(2, "2026-05-01T10:05:00Z");
+        let fresh = || {
+            vec![
+                message("m1", "2026-05-01T09:00:00Z", Sender::Guest),
+                message("m2", "2026-05-01T10:05:00Z", Sender::Guest),
+            ]
+        };
+        let silent = observe(&t, None, fresh(), None);
+        assert!(silent.events.is_empty());
+        assert_eq!(silent.state.newest_message_ids, ["m2"]);
+        let backfill = observe(&t, None, fresh(), Some(at("2026-05-01T10:00:00Z")));
+        assert_eq!(backfill.events.len(), 1);
+        assert_eq!(backfill.events[0].id, "thread.new_message:t1:m2");
+
+        let cutoff = Some(at("2026-05-01T11:00:00Z"));
+        assert!(is_listing_baseline(true, None, &t, cutoff));
+        assert!(is_listing_baseline(true, None, &t, None));
+        assert!(!is_listing_baseline(
+            true,
+            None,
+            &t,
+            Some(at("2026-05-01T10:00:00Z"))
+        ));
+        assert!(!is_listing_baseline(false, None, &t, None));
+        let state = baseline_state(&t, ThreadState::default());
+        assert_eq!(state.newest_message_ids, [ALL_KNOWN]);
+        assert!(knows(
+            &state,
+            &message("mx", "2026-05-01T10:05:00Z", Sender::Guest)
+        ));
+        assert!(!needs_messages(Some(&state), &t));
+    }
+
+    #[test]
+    fn an_inquiry_is_announced_once() {
+        let mut t = thread(1, "2026-05-01T10:00:00Z");
+        t.booking_id = None;
+        let m = || vec![inquiry_message("q1", "2026-05-01T10:00:00Z")];
+        let first = observe(&t, None, m(), ALL);
+        let types: Vec<_> = first.events.iter().map(|e| e.event_type).collect();
+        assert_eq!(
+            types,
+            [EventType::ThreadNewMessage, EventType::InquiryReceived]
+        );
+        assert_eq!(first.state.inquiry_message_id.as_deref(), Some("q1"));
+        let again = observe(&t, Some(&first.state), m(), ALL);
+        let types: Vec<_> = again.events.iter().map(|e| e.event_type).collect();
+        assert_eq!(types, [EventType::ThreadNewMessage]);
+    }
+}
