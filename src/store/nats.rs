@@ -1,7 +1,10 @@
 //! NATS plumbing: connecting, creating and reconciling the streams and KV buckets, and
 //! starting a private `nats-server` (for tests and `concierge demo`).
 //!
-//! Owns every stream/bucket name and its configuration so that all roles agree on them.
+//! Owns every stream/bucket name and its configuration so that all roles agree on them,
+//! the complete read of a stored stream ([`read_stored`]: replica consumer, then the stream
+//! leader), and the one classification of NATS failures used by every store module
+//! ([`StoreError`], [`NatsFailure`]: "unavailable, wait and retry" or "refused").
 //! It must not know what is stored inside (events, audit records, snapshots): the modules
 //! that own those formats read and write them.
 //!
@@ -37,8 +40,12 @@ pub fn audit_stream(prefix: &str) -> String {
 pub enum NatsError {
     #[error("cannot connect to NATS at {url}: {message}")]
     Connect { url: String, message: String },
-    #[error("JetStream setup of {what} failed: {message}")]
-    Setup { what: String, message: String },
+    #[error("JetStream setup of {what} failed: {source}")]
+    Setup {
+        what: String,
+        #[source]
+        source: NatsSource,
+    },
     #[error("{0}")]
     Server(String),
 }
@@ -305,15 +312,15 @@ impl Infra {
 }
 
 async fn ensure_stream(js: &jetstream::Context, wanted: stream::Config) -> Result<(), NatsError> {
-    let setup_err = |e: &dyn std::fmt::Display| NatsError::Setup {
+    let setup_err = |source: NatsSource| NatsError::Setup {
         what: format!("stream {}", wanted.name),
-        message: e.to_string(),
+        source,
     };
     let mut existing = js
         .get_or_create_stream(wanted.clone())
         .await
-        .map_err(|e| setup_err(&e))?;
-    let info = existing.info().await.map_err(|e| setup_err(&e))?;
+        .map_err(|e| setup_err(e.into()))?;
+    let info = existing.info().await.map_err(|e| setup_err(e.into()))?;
     let have = &info.config;
     if have.subjects != wanted.subjects
         || have.max_age != wanted.max_age
@@ -323,7 +330,7 @@ async fn ensure_stream(js: &jetstream::Context, wanted: stream::Config) -> Resul
         tracing::info!(stream = %wanted.name, "reconciling stream configuration");
         js.update_stream(wanted.clone())
             .await
-            .map_err(|e| setup_err(&e))?;
+            .map_err(|e| setup_err(e.into()))?;
     }
     Ok(())
 }
@@ -347,9 +354,9 @@ async fn ensure_bucket(
     max_age: Duration,
     cfg: &NatsConfig,
 ) -> Result<kv::Store, NatsError> {
-    let setup_err = |e: &dyn std::fmt::Display| NatsError::Setup {
+    let setup_err = |source: NatsSource| NatsError::Setup {
         what: format!("bucket {bucket}"),
-        message: e.to_string(),
+        source,
     };
     let wanted = stream::Config {
         name: format!("KV_{bucket}"),
@@ -367,16 +374,20 @@ async fn ensure_bucket(
     let mut existing = js
         .get_or_create_stream(wanted.clone())
         .await
-        .map_err(|e| setup_err(&e))?;
-    let info = existing.info().await.map_err(|e| setup_err(&e))?;
+        .map_err(|e| setup_err(e.into()))?;
+    let info = existing.info().await.map_err(|e| setup_err(e.into()))?;
     if info.config.num_replicas != wanted.num_replicas
         || info.config.allow_direct != wanted.allow_direct
         || info.config.max_age != wanted.max_age
     {
         tracing::info!(%bucket, "reconciling bucket configuration");
-        js.update_stream(wanted).await.map_err(|e| setup_err(&e))?;
+        js.update_stream(wanted)
+            .await
+            .map_err(|e| setup_err(e.into()))?;
     }
-    js.get_key_value(bucket).await.map_err(|e| setup_err(&e))
+    js.get_key_value(bucket)
+        .await
+        .map_err(|e| setup_err(e.into()))
 }
 
 /// A `nats-server -js` on a free loopback port with a temporary store, killed on drop.
@@ -777,6 +788,22 @@ fn to_chrono(t: time::OffsetDateTime) -> chrono::DateTime<chrono::Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nats_failures_are_classified_once() {
+        let refused = StoreError::nats("k", kv::EntryError::from(kv::EntryErrorKind::InvalidKey));
+        assert!(!refused.is_unavailable());
+        for unavailable in [
+            StoreError::nats("k", kv::EntryError::from(kv::EntryErrorKind::TimedOut)),
+            StoreError::nats("k", kv::PutError::from(kv::PutErrorKind::Publish)),
+            StoreError::nats("k", kv::UpdateError::from(kv::UpdateErrorKind::Other)),
+            StoreError::nats("k", kv::WatcherError::from(kv::WatcherErrorKind::Consumer)),
+        ] {
+            assert!(unavailable.is_unavailable(), "{unavailable}");
+        }
+        let undecodable = serde_json::from_slice::<u8>(b"x").expect_err("not JSON");
+        assert!(!StoreError::codec("k", undecodable).is_unavailable());
+    }
 
     async fn stored_seqs(
         js: &jetstream::Context,
