@@ -17,7 +17,7 @@ use concierge::roles::scheduler::{
     next_fire_times, parse_cron, tick_mark_key, FollowUpOutcome, Scheduler, TickOutcome,
 };
 use concierge::store::nats::{Infra, EVENTS_STREAM};
-use concierge::store::threads::ThreadDirectory;
+use concierge::store::threads::{DirectoryError, ThreadDirectory};
 use concierge::store::timers::{follow_up_key, FollowUpTimer, FollowUps};
 use futures::future::BoxFuture;
 use futures::StreamExt;
@@ -172,7 +172,7 @@ impl ThreadDirectory for MemDirectory {
         &self,
         property_id: &str,
         thread_id: &str,
-    ) -> BoxFuture<'_, Result<Option<ThreadSnapshot>, String>> {
+    ) -> BoxFuture<'_, Result<Option<ThreadSnapshot>, DirectoryError>> {
         self.snapshot_calls.fetch_add(1, Ordering::SeqCst);
         let failing = self
             .fail_snapshots
@@ -186,7 +186,7 @@ impl ThreadDirectory for MemDirectory {
             .and_then(|ts| ts.iter().find(|t| t.id == thread_id).cloned());
         Box::pin(async move {
             if failing {
-                Err("channex unavailable".to_string())
+                Err(DirectoryError::new("channex unavailable"))
             } else {
                 Ok(found)
             }
@@ -196,7 +196,7 @@ impl ThreadDirectory for MemDirectory {
     fn open_threads(
         &self,
         property_id: &str,
-    ) -> BoxFuture<'_, Result<Vec<ThreadSnapshot>, String>> {
+    ) -> BoxFuture<'_, Result<Vec<ThreadSnapshot>, DirectoryError>> {
         let ts = self
             .threads
             .lock()

@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::events::{PropertyInfo, ThreadSnapshot};
 use crate::roles::poller::detect::{fold_senders, snapshot_of};
 use crate::store::nats::Infra;
-use crate::store::threads::{ThreadDirectory, ThreadSnapshots, ThreadState};
+use crate::store::threads::{DirectoryError, ThreadDirectory, ThreadSnapshots, ThreadState};
 
 /// A thread snapshot straight from Channex (thread + its newest messages): used where a
 /// fresh view matters more than API calls (follow-up firing).
@@ -64,13 +64,13 @@ impl ThreadDirectory for ChannexDirectory {
         &self,
         _property_id: &str,
         thread_id: &str,
-    ) -> BoxFuture<'_, Result<Option<ThreadSnapshot>, String>> {
+    ) -> BoxFuture<'_, Result<Option<ThreadSnapshot>, DirectoryError>> {
         let thread_id = thread_id.to_string();
         Box::pin(async move {
             match fresh_snapshot(&self.channex, &thread_id).await {
                 Ok((snapshot, _)) => Ok(Some(snapshot)),
                 Err(e) if e.status() == Some(404) => Ok(None),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(DirectoryError::new(e)),
             }
         })
     }
@@ -78,14 +78,14 @@ impl ThreadDirectory for ChannexDirectory {
     fn open_threads(
         &self,
         property_id: &str,
-    ) -> BoxFuture<'_, Result<Vec<ThreadSnapshot>, String>> {
+    ) -> BoxFuture<'_, Result<Vec<ThreadSnapshot>, DirectoryError>> {
         let property_id = property_id.to_string();
         Box::pin(async move {
             let listing = self
                 .channex
                 .list_threads(&ThreadQuery::for_property(property_id.clone()))
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(DirectoryError::new)?;
             let mut out = Vec::new();
             for t in listing.items.iter().filter(|t| {
                 !t.is_closed && t.property_id.as_deref().is_none_or(|p| p == property_id)

@@ -48,7 +48,7 @@ use crate::config::ScheduleConfig;
 use crate::events::{event_subject, ids, Event, EventType, FollowUpInfo, ScheduleInfo};
 use crate::store::lease::{LeaderElection, Lease};
 use crate::store::nats::{Infra, StoreError};
-use crate::store::threads::ThreadDirectory;
+use crate::store::threads::{DirectoryError, ThreadDirectory};
 use crate::store::timers::{FollowUpTimer, FollowUps, StoredTimer, TimerChange};
 
 /// Parse a crontab expression: the usual 5-field form (minute hour dom month dow) or the
@@ -76,7 +76,7 @@ pub enum SchedulerError {
         source: crate::store::nats::NatsSource,
     },
     #[error("thread directory: {0}")]
-    Directory(String),
+    Directory(#[from] DirectoryError),
 }
 
 // ---------------------------------------------------------------------------------------
@@ -383,8 +383,7 @@ impl Scheduler {
         let snapshot = self
             .directory
             .snapshot(&t.property_id, &t.thread_id)
-            .await
-            .map_err(SchedulerError::Directory)?;
+            .await?;
         let Some(thread) = snapshot else {
             tracing::info!(thread = %t.thread_id, name = %t.name, "follow-up dropped: thread is gone");
             self.followups
@@ -505,11 +504,7 @@ impl Scheduler {
         };
         let mut events = 0;
         for property_id in properties {
-            let threads = self
-                .directory
-                .open_threads(&property_id)
-                .await
-                .map_err(SchedulerError::Directory)?;
+            let threads = self.directory.open_threads(&property_id).await?;
             let property = self.directory.property(&property_id);
             for thread in threads {
                 let event = Event {

@@ -157,6 +157,18 @@ impl ThreadSnapshots {
     }
 }
 
+/// Why a [`ThreadDirectory`] could not answer (e.g. Channex unavailable), with the
+/// implementation's own error as its source. The scheduler retries later.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct DirectoryError(pub Box<dyn std::error::Error + Send + Sync + 'static>);
+
+impl DirectoryError {
+    pub fn new(source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+        DirectoryError(source.into())
+    }
+}
+
 /// Where the scheduler gets fresh thread snapshots and property blocks. Implemented over
 /// Channex and these snapshots by `roles::directory::ChannexDirectory`; tests use
 /// in-memory doubles.
@@ -166,10 +178,12 @@ pub trait ThreadDirectory: Send + Sync + 'static {
         &self,
         property_id: &str,
         thread_id: &str,
-    ) -> BoxFuture<'_, Result<Option<ThreadSnapshot>, String>>;
+    ) -> BoxFuture<'_, Result<Option<ThreadSnapshot>, DirectoryError>>;
     /// Open threads of a property (for schedule ticks).
-    fn open_threads(&self, property_id: &str)
-        -> BoxFuture<'_, Result<Vec<ThreadSnapshot>, String>>;
+    fn open_threads(
+        &self,
+        property_id: &str,
+    ) -> BoxFuture<'_, Result<Vec<ThreadSnapshot>, DirectoryError>>;
     /// The property block of events.
     fn property(&self, property_id: &str) -> PropertyInfo;
     /// Every property known (ticked by schedules with no `property_ids`).
