@@ -2,6 +2,10 @@
 //! knows how the pieces plug together, shared by `concierge run`, `concierge demo`, the
 //! integration tests and the benchmarks.
 //!
+//! It passes the real clock ([`system_clock`]) to the roles that judge time (poller,
+//! scheduler), and gives the scheduler its Channex-backed thread directory
+//! ([`ChannexDirectory`]).
+//!
 //! It must not read the environment or the command line (the CLI does), nor run anything
 //! by itself: it returns the roles, ready to `run`.
 
@@ -11,18 +15,21 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::Utc;
 
+use crate::base::clock::system_clock;
 use crate::channex::{ApiKey, ChannexClient, ClientOptions};
 use crate::config::Config;
 use crate::content::{LiveRules, ReloadReport};
 use crate::plan::rules::{RuleEngine, RuleLimits};
+use crate::roles::directory::ChannexDirectory;
 use crate::roles::executor::alerts::AlertSinks;
 use crate::roles::executor::{Executor, ExecutorSettings};
-use crate::roles::poller::{ChannexDirectory, Poller};
-use crate::roles::scheduler::{FollowUps, Scheduler};
+use crate::roles::poller::Poller;
+use crate::roles::scheduler::Scheduler;
 use crate::roles::worker::Worker;
 use crate::store::audit::{AuditLog, AuditRecord, Outcome};
 use crate::store::ledger::Ledger;
 use crate::store::nats::Infra;
+use crate::store::timers::FollowUps;
 
 pub fn channex_client(config: &Config) -> anyhow::Result<ChannexClient> {
     let mut opts = ClientOptions::new(
@@ -41,7 +48,7 @@ pub fn poller(
     channex: ChannexClient,
     backfill: Option<Duration>,
 ) -> Poller {
-    Poller::new(channex, infra, Arc::new(config.clone()), backfill)
+    Poller::new(channex, infra, Arc::new(config.clone()), backfill).with_clock(system_clock())
 }
 
 /// The scheduler (follow-up timers and cron schedules), leader-elected.
@@ -55,6 +62,7 @@ pub fn scheduler(config: &Config, infra: &Infra, channex: ChannexClient) -> Sche
         format!("scheduler-{}", uuid::Uuid::new_v4()),
         config.poller.lease_ttl,
     )
+    .with_clock(system_clock())
 }
 
 /// The executor with its ledger, follow-up store and alert sinks.

@@ -1026,6 +1026,6 @@ if event.type == "thread.new_message" && message.sender == "guest" {
         report.records[0].reason.as_deref(),
         Some("beyond_retention")
     );
-    let timers = concierge::roles::scheduler::FollowUps::new(rig.infra.followups.clone());
+    let timers = concierge::store::timers::FollowUps::new(rig.infra.followups.clone());
     assert!(timers.list().await.unwrap().is_empty());
 }

@@ -552,7 +552,7 @@ pub enum FollowUpsCommand {
 
 pub async fn follow_ups(config: &Config, cmd: FollowUpsCommand) -> anyhow::Result<()> {
     let infra = Infra::setup(&config.nats).await?;
-    let store = crate::roles::scheduler::FollowUps::new(infra.followups.clone());
+    let store = crate::store::timers::FollowUps::new(infra.followups.clone());
     match cmd {
         FollowUpsCommand::List { json } => {
             let mut timers = store.list().await?;

@@ -32,10 +32,10 @@ use crate::channex::{ChannexClient, ChannexError, Message, Sender};
 use crate::events::Event;
 use crate::plan::rules::Action;
 use crate::plan::templates::Templates;
-use crate::roles::scheduler::{FollowUpTimer, FollowUps};
 use crate::store::audit::{AuditRecord, Outcome};
 use crate::store::claim::{ConfirmError, HeldClaim};
 use crate::store::ledger::{self, Claim, Ledger, LedgerEntry, LedgerError};
+use crate::store::timers::{FollowUpTimer, FollowUps};
 use alerts::{Alert, AlertSinks};
 
 /// Where a test may make the executor "crash" (return without finishing, as a killed
@@ -133,10 +133,7 @@ pub struct Executor {
     settings: ExecutorSettings,
 }
 
-/// Channex strips or re-wraps whitespace; identity must survive that.
-pub fn normalise_text(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
+pub use crate::store::ledger::normalise_text;
 
 struct Finished {
     outcome: Outcome,
