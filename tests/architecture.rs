@@ -284,11 +284,10 @@ fn raw_string_start(chars: &[char], i: usize) -> Option<usize> {
 
 /// A `'` that opens a char literal (`'a'`, `'\n'`, `'\''`), not a lifetime (`'a`).
 fn is_char_literal(chars: &[char], i: usize) -> bool {
-    match (chars.get(i + 1), chars.get(i + 2)) {
-        (Some('\\'), _) => true,
-        (Some(_), Some('\'')) => true,
-        _ => false,
-    }
+    matches!(
+        (chars.get(i + 1), chars.get(i + 2)),
+        (Some('\\'), _) | (Some(_), Some('\''))
+    )
 }
 
 fn is_ident_char(c: char) -> bool {
@@ -651,7 +650,14 @@ fn the_checker_sees_uses_and_ignores_comments_and_strings() {
         .collect();
     assert_eq!(base_uses, ["events", "plan"]);
     let found = cycles(&graph, |u| Some(u[0].clone()));
-    assert_eq!(found, vec![vec!["base".to_string(), "events".to_string(), "plan".to_string()]]);
+    assert_eq!(
+        found,
+        vec![vec![
+            "base".to_string(),
+            "events".to_string(),
+            "plan".to_string()
+        ]]
+    );
     let long = file(
         &["base"],
         &format!(
