@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, watch};
 use crate::config::{Config, PropertyConfig, ScheduleConfig, Secret};
 use crate::events::{Event, EventType};
 use crate::sim::{Sim, SimOptions};
-use crate::store::audit::{AuditRecord, Outcome};
+use crate::store::audit::{ActionKind, AuditRecord, Outcome, Reason};
 use crate::store::nats::{Infra, PrivateNatsServer};
 
 const PROPERTY: &str = "casa-azul";
@@ -214,7 +214,7 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
                     }
                 } else if subject.starts_with(&format!("{prefix}.audit.")) {
                     if let Ok(r) = serde_json::from_slice::<AuditRecord>(&msg.payload) {
-                        if r.reason.as_deref() != Some("own_message") {
+                        if r.reason != Some(Reason::OwnMessage) {
                             let title = r
                                 .thread_id
                                 .as_deref()
@@ -297,11 +297,11 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
                 }
             }
         };
-    let has = |thread: String, action: &'static str, outcome: Outcome| {
+    let has = |thread: String, action: ActionKind, outcome: Outcome| {
         Box::new(move |t: &Timeline| {
             t.records.iter().any(|r| {
                 r.thread_id.as_deref() == Some(thread.as_str())
-                    && r.action.as_deref() == Some(action)
+                    && r.action == Some(action)
                     && r.outcome == outcome
             })
         }) as Box<dyn Fn(&Timeline) -> bool + Send>
@@ -315,7 +315,7 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
         wait(
             "stale thread closed",
             Duration::from_secs(20),
-            has(stale.clone(), "close_thread", Outcome::Executed),
+            has(stale.clone(), ActionKind::CloseThread, Outcome::Executed),
         )
         .await?;
 
@@ -325,14 +325,14 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
         wait(
             "wifi auto-reply",
             Duration::from_secs(15),
-            has(maria.clone(), "reply", Outcome::Executed),
+            has(maria.clone(), ActionKind::Reply, Outcome::Executed),
         )
         .await?;
         sim.guest_message(&maria, "Thanks so much!");
         wait(
             "no_reply_needed on the thanks",
             Duration::from_secs(15),
-            has(maria.clone(), "no_reply_needed", Outcome::Executed),
+            has(maria.clone(), ActionKind::NoReplyNeeded, Outcome::Executed),
         )
         .await?;
 
@@ -342,7 +342,7 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
         wait(
             "parking auto-reply",
             Duration::from_secs(15),
-            has(john.clone(), "reply", Outcome::Executed),
+            has(john.clone(), ActionKind::Reply, Outcome::Executed),
         )
         .await?;
 
@@ -354,7 +354,7 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
         wait(
             "delayed reply armed",
             Duration::from_secs(15),
-            has(lena.clone(), "follow_up", Outcome::Executed),
+            has(lena.clone(), ActionKind::FollowUp, Outcome::Executed),
         )
         .await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -366,7 +366,7 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
         wait(
             "delayed reply cancelled by the staff answer",
             Duration::from_secs(20),
-            has(lena.clone(), "cancel_follow_up", Outcome::Executed),
+            has(lena.clone(), ActionKind::CancelFollowUp, Outcome::Executed),
         )
         .await?;
 
@@ -391,13 +391,13 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
         wait(
             "inquiry follow-up armed",
             Duration::from_secs(15),
-            has(andrew.clone(), "follow_up", Outcome::Executed),
+            has(andrew.clone(), ActionKind::FollowUp, Outcome::Executed),
         )
         .await?;
         wait(
             "staff alert for the inquiry",
             Duration::from_secs(25),
-            has(andrew.clone(), "alert", Outcome::Executed),
+            has(andrew.clone(), ActionKind::Alert, Outcome::Executed),
         )
         .await?;
 
@@ -503,7 +503,7 @@ fn describe_event(ev: &Event, sim: &Sim) -> String {
 fn describe_record(r: &AuditRecord, thread_title: &str) -> String {
     let what = match (&r.action, &r.template) {
         (Some(a), Some(t)) => format!("{a}({t})"),
-        (Some(a), None) => a.clone(),
+        (Some(a), None) => a.to_string(),
         _ => "-".into(),
     };
     let mut line = format!(
@@ -519,7 +519,7 @@ fn describe_record(r: &AuditRecord, thread_title: &str) -> String {
     if let Some(text) = r
         .text
         .as_deref()
-        .filter(|_| r.action.as_deref() == Some("reply"))
+        .filter(|_| r.action == Some(ActionKind::Reply))
     {
         line.push_str(&format!(": \"{}\"", one_line(text, 80)));
     }

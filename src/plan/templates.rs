@@ -252,6 +252,18 @@ impl Templates {
         event: &Event,
         rule_vars: &Map<String, Value>,
     ) -> Result<String, TemplateError> {
+        self.render_json(name, event, &crate::plan::event_json(event), rule_vars)
+    }
+
+    /// [`Templates::render`] with the event already serialised (`event_json` must be
+    /// `event` as JSON): a plan serialises its event once for every render.
+    pub fn render_json(
+        &self,
+        name: &str,
+        event: &Event,
+        event_json: &Map<String, Value>,
+        rule_vars: &Map<String, Value>,
+    ) -> Result<String, TemplateError> {
         let file =
             self.resolve(name, &event.property.id)
                 .ok_or_else(|| TemplateError::NotFound {
@@ -262,11 +274,7 @@ impl Templates {
             template: name.to_string(),
             message,
         };
-        let mut data = match serde_json::to_value(event) {
-            Ok(Value::Object(m)) => m,
-            Ok(_) => Map::new(),
-            Err(e) => return Err(render_err(format!("event is not JSON: {e}"))),
-        };
+        let mut data = event_json.clone();
         let mut vars = event.property.vars.clone();
         for (k, v) in rule_vars {
             vars.insert(k.clone(), v.clone());

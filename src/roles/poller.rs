@@ -43,7 +43,7 @@ use crate::config::Config;
 use crate::events::{
     ids, Event, EventType, InquiryInfo, MessageInfo, PropertyInfo, ThreadSnapshot,
 };
-use crate::store::audit::{AuditLog, AuditRecord, Outcome};
+use crate::store::audit::{AuditLog, AuditRecord};
 use crate::store::lease::{LeaderElection, Lease};
 
 #[derive(Debug, thiserror::Error)]
@@ -756,23 +756,19 @@ fn malformed_record(
     property: Option<&str>,
     thread: Option<&str>,
 ) -> AuditRecord {
-    let kind = item.kind.as_str();
-    let mut r = AuditRecord::standalone(
-        format!("malformed_item:{kind}:{}", item.fingerprint),
-        Outcome::Skipped,
-    );
-    r.event_type = Some(format!("channex.{kind}"));
-    r.action = Some("event".into());
-    r.reason = Some("malformed_item".into());
-    r.property_id = property.map(str::to_string);
-    r.thread_id = match item.kind {
-        ItemKind::Thread => item.id.clone(),
-        ItemKind::Message => thread.map(str::to_string),
+    let thread_id = match item.kind {
+        ItemKind::Thread => item.id.as_deref(),
+        ItemKind::Message => thread,
     };
-    let id = item.id.as_deref().unwrap_or("unknown");
-    let error: String = item.error.chars().take(300).collect();
-    r.error = Some(format!("{kind} {id} skipped: {error}"));
-    r
+    AuditRecord::malformed_item(
+        item.kind.as_str(),
+        &item.fingerprint,
+        item.id.as_deref(),
+        property,
+        thread_id,
+        &item.error,
+        chrono::Utc::now(),
+    )
 }
 
 /// Nudges of one property are coalesced: at most one nudged poll per this gap.
