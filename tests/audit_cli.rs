@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use concierge::cli::inspect::{explain, explain_text};
-use concierge::store::audit::{self, ActionKind, AuditFilter, AuditLog, AuditRecord, Outcome, Reason};
+use concierge::store::audit::{
+    self, ActionKind, AuditFilter, AuditLog, AuditRecord, Outcome, Reason,
+};
 use opsrig::{assert_in_order, common, PREFIX};
 use tokio::io::AsyncBufReadExt;
 
@@ -338,12 +340,8 @@ async fn explain_tells_reply_skip_and_rule_error_in_order() {
     assert_eq!(again.len(), 1);
     common::eventually("the cooldown skip", Duration::from_secs(15), || async {
         let records = rig.audit().await;
-        records
-            .iter()
-            .any(|r| r.reason == Some(Reason::Cooldown))
-            && records
-                .iter()
-                .any(|r| r.reason == Some(Reason::OwnMessage))
+        records.iter().any(|r| r.reason == Some(Reason::Cooldown))
+            && records.iter().any(|r| r.reason == Some(Reason::OwnMessage))
     })
     .await;
     let _ = stop.send(true);
@@ -381,7 +379,12 @@ async fn explain_tells_reply_skip_and_rule_error_in_order() {
                 Outcome::Executed,
                 Some("sent".to_string())
             ),
-            (None, Some("event"), Outcome::Skipped, Some("own_message".to_string())),
+            (
+                None,
+                Some("event"),
+                Outcome::Skipped,
+                Some("own_message".to_string())
+            ),
             (
                 Some("05_oops"),
                 Some("evaluate"),

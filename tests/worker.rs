@@ -1026,3 +1026,95 @@ if event.type == "thread.new_message" && message.sender == "guest" {
     let timers = concierge::roles::scheduler::FollowUps::new(rig.infra.followups.clone());
     assert!(timers.list().await.unwrap().is_empty());
 }
+
+/// Issue 12: a ledger entry marked done whose outcome cannot be read used to count as
+/// `executed`; what happened is unknown, so the action now fails visibly instead.
+#[tokio::test]
+async fn an_unreadable_ledger_outcome_is_a_failed_record_not_executed() {
+    let mut rig = rig(
+        &[("10_faq.rhai", FAQ_RULE)],
+        &[("wifi.hbs", "The wifi is {{vars.wifi_name}}.\n")],
+    )
+    .await;
+    let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
+    rig.sim.sim.guest_message(&thread, "wifi?");
+    let event = guest_event(&rig.poll().await);
+
+    let ledger = concierge::store::ledger::Ledger::new(
+        rig.infra.ledger.clone(),
+        "earlier-worker",
+        Duration::from_secs(30),
+    );
+    let key = format!("{}|10_faq|0", event.id);
+    let concierge::store::ledger::Claim::Won { revision, .. } =
+        ledger.claim_in(&key, Some(&thread), None).await.unwrap()
+    else {
+        panic!("fresh claim expected");
+    };
+    let garbled = concierge::store::ledger::LedgerEntry {
+        state: concierge::store::ledger::LedgerState::Done,
+        worker: String::new(),
+        claimed_at: chrono::Utc::now(),
+        outcome: Some("exectued".into()),
+        reason: Some("sent".into()),
+        text: None,
+        channex_message_id: None,
+        attempts: 1,
+        renewed_at: None,
+        thread_id: Some(thread.clone()),
+    };
+    ledger.finish(&key, revision, garbled).await.unwrap();
+
+    let (worker, _live) = rig.worker().await;
+    let report = worker.process_event(&event, 1).await;
+    assert!(report.is_final(), "{report:?}");
+    let r = &report.records[0];
+    assert_eq!(r.outcome, Outcome::Failed, "{r:?}");
+    assert_eq!(r.reason, Some(Reason::LedgerUnreadable));
+    assert!(r.error.as_deref().is_some_and(|e| e.contains("exectued")));
+    assert!(rig.sent().is_empty());
+}
+
+/// The cooldown is judged with the executor's injected clock: the same template to the same
+/// thread within the window is skipped, after it is sent again.
+#[tokio::test]
+async fn cooldown_is_judged_with_the_injected_clock() {
+    let mut rig = rig(
+        &[("10_faq.rhai", FAQ_RULE)],
+        &[("wifi.hbs", "The wifi is {{vars.wifi_name}}.\n")],
+    )
+    .await;
+    rig.config.rules.cooldown = Duration::from_secs(3600);
+    let start = chrono::DateTime::parse_from_rfc3339("2030-01-01T12:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let manual = concierge::base::clock::ManualClock::starting_at(start);
+    let (worker, _live) = rig.worker().await;
+    let worker = worker.map_executor(|e| e.with_clock(manual.clock()));
+    let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
+
+    rig.sim.sim.guest_message(&thread, "wifi?");
+    let first = guest_event(&rig.poll().await);
+    let report = worker.process_event(&first, 1).await;
+    assert_eq!(report.records[0].reason, Some(Reason::Sent), "{report:?}");
+
+    manual.advance(chrono::TimeDelta::minutes(59));
+    rig.sim.sim.guest_message(&thread, "the wifi again?");
+    let second = guest_event(&rig.poll().await);
+    let report = worker.process_event(&second, 1).await;
+    let r = &report.records[0];
+    assert_eq!(r.outcome, Outcome::Skipped, "{r:?}");
+    assert_eq!(r.reason, Some(Reason::Cooldown));
+    assert_eq!(rig.sent().len(), 1);
+
+    manual.advance(chrono::TimeDelta::minutes(2));
+    rig.sim
+        .sim
+        .guest_message(&thread, "and the wifi once more?");
+    let third = guest_event(&rig.poll().await);
+    let report = worker.process_event(&third, 1).await;
+    assert_eq!(report.records[0].reason, Some(Reason::Sent), "{report:?}");
+    assert_eq!(rig.sent().len(), 2);
+    // The record is stamped with the injected clock.
+    assert_eq!(report.records[0].at, start + chrono::TimeDelta::minutes(61));
+}

@@ -206,7 +206,11 @@ fn check_uses(templates: &Templates, templates_dir: &Path, found: &mut Findings)
             continue;
         };
         // The file the plan rendered, then every per-property override of it.
-        let mut results = vec![(file.file.clone(), u.event.property.id.clone(), u.rendered.clone())];
+        let mut results = vec![(
+            file.file.clone(),
+            u.event.property.id.clone(),
+            u.rendered.clone(),
+        )];
         for o in templates.files() {
             if o.name == u.template {
                 if let Some(pid) = &o.property_id {
@@ -262,8 +266,7 @@ fn check_literals(
                 found.bad_rules.insert(rule.file.clone());
                 continue;
             }
-            if found.uses.iter().any(|u| u.template == name) || found.rendered_ok.contains(&name)
-            {
+            if found.uses.iter().any(|u| u.template == name) || found.rendered_ok.contains(&name) {
                 continue;
             }
             match first_render_error(templates, &name, properties) {

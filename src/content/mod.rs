@@ -171,8 +171,7 @@ impl Reloader {
         let before = self.current();
         let mut report = ReloadReport::default();
         let rules = self.rescan_rules(&before.rules, &mut rejected_book, &mut report);
-        let templates =
-            self.rescan_templates(&before.templates, &mut rejected_book, &mut report);
+        let templates = self.rescan_templates(&before.templates, &mut rejected_book, &mut report);
 
         // Forget rejections of files that are gone, so a broken file that comes back is
         // reported again.
@@ -281,7 +280,9 @@ impl Reloader {
         Some(match compiled {
             Ok(rule) => {
                 rejected_book.remove(file);
-                report.accepted.push((file.to_path_buf(), rule.version.clone()));
+                report
+                    .accepted
+                    .push((file.to_path_buf(), rule.version.clone()));
                 Ok(Arc::new(rule))
             }
             Err(problem) => {

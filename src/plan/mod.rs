@@ -141,8 +141,7 @@ pub fn plan(
                 .into_iter()
                 .enumerate()
                 .map(|(index, action)| {
-                    let rendered =
-                        render_action(&content.templates, event, &event_json, &action);
+                    let rendered = render_action(&content.templates, event, &event_json, &action);
                     PlanStep {
                         rule: outcome.rule.clone(),
                         version: outcome.version.clone(),

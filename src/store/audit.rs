@@ -192,7 +192,10 @@ impl Reason {
         (Reason::TemplateError, "template_error"),
         (Reason::NoThread, "no_thread"),
         (Reason::DryRun, "dry_run"),
-        (Reason::VerifiedAfterInterruption, "verified_after_interruption"),
+        (
+            Reason::VerifiedAfterInterruption,
+            "verified_after_interruption",
+        ),
         (Reason::ThreadClosed, "thread_closed"),
         (Reason::Superseded, "superseded"),
         (Reason::Cooldown, "cooldown"),
@@ -233,7 +236,10 @@ impl Reason {
         if let Some(sinks) = s.strip_prefix("delivered: ") {
             return Reason::Delivered(sinks.to_string());
         }
-        if let Some((name, due_at)) = s.strip_prefix("armed ").and_then(|r| r.rsplit_once(" for ")) {
+        if let Some((name, due_at)) = s
+            .strip_prefix("armed ")
+            .and_then(|r| r.rsplit_once(" for "))
+        {
             return Reason::Armed {
                 name: name.to_string(),
                 due_at: due_at.to_string(),
@@ -435,7 +441,9 @@ impl AuditRecord {
         AuditRecord {
             action: Some(ActionKind::Event),
             reason: Some(Reason::MaxDeliver),
-            error: Some(format!("gave up after {deliveries} deliveries: {unfinished}")),
+            error: Some(format!(
+                "gave up after {deliveries} deliveries: {unfinished}"
+            )),
             attempts: u32::try_from(deliveries).unwrap_or(u32::MAX),
             ..Self::about_event(id, event, Outcome::Failed, at)
         }
@@ -446,7 +454,9 @@ impl AuditRecord {
         AuditRecord {
             action: Some(ActionKind::Event),
             reason: Some(Reason::MalformedEvent),
-            error: Some(format!("event on {subject} is not valid event JSON: {error}")),
+            error: Some(format!(
+                "event on {subject} is not valid event JSON: {error}"
+            )),
             ..Self::blank(format!("malformed_event:{seq}"), Outcome::Failed, at)
         }
     }
@@ -684,4 +694,72 @@ pub async fn read_stream(
     )
     .await
     .map_err(|e| AuditError::Read(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn action_kinds_serialise_as_the_documented_strings() {
+        for kind in ActionKind::ALL {
+            let json = serde_json::to_string(&kind).expect("serialises");
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+            assert_eq!(ActionKind::parse(kind.as_str()), Some(kind));
+            assert_eq!(serde_json::from_str::<ActionKind>(&json).ok(), Some(kind));
+        }
+        assert_eq!(ActionKind::NoReplyNeeded.as_str(), "no_reply_needed");
+        assert_eq!(ActionKind::CancelFollowUp.as_str(), "cancel_follow_up");
+    }
+
+    #[test]
+    fn reasons_serialise_as_their_strings_and_read_back_equal() {
+        let reasons = [
+            (Reason::OwnMessage, "own_message"),
+            (Reason::MaxDeliver, "max_deliver"),
+            (Reason::TemplateError, "template_error"),
+            (
+                Reason::VerifiedAfterInterruption,
+                "verified_after_interruption",
+            ),
+            (Reason::ChannexError, "channex_error"),
+            (Reason::Delivered("log,nats".into()), "delivered: log,nats"),
+            (
+                Reason::Armed {
+                    name: "delayed reply".into(),
+                    due_at: "2024-07-01T12:05:00+00:00".into(),
+                },
+                "armed delayed reply for 2024-07-01T12:05:00+00:00",
+            ),
+            (Reason::Cancelled("holding".into()), "cancelled holding"),
+            (Reason::Channex("not_found".into()), "not_found"),
+            (Reason::Other("reason-7".into()), "reason-7"),
+        ];
+        for (reason, text) in reasons {
+            let json = serde_json::to_string(&reason).expect("serialises");
+            assert_eq!(json, serde_json::to_string(text).expect("string"));
+            let back: Reason = serde_json::from_str(&json).expect("reads back");
+            assert_eq!(back, reason);
+            assert_eq!(back.to_string(), text);
+        }
+        for (fixed, text) in Reason::FIXED {
+            assert_eq!(fixed.as_text(), text);
+            assert_eq!(Reason::parse(text).as_text(), text);
+        }
+    }
+
+    #[test]
+    fn a_records_json_keeps_its_shape() {
+        let at = "2024-07-01T12:00:00Z".parse().expect("time");
+        let r = AuditRecord::malformed_event(7, "concierge.events.x.y", "bad", at);
+        let json = serde_json::to_value(&r).expect("serialises");
+        assert_eq!(json["id"], "malformed_event:7");
+        assert_eq!(json["action"], "event");
+        assert_eq!(json["reason"], "malformed_event");
+        assert_eq!(json["outcome"], "failed");
+        assert_eq!(json["at"], "2024-07-01T12:00:00Z");
+        assert!(json["rule"].is_null());
+        let back: AuditRecord = serde_json::from_value(json).expect("reads back");
+        assert_eq!(back, r);
+    }
 }

@@ -164,9 +164,9 @@ impl Finished {
         self
     }
     fn channex_failure(e: &ChannexError) -> Self {
-        let reason = e
-            .code()
-            .map_or(Reason::ChannexError, |c| Reason::Channex(c.as_str().to_string()));
+        let reason = e.code().map_or(Reason::ChannexError, |c| {
+            Reason::Channex(c.as_str().to_string())
+        });
         Finished::new(Outcome::Failed, reason).error(e)
     }
 
@@ -451,8 +451,8 @@ impl Executor {
                 .ledger
                 .mark_sent(thread_id, template, sent.inserted_at)
                 .await;
-            let mut f = Finished::new(Outcome::Executed, Reason::VerifiedAfterInterruption)
-                .text(text);
+            let mut f =
+                Finished::new(Outcome::Executed, Reason::VerifiedAfterInterruption).text(text);
             f.channex_message_id = Some(sent.id.clone());
             return self.finish(claim, f).await;
         }
@@ -464,7 +464,10 @@ impl Executor {
             let f = Finished::new(Outcome::Skipped, Reason::ThreadClosed).text(text);
             return self.finish(claim, f).await;
         }
-        match self.reply_blocked(planned, thread_id, template, &messages).await {
+        match self
+            .reply_blocked(planned, thread_id, template, &messages)
+            .await
+        {
             Ok(Some(blocked)) => return self.finish(claim, blocked.text(text)).await,
             Ok(None) => {}
             Err(e) => return e.into(),
@@ -610,12 +613,12 @@ impl Executor {
             return Step::Done(Finished::new(Outcome::Skipped, Reason::NoThread));
         };
         if thread.provider != "booking_com" {
-            return Step::Done(
-                Finished::new(Outcome::Skipped, Reason::NotSupported).error(format!(
+            return Step::Done(Finished::new(Outcome::Skipped, Reason::NotSupported).error(
+                format!(
                     "no_reply_needed applies to Booking.com only, thread is {}",
                     thread.provider
-                )),
-            );
+                ),
+            ));
         }
         if dry_run {
             return Step::Done(Finished::new(Outcome::DryRun, Reason::DryRun));
@@ -647,7 +650,10 @@ impl Executor {
         match self.channex.get_thread(thread_id).await {
             Ok(t) if t.is_closed => {
                 return self
-                    .finish(claim, Finished::new(Outcome::Skipped, Reason::AlreadyClosed))
+                    .finish(
+                        claim,
+                        Finished::new(Outcome::Skipped, Reason::AlreadyClosed),
+                    )
                     .await
             }
             Ok(_) => {}
