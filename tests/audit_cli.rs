@@ -24,7 +24,7 @@ fn rec(
     let mut r = AuditRecord::standalone(id, outcome);
     r.at = at;
     r.event_id = thread.map(|t| format!("ev-{t}-{id}"));
-    r.event_type = Some("thread.new_message".into());
+    r.event_type = Some(concierge::events::EventType::ThreadNewMessage.into());
     r.property_id = prop.map(str::to_string);
     r.thread_id = thread.map(str::to_string);
     r.rule = Some(rule.to_string());

@@ -233,7 +233,7 @@ pub fn explain(records: &[AuditRecord]) -> Vec<serde_json::Value> {
             }
             serde_json::json!({
                 "event_id": event_id,
-                "event_type": rs.first().and_then(|r| r.event_type.clone()),
+                "event_type": rs.first().and_then(|r| r.event_type.as_ref().map(|t| t.to_string())),
                 "at": rs.first().map(|r| r.at),
                 "rules": rules,
             })

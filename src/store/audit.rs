@@ -16,7 +16,7 @@ use async_nats::jetstream;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::events::{subject_token, Event};
+use crate::events::{subject_token, Event, EventType};
 use crate::store::nats::{audit_stream, read_stored, ReadFrom};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -279,6 +279,65 @@ impl<'de> Deserialize<'de> for Reason {
     }
 }
 
+/// What `event_type` names: the type of the event a record is about, or the Channex
+/// resource of an item the poller could not read. Serialised as one string
+/// (`thread.new_message`, `channex.message_thread`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RecordEventType {
+    Event(EventType),
+    /// `channex.<resource>`: `message_thread` or `message`.
+    ChannexItem(String),
+    /// Any other text (records written by other versions): kept verbatim.
+    Other(String),
+}
+
+impl RecordEventType {
+    pub fn as_text(&self) -> std::borrow::Cow<'_, str> {
+        use std::borrow::Cow;
+        match self {
+            RecordEventType::Event(t) => Cow::Borrowed(t.as_str()),
+            RecordEventType::ChannexItem(resource) => Cow::Owned(format!("channex.{resource}")),
+            RecordEventType::Other(text) => Cow::Borrowed(text),
+        }
+    }
+
+    /// The inverse of [`RecordEventType::as_text`]; total.
+    pub fn parse(s: &str) -> RecordEventType {
+        if let Some(t) = EventType::parse(s) {
+            return RecordEventType::Event(t);
+        }
+        match s.strip_prefix("channex.") {
+            Some(resource) => RecordEventType::ChannexItem(resource.to_string()),
+            None => RecordEventType::Other(s.to_string()),
+        }
+    }
+}
+
+impl From<EventType> for RecordEventType {
+    fn from(t: EventType) -> Self {
+        RecordEventType::Event(t)
+    }
+}
+
+impl std::fmt::Display for RecordEventType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.as_text())
+    }
+}
+
+impl Serialize for RecordEventType {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.as_text())
+    }
+}
+
+impl<'de> Deserialize<'de> for RecordEventType {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<RecordEventType, D::Error> {
+        let text = std::borrow::Cow::<str>::deserialize(deserializer)?;
+        Ok(RecordEventType::parse(&text))
+    }
+}
+
 /// One decision. Fields follow DESIGN.md ("Audit log"); absent ones are `null`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditRecord {
@@ -287,7 +346,7 @@ pub struct AuditRecord {
     pub id: String,
     pub at: DateTime<Utc>,
     pub event_id: Option<String>,
-    pub event_type: Option<String>,
+    pub event_type: Option<RecordEventType>,
     pub rule: Option<String>,
     pub rule_version: Option<String>,
     /// One of the six actions, or `evaluate` / `reload` / `event` for records that are not
@@ -334,7 +393,7 @@ impl AuditRecord {
     pub fn for_event(id: impl Into<String>, event: &Event, outcome: Outcome) -> Self {
         AuditRecord {
             event_id: Some(event.id.clone()),
-            event_type: Some(event.event_type.as_str().to_string()),
+            event_type: Some(event.event_type.into()),
             thread_id: event.thread_id().map(str::to_string),
             property_id: Some(event.property.id.clone()),
             ..Self::standalone(id, outcome)
@@ -372,7 +431,7 @@ impl AuditRecord {
     fn about_event(id: String, event: &Event, outcome: Outcome, at: DateTime<Utc>) -> Self {
         AuditRecord {
             event_id: Some(event.id.clone()),
-            event_type: Some(event.event_type.as_str().to_string()),
+            event_type: Some(event.event_type.into()),
             thread_id: event.thread_id().map(str::to_string),
             property_id: Some(event.property.id.clone()),
             ..Self::blank(id, outcome, at)
@@ -477,7 +536,7 @@ impl AuditRecord {
         let item_id = item_id.unwrap_or("unknown");
         let error: String = error.chars().take(300).collect();
         AuditRecord {
-            event_type: Some(format!("channex.{kind}")),
+            event_type: Some(RecordEventType::ChannexItem(kind.to_string())),
             action: Some(ActionKind::Event),
             reason: Some(Reason::MalformedItem),
             property_id: property_id.map(str::to_string),
@@ -749,6 +808,25 @@ mod tests {
     }
 
     #[test]
+    fn event_types_serialise_as_their_strings() {
+        for (t, text) in [
+            (
+                RecordEventType::Event(EventType::FollowUpDue),
+                "follow_up.due",
+            ),
+            (
+                RecordEventType::ChannexItem("message_thread".into()),
+                "channex.message_thread",
+            ),
+            (RecordEventType::Other("x.y".into()), "x.y"),
+        ] {
+            let json = serde_json::to_string(&t).expect("serialises");
+            assert_eq!(json, format!("\"{text}\""));
+            assert_eq!(serde_json::from_str::<RecordEventType>(&json).ok(), Some(t));
+        }
+    }
+
+    #[test]
     fn a_records_json_keeps_its_shape() {
         let at = "2024-07-01T12:00:00Z".parse().expect("time");
         let r = AuditRecord::malformed_event(7, "concierge.events.x.y", "bad", at);
@@ -758,6 +836,7 @@ mod tests {
         assert_eq!(json["reason"], "malformed_event");
         assert_eq!(json["outcome"], "failed");
         assert_eq!(json["at"], "2024-07-01T12:00:00Z");
+        assert!(json["event_type"].is_null());
         assert!(json["rule"].is_null());
         let back: AuditRecord = serde_json::from_value(json).expect("reads back");
         assert_eq!(back, r);
