@@ -8,6 +8,7 @@
 //! Channex; argument handling and printing stay in the CLI.
 
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 
 use async_nats::jetstream;
 use chrono::{DateTime, Utc};
@@ -16,7 +17,7 @@ use crate::events::Event;
 use crate::plan::rules::{RuleEngine, RuleSet};
 use crate::plan::templates::Templates;
 use crate::plan::{plan, Content, RulePlan};
-use crate::store::audit::{ActionKind, AuditRecord, Outcome, Reason};
+use crate::store::audit::{self, ActionKind, AuditFilter, AuditRecord, Outcome, Reason};
 use crate::store::nats::{events_stream, read_stored, ReadFrom};
 
 /// One planned action as `rule action(template)`, the unit compared by replay.
@@ -81,6 +82,46 @@ pub async fn stored_events(
     Ok(out)
 }
 
+/// The rules and templates to replay with, and a warning per file left out (it does not
+/// compile or parse).
+pub fn load_content(
+    engine: &RuleEngine,
+    rules_dir: &Path,
+    templates_dir: &Path,
+) -> (Content, Vec<String>) {
+    let (rule_set, problems) = engine.load_dir(rules_dir);
+    let mut warnings: Vec<String> = problems
+        .iter()
+        .map(|p| format!("{p} (rule left out of the replay)"))
+        .collect();
+    let (templates, template_problems) = Templates::load_dir(templates_dir);
+    warnings.extend(template_problems.iter().map(ToString::to_string));
+    (Content::new(rule_set, templates), warnings)
+}
+
+/// Replays every event stored since `since` (of `property`, if given) against the audit
+/// records of the same period.
+pub async fn replay_since(
+    js: &jetstream::Context,
+    prefix: &str,
+    engine: &RuleEngine,
+    content: &Content,
+    since: DateTime<Utc>,
+    property: Option<&str>,
+) -> anyhow::Result<Vec<ReplayEntry>> {
+    let mut events = stored_events(js, prefix, since).await?;
+    if let Some(p) = property {
+        events.retain(|(e, _)| e.property.id == p);
+    }
+    let filter = AuditFilter {
+        since: Some(since),
+        property_id: property.map(str::to_string),
+        ..Default::default()
+    };
+    let records = audit::query(js, prefix, &filter).await?;
+    Ok(compare_content(engine, content, &events, &records))
+}
+
 /// Re-plan `events` with `rule_set` and `templates` (dry, pure, at each event's store time)
 /// and compare with the audit records of what was done.
 pub fn compare_replay(
@@ -91,6 +132,16 @@ pub fn compare_replay(
     audit_records: &[AuditRecord],
 ) -> Vec<ReplayEntry> {
     let content = Content::new(rule_set.clone(), templates.clone());
+    compare_content(engine, &content, events, audit_records)
+}
+
+/// [`compare_replay`] with a content snapshot.
+pub fn compare_content(
+    engine: &RuleEngine,
+    content: &Content,
+    events: &[(Event, DateTime<Utc>)],
+    audit_records: &[AuditRecord],
+) -> Vec<ReplayEntry> {
     let mut did_by_event = done_by_event(audit_records);
     // Events the worker skipped as the service's own messages never reach the rules.
     let own_messages: HashSet<&str> = audit_records
@@ -102,7 +153,7 @@ pub fn compare_replay(
         .iter()
         .filter(|(event, _)| !own_messages.contains(event.id.as_str()))
         .map(|(event, stored_at)| {
-            let plan = plan(engine, &content, event, *stored_at, true);
+            let plan = plan(engine, content, event, *stored_at, true);
             let would: Vec<PlanLine> = plan.rules.iter().flat_map(would_lines).collect();
             let did = did_by_event.remove(event.id.as_str()).unwrap_or_default();
             let changed = would.len() != did.len()

@@ -16,7 +16,6 @@ pub use crate::authoring::replay::{
 };
 use crate::config::Config;
 use crate::plan::rules::{RuleEngine, RuleLimits};
-use crate::plan::templates::Templates;
 use crate::store::audit::{self, AuditFilter, AuditRecord, Outcome};
 use crate::store::nats::Infra;
 
@@ -311,30 +310,21 @@ pub async fn replay(config: &Config, args: ReplayArgs) -> anyhow::Result<()> {
         .templates
         .unwrap_or_else(|| config.rules.templates_dir.clone());
     let engine = RuleEngine::new(RuleLimits::default());
-    let (rule_set, problems) = engine.load_dir(&rules_dir);
-    for p in &problems {
-        eprintln!("warning: {p} (rule left out of the replay)");
-    }
-    let (templates, template_problems) = Templates::load_dir(&templates_dir);
-    for p in &template_problems {
-        eprintln!("warning: {p}");
+    let (content, warnings) =
+        crate::authoring::replay::load_content(&engine, &rules_dir, &templates_dir);
+    for warning in &warnings {
+        eprintln!("warning: {warning}");
     }
     let infra = Infra::setup(&config.nats).await?;
-    let mut events = stored_events(&infra.js, &config.nats.prefix, since).await?;
-    if let Some(p) = &args.property {
-        events.retain(|(e, _)| &e.property.id == p);
-    }
-    let records = audit::query(
+    let entries = crate::authoring::replay::replay_since(
         &infra.js,
         &config.nats.prefix,
-        &AuditFilter {
-            since: Some(since),
-            property_id: args.property.clone(),
-            ..Default::default()
-        },
+        &engine,
+        &content,
+        since,
+        args.property.as_deref(),
     )
     .await?;
-    let entries = compare_replay(&engine, &rule_set, &templates, &events, &records);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&entries)?);
     } else {
