@@ -4,7 +4,9 @@
 //! Owns loading `<dir>/<name>.hbs` and per-property overrides `<dir>/<property_id>/<name>.hbs`
 //! (the override wins), keeping the last good version of a file that stops parsing on
 //! reload, the render context and the date helpers. It must not send anything, read the
-//! clock, or decide which template to use (rules do that).
+//! clock, or decide which template to use (rules do that). The service renders through
+//! [`crate::plan::plan`], which serialises the event once and hands it to
+//! [`Templates::render_json`] for every reply/alert of the plan.
 //!
 //! Render context: the event JSON at the top level (`{{thread.title}}`, `{{message.text}}`,
 //! `{{property.vars.wifi_name}}`, `{{inquiry.guest_name}}`, `{{follow_up.data.x}}`) plus

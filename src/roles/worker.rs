@@ -157,7 +157,7 @@ impl Worker {
         }
     }
 
-    /// Fault injection for tests (see [`CrashPoint`]).
+    /// Fault injection for tests (see [`crate::roles::executor::CrashPoint`]).
     pub fn with_crash_point(mut self, point: crate::roles::executor::CrashPoint) -> Self {
         self.executor = self.executor.with_crash_point(point);
         self

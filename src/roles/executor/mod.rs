@@ -9,7 +9,7 @@
 //!   whitespace-normalised text, never by sending blindly again;
 //! - a claim is renewed while held and confirmed by compare-and-set right before a send,
 //!   which starts only if the claim is certainly ours for longer than the HTTP timeout
-//!   ([`claim`]); a reply's text is noted for its thread before the POST, so the message
+//!   ([`crate::store::claim`]); a reply's text is noted for its thread before the POST, so the message
 //!   is known as ours even if the process dies before recording its id;
 //! - human takeover: a property-side message newer than the guest message that triggered
 //!   the event, not sent by us, skips the reply (`superseded`); a closed thread skips it;
