@@ -337,32 +337,7 @@ fn judge(fixture: &Fixture, plan: &Plan) -> Vec<String> {
         .map(|step| (step.rule.as_str(), &step.action))
         .collect();
 
-    let plan_ok = actual.len() == fixture.expect.len()
-        && fixture
-            .expect
-            .iter()
-            .zip(&actual)
-            .all(|(e, (rule, a))| e.matches(rule, a));
-    if !plan_ok {
-        let mut diff = String::from("plan differs (- expected, + actual, = same):");
-        for i in 0..actual.len().max(fixture.expect.len()) {
-            match (fixture.expect.get(i), actual.get(i)) {
-                (Some(e), Some((rule, a))) if e.matches(rule, a) => {
-                    diff.push_str(&format!("\n  = {}", describe(rule, a)))
-                }
-                (e, a) => {
-                    if let Some(e) = e {
-                        diff.push_str(&format!("\n  - {e}"));
-                    }
-                    if let Some((rule, a)) = a {
-                        diff.push_str(&format!("\n  + {}", describe(rule, a)));
-                    }
-                }
-            }
-        }
-        if actual.is_empty() {
-            diff.push_str("\n  (the rules planned nothing)");
-        }
+    if let Some(diff) = plan_diff(&fixture.expect, &actual) {
         failures.push(diff);
     }
 
@@ -391,4 +366,36 @@ fn judge(fixture: &Fixture, plan: &Plan) -> Vec<String> {
         }
     }
     failures
+}
+
+/// `None` when `actual` matches `expected` in order; otherwise the diff to show.
+fn plan_diff(expected: &[ExpectedAction], actual: &[(&str, &Action)]) -> Option<String> {
+    let plan_ok = actual.len() == expected.len()
+        && expected
+            .iter()
+            .zip(actual)
+            .all(|(e, (rule, a))| e.matches(rule, a));
+    if plan_ok {
+        return None;
+    }
+    let mut diff = String::from("plan differs (- expected, + actual, = same):");
+    for i in 0..actual.len().max(expected.len()) {
+        match (expected.get(i), actual.get(i)) {
+            (Some(e), Some((rule, a))) if e.matches(rule, a) => {
+                diff.push_str(&format!("\n  = {}", describe(rule, a)))
+            }
+            (e, a) => {
+                if let Some(e) = e {
+                    diff.push_str(&format!("\n  - {e}"));
+                }
+                if let Some((rule, a)) = a {
+                    diff.push_str(&format!("\n  + {}", describe(rule, a)));
+                }
+            }
+        }
+    }
+    if actual.is_empty() {
+        diff.push_str("\n  (the rules planned nothing)");
+    }
+    Some(diff)
 }

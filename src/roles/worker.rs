@@ -110,6 +110,24 @@ pub struct Worker {
     pub(crate) clock: Clock,
 }
 
+/// Every 5 s until shutdown: the consumer's pending and ack-pending counts as gauges.
+async fn report_consumer_gauges(
+    mut consumer: jetstream::consumer::Consumer<pull::Config>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut every = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            _ = every.tick() => {}
+        }
+        if let Ok(info) = consumer.info().await {
+            metrics::gauge!("concierge_consumer_pending").set(info.num_pending as f64);
+            metrics::gauge!("concierge_consumer_ack_pending").set(info.num_ack_pending as f64);
+        }
+    }
+}
+
 pub async fn ensure_consumer(
     js: &jetstream::Context,
     prefix: &str,
@@ -182,24 +200,7 @@ impl Worker {
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), WorkerError> {
         let consumer = ensure_consumer(js, prefix, &self.cfg).await?;
-        let gauge = {
-            let mut consumer = consumer.clone();
-            let mut shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                let mut every = tokio::time::interval(Duration::from_secs(5));
-                loop {
-                    tokio::select! {
-                        _ = shutdown.changed() => break,
-                        _ = every.tick() => {}
-                    }
-                    if let Ok(info) = consumer.info().await {
-                        metrics::gauge!("concierge_consumer_pending").set(info.num_pending as f64);
-                        metrics::gauge!("concierge_consumer_ack_pending")
-                            .set(info.num_ack_pending as f64);
-                    }
-                }
-            })
-        };
+        let gauge = tokio::spawn(report_consumer_gauges(consumer.clone(), shutdown.clone()));
         let open = || async {
             consumer
                 .stream()
