@@ -95,13 +95,13 @@ pub enum ActionResult {
 }
 
 /// One plan step with the event it belongs to: what the executor carries out and audits.
-pub struct PlannedAction<'a> {
-    pub event: &'a Event,
-    pub step: &'a PlanStep,
+struct PlannedAction<'a> {
+    event: &'a Event,
+    step: &'a PlanStep,
 }
 
 impl PlannedAction<'_> {
-    pub fn key(&self) -> String {
+    fn key(&self) -> String {
         self.step.key(&self.event.id)
     }
 
