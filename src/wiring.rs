@@ -26,7 +26,7 @@ use crate::roles::executor::{Executor, ExecutorSettings};
 use crate::roles::poller::Poller;
 use crate::roles::scheduler::Scheduler;
 use crate::roles::worker::Worker;
-use crate::store::audit::{AuditLog, AuditRecord, Outcome};
+use crate::store::audit::{AuditLog, AuditRecord};
 use crate::store::ledger::Ledger;
 use crate::store::nats::Infra;
 use crate::store::timers::FollowUps;
@@ -149,22 +149,7 @@ pub async fn forward_reload_reports(
         }
         for problem in &report.rejected {
             tracing::error!(problem = %problem, "rule file rejected; the last good version keeps running");
-            let mut r = AuditRecord::standalone(
-                format!(
-                    "reload:{}:{}",
-                    problem.file.display(),
-                    Utc::now().timestamp_nanos_opt().unwrap_or_default()
-                ),
-                Outcome::RuleRejected,
-            );
-            r.at = Utc::now();
-            r.rule = problem
-                .file
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned());
-            r.action = Some("reload".into());
-            r.reason = Some("compile_error".into());
-            r.error = Some(problem.to_string());
+            let r = AuditRecord::reload_rejected(&problem.file, problem.to_string(), Utc::now());
             if let Err(e) = audit.record(&r).await {
                 tracing::warn!(error = %e, "could not audit a rejected rule");
             }

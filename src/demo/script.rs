@@ -12,7 +12,7 @@ use chrono::Utc;
 use super::config::PROPERTY;
 use super::timeline::{say, Stamp, Timeline};
 use crate::sim::Sim;
-use crate::store::audit::Outcome;
+use crate::store::audit::{ActionKind, Outcome};
 
 /// The scenes, sharing the simulator and the timeline.
 pub struct Script<'a> {
@@ -37,13 +37,13 @@ impl Script<'_> {
         what: &'static str,
         limit: Duration,
         thread: &str,
-        action: &'static str,
+        action: ActionKind,
         outcome: Outcome,
     ) -> anyhow::Result<()> {
         let seen = |t: &Timeline| {
             t.records.iter().any(|r| {
                 r.thread_id.as_deref() == Some(thread)
-                    && r.action.as_deref() == Some(action)
+                    && r.action == Some(action)
                     && r.outcome == outcome
             })
         };
@@ -68,7 +68,7 @@ impl Script<'_> {
             "stale thread closed",
             limit,
             stale,
-            "close_thread",
+            ActionKind::CloseThread,
             Outcome::Executed,
         )
         .await
@@ -80,14 +80,20 @@ impl Script<'_> {
         let maria = sim.open_thread(PROPERTY, "BookingCom", "Maria Santos", true);
         sim.guest_message(&maria, "Hi! What's the wifi password please?");
         let limit = Duration::from_secs(15);
-        self.expect("wifi auto-reply", limit, &maria, "reply", Outcome::Executed)
-            .await?;
+        self.expect(
+            "wifi auto-reply",
+            limit,
+            &maria,
+            ActionKind::Reply,
+            Outcome::Executed,
+        )
+        .await?;
         sim.guest_message(&maria, "Thanks so much!");
         self.expect(
             "no_reply_needed on the thanks",
             limit,
             &maria,
-            "no_reply_needed",
+            ActionKind::NoReplyNeeded,
             Outcome::Executed,
         )
         .await
@@ -105,7 +111,7 @@ impl Script<'_> {
             "parking auto-reply",
             limit,
             &john,
-            "reply",
+            ActionKind::Reply,
             Outcome::Executed,
         )
         .await
@@ -123,7 +129,7 @@ impl Script<'_> {
             "delayed reply armed",
             armed,
             &lena,
-            "follow_up",
+            ActionKind::FollowUp,
             Outcome::Executed,
         )
         .await?;
@@ -137,7 +143,7 @@ impl Script<'_> {
             "delayed reply cancelled by the staff answer",
             Duration::from_secs(20),
             &lena,
-            "cancel_follow_up",
+            ActionKind::CancelFollowUp,
             Outcome::Executed,
         )
         .await
@@ -168,7 +174,7 @@ impl Script<'_> {
             "inquiry follow-up armed",
             armed,
             &andrew,
-            "follow_up",
+            ActionKind::FollowUp,
             Outcome::Executed,
         )
         .await?;
@@ -177,7 +183,7 @@ impl Script<'_> {
             "staff alert for the inquiry",
             alerted,
             &andrew,
-            "alert",
+            ActionKind::Alert,
             Outcome::Executed,
         )
         .await

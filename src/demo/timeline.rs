@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::events::{Event, EventType};
 use crate::sim::Sim;
-use crate::store::audit::{AuditRecord, Outcome};
+use crate::store::audit::{ActionKind, AuditRecord, Outcome, Reason};
 
 /// What the demo saw, in arrival order.
 #[derive(Default)]
@@ -104,7 +104,7 @@ fn on_record(payload: &[u8], stamp: &Stamp, sim: &Sim, timeline: &Mutex<Timeline
     let Ok(r) = serde_json::from_slice::<AuditRecord>(payload) else {
         return;
     };
-    if r.reason.as_deref() != Some("own_message") {
+    if r.reason != Some(Reason::OwnMessage) {
         let title = r
             .thread_id
             .as_deref()
@@ -164,7 +164,7 @@ fn describe_event(ev: &Event, sim: &Sim) -> String {
 fn describe_record(r: &AuditRecord, thread_title: &str) -> String {
     let what = match (&r.action, &r.template) {
         (Some(a), Some(t)) => format!("{a}({t})"),
-        (Some(a), None) => a.clone(),
+        (Some(a), None) => a.to_string(),
         _ => "-".into(),
     };
     let mut line = format!(
@@ -180,7 +180,7 @@ fn describe_record(r: &AuditRecord, thread_title: &str) -> String {
     if let Some(text) = r
         .text
         .as_deref()
-        .filter(|_| r.action.as_deref() == Some("reply"))
+        .filter(|_| r.action == Some(ActionKind::Reply))
     {
         line.push_str(&format!(": \"{}\"", one_line(text, 80)));
     }

@@ -45,7 +45,7 @@ use crate::channex::{
 };
 use crate::config::Config;
 use crate::events::Event;
-use crate::store::audit::{AuditLog, AuditRecord, Outcome};
+use crate::store::audit::{AuditLog, AuditRecord};
 use crate::store::lease::{LeaderElection, Lease};
 use crate::store::nats::{NatsSource, StoreError};
 use crate::store::threads::{ThreadSnapshots, ThreadState, ALL_PROPERTIES};
@@ -431,7 +431,7 @@ impl Poller {
             tracing::warn!(kind, id = item.id.as_deref().unwrap_or("?"), thread = thread.unwrap_or("-"), fingerprint = %item.fingerprint, error = %item.error, "malformed Channex item skipped (reported once)");
             metrics::counter!("concierge_channex_malformed_items_total", "kind" => kind)
                 .increment(1);
-            records.push(malformed_record(item, property, thread));
+            records.push(malformed_record(item, property, thread, (self.clock)()));
         }
         for (r, result) in records.iter().zip(self.audit.record_all(&records).await) {
             if let Err(e) = result {
@@ -593,22 +593,19 @@ fn malformed_record(
     item: &SkippedItem,
     property: Option<&str>,
     thread: Option<&str>,
+    at: DateTime<Utc>,
 ) -> AuditRecord {
-    let kind = item.kind.as_str();
-    let mut r = AuditRecord::standalone(
-        format!("malformed_item:{kind}:{}", item.fingerprint),
-        Outcome::Skipped,
-    );
-    r.event_type = Some(format!("channex.{kind}"));
-    r.action = Some("event".into());
-    r.reason = Some("malformed_item".into());
-    r.property_id = property.map(str::to_string);
-    r.thread_id = match item.kind {
-        ItemKind::Thread => item.id.clone(),
-        ItemKind::Message => thread.map(str::to_string),
+    let thread_id = match item.kind {
+        ItemKind::Thread => item.id.as_deref(),
+        ItemKind::Message => thread,
     };
-    let id = item.id.as_deref().unwrap_or("unknown");
-    let error: String = item.error.chars().take(300).collect();
-    r.error = Some(format!("{kind} {id} skipped: {error}"));
-    r
+    AuditRecord::malformed_item(
+        item.kind.as_str(),
+        &item.fingerprint,
+        item.id.as_deref(),
+        property,
+        thread_id,
+        &item.error,
+        at,
+    )
 }
