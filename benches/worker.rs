@@ -764,7 +764,7 @@ async fn run_worker(
     let (worker, live) = concierge::wiring::worker(config, infra, channex)
         .await
         .unwrap_or_else(|e| fail(&format!("building the worker: {e:#}")));
-    let loaded = live.current().0.len();
+    let loaded = live.current().rules.len();
     if loaded != 20 {
         fail(&format!("the worker loaded {loaded} rules, expected 20"));
     }

@@ -2,6 +2,10 @@
 //! knows how the pieces plug together, shared by `concierge run`, `concierge demo`, the
 //! integration tests and the benchmarks.
 //!
+//! It passes the real clock ([`system_clock`]) to the roles that judge time (poller,
+//! scheduler), and gives the scheduler its Channex-backed thread directory
+//! ([`ChannexDirectory`]).
+//!
 //! It must not read the environment or the command line (the CLI does), nor run anything
 //! by itself: it returns the roles, ready to `run`.
 
@@ -11,18 +15,21 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::Utc;
 
+use crate::base::clock::system_clock;
 use crate::channex::{ApiKey, ChannexClient, ClientOptions};
 use crate::config::Config;
 use crate::content::{LiveRules, ReloadReport};
 use crate::plan::rules::{RuleEngine, RuleLimits};
+use crate::roles::directory::ChannexDirectory;
 use crate::roles::executor::alerts::AlertSinks;
 use crate::roles::executor::{Executor, ExecutorSettings};
-use crate::roles::poller::{ChannexDirectory, Poller};
-use crate::roles::scheduler::{FollowUps, Scheduler};
+use crate::roles::poller::Poller;
+use crate::roles::scheduler::Scheduler;
 use crate::roles::worker::Worker;
-use crate::store::audit::{AuditLog, AuditRecord, Outcome};
+use crate::store::audit::{AuditLog, AuditRecord};
 use crate::store::ledger::Ledger;
 use crate::store::nats::Infra;
+use crate::store::timers::FollowUps;
 
 pub fn channex_client(config: &Config) -> anyhow::Result<ChannexClient> {
     let mut opts = ClientOptions::new(
@@ -41,7 +48,7 @@ pub fn poller(
     channex: ChannexClient,
     backfill: Option<Duration>,
 ) -> Poller {
-    Poller::new(channex, infra, Arc::new(config.clone()), backfill)
+    Poller::new(channex, infra, Arc::new(config.clone()), backfill).with_clock(system_clock())
 }
 
 /// The scheduler (follow-up timers and cron schedules), leader-elected.
@@ -55,6 +62,7 @@ pub fn scheduler(config: &Config, infra: &Infra, channex: ChannexClient) -> Sche
         format!("scheduler-{}", uuid::Uuid::new_v4()),
         config.poller.lease_ttl,
     )
+    .with_clock(system_clock())
 }
 
 /// The executor with its ledger, follow-up store and alert sinks.
@@ -141,22 +149,7 @@ pub async fn forward_reload_reports(
         }
         for problem in &report.rejected {
             tracing::error!(problem = %problem, "rule file rejected; the last good version keeps running");
-            let mut r = AuditRecord::standalone(
-                format!(
-                    "reload:{}:{}",
-                    problem.file.display(),
-                    Utc::now().timestamp_nanos_opt().unwrap_or_default()
-                ),
-                Outcome::RuleRejected,
-            );
-            r.at = Utc::now();
-            r.rule = problem
-                .file
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned());
-            r.action = Some("reload".into());
-            r.reason = Some("compile_error".into());
-            r.error = Some(problem.to_string());
+            let r = AuditRecord::reload_rejected(&problem.file, problem.to_string(), Utc::now());
             if let Err(e) = audit.record(&r).await {
                 tracing::warn!(error = %e, "could not audit a rejected rule");
             }

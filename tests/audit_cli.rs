@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use concierge::cli::inspect::{explain, explain_text};
-use concierge::store::audit::{self, AuditFilter, AuditLog, AuditRecord, Outcome};
+use concierge::store::audit::{
+    self, ActionKind, AuditFilter, AuditLog, AuditRecord, Outcome, Reason,
+};
 use opsrig::{assert_in_order, common, PREFIX};
 use tokio::io::AsyncBufReadExt;
 
@@ -22,13 +24,13 @@ fn rec(
     let mut r = AuditRecord::standalone(id, outcome);
     r.at = at;
     r.event_id = thread.map(|t| format!("ev-{t}-{id}"));
-    r.event_type = Some("thread.new_message".into());
+    r.event_type = Some(concierge::events::EventType::ThreadNewMessage.into());
     r.property_id = prop.map(str::to_string);
     r.thread_id = thread.map(str::to_string);
     r.rule = Some(rule.to_string());
     r.rule_version = Some("v1".into());
-    r.action = Some("reply".into());
-    r.reason = Some(format!("reason-{id}"));
+    r.action = Some(ActionKind::Reply);
+    r.reason = Some(Reason::Other(format!("reason-{id}")));
     r
 }
 
@@ -338,12 +340,8 @@ async fn explain_tells_reply_skip_and_rule_error_in_order() {
     assert_eq!(again.len(), 1);
     common::eventually("the cooldown skip", Duration::from_secs(15), || async {
         let records = rig.audit().await;
-        records
-            .iter()
-            .any(|r| r.reason.as_deref() == Some("cooldown"))
-            && records
-                .iter()
-                .any(|r| r.reason.as_deref() == Some("own_message"))
+        records.iter().any(|r| r.reason == Some(Reason::Cooldown))
+            && records.iter().any(|r| r.reason == Some(Reason::OwnMessage))
     })
     .await;
     let _ = stop.send(true);
@@ -360,15 +358,15 @@ async fn explain_tells_reply_skip_and_rule_error_in_order() {
     )
     .await
     .unwrap();
-    type Line<'a> = (Option<&'a str>, Option<&'a str>, Outcome, Option<&'a str>);
+    type Line<'a> = (Option<&'a str>, Option<&'a str>, Outcome, Option<String>);
     let summary: Vec<Line> = records
         .iter()
         .map(|r| {
             (
                 r.rule.as_deref(),
-                r.action.as_deref(),
+                r.action.map(ActionKind::as_str),
                 r.outcome,
-                r.reason.as_deref(),
+                r.reason.as_ref().map(Reason::to_string),
             )
         })
         .collect();
@@ -379,20 +377,25 @@ async fn explain_tells_reply_skip_and_rule_error_in_order() {
                 Some("10_faq"),
                 Some("reply"),
                 Outcome::Executed,
-                Some("sent")
+                Some("sent".to_string())
             ),
-            (None, Some("event"), Outcome::Skipped, Some("own_message")),
+            (
+                None,
+                Some("event"),
+                Outcome::Skipped,
+                Some("own_message".to_string())
+            ),
             (
                 Some("05_oops"),
                 Some("evaluate"),
                 Outcome::RuleError,
-                Some("rule_error")
+                Some("rule_error".to_string())
             ),
             (
                 Some("10_faq"),
                 Some("reply"),
                 Outcome::Skipped,
-                Some("cooldown")
+                Some("cooldown".to_string())
             ),
         ],
         "{records:#?}"

@@ -188,9 +188,9 @@ fn rules_test_runs_fixtures_and_counts() {
 #[tokio::test]
 async fn follow_ups_list_and_cancel_against_nats() {
     let (_nats, infra, cfg) = common::nats_infra().await;
-    let store = concierge::roles::scheduler::FollowUps::new(infra.followups.clone());
+    let store = concierge::store::timers::FollowUps::new(infra.followups.clone());
     store
-        .arm(&concierge::roles::scheduler::FollowUpTimer {
+        .arm(&concierge::store::timers::FollowUpTimer {
             thread_id: "thread-1".into(),
             property_id: "p1".into(),
             name: "inquiry_alert".into(),

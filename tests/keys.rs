@@ -6,8 +6,8 @@ mod common;
 
 use chrono::{TimeZone, Utc};
 use concierge::base::keys::{decode, encode, is_key_alphabet};
-use concierge::roles::scheduler::{FollowUpTimer, FollowUps};
 use concierge::store::ledger::Ledger;
+use concierge::store::timers::{FollowUpTimer, FollowUps};
 use proptest::prelude::*;
 
 proptest! {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use concierge::base::clock::Clock;
+use concierge::base::clock::{Clock, ManualClock};
 use concierge::store::ledger::{Claim, Ledger};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -149,4 +149,28 @@ async fn an_attempt_in_doubt_is_not_taken_back_by_the_same_process_before_expiry
     // Dropped without doubt: this process takes it back at once.
     drop(HeldClaim::hold(ledger.clone(), KEY.into(), None, revision));
     won(ledger.claim(KEY, None).await.unwrap());
+}
+
+/// Claim expiry on a manual clock shared by two workers: a claim younger than the claim
+/// timeout cannot be taken over, one that reached it can.
+#[tokio::test]
+async fn a_claim_is_taken_over_only_once_the_manual_clock_passes_the_claim_timeout() {
+    let (_nats, infra, _) = common::nats_infra().await;
+    let manual = ManualClock::starting_at(at(0));
+    let a = Ledger::new(infra.ledger.clone(), "a", TIMEOUT).with_clock(manual.clock());
+    let b = Ledger::new(infra.ledger.clone(), "b", TIMEOUT).with_clock(manual.clock());
+    won(a.claim(KEY, Some("hi")).await.unwrap());
+    manual.advance(chrono::TimeDelta::from_std(TIMEOUT).unwrap() - chrono::TimeDelta::seconds(1));
+    assert!(
+        matches!(b.claim(KEY, None).await.unwrap(), Claim::Busy),
+        "a claim younger than the timeout is not taken over"
+    );
+    manual.advance(chrono::TimeDelta::seconds(1));
+    match b.claim(KEY, None).await.unwrap() {
+        Claim::Won {
+            previous: Some(previous),
+            ..
+        } => assert_eq!(previous.worker, "a"),
+        _ => panic!("a claim as old as the timeout is taken over"),
+    }
 }

@@ -570,7 +570,7 @@ async fn malformed_audit(
         .await
         .expect("audit");
     all.into_iter()
-        .filter(|r| r.reason.as_deref() == Some("malformed_item"))
+        .filter(|r| r.reason == Some(concierge::store::audit::Reason::MalformedItem))
         .collect()
 }
 

@@ -8,9 +8,9 @@ use std::time::Duration;
 use chrono::Utc;
 use concierge::events::Event;
 use concierge::roles::poller::Poller;
-use concierge::roles::scheduler::{FollowUpTimer, FollowUps};
 use concierge::store::audit::{self, AuditFilter, AuditLog, AuditRecord, Outcome};
 use concierge::store::ledger::{Ledger, LedgerEntry, LedgerState};
+use concierge::store::timers::{FollowUpTimer, FollowUps};
 
 const PROP: &str = "prop-purge";
 

@@ -26,7 +26,7 @@ fn event() -> Event {
 }
 
 fn templates_used(live: &LiveRules, engine: &RuleEngine) -> Vec<String> {
-    let (rules, _) = live.current();
+    let rules = live.current().rules.clone();
     let ctx = EvalContext {
         now: "2024-07-01T10:00:00Z".parse().unwrap(),
     };
@@ -134,7 +134,7 @@ async fn edits_take_effect_and_broken_edits_are_rejected() {
     write(&tpl_dir.join("a.hbs"), "A {{#if}}");
     let r = report_where(&mut rx, |r| !r.rejected.is_empty()).await;
     assert_eq!(r.rejected[0].file, tpl_dir.join("a.hbs"));
-    let (_, templates) = live.current();
+    let templates = live.current().templates.clone();
     assert_eq!(
         templates
             .render("a", &event(), &Default::default())
@@ -144,7 +144,7 @@ async fn edits_take_effect_and_broken_edits_are_rejected() {
     write(&tpl_dir.join("a.hbs"), "A2 {{vars.x}}");
     eventually("template fix", || {
         live.current()
-            .1
+            .templates
             .render("a", &event(), &Default::default())
             .ok()
             .as_deref()
@@ -157,7 +157,7 @@ async fn edits_take_effect_and_broken_edits_are_rejected() {
     write(&tpl_dir.join("p1").join("a.hbs"), "P1 {{vars.x}}");
     eventually("override", || {
         live.current()
-            .1
+            .templates
             .render("a", &event(), &Default::default())
             .ok()
             .as_deref()

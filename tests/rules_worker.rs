@@ -12,7 +12,7 @@ use concierge::events::{Event, EventType};
 use concierge::roles::poller::Poller;
 use concierge::roles::worker::Worker;
 use concierge::sim::SimServer;
-use concierge::store::audit::Outcome;
+use concierge::store::audit::{Outcome, Reason};
 use concierge::store::nats::{Infra, PrivateNatsServer};
 
 const PROP: &str = "prop-h";
@@ -99,7 +99,7 @@ async fn overflowing_and_limit_hitting_rules_are_audited_and_the_reply_is_sent()
             .iter()
             .find(|r| r.outcome == Outcome::RuleError && r.rule.as_deref() == Some(rule))
             .unwrap_or_else(|| panic!("no rule_error record for {rule}: {:#?}", report.records));
-        assert_eq!(r.reason.as_deref(), Some("rule_error"));
+        assert_eq!(r.reason, Some(Reason::RuleError));
         r.error.clone().unwrap_or_default()
     };
     assert!(error_of("05_plus").contains("duration out of range"));

@@ -10,15 +10,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use concierge::base::clock::Clock;
+use concierge::base::clock::{Clock, ManualClock};
 use concierge::base::time::CronSpec;
 use concierge::config::ScheduleConfig;
 use concierge::events::{Event, EventType, PropertyInfo, ThreadSnapshot};
 use concierge::roles::scheduler::{
-    follow_up_key, next_fire_times, tick_mark_key, FollowUpOutcome, FollowUpTimer, FollowUps,
-    Scheduler, ThreadDirectory, TickOutcome,
+    next_fire_times, tick_mark_key, FollowUpOutcome, Scheduler, TickOutcome,
 };
 use concierge::store::nats::{Infra, EVENTS_STREAM};
+use concierge::store::threads::{DirectoryError, ThreadDirectory};
+use concierge::store::timers::{follow_up_key, FollowUpTimer, FollowUps};
 use futures::future::BoxFuture;
 use futures::StreamExt;
 use tokio::sync::watch;
@@ -175,7 +176,7 @@ impl ThreadDirectory for MemDirectory {
         &self,
         property_id: &str,
         thread_id: &str,
-    ) -> BoxFuture<'_, Result<Option<ThreadSnapshot>, String>> {
+    ) -> BoxFuture<'_, Result<Option<ThreadSnapshot>, DirectoryError>> {
         self.snapshot_calls.fetch_add(1, Ordering::SeqCst);
         let failing = self
             .fail_snapshots
@@ -189,7 +190,7 @@ impl ThreadDirectory for MemDirectory {
             .and_then(|ts| ts.iter().find(|t| t.id == thread_id).cloned());
         Box::pin(async move {
             if failing {
-                Err("channex unavailable".to_string())
+                Err(DirectoryError::new("channex unavailable"))
             } else {
                 Ok(found)
             }
@@ -199,7 +200,7 @@ impl ThreadDirectory for MemDirectory {
     fn open_threads(
         &self,
         property_id: &str,
-    ) -> BoxFuture<'_, Result<Vec<ThreadSnapshot>, String>> {
+    ) -> BoxFuture<'_, Result<Vec<ThreadSnapshot>, DirectoryError>> {
         let ts = self
             .threads
             .lock()
@@ -619,5 +620,39 @@ async fn injected_clock_drives_cron_ticks_in_the_schedule_zone() {
     let all = published.all();
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].1.occurred_at, utc("2026-07-16T08:00:00Z"));
+    s.stop().await;
+}
+
+/// With a manual clock the timer fires exactly when the clock reaches its due time: not a
+/// second before (however long the loop runs), and at once when the clock gets there.
+#[tokio::test]
+async fn a_timer_fires_when_the_manual_clock_reaches_its_due_time() {
+    let (_server, infra, _) = common::nats_infra().await;
+    let dir = MemDirectory::with_threads(&[("p1", "t1")]);
+    let published = Published::start(&infra).await;
+    let due = utc("2026-07-16T10:00:00Z");
+    let manual = ManualClock::starting_at(due - chrono::Duration::seconds(1));
+    FollowUps::new(infra.followups.clone())
+        .arm(&timer("t1", "nudge", due))
+        .await
+        .unwrap();
+    let s = start(
+        scheduler(&infra, &dir, "s", vec![])
+            .with_clock(manual.clock())
+            .with_max_idle(Duration::from_millis(50)),
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(published.all().is_empty(), "fired before its due time");
+    manual.set(due);
+    wait_until(
+        "the timer fired at its due time",
+        Duration::from_secs(3),
+        || !published.all().is_empty(),
+    )
+    .await;
+    let all = published.all();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].1.event_type, EventType::FollowUpDue);
+    assert_eq!(all[0].1.occurred_at, due);
     s.stop().await;
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{Timelike, Utc};
 use concierge::config::{Config, PropertyConfig};
-use concierge::store::audit::{self, AuditFilter, Outcome};
+use concierge::store::audit::{self, ActionKind, AuditFilter, Outcome};
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 
@@ -126,7 +126,7 @@ async fn inquiry_alert_goes_out_before_the_deadline_and_not_when_staff_replied()
         [&unanswered, &answered].iter().all(|t| {
             records.iter().any(|r| {
                 r.thread_id.as_deref() == Some(t.as_str())
-                    && r.action.as_deref() == Some("follow_up")
+                    && r.action == Some(ActionKind::FollowUp)
                     && r.outcome == Outcome::Executed
             })
         })
@@ -161,7 +161,7 @@ async fn inquiry_alert_goes_out_before_the_deadline_and_not_when_staff_replied()
         .unwrap();
     let alerted: Vec<_> = records
         .iter()
-        .filter(|r| r.action.as_deref() == Some("alert") && r.outcome == Outcome::Executed)
+        .filter(|r| r.action == Some(ActionKind::Alert) && r.outcome == Outcome::Executed)
         .collect();
     assert_eq!(alerted.len(), 1);
     assert_eq!(alerted[0].thread_id.as_deref(), Some(unanswered.as_str()));
@@ -192,7 +192,7 @@ async fn delayed_reply_is_sent_unless_staff_answers_first() {
             .unwrap();
         records
             .iter()
-            .filter(|r| r.action.as_deref() == Some("follow_up"))
+            .filter(|r| r.action == Some(ActionKind::FollowUp))
             .count()
             >= 2
     })
@@ -222,10 +222,10 @@ async fn delayed_reply_is_sent_unless_staff_answers_first() {
     assert!(
         records
             .iter()
-            .any(|r| r.action.as_deref() == Some("cancel_follow_up")
+            .any(|r| r.action == Some(ActionKind::CancelFollowUp)
                 && r.outcome == Outcome::Executed),
         "{records:#?}"
     );
-    assert!(!records.iter().any(|r| r.action.as_deref() == Some("reply")));
+    assert!(!records.iter().any(|r| r.action == Some(ActionKind::Reply)));
     service.stop().await;
 }

@@ -12,7 +12,7 @@ use concierge::roles::executor::CrashPoint;
 use concierge::roles::poller::Poller;
 use concierge::roles::worker::Worker;
 use concierge::sim::{FaultConfig, SimServer};
-use concierge::store::audit::{self, AuditFilter, AuditRecord, Outcome};
+use concierge::store::audit::{self, ActionKind, AuditFilter, AuditRecord, Outcome, Reason};
 use concierge::store::nats::Infra;
 use tokio::sync::watch;
 
@@ -234,7 +234,7 @@ async fn wifi_question_gets_exactly_one_reply_and_an_executed_record() {
         .collect();
     assert_eq!(executed.len(), 1, "{records:#?}");
     let r = executed[0];
-    assert_eq!(r.action.as_deref(), Some("reply"));
+    assert_eq!(r.action, Some(ActionKind::Reply));
     assert_eq!(r.rule.as_deref(), Some("10_faq"));
     assert_eq!(r.template.as_deref(), Some("wifi"));
     assert_eq!(r.thread_id.as_deref(), Some(thread.as_str()));
@@ -258,7 +258,7 @@ async fn wifi_question_gets_exactly_one_reply_and_an_executed_record() {
     let (worker, _live) = rig.worker().await;
     let report = worker.process_event(&own[0], 1).await;
     assert!(report.is_final());
-    assert_eq!(report.records[0].reason.as_deref(), Some("own_message"));
+    assert_eq!(report.records[0].reason, Some(Reason::OwnMessage));
     assert_eq!(rig.sent().len(), 1);
 }
 
@@ -316,7 +316,7 @@ async fn crash_after_send_is_resolved_by_reading_the_thread_not_by_resending() {
     assert_eq!(rig.sent().len(), 1, "no second message");
     let r = &report.records[0];
     assert_eq!(r.outcome, Outcome::Executed);
-    assert_eq!(r.reason.as_deref(), Some("verified_after_interruption"));
+    assert_eq!(r.reason, Some(Reason::VerifiedAfterInterruption));
     assert!(r.channex_message_id.is_some());
 }
 
@@ -364,7 +364,7 @@ async fn staff_reply_newer_than_the_guest_message_supersedes_the_auto_reply() {
     assert!(report.is_final());
     let r = &report.records[0];
     assert_eq!(r.outcome, Outcome::Skipped);
-    assert_eq!(r.reason.as_deref(), Some("superseded"));
+    assert_eq!(r.reason, Some(Reason::Superseded));
     assert!(rig.sent().is_empty());
 }
 
@@ -392,7 +392,7 @@ async fn no_reply_needed_only_on_booking_com() {
     assert_eq!(rig.sim.sim.no_reply_needed_marks(&booking), 1);
     let skipped = on(&airbnb);
     assert_eq!(skipped.outcome, Outcome::Skipped);
-    assert_eq!(skipped.reason.as_deref(), Some("not_supported"));
+    assert_eq!(skipped.reason, Some(Reason::NotSupported));
     assert!(
         !rig.sim
             .sim
@@ -453,7 +453,7 @@ async fn missing_template_variable_fails_the_action_and_sends_nothing() {
     assert!(report.is_final());
     let r = &report.records[0];
     assert_eq!(r.outcome, Outcome::Failed);
-    assert_eq!(r.reason.as_deref(), Some("template_error"));
+    assert_eq!(r.reason, Some(Reason::TemplateError));
     assert!(r.error.as_deref().unwrap().contains("router_room"), "{r:?}");
     assert!(rig.sent().is_empty());
     // Recorded in the audit stream too.
@@ -627,7 +627,7 @@ async fn persistent_channex_failure_is_retried_with_delay_then_given_up_with_a_f
             rig.audit()
                 .await
                 .iter()
-                .any(|r| r.reason.as_deref() == Some("max_deliver"))
+                .any(|r| r.reason == Some(Reason::MaxDeliver))
         },
     )
     .await;
@@ -635,7 +635,7 @@ async fn persistent_channex_failure_is_retried_with_delay_then_given_up_with_a_f
     let records = rig.audit().await;
     let gave_up = records
         .iter()
-        .find(|r| r.reason.as_deref() == Some("max_deliver"))
+        .find(|r| r.reason == Some(Reason::MaxDeliver))
         .unwrap();
     assert_eq!(gave_up.outcome, Outcome::Failed);
     assert_eq!(gave_up.attempts, 3);
@@ -942,7 +942,7 @@ async fn a_held_claim_is_renewed_and_not_taken_over_while_its_holder_works() {
     go.notify_one();
     let report = a_run.await.unwrap();
     assert!(report.is_final(), "{report:?}");
-    assert_eq!(report.records[0].reason.as_deref(), Some("sent"));
+    assert_eq!(report.records[0].reason, Some(Reason::Sent));
     assert!(b.process_event(&event, 3).await.is_final());
     assert_eq!(rig.sent().len(), 1);
 }
@@ -992,7 +992,7 @@ if event.type == "thread.new_message" && message.sender == "property" {
         let report = fresh.process_event(e, 1).await;
         assert!(report.is_final(), "{report:?}");
         assert_eq!(report.records.len(), 1, "{:#?}", report.records);
-        assert_eq!(report.records[0].reason.as_deref(), Some("own_message"));
+        assert_eq!(report.records[0].reason, Some(Reason::OwnMessage));
     }
     assert!(!rig.sim.sim.thread(&thread).is_some_and(|t| t.is_closed));
 
@@ -1002,7 +1002,7 @@ if event.type == "thread.new_message" && message.sender == "property" {
     assert!(report.is_final(), "{report:?}");
     for r in &report.records {
         assert_eq!(r.outcome, Outcome::Executed, "{r:?}");
-        assert_eq!(r.reason.as_deref(), Some("verified_after_interruption"));
+        assert_eq!(r.reason, Some(Reason::VerifiedAfterInterruption));
     }
     assert_eq!(rig.sent().len(), 2);
 }
@@ -1024,10 +1024,99 @@ if event.type == "thread.new_message" && message.sender == "guest" {
     let report = worker.process_event(&event, 1).await;
     assert!(report.is_final(), "{report:?}");
     assert_eq!(report.records[0].outcome, Outcome::Failed);
-    assert_eq!(
-        report.records[0].reason.as_deref(),
-        Some("beyond_retention")
-    );
-    let timers = concierge::roles::scheduler::FollowUps::new(rig.infra.followups.clone());
+    assert_eq!(report.records[0].reason, Some(Reason::BeyondRetention));
+    let timers = concierge::store::timers::FollowUps::new(rig.infra.followups.clone());
     assert!(timers.list().await.unwrap().is_empty());
+}
+
+/// Issue 12: a ledger entry marked done whose outcome cannot be read used to count as
+/// `executed`; what happened is unknown, so the action now fails visibly instead.
+#[tokio::test]
+async fn an_unreadable_ledger_outcome_is_a_failed_record_not_executed() {
+    let mut rig = rig(
+        &[("10_faq.rhai", FAQ_RULE)],
+        &[("wifi.hbs", "The wifi is {{vars.wifi_name}}.\n")],
+    )
+    .await;
+    let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
+    rig.sim.sim.guest_message(&thread, "wifi?");
+    let event = guest_event(&rig.poll().await);
+
+    let ledger = concierge::store::ledger::Ledger::new(
+        rig.infra.ledger.clone(),
+        "earlier-worker",
+        Duration::from_secs(30),
+    );
+    let key = format!("{}|10_faq|0", event.id);
+    let concierge::store::ledger::Claim::Won { revision, .. } =
+        ledger.claim_in(&key, Some(&thread), None).await.unwrap()
+    else {
+        panic!("fresh claim expected");
+    };
+    let garbled = concierge::store::ledger::LedgerEntry {
+        state: concierge::store::ledger::LedgerState::Done,
+        worker: String::new(),
+        claimed_at: chrono::Utc::now(),
+        outcome: Some("exectued".into()),
+        reason: Some("sent".into()),
+        text: None,
+        channex_message_id: None,
+        attempts: 1,
+        renewed_at: None,
+        thread_id: Some(thread.clone()),
+    };
+    ledger.finish(&key, revision, garbled).await.unwrap();
+
+    let (worker, _live) = rig.worker().await;
+    let report = worker.process_event(&event, 1).await;
+    assert!(report.is_final(), "{report:?}");
+    let r = &report.records[0];
+    assert_eq!(r.outcome, Outcome::Failed, "{r:?}");
+    assert_eq!(r.reason, Some(Reason::LedgerUnreadable));
+    assert!(r.error.as_deref().is_some_and(|e| e.contains("exectued")));
+    assert!(rig.sent().is_empty());
+}
+
+/// The cooldown is judged with the executor's injected clock: the same template to the same
+/// thread within the window is skipped, after it is sent again.
+#[tokio::test]
+async fn cooldown_is_judged_with_the_injected_clock() {
+    let mut rig = rig(
+        &[("10_faq.rhai", FAQ_RULE)],
+        &[("wifi.hbs", "The wifi is {{vars.wifi_name}}.\n")],
+    )
+    .await;
+    rig.config.rules.cooldown = Duration::from_secs(3600);
+    let start = chrono::DateTime::parse_from_rfc3339("2030-01-01T12:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let manual = concierge::base::clock::ManualClock::starting_at(start);
+    let (worker, _live) = rig.worker().await;
+    let worker = worker.map_executor(|e| e.with_clock(manual.clock()));
+    let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
+
+    rig.sim.sim.guest_message(&thread, "wifi?");
+    let first = guest_event(&rig.poll().await);
+    let report = worker.process_event(&first, 1).await;
+    assert_eq!(report.records[0].reason, Some(Reason::Sent), "{report:?}");
+
+    manual.advance(chrono::TimeDelta::minutes(59));
+    rig.sim.sim.guest_message(&thread, "the wifi again?");
+    let second = guest_event(&rig.poll().await);
+    let report = worker.process_event(&second, 1).await;
+    let r = &report.records[0];
+    assert_eq!(r.outcome, Outcome::Skipped, "{r:?}");
+    assert_eq!(r.reason, Some(Reason::Cooldown));
+    assert_eq!(rig.sent().len(), 1);
+
+    manual.advance(chrono::TimeDelta::minutes(2));
+    rig.sim
+        .sim
+        .guest_message(&thread, "and the wifi once more?");
+    let third = guest_event(&rig.poll().await);
+    let report = worker.process_event(&third, 1).await;
+    assert_eq!(report.records[0].reason, Some(Reason::Sent), "{report:?}");
+    assert_eq!(rig.sent().len(), 2);
+    // The record is stamped with the injected clock.
+    assert_eq!(report.records[0].at, start + chrono::TimeDelta::minutes(61));
 }

@@ -5,6 +5,8 @@
 //! sample events ([`super::samples`]) at a daytime and a night-time `now` (then once more on
 //! `follow_up.due` events for every follow-up the first pass armed), and by scanning the rule
 //! sources for string-literal template names (`reply("x"`, `alert("x"`, `template: "x"`).
+//! Samples are planned with [`crate::plan::plan`] (the function the worker uses), so what
+//! `rules check` sees rendered is what a guest would get.
 //! It must not send anything or touch NATS; it only reads the two directories.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,8 +21,9 @@ use serde_json::{Map, Value};
 use super::samples;
 use crate::base::time;
 use crate::events::{Event, PropertyInfo};
-use crate::plan::rules::{Action, EvalContext, RuleEngine, RuleLimits, RuleProblem, RuleSet};
-use crate::plan::templates::Templates;
+use crate::plan::rules::{Action, RuleEngine, RuleLimits, RuleProblem};
+use crate::plan::templates::{TemplateError, Templates};
+use crate::plan::{plan, Content};
 
 /// Options for [`check_with`].
 #[derive(Debug, Clone, Default)]
@@ -73,7 +76,7 @@ pub fn check(rules_dir: &Path, templates_dir: &Path) -> CheckReport {
     check_with(rules_dir, templates_dir, &CheckOptions::default())
 }
 
-/// One use of a template seen while evaluating samples.
+/// One use of a template seen while planning samples.
 struct Use {
     template: String,
     rule: String,
@@ -81,181 +84,72 @@ struct Use {
     label: String,
     event: Event,
     vars: Map<String, Value>,
+    /// What the plan rendered for `event` (the template `event`'s property resolves to).
+    rendered: Result<String, TemplateError>,
+}
+
+/// Follow-ups armed on samples, by (provider, name), with their data.
+type ArmedFollowUps = BTreeMap<(String, String), Map<String, Value>>;
+
+/// What a check run has found so far.
+#[derive(Default)]
+struct Findings {
+    problems: Problems,
+    bad_rules: BTreeSet<PathBuf>,
+    bad_templates: BTreeSet<PathBuf>,
+    uses: Vec<Use>,
+    rendered_ok: BTreeSet<String>,
 }
 
 pub fn check_with(rules_dir: &Path, templates_dir: &Path, opts: &CheckOptions) -> CheckReport {
     let engine = RuleEngine::new(opts.limits.unwrap_or_default());
-    let mut problems = Problems::default();
+    let mut found = Findings::default();
 
     let (rules, rule_problems) = engine.load_dir(rules_dir);
     let rules_total = rules.len() + rule_problems.len();
-    let mut bad_rules: BTreeSet<PathBuf> = rule_problems.iter().map(|p| p.file.clone()).collect();
-    problems.extend(rule_problems);
+    found
+        .bad_rules
+        .extend(rule_problems.iter().map(|p| p.file.clone()));
+    found.problems.extend(rule_problems);
 
     let (templates, template_problems) = Templates::load_dir(templates_dir);
     let templates_total = templates.files().count() + template_problems.len();
-    let mut bad_templates: BTreeSet<PathBuf> =
-        template_problems.iter().map(|p| p.file.clone()).collect();
-    problems.extend(template_problems);
+    found
+        .bad_templates
+        .extend(template_problems.iter().map(|p| p.file.clone()));
+    found.problems.extend(template_problems);
 
     let properties = if opts.properties.is_empty() {
         vec![samples::sample_property()]
     } else {
         opts.properties.clone()
     };
+    let content = Content::new(rules, templates);
 
-    // 1. Evaluate every rule on every sample event, day and night.
-    let mut uses = Vec::new();
+    // 1. + 2. Plan every sample event, day and night, then the follow-ups they armed.
     for property in &properties {
         for now in sample_times(property) {
-            let mut follow_ups: BTreeMap<(String, String), Map<String, Value>> = BTreeMap::new();
-            for (label, event) in samples::sample_events(property, now) {
-                run_sample(
-                    &engine,
-                    &rules,
-                    &label,
-                    &event,
-                    now,
-                    &mut uses,
-                    &mut follow_ups,
-                    &mut problems,
-                    &mut bad_rules,
-                );
-            }
-            // 2. Fire each armed follow-up (staff replied / did not reply).
-            for ((provider, name), data) in follow_ups.clone() {
-                for awaiting in [true, false] {
-                    let event = samples::follow_up_event(
-                        property,
-                        &provider,
-                        &name,
-                        data.clone(),
-                        awaiting,
-                        now,
-                    );
-                    let label =
-                        format!("follow_up.due {name:?} on {provider} (awaiting_reply {awaiting})");
-                    run_sample(
-                        &engine,
-                        &rules,
-                        &label,
-                        &event,
-                        now,
-                        &mut uses,
-                        &mut BTreeMap::new(),
-                        &mut problems,
-                        &mut bad_rules,
-                    );
-                }
-            }
+            plan_samples(&engine, &content, property, now, &mut found);
         }
     }
-
     // 3. Templates used at run time must exist and render.
-    let mut rendered_ok: BTreeSet<String> = BTreeSet::new();
-    for u in &uses {
-        let Some(file) = templates.resolve(&u.template, &u.event.property.id) else {
-            let line = literal_line(&u.rule_file, &u.template);
-            problems.push(RuleProblem::new(
-                &u.rule_file,
-                line,
-                missing_template(templates_dir, &u.template),
-            ));
-            bad_rules.insert(u.rule_file.clone());
-            continue;
-        };
-        // The global file and every per-property override of it.
-        let mut targets = vec![(file.file.clone(), u.event.clone())];
-        for o in templates.files() {
-            if o.name == u.template {
-                if let Some(pid) = &o.property_id {
-                    let mut ev = u.event.clone();
-                    ev.property.id = pid.clone();
-                    targets.push((o.file.clone(), ev));
-                }
-            }
-        }
-        for (file, event) in targets {
-            match templates.render(&u.template, &event, &u.vars) {
-                Ok(_) => {
-                    rendered_ok.insert(u.template.clone());
-                }
-                Err(e) => {
-                    problems.push(RuleProblem::new(
-                        &file,
-                        None,
-                        format!(
-                            "{e} (rule {} on sample {}, property {})",
-                            u.rule, u.label, event.property.id
-                        ),
-                    ));
-                    bad_templates.insert(file);
-                }
-            }
-        }
-    }
-
+    check_uses(&content.templates, templates_dir, &mut found);
     // 4. Template names written literally in rule sources.
-    for rule in rules.rules() {
-        let Ok(source) = std::fs::read_to_string(&rule.file) else {
-            continue;
-        };
-        for (line, name) in literal_templates(&source) {
-            let exists = templates.files().any(|f| f.name == name);
-            if !exists {
-                problems.push(RuleProblem::new(
-                    &rule.file,
-                    Some(line),
-                    missing_template(templates_dir, &name),
-                ));
-                bad_rules.insert(rule.file.clone());
-                continue;
-            }
-            if uses.iter().any(|u| u.template == name) || rendered_ok.contains(&name) {
-                continue;
-            }
-            // Not reached by any sample: it must render against at least one of them.
-            let mut first_err = None;
-            let ok = properties.iter().any(|p| {
-                samples::sample_events(p, sample_times(p)[0])
-                    .into_iter()
-                    .any(|(_, ev)| match templates.render(&name, &ev, &Map::new()) {
-                        Ok(_) => true,
-                        Err(e) => {
-                            first_err.get_or_insert(e);
-                            false
-                        }
-                    })
-            });
-            if ok {
-                rendered_ok.insert(name);
-            } else if let (Some(e), Some(f)) =
-                (first_err, templates.files().find(|f| f.name == name))
-            {
-                problems.push(RuleProblem::new(
-                    &f.file,
-                    None,
-                    format!(
-                        "{e} (named in {}:{line}; no sample event renders it)",
-                        rule.file.display()
-                    ),
-                ));
-                bad_templates.insert(f.file.clone());
-            }
-        }
-    }
+    check_literals(&content, templates_dir, &properties, &mut found);
 
-    let rules_ok = rules
+    let rules_ok = content
+        .rules
         .rules()
         .iter()
-        .filter(|r| !bad_rules.contains(&r.file))
+        .filter(|r| !found.bad_rules.contains(&r.file))
         .count();
-    let templates_ok = templates
+    let templates_ok = content
+        .templates
         .files()
-        .filter(|f| !bad_templates.contains(&f.file))
+        .filter(|f| !found.bad_templates.contains(&f.file))
         .count();
     CheckReport {
-        problems: problems.into_vec(),
+        problems: found.problems.into_vec(),
         rules_ok,
         rules_total,
         templates_ok,
@@ -263,42 +157,199 @@ pub fn check_with(rules_dir: &Path, templates_dir: &Path, opts: &CheckOptions) -
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Plans every sample event of `property` at `now`, then fires each follow-up they armed
+/// (staff replied / did not reply).
+fn plan_samples(
+    engine: &RuleEngine,
+    content: &Content,
+    property: &PropertyInfo,
+    now: DateTime<Utc>,
+    found: &mut Findings,
+) {
+    let mut follow_ups = ArmedFollowUps::new();
+    for (label, event) in samples::sample_events(property, now) {
+        run_sample(engine, content, &label, &event, now, &mut follow_ups, found);
+    }
+    for ((provider, name), data) in follow_ups.clone() {
+        for awaiting in [true, false] {
+            let event =
+                samples::follow_up_event(property, &provider, &name, data.clone(), awaiting, now);
+            let label = format!("follow_up.due {name:?} on {provider} (awaiting_reply {awaiting})");
+            run_sample(
+                engine,
+                content,
+                &label,
+                &event,
+                now,
+                &mut ArmedFollowUps::new(),
+                found,
+            );
+        }
+    }
+}
+
+/// Every template a sample used must exist, and render for that sample's property and for
+/// every per-property override of it.
+fn check_uses(templates: &Templates, templates_dir: &Path, found: &mut Findings) {
+    let uses = std::mem::take(&mut found.uses);
+    for u in &uses {
+        let Some(file) = templates.resolve(&u.template, &u.event.property.id) else {
+            let line = literal_line(&u.rule_file, &u.template);
+            found.problems.push(RuleProblem::new(
+                &u.rule_file,
+                line,
+                missing_template(templates_dir, &u.template),
+            ));
+            found.bad_rules.insert(u.rule_file.clone());
+            continue;
+        };
+        // The file the plan rendered, then every per-property override of it.
+        let mut results = vec![(
+            file.file.clone(),
+            u.event.property.id.clone(),
+            u.rendered.clone(),
+        )];
+        for o in templates.files() {
+            if o.name == u.template {
+                if let Some(pid) = &o.property_id {
+                    let mut ev = u.event.clone();
+                    ev.property.id = pid.clone();
+                    let rendered = templates.render(&u.template, &ev, &u.vars);
+                    results.push((o.file.clone(), pid.clone(), rendered));
+                }
+            }
+        }
+        for (file, property_id, rendered) in results {
+            match rendered {
+                Ok(_) => {
+                    found.rendered_ok.insert(u.template.clone());
+                }
+                Err(e) => {
+                    found.problems.push(RuleProblem::new(
+                        &file,
+                        None,
+                        format!(
+                            "{e} (rule {} on sample {}, property {property_id})",
+                            u.rule, u.label
+                        ),
+                    ));
+                    found.bad_templates.insert(file);
+                }
+            }
+        }
+    }
+    found.uses = uses;
+}
+
+/// Template names written literally in rule sources must exist; one no sample reached must
+/// render against at least one sample event.
+fn check_literals(
+    content: &Content,
+    templates_dir: &Path,
+    properties: &[PropertyInfo],
+    found: &mut Findings,
+) {
+    let templates = &content.templates;
+    for rule in content.rules.rules() {
+        let Ok(source) = std::fs::read_to_string(&rule.file) else {
+            continue;
+        };
+        for (line, name) in literal_templates(&source) {
+            if !templates.files().any(|f| f.name == name) {
+                found.problems.push(RuleProblem::new(
+                    &rule.file,
+                    Some(line),
+                    missing_template(templates_dir, &name),
+                ));
+                found.bad_rules.insert(rule.file.clone());
+                continue;
+            }
+            if found.uses.iter().any(|u| u.template == name) || found.rendered_ok.contains(&name) {
+                continue;
+            }
+            match first_render_error(templates, &name, properties) {
+                None => {
+                    found.rendered_ok.insert(name);
+                }
+                Some(e) => {
+                    if let Some(f) = templates.files().find(|f| f.name == name) {
+                        found.problems.push(RuleProblem::new(
+                            &f.file,
+                            None,
+                            format!(
+                                "{e} (named in {}:{line}; no sample event renders it)",
+                                rule.file.display()
+                            ),
+                        ));
+                        found.bad_templates.insert(f.file.clone());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `None` if `name` renders (without rule vars) against at least one daytime sample event
+/// of some property; otherwise the first render error.
+fn first_render_error(
+    templates: &Templates,
+    name: &str,
+    properties: &[PropertyInfo],
+) -> Option<TemplateError> {
+    let mut first_err = None;
+    let ok = properties.iter().any(|p| {
+        samples::sample_events(p, sample_times(p)[0])
+            .into_iter()
+            .any(|(_, ev)| match templates.render(name, &ev, &Map::new()) {
+                Ok(_) => true,
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                    false
+                }
+            })
+    });
+    if ok {
+        None
+    } else {
+        first_err
+    }
+}
+
 fn run_sample(
     engine: &RuleEngine,
-    rules: &RuleSet,
+    content: &Content,
     label: &str,
     event: &Event,
     now: DateTime<Utc>,
-    uses: &mut Vec<Use>,
-    follow_ups: &mut BTreeMap<(String, String), Map<String, Value>>,
-    problems: &mut Problems,
-    bad_rules: &mut BTreeSet<PathBuf>,
+    follow_ups: &mut ArmedFollowUps,
+    found: &mut Findings,
 ) {
-    let eval = engine.evaluate(rules, event, &EvalContext { now });
-    for outcome in &eval.rules {
-        if let Some(p) = &outcome.error {
+    let plan = plan(engine, content, event, now, false);
+    for rule_plan in &plan.rules {
+        if let Some(p) = &rule_plan.error {
             let mut p = p.clone();
             p.message = format!("{} (on sample {label})", p.message);
-            bad_rules.insert(p.file.clone());
-            problems.push(p);
+            found.bad_rules.insert(p.file.clone());
+            found.problems.push(p);
         }
-        let Some(rule) = rules.get(&outcome.rule) else {
+        let Some(rule) = content.rules.get(&rule_plan.rule) else {
             continue;
         };
-        for action in &outcome.actions {
-            match action {
-                Action::Reply { template, vars } | Action::Alert { template, vars } => {
-                    uses.push(Use {
-                        template: template.clone(),
-                        rule: outcome.rule.clone(),
-                        rule_file: rule.file.clone(),
-                        label: label.to_string(),
-                        event: event.clone(),
-                        vars: vars.clone(),
-                    })
-                }
-                Action::FollowUp { name, data, .. } => {
+        for step in &rule_plan.steps {
+            match (&step.action, &step.rendered) {
+                (
+                    Action::Reply { template, vars } | Action::Alert { template, vars },
+                    Some(rendered),
+                ) => found.uses.push(Use {
+                    template: template.clone(),
+                    rule: rule_plan.rule.clone(),
+                    rule_file: rule.file.clone(),
+                    label: label.to_string(),
+                    event: event.clone(),
+                    vars: vars.clone(),
+                    rendered: rendered.clone(),
+                }),
+                (Action::FollowUp { name, data, .. }, _) => {
                     let provider = event.thread.as_ref().map_or("other".to_string(), |t| {
                         crate::events::provider_str(&t.provider).to_string()
                     });

@@ -22,7 +22,11 @@
 //! (`vars`/`data` match when the actual map contains those keys with those values); unknown
 //! keys are an error, so typos do not pass silently. `expect_rendered` maps a template of the
 //! plan to text its rendering must contain. Every reply/alert in the plan must render, and a
-//! rule error fails the fixture. It must not act on plans.
+//! rule error fails the fixture.
+//!
+//! Owns the fixture format, loading fixture files and judging a plan against a fixture.
+//! Plans come from [`crate::plan::plan`] (the same function the worker uses), never from
+//! its own evaluation or rendering. It must not act on plans.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -33,8 +37,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::events::Event;
-use crate::plan::rules::{Action, EvalContext, RuleEngine, RuleOutcome, RuleProblem};
+use crate::plan::rules::{Action, RuleEngine, RuleProblem};
 use crate::plan::templates::Templates;
+use crate::plan::{plan, Content, Plan};
 
 /// One fixture (see the module docs for the file format).
 #[derive(Debug, Clone, Deserialize)]
@@ -239,12 +244,14 @@ pub fn run_fixture_tests(
     let (templates, problems) = Templates::load_dir(templates_dir);
     report.problems.extend(problems);
 
+    let content = Content::new(rules, templates);
+
     let (fixtures, problems) = load_fixtures(fixtures_dir);
     report.problems.extend(problems);
     for (file, fixture) in fixtures {
         let now = fixture.now.unwrap_or(fixture.event.occurred_at);
-        let eval = engine.evaluate(&rules, &fixture.event, &EvalContext { now });
-        let failures = judge(&fixture, &eval.rules, &templates);
+        let plan = plan(&engine, &content, &fixture.event, now, false);
+        let failures = judge(&fixture, &plan);
         report.results.push(FixtureResult {
             file,
             name: fixture.name,
@@ -316,59 +323,33 @@ pub fn load_fixtures(dir: &Path) -> (Vec<(PathBuf, Fixture)>, Vec<RuleProblem>) 
     (fixtures, problems)
 }
 
-fn judge(fixture: &Fixture, outcomes: &[RuleOutcome], templates: &Templates) -> Vec<String> {
+fn judge(fixture: &Fixture, plan: &Plan) -> Vec<String> {
     let mut failures = Vec::new();
-    for o in outcomes {
+    for o in plan.errors() {
         if let Some(e) = &o.error {
             failures.push(format!("rule error: {e}"));
         }
     }
-    let actual: Vec<(&str, &Action)> = outcomes
-        .iter()
-        .flat_map(|o| o.actions.iter().map(move |a| (o.rule.as_str(), a)))
+    let actual: Vec<(&str, &Action)> = plan
+        .steps()
+        .map(|step| (step.rule.as_str(), &step.action))
         .collect();
 
-    let plan_ok = actual.len() == fixture.expect.len()
-        && fixture
-            .expect
-            .iter()
-            .zip(&actual)
-            .all(|(e, (rule, a))| e.matches(rule, a));
-    if !plan_ok {
-        let mut diff = String::from("plan differs (- expected, + actual, = same):");
-        for i in 0..actual.len().max(fixture.expect.len()) {
-            match (fixture.expect.get(i), actual.get(i)) {
-                (Some(e), Some((rule, a))) if e.matches(rule, a) => {
-                    diff.push_str(&format!("\n  = {}", describe(rule, a)))
-                }
-                (e, a) => {
-                    if let Some(e) = e {
-                        diff.push_str(&format!("\n  - {e}"));
-                    }
-                    if let Some((rule, a)) = a {
-                        diff.push_str(&format!("\n  + {}", describe(rule, a)));
-                    }
-                }
-            }
-        }
-        if actual.is_empty() {
-            diff.push_str("\n  (the rules planned nothing)");
-        }
+    if let Some(diff) = plan_diff(&fixture.expect, &actual) {
         failures.push(diff);
     }
 
     // Every reply/alert must render; expect_rendered checks the text.
     let mut rendered: BTreeMap<&str, Result<String, String>> = BTreeMap::new();
-    for (rule, a) in &actual {
-        if let Action::Reply { template, vars } | Action::Alert { template, vars } = a {
-            let r = templates
-                .render(template, &fixture.event, vars)
-                .map_err(|e| e.to_string());
-            if let Err(e) = &r {
-                failures.push(format!("rule {rule}: {e}"));
-            }
-            rendered.entry(template.as_str()).or_insert(r);
+    for step in plan.steps() {
+        let (Some(template), Some(result)) = (step.template(), &step.rendered) else {
+            continue;
+        };
+        let r = result.clone().map_err(|e| e.to_string());
+        if let Err(e) = &r {
+            failures.push(format!("rule {}: {e}", step.rule));
         }
+        rendered.entry(template).or_insert(r);
     }
     for (template, needle) in &fixture.expect_rendered {
         match rendered.get(template.as_str()) {
@@ -383,4 +364,36 @@ fn judge(fixture: &Fixture, outcomes: &[RuleOutcome], templates: &Templates) -> 
         }
     }
     failures
+}
+
+/// `None` when `actual` matches `expected` in order; otherwise the diff to show.
+fn plan_diff(expected: &[ExpectedAction], actual: &[(&str, &Action)]) -> Option<String> {
+    let plan_ok = actual.len() == expected.len()
+        && expected
+            .iter()
+            .zip(actual)
+            .all(|(e, (rule, a))| e.matches(rule, a));
+    if plan_ok {
+        return None;
+    }
+    let mut diff = String::from("plan differs (- expected, + actual, = same):");
+    for i in 0..actual.len().max(expected.len()) {
+        match (expected.get(i), actual.get(i)) {
+            (Some(e), Some((rule, a))) if e.matches(rule, a) => {
+                diff.push_str(&format!("\n  = {}", describe(rule, a)))
+            }
+            (e, a) => {
+                if let Some(e) = e {
+                    diff.push_str(&format!("\n  - {e}"));
+                }
+                if let Some((rule, a)) = a {
+                    diff.push_str(&format!("\n  + {}", describe(rule, a)));
+                }
+            }
+        }
+    }
+    if actual.is_empty() {
+        diff.push_str("\n  (the rules planned nothing)");
+    }
+    Some(diff)
 }

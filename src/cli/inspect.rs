@@ -1,21 +1,23 @@
 //! The read-side commands: `rules check|test`, `audit` (+ `explain`), `replay` and
-//! `follow-ups`. None of them calls Channex; `replay` only reads stored events.
+//! `follow-ups`: argument handling and printing only. The logic lives below
+//! (`authoring` for check/test/replay, `store::audit` for the audit log). None of them
+//! calls Channex; `replay` only reads stored events.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use async_nats::jetstream;
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 
+pub use crate::authoring::replay::{
+    compare_replay, replay_text, short, stored_events, PlanLine, ReplayEntry,
+};
 use crate::config::Config;
-use crate::events::Event;
-use crate::plan::rules::{self, Action, EvalContext, RuleEngine, RuleLimits};
-use crate::plan::templates::Templates;
+use crate::plan::rules::{RuleEngine, RuleLimits};
 use crate::store::audit::{self, AuditFilter, AuditRecord, Outcome};
-use crate::store::nats::{events_stream, Infra};
+use crate::store::nats::Infra;
 
 // ---------- rules check / test ----------
 
@@ -142,16 +144,6 @@ impl FilterArgs {
     }
 }
 
-fn short(s: &str, n: usize) -> String {
-    let one_line = s.replace('\n', " ⏎ ");
-    if one_line.chars().count() <= n {
-        one_line
-    } else {
-        let cut: String = one_line.chars().take(n.saturating_sub(1)).collect();
-        format!("{cut}…")
-    }
-}
-
 pub fn table_header() -> String {
     format!(
         "{:<20} {:<13} {:<22} {:<16} {:<14} {:<18} {}",
@@ -171,9 +163,9 @@ pub fn table_row(r: &AuditRecord) -> String {
         r.at.format("%Y-%m-%d %H:%M:%S"),
         r.outcome.as_str(),
         short(r.rule.as_deref().unwrap_or("-"), 22),
-        short(r.action.as_deref().unwrap_or("-"), 16),
+        short(r.action.map_or("-", |a| a.as_str()), 16),
         short(r.thread_id.as_deref().unwrap_or("-"), 14),
-        short(r.reason.as_deref().unwrap_or("-"), 18),
+        short(&r.reason.as_ref().map_or("-".into(), |x| x.as_text()), 18),
         short(detail, 70),
     )
 }
@@ -240,7 +232,7 @@ pub fn explain(records: &[AuditRecord]) -> Vec<serde_json::Value> {
             }
             serde_json::json!({
                 "event_id": event_id,
-                "event_type": rs.first().and_then(|r| r.event_type.clone()),
+                "event_type": rs.first().and_then(|r| r.event_type.as_ref().map(|t| t.to_string())),
                 "at": rs.first().map(|r| r.at),
                 "rules": rules,
             })
@@ -310,193 +302,6 @@ pub struct ReplayArgs {
     json: bool,
 }
 
-/// One planned action as `rule action(template)`, the unit compared by replay.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-pub struct PlanLine {
-    pub rule: String,
-    pub action: String,
-    pub template: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub text: Option<String>,
-}
-
-impl PlanLine {
-    fn label(&self) -> String {
-        match &self.template {
-            Some(t) => format!("{} {}({t})", self.rule, self.action),
-            None => format!("{} {}", self.rule, self.action),
-        }
-    }
-    fn same_action(&self, other: &PlanLine) -> bool {
-        self.rule == other.rule && self.action == other.action && self.template == other.template
-    }
-}
-
-#[derive(Debug, serde::Serialize)]
-pub struct ReplayEntry {
-    pub event_id: String,
-    pub event_type: String,
-    pub thread_id: Option<String>,
-    pub would: Vec<PlanLine>,
-    pub did: Vec<PlanLine>,
-    pub changed: bool,
-}
-
-/// Read every stored event since `since` (oldest first) with its store time.
-pub async fn stored_events(
-    js: &jetstream::Context,
-    prefix: &str,
-    since: DateTime<Utc>,
-) -> anyhow::Result<Vec<(Event, DateTime<Utc>)>> {
-    let mut out = Vec::new();
-    crate::store::nats::read_stored(
-        js,
-        &events_stream(prefix),
-        &format!("{prefix}.events.>"),
-        crate::store::nats::ReadFrom::Time(since),
-        false,
-        |msg| {
-            match serde_json::from_slice::<Event>(&msg.payload) {
-                Ok(ev) => out.push((ev, msg.stored_at)),
-                Err(e) => {
-                    tracing::warn!(seq = msg.seq, error = %e, "unreadable stored event skipped")
-                }
-            }
-            true
-        },
-    )
-    .await?;
-    Ok(out)
-}
-
-/// Re-run `engine`/`rule_set` over stored events (dry, pure) and compare with the audit.
-pub fn compare_replay(
-    engine: &RuleEngine,
-    rule_set: &rules::RuleSet,
-    templates: &Templates,
-    events: &[(Event, DateTime<Utc>)],
-    audit_records: &[AuditRecord],
-) -> Vec<ReplayEntry> {
-    let mut did_by_event: HashMap<&str, Vec<PlanLine>> = HashMap::new();
-    for r in audit_records {
-        let (Some(event_id), Some(rule), Some(action)) = (&r.event_id, &r.rule, &r.action) else {
-            continue;
-        };
-        if r.outcome == Outcome::RuleRejected || action == "evaluate" {
-            continue;
-        }
-        did_by_event.entry(event_id).or_default().push(PlanLine {
-            rule: rule.clone(),
-            action: action.clone(),
-            template: r.template.clone(),
-            outcome: Some(r.outcome.as_str().to_string()),
-            text: r.text.clone(),
-        });
-    }
-    // Events the worker skipped as the service's own messages never reach the rules.
-    let own_messages: std::collections::HashSet<&str> = audit_records
-        .iter()
-        .filter(|r| r.reason.as_deref() == Some("own_message"))
-        .filter_map(|r| r.event_id.as_deref())
-        .collect();
-    events
-        .iter()
-        .filter(|(event, _)| !own_messages.contains(event.id.as_str()))
-        .map(|(event, stored_at)| {
-            let evaluation = engine.evaluate(rule_set, event, &EvalContext { now: *stored_at });
-            let mut would = Vec::new();
-            for outcome in &evaluation.rules {
-                if let Some(problem) = &outcome.error {
-                    would.push(PlanLine {
-                        rule: outcome.rule.clone(),
-                        action: "rule_error".into(),
-                        template: None,
-                        outcome: None,
-                        text: Some(problem.to_string()),
-                    });
-                }
-                for action in &outcome.actions {
-                    let (template, text) = match action {
-                        Action::Reply { template, vars } | Action::Alert { template, vars } => (
-                            Some(template.clone()),
-                            Some(
-                                templates
-                                    .render(template, event, vars)
-                                    .unwrap_or_else(|e| format!("(render error: {e})")),
-                            ),
-                        ),
-                        _ => (None, None),
-                    };
-                    would.push(PlanLine {
-                        rule: outcome.rule.clone(),
-                        action: action.kind().to_string(),
-                        template,
-                        outcome: None,
-                        text,
-                    });
-                }
-            }
-            let did = did_by_event.remove(event.id.as_str()).unwrap_or_default();
-            let changed = would.len() != did.len()
-                || would.iter().any(|w| !did.iter().any(|d| d.same_action(w)));
-            ReplayEntry {
-                event_id: event.id.clone(),
-                event_type: event.event_type.as_str().to_string(),
-                thread_id: event.thread_id().map(str::to_string),
-                would,
-                did,
-                changed,
-            }
-        })
-        .collect()
-}
-
-pub fn replay_text(entries: &[ReplayEntry], changes_only: bool) -> String {
-    let mut out = String::new();
-    let changed = entries.iter().filter(|e| e.changed).count();
-    for e in entries.iter().filter(|e| e.changed || !changes_only) {
-        out.push_str(&format!(
-            "{} {} (thread {})\n",
-            if e.changed { "≠" } else { "=" },
-            e.event_id,
-            e.thread_id.as_deref().unwrap_or("-")
-        ));
-        for w in &e.would {
-            let marker = if e.did.iter().any(|d| d.same_action(w)) {
-                " "
-            } else {
-                "+"
-            };
-            out.push_str(&format!("    would {marker} {}", w.label()));
-            if let Some(t) = &w.text {
-                out.push_str(&format!(": {}", short(t, 80)));
-            }
-            out.push('\n');
-        }
-        for d in &e.did {
-            let marker = if e.would.iter().any(|w| w.same_action(d)) {
-                " "
-            } else {
-                "-"
-            };
-            out.push_str(&format!(
-                "    did   {marker} {} → {}\n",
-                d.label(),
-                d.outcome.as_deref().unwrap_or("-")
-            ));
-        }
-    }
-    out.push_str(&format!(
-        "\nreplayed {} events: {} unchanged, {} would change (dry-run: nothing was sent)\n",
-        entries.len(),
-        entries.len() - changed,
-        changed
-    ));
-    out
-}
-
 pub async fn replay(config: &Config, args: ReplayArgs) -> anyhow::Result<()> {
     let now = Utc::now();
     let since = parse_point_in_time(&args.since, now)?;
@@ -505,30 +310,21 @@ pub async fn replay(config: &Config, args: ReplayArgs) -> anyhow::Result<()> {
         .templates
         .unwrap_or_else(|| config.rules.templates_dir.clone());
     let engine = RuleEngine::new(RuleLimits::default());
-    let (rule_set, problems) = engine.load_dir(&rules_dir);
-    for p in &problems {
-        eprintln!("warning: {p} (rule left out of the replay)");
-    }
-    let (templates, template_problems) = Templates::load_dir(&templates_dir);
-    for p in &template_problems {
-        eprintln!("warning: {p}");
+    let (content, warnings) =
+        crate::authoring::replay::load_content(&engine, &rules_dir, &templates_dir);
+    for warning in &warnings {
+        eprintln!("warning: {warning}");
     }
     let infra = Infra::setup(&config.nats).await?;
-    let mut events = stored_events(&infra.js, &config.nats.prefix, since).await?;
-    if let Some(p) = &args.property {
-        events.retain(|(e, _)| &e.property.id == p);
-    }
-    let records = audit::query(
+    let entries = crate::authoring::replay::replay_since(
         &infra.js,
         &config.nats.prefix,
-        &AuditFilter {
-            since: Some(since),
-            property_id: args.property.clone(),
-            ..Default::default()
-        },
+        &engine,
+        &content,
+        since,
+        args.property.as_deref(),
     )
     .await?;
-    let entries = compare_replay(&engine, &rule_set, &templates, &events, &records);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&entries)?);
     } else {
@@ -552,7 +348,7 @@ pub enum FollowUpsCommand {
 
 pub async fn follow_ups(config: &Config, cmd: FollowUpsCommand) -> anyhow::Result<()> {
     let infra = Infra::setup(&config.nats).await?;
-    let store = crate::roles::scheduler::FollowUps::new(infra.followups.clone());
+    let store = crate::store::timers::FollowUps::new(infra.followups.clone());
     match cmd {
         FollowUpsCommand::List { json } => {
             let mut timers = store.list().await?;

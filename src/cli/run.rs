@@ -1,4 +1,8 @@
-//! `concierge run`, `concierge sim` and `concierge demo`: wiring the roles together.
+//! `concierge run`, `concierge sim` and `concierge demo`: starting the roles, the HTTP
+//! listener and the signal handling of one process.
+//!
+//! Owns: which roles `--role` starts, readiness, and reading what the demo needs from the
+//! environment (`NATS_URL`). Must not build roles itself (that is [`crate::wiring`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -7,6 +11,7 @@ use anyhow::Context;
 use tokio::sync::{mpsc, watch};
 
 use super::{DemoArgs, Role, RunArgs, SimArgs};
+use crate::channex::ChannexClient;
 use crate::config::Config;
 use crate::store::nats::Infra;
 use crate::wiring;
@@ -74,8 +79,6 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
         infra.client.clone(),
         config.nats.prefix.clone(),
     ));
-    // Local pollers hear nudges through NATS like remote ones (see `publish_nudges`).
-    let (_local_nudges, local_nudge_rx) = mpsc::channel::<Option<String>>(1);
     if !config.http.listen.is_empty() {
         let ready = Arc::new(Ready {
             client: infra.client.clone(),
@@ -84,37 +87,53 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
         let router = crate::http::router(ready, config.http.webhook_secret.clone(), Some(nudge_tx));
         crate::http::serve(&config.http.listen, router, shutdown.clone()).await?;
     }
+    let tasks = spawn_roles(&config, &infra, &channex, &args, &shutdown, &rules_loaded).await?;
+    join_roles(tasks).await
+}
+
+/// Starts the roles `args.role` asks for, each as a task.
+async fn spawn_roles(
+    config: &Config,
+    infra: &Infra,
+    channex: &ChannexClient,
+    args: &RunArgs,
+    shutdown: &watch::Receiver<bool>,
+    rules_loaded: &AtomicBool,
+) -> anyhow::Result<tokio::task::JoinSet<anyhow::Result<()>>> {
     let mut tasks = tokio::task::JoinSet::new();
     let wants = |r: Role| args.role == Role::All || args.role == r;
     if wants(Role::Poller) {
-        let poller = wiring::poller(&config, &infra, channex.clone(), args.backfill);
+        // Local pollers hear nudges through NATS like remote ones (see `publish_nudges`).
+        let (local_nudges, local_nudge_rx) = mpsc::channel::<Option<String>>(1);
+        let poller = wiring::poller(config, infra, channex.clone(), args.backfill);
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
-            let _keep_open = _local_nudges;
-            poller
-                .run(shutdown, local_nudge_rx)
-                .await
-                .map_err(anyhow::Error::from)
+            let _keep_open = local_nudges;
+            Ok(poller.run(shutdown, local_nudge_rx).await?)
         });
     }
     if wants(Role::Scheduler) {
-        let scheduler = wiring::scheduler(&config, &infra, channex.clone());
+        let scheduler = wiring::scheduler(config, infra, channex.clone());
         let shutdown = shutdown.clone();
-        tasks.spawn(async move { scheduler.run(shutdown).await.map_err(anyhow::Error::from) });
+        tasks.spawn(async move { Ok(scheduler.run(shutdown).await?) });
     }
     if wants(Role::Worker) {
-        let (worker, _watcher) = wiring::worker(&config, &infra, channex.clone()).await?;
+        let (worker, watcher) = wiring::worker(config, infra, channex.clone()).await?;
         rules_loaded.store(true, Ordering::Relaxed);
         let shutdown = shutdown.clone();
         let js = infra.js.clone();
         let prefix = config.nats.prefix.clone();
         tasks.spawn(async move {
-            worker
-                .run(&js, &prefix, shutdown)
-                .await
-                .map_err(anyhow::Error::from)
+            // The rule watcher lives as long as the worker runs.
+            let _watcher = watcher;
+            Ok(worker.run(&js, &prefix, shutdown).await?)
         });
     }
+    Ok(tasks)
+}
+
+/// Waits for every role; the first error (if any) is the result.
+async fn join_roles(mut tasks: tokio::task::JoinSet<anyhow::Result<()>>) -> anyhow::Result<()> {
     let mut first_error = None;
     while let Some(joined) = tasks.join_next().await {
         match joined {
@@ -149,6 +168,11 @@ pub async fn sim(args: SimArgs) -> anyhow::Result<()> {
     crate::sim::serve_forever(opts, args.seed_demo).await
 }
 
+/// The demo, on the NATS server named by `NATS_URL` when set (else a private one).
 pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
-    crate::demo::run(args.keep_running).await
+    crate::demo::run(crate::demo::DemoOptions {
+        keep_running: args.keep_running,
+        nats_url: std::env::var("NATS_URL").ok().filter(|u| !u.is_empty()),
+    })
+    .await
 }

@@ -1,12 +1,13 @@
 //! Live reload of rule and template files while the service runs.
 //!
-//! Owns the current `(RuleSet, Templates)` snapshot behind an `RwLock<Arc<..>>`, the file
-//! watcher (notify + notify-debouncer-mini on a std thread, bridged to tokio through an mpsc
-//! channel), and the reload policy: changed/added files are recompiled, deleted ones dropped,
-//! and a file that does not compile/parse is REJECTED while the last good version of that
-//! file keeps running. Every change is reported as a [`ReloadReport`] on the receiver (the
-//! worker turns rejections into `rule_rejected` audit records). It must not write audit
-//! records itself, and never stops serving the last good snapshot.
+//! Owns the current [`Content`] snapshot (compiled rules + templates) behind an
+//! `RwLock<Arc<Content>>`, the file watcher (notify + notify-debouncer-mini on a std thread,
+//! bridged to tokio through an mpsc channel), and the reload policy: changed/added files are
+//! recompiled, deleted ones dropped, and a file that does not compile/parse is REJECTED while
+//! the last good version of that file keeps running. Every change is reported as a
+//! [`ReloadReport`] on the receiver (the wiring turns rejections into `rule_rejected` audit
+//! records). It must not evaluate rules or render templates (that is `plan`), must not write
+//! audit records itself, and never stops serving the last good snapshot.
 //!
 //! Directories are watched (not files), so editors that save by rename-over are seen; the
 //! watches are re-added after every change and a slow periodic rescan covers missed events
@@ -24,6 +25,7 @@ use tokio::sync::mpsc;
 use crate::base::diagnostics::{content_version, Changes};
 use crate::plan::rules::{CompiledRule, RuleEngine, RuleProblem, RuleSet};
 use crate::plan::templates::Templates;
+use crate::plan::Content;
 
 /// Debounce window for file events.
 const DEBOUNCE: Duration = Duration::from_millis(200);
@@ -35,11 +37,6 @@ const RESCAN_UNWATCHED: Duration = Duration::from_secs(1);
 /// removed files, rejected files whose previous version keeps running). Only non-empty
 /// reports are sent.
 pub type ReloadReport = Changes;
-
-struct Snapshot {
-    rules: Arc<RuleSet>,
-    templates: Arc<Templates>,
-}
 
 /// The live rules and templates. Dropping it stops the watcher thread.
 pub struct LiveRules {
@@ -107,8 +104,9 @@ impl LiveRules {
         (live, report)
     }
 
-    /// The current rule set and templates; cheap (two `Arc` clones under a read lock).
-    pub fn current(&self) -> (Arc<RuleSet>, Arc<Templates>) {
+    /// The current rules and templates, one consistent snapshot; cheap (an `Arc` clone
+    /// under a read lock).
+    pub fn current(&self) -> Arc<Content> {
         self.reloader.current()
     }
 
@@ -128,7 +126,7 @@ struct Reloader {
     rules_dir: PathBuf,
     templates_dir: PathBuf,
     engine: Arc<RuleEngine>,
-    state: RwLock<Arc<Snapshot>>,
+    state: RwLock<Arc<Content>>,
     /// Serialises rescans and remembers what was last reported as rejected, so a file that
     /// stays broken is reported once, not on every rescan.
     book: Mutex<HashMap<PathBuf, String>>,
@@ -140,113 +138,29 @@ impl Reloader {
             rules_dir,
             templates_dir,
             engine,
-            state: RwLock::new(Arc::new(Snapshot {
-                rules: Arc::new(RuleSet::default()),
-                templates: Arc::new(Templates::default()),
-            })),
+            state: RwLock::new(Arc::new(Content::default())),
             book: Mutex::new(HashMap::new()),
         }
     }
 
-    fn current(&self) -> (Arc<RuleSet>, Arc<Templates>) {
-        let snap = match self.state.read() {
+    fn current(&self) -> Arc<Content> {
+        match self.state.read() {
             Ok(g) => g.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
-        };
-        (snap.rules.clone(), snap.templates.clone())
+        }
     }
 
+    /// Rescans both directories, publishes a new snapshot if anything was accepted or
+    /// removed, and reports what changed (a file that stays broken is reported once).
     fn rescan(&self) -> ReloadReport {
         let mut rejected_book = match self.book.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        let (old_rules, old_templates) = self.current();
+        let before = self.current();
         let mut report = ReloadReport::default();
-
-        // Rules.
-        let old: HashMap<&Path, &Arc<CompiledRule>> = old_rules
-            .rules()
-            .iter()
-            .map(|r| (r.file.as_path(), r))
-            .collect();
-        let mut next = Vec::new();
-        let mut rules_changed = false;
-        match crate::plan::rules::engine::rule_files(&self.rules_dir) {
-            Ok(files) => {
-                for file in &files {
-                    let previous = old.get(file.as_path()).copied();
-                    let source = match std::fs::read(file) {
-                        Ok(b) => b,
-                        Err(e) => {
-                            // Vanished between listing and reading: treat as still there.
-                            tracing::debug!(file = %file.display(), error = %e, "rule unreadable");
-                            next.extend(previous.cloned());
-                            continue;
-                        }
-                    };
-                    let version = content_version(&source);
-                    if let Some(prev) = previous.filter(|p| p.version == version) {
-                        next.push(prev.clone());
-                        continue;
-                    }
-                    if rejected_book.get(file).is_some_and(|v| *v == version) {
-                        next.extend(previous.cloned());
-                        continue;
-                    }
-                    let compiled = String::from_utf8(source)
-                        .map_err(|_| RuleProblem::new(file, None, "not valid UTF-8"))
-                        .and_then(|s| self.engine.compile_source(file, &s));
-                    match compiled {
-                        Ok(rule) => {
-                            rejected_book.remove(file);
-                            report.accepted.push((file.clone(), rule.version.clone()));
-                            next.push(Arc::new(rule));
-                            rules_changed = true;
-                        }
-                        Err(problem) => {
-                            rejected_book.insert(file.clone(), version);
-                            report.rejected.push(problem);
-                            next.extend(previous.cloned());
-                        }
-                    }
-                }
-                for rule in old_rules.rules() {
-                    if !files.contains(&rule.file) {
-                        report.removed.push(rule.file.clone());
-                        rules_changed = true;
-                    }
-                }
-                rejected_book.remove(&self.rules_dir);
-            }
-            Err(problem) => {
-                // A missing/unreadable directory (e.g. mid-swap) keeps the rules running.
-                let key = self.rules_dir.clone();
-                if rejected_book.get(&key) != Some(&problem.message) {
-                    rejected_book.insert(key, problem.message.clone());
-                    report.rejected.push(problem);
-                }
-                next = old_rules.rules().to_vec();
-            }
-        }
-
-        // Templates.
-        let (templates, changes) = old_templates.reload(&self.templates_dir);
-        let templates_changed = !changes.accepted.is_empty() || !changes.removed.is_empty();
-        for (file, version) in changes.accepted {
-            rejected_book.remove(&file);
-            report.accepted.push((file, version));
-        }
-        for file in changes.removed {
-            rejected_book.remove(&file);
-            report.removed.push(file);
-        }
-        for problem in changes.rejected {
-            if rejected_book.get(&problem.file) != Some(&problem.message) {
-                rejected_book.insert(problem.file.clone(), problem.message.clone());
-                report.rejected.push(problem);
-            }
-        }
+        let rules = self.rescan_rules(&before.rules, &mut rejected_book, &mut report);
+        let templates = self.rescan_templates(&before.templates, &mut rejected_book, &mut report);
 
         // Forget rejections of files that are gone, so a broken file that comes back is
         // reported again.
@@ -255,18 +169,10 @@ impl Reloader {
         }
         rejected_book.retain(|f, _| f.exists() || *f == self.rules_dir || *f == self.templates_dir);
 
-        if rules_changed || templates_changed {
-            let snapshot = Arc::new(Snapshot {
-                rules: if rules_changed {
-                    Arc::new(RuleSet::new(next))
-                } else {
-                    old_rules
-                },
-                templates: if templates_changed {
-                    Arc::new(templates)
-                } else {
-                    old_templates
-                },
+        if rules.is_some() || templates.is_some() {
+            let snapshot = Arc::new(Content {
+                rules: rules.map_or_else(|| before.rules.clone(), Arc::new),
+                templates: templates.map_or_else(|| before.templates.clone(), Arc::new),
             });
             match self.state.write() {
                 Ok(mut g) => *g = snapshot,
@@ -285,6 +191,122 @@ impl Reloader {
             }
         }
         report
+    }
+
+    /// The rules directory against the running rules: `Some(new set)` when a rule was
+    /// accepted or removed, `None` when the running set stays.
+    fn rescan_rules(
+        &self,
+        old_rules: &RuleSet,
+        rejected_book: &mut HashMap<PathBuf, String>,
+        report: &mut ReloadReport,
+    ) -> Option<RuleSet> {
+        let files = match crate::plan::rules::engine::rule_files(&self.rules_dir) {
+            Ok(files) => files,
+            Err(problem) => {
+                // A missing/unreadable directory (e.g. mid-swap) keeps the rules running.
+                let key = self.rules_dir.clone();
+                if rejected_book.get(&key) != Some(&problem.message) {
+                    rejected_book.insert(key, problem.message.clone());
+                    report.rejected.push(problem);
+                }
+                return None;
+            }
+        };
+        let old: HashMap<&Path, &Arc<CompiledRule>> = old_rules
+            .rules()
+            .iter()
+            .map(|r| (r.file.as_path(), r))
+            .collect();
+        let mut next = Vec::new();
+        let mut changed = false;
+        for file in &files {
+            let previous = old.get(file.as_path()).copied();
+            match self.rescan_rule(file, previous, rejected_book, report) {
+                Some(Ok(rule)) => {
+                    next.push(rule);
+                    changed = true;
+                }
+                Some(Err(())) | None => next.extend(previous.cloned()),
+            }
+        }
+        for rule in old_rules.rules() {
+            if !files.contains(&rule.file) {
+                report.removed.push(rule.file.clone());
+                changed = true;
+            }
+        }
+        rejected_book.remove(&self.rules_dir);
+        changed.then(|| RuleSet::new(next))
+    }
+
+    /// One rule file: `None` if unchanged (or unreadable, or already rejected in this
+    /// version), `Some(Ok)` with the newly compiled rule, `Some(Err)` if rejected now.
+    fn rescan_rule(
+        &self,
+        file: &Path,
+        previous: Option<&Arc<CompiledRule>>,
+        rejected_book: &mut HashMap<PathBuf, String>,
+        report: &mut ReloadReport,
+    ) -> Option<Result<Arc<CompiledRule>, ()>> {
+        let source = match std::fs::read(file) {
+            Ok(b) => b,
+            Err(e) => {
+                // Vanished between listing and reading: treat as still there.
+                tracing::debug!(file = %file.display(), error = %e, "rule unreadable");
+                return None;
+            }
+        };
+        let version = content_version(&source);
+        if previous.is_some_and(|p| p.version == version)
+            || rejected_book.get(file).is_some_and(|v| *v == version)
+        {
+            return None;
+        }
+        let compiled = String::from_utf8(source)
+            .map_err(|_| RuleProblem::new(file, None, "not valid UTF-8"))
+            .and_then(|s| self.engine.compile_source(file, &s));
+        Some(match compiled {
+            Ok(rule) => {
+                rejected_book.remove(file);
+                report
+                    .accepted
+                    .push((file.to_path_buf(), rule.version.clone()));
+                Ok(Arc::new(rule))
+            }
+            Err(problem) => {
+                rejected_book.insert(file.to_path_buf(), version);
+                report.rejected.push(problem);
+                Err(())
+            }
+        })
+    }
+
+    /// The templates directory against the running templates: `Some(new templates)` when
+    /// one was accepted or removed.
+    fn rescan_templates(
+        &self,
+        old_templates: &Templates,
+        rejected_book: &mut HashMap<PathBuf, String>,
+        report: &mut ReloadReport,
+    ) -> Option<Templates> {
+        let (templates, changes) = old_templates.reload(&self.templates_dir);
+        let changed = !changes.accepted.is_empty() || !changes.removed.is_empty();
+        for (file, version) in changes.accepted {
+            rejected_book.remove(&file);
+            report.accepted.push((file, version));
+        }
+        for file in changes.removed {
+            rejected_book.remove(&file);
+            report.removed.push(file);
+        }
+        for problem in changes.rejected {
+            if rejected_book.get(&problem.file) != Some(&problem.message) {
+                rejected_book.insert(problem.file.clone(), problem.message.clone());
+                report.rejected.push(problem.into());
+            }
+        }
+        changed.then_some(templates)
     }
 }
 

@@ -1,4 +1,311 @@
-//! plan
+//! Planning: what the rules decide for one event, with every reply and alert already
+//! rendered — the one place where "evaluate the rules, then render" is written.
+//!
+//! Owns the content snapshot ([`Content`]: compiled rules + templates, shared as `Arc`s),
+//! the [`Plan`] data model and the one pure function [`plan`]. The worker (live events),
+//! `rules check`, `rules test` fixtures and `replay` all call [`plan`]; the executor then
+//! carries out [`PlanStep`]s and never sees templates or rules.
+//!
+//! Decided here, once:
+//! - the effective dry-run flag of each step (the caller's global / per-property flag OR
+//!   the rule's own `// dry_run: true`);
+//! - the rendered text of each `reply` / `alert`, or why it could not be rendered (a missing
+//!   template, a missing variable, an empty result): a render error is data in the plan,
+//!   the executor turns it into a `failed` / `template_error` record.
+//!
+//! The event is serialised to JSON once per plan and that one value feeds both the Rhai
+//! scope and every template render.
+//!
+//! It must stay pure: no I/O, no NATS, no Channex, no clock of its own (the evaluation time
+//! `now` comes from the caller), no audit writing. It is synchronous and CPU-bound for up to
+//! the rules' wall-time budget: async callers run it on the blocking pool ([`plan_in_pool`]).
 
 pub mod rules;
 pub mod templates;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use crate::events::Event;
+use rules::{Action, EvalContext, EvaluationError, RuleEngine, RuleProblem, RuleSet};
+use templates::{TemplateError, Templates};
+
+/// One consistent snapshot of the host's content: the compiled rules and the templates they
+/// render. Cheap to clone and share (two `Arc`s); the live reloader publishes a new
+/// `Arc<Content>` on every accepted change.
+#[derive(Debug, Clone, Default)]
+pub struct Content {
+    pub rules: Arc<RuleSet>,
+    pub templates: Arc<Templates>,
+}
+
+impl Content {
+    pub fn new(rules: RuleSet, templates: Templates) -> Self {
+        Content {
+            rules: Arc::new(rules),
+            templates: Arc::new(templates),
+        }
+    }
+}
+
+/// What the rules decided for one event, in evaluation order.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// One entry per rule that ran (disabled rules and rules after a `stop()` are absent).
+    pub rules: Vec<RulePlan>,
+}
+
+impl Plan {
+    /// Every step of every rule, in order.
+    pub fn steps(&self) -> impl Iterator<Item = &PlanStep> {
+        self.rules.iter().flat_map(|r| r.steps.iter())
+    }
+
+    /// The rules that failed.
+    pub fn errors(&self) -> impl Iterator<Item = &RulePlan> {
+        self.rules.iter().filter(|r| r.error.is_some())
+    }
+}
+
+/// What one rule planned. A failed rule has `error` set and no steps (its partial actions
+/// are discarded).
+#[derive(Debug, Clone)]
+pub struct RulePlan {
+    pub rule: String,
+    pub version: String,
+    pub error: Option<RuleProblem>,
+    /// How long the rule ran (recorded as `duration_ms` of its `rule_error` record).
+    pub elapsed: Duration,
+    /// The rule called `stop()`: later rules did not run.
+    pub stopped: bool,
+    pub steps: Vec<PlanStep>,
+}
+
+/// One action of the plan, ready to be carried out.
+#[derive(Debug, Clone)]
+pub struct PlanStep {
+    pub rule: String,
+    pub version: String,
+    /// Position among the rule's actions: part of the action key `event id | rule | index`.
+    pub index: usize,
+    pub action: Action,
+    /// Global / per-property dry-run OR the rule's own: plan and audit, never act.
+    pub dry_run: bool,
+    /// `reply` / `alert`: the rendered text or why it could not be rendered; `None` for the
+    /// actions that have no template.
+    pub rendered: Option<Result<String, TemplateError>>,
+}
+
+impl PlanStep {
+    /// The action key claimed in the ledger: `event id | rule | index`.
+    pub fn key(&self, event_id: &str) -> String {
+        format!("{event_id}|{}|{}", self.rule, self.index)
+    }
+
+    /// The template of a `reply` / `alert`.
+    pub fn template(&self) -> Option<&str> {
+        self.action.template()
+    }
+
+    /// The rendered text, if this step has one that rendered.
+    pub fn text(&self) -> Option<&str> {
+        match &self.rendered {
+            Some(Ok(text)) => Some(text),
+            _ => None,
+        }
+    }
+}
+
+/// Runs every enabled rule of `content` on `event` at `now` and renders what they plan.
+/// `dry_run` is the caller's global / per-property flag; each step's flag adds the rule's own.
+/// Pure and total: a rule error or a render error is part of the returned plan.
+pub fn plan(
+    engine: &RuleEngine,
+    content: &Content,
+    event: &Event,
+    now: DateTime<Utc>,
+    dry_run: bool,
+) -> Plan {
+    let event_json = event_json(event);
+    let evaluation = engine.evaluate_json(&content.rules, event, &event_json, &EvalContext { now });
+    let rules = evaluation
+        .rules
+        .into_iter()
+        .map(|outcome| {
+            let step_dry_run = dry_run || outcome.dry_run;
+            let steps = outcome
+                .actions
+                .into_iter()
+                .enumerate()
+                .map(|(index, action)| {
+                    let rendered = render_action(&content.templates, event, &event_json, &action);
+                    PlanStep {
+                        rule: outcome.rule.clone(),
+                        version: outcome.version.clone(),
+                        index,
+                        action,
+                        dry_run: step_dry_run,
+                        rendered,
+                    }
+                })
+                .collect();
+            RulePlan {
+                rule: outcome.rule,
+                version: outcome.version,
+                error: outcome.error,
+                elapsed: outcome.elapsed,
+                stopped: outcome.stopped,
+                steps,
+            }
+        })
+        .collect();
+    Plan { rules }
+}
+
+/// [`plan`] on tokio's blocking pool, so a rule burning its wall-time budget never holds an
+/// async worker thread (heartbeats, leases and other events keep running).
+pub async fn plan_in_pool(
+    engine: &Arc<RuleEngine>,
+    content: &Arc<Content>,
+    event: &Event,
+    now: DateTime<Utc>,
+    dry_run: bool,
+) -> Result<Plan, EvaluationError> {
+    let (engine, content, event) = (engine.clone(), content.clone(), event.clone());
+    tokio::task::spawn_blocking(move || plan(&engine, &content, &event, now, dry_run))
+        .await
+        .map_err(|e| EvaluationError::Interrupted(e.to_string()))
+}
+
+/// The event as the JSON object rules and templates see (serialised once per plan).
+pub(crate) fn event_json(event: &Event) -> Map<String, Value> {
+    match serde_json::to_value(event) {
+        Ok(Value::Object(map)) => map,
+        Ok(_) => Map::new(),
+        Err(e) => {
+            // Cannot happen for the Event type; keep going with an empty map and say so.
+            tracing::error!(error = %e, "event could not be serialised for rules/templates");
+            Map::new()
+        }
+    }
+}
+
+fn render_action(
+    templates: &Templates,
+    event: &Event,
+    event_json: &Map<String, Value>,
+    action: &Action,
+) -> Option<Result<String, TemplateError>> {
+    match action {
+        Action::Reply { template, vars } | Action::Alert { template, vars } => {
+            Some(templates.render_json(template, event, event_json, vars))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn event() -> Event {
+        serde_json::from_value(serde_json::json!({
+            "id": "e1", "type": "thread.new_message", "occurred_at": "2024-07-01T12:00:00Z",
+            "property": {"id": "p1", "timezone": "Europe/Lisbon", "vars": {"wifi": "casa"}},
+            "thread": {"id": "t1", "provider": "booking_com"},
+            "message": {"id": "m1", "text": "wifi?", "sender": "guest",
+                        "inserted_at": "2024-07-01T12:00:00Z"}
+        }))
+        .expect("event")
+    }
+
+    fn content(rules: &[(&str, &str)], templates: &[(&str, &str)]) -> (tempfile::TempDir, Content) {
+        let engine = RuleEngine::default();
+        let compiled = rules
+            .iter()
+            .map(|(file, src)| {
+                Arc::new(
+                    engine
+                        .compile_source(Path::new(file), src)
+                        .expect("compiles"),
+                )
+            })
+            .collect();
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, text) in templates {
+            std::fs::write(dir.path().join(format!("{name}.hbs")), text).expect("write");
+        }
+        let (t, problems) = Templates::load_dir(dir.path());
+        assert!(problems.is_empty(), "{problems:?}");
+        (dir, Content::new(RuleSet::new(compiled), t))
+    }
+
+    fn now() -> DateTime<Utc> {
+        "2024-07-01T12:00:00Z".parse().expect("time")
+    }
+
+    #[test]
+    fn steps_carry_rendered_text_or_the_render_error() {
+        let (_dir, content) = content(
+            &[(
+                "10_faq.rhai",
+                "reply(\"wifi\");\nalert(\"broken\");\nclose_thread();\n",
+            )],
+            &[("wifi", "Wifi: {{vars.wifi}}"), ("broken", "{{vars.nope}}")],
+        );
+        let plan = plan(&RuleEngine::default(), &content, &event(), now(), false);
+        let steps: Vec<_> = plan.steps().collect();
+        assert_eq!(steps.len(), 3);
+        assert_eq!(steps[0].text(), Some("Wifi: casa"));
+        assert_eq!(steps[0].key("e1"), "e1|10_faq|0");
+        let err = steps[1]
+            .rendered
+            .as_ref()
+            .and_then(|r| r.as_ref().err())
+            .expect("render error");
+        assert!(err.to_string().contains("missing variable"), "{err}");
+        assert!(steps[2].rendered.is_none());
+        assert!(steps.iter().all(|s| !s.dry_run));
+    }
+
+    #[test]
+    fn dry_run_is_the_callers_flag_or_the_rules_own() {
+        let (_dir, content) = content(
+            &[
+                ("10_dry.rhai", "// dry_run: true\nclose_thread();\n"),
+                ("20_live.rhai", "close_thread();\n"),
+            ],
+            &[],
+        );
+        let engine = RuleEngine::default();
+        let flags = |global| {
+            plan(&engine, &content, &event(), now(), global)
+                .steps()
+                .map(|s| s.dry_run)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(flags(false), [true, false]);
+        assert_eq!(flags(true), [true, true]);
+    }
+
+    #[test]
+    fn a_rule_error_is_part_of_the_plan_and_later_rules_still_run() {
+        let (_dir, content) = content(
+            &[
+                ("10_bad.rhai", "close_thread();\nlet x = 1 / 0;\n"),
+                ("20_ok.rhai", "close_thread();\n"),
+            ],
+            &[],
+        );
+        let plan = plan(&RuleEngine::default(), &content, &event(), now(), false);
+        assert_eq!(plan.rules.len(), 2);
+        assert!(plan.rules[0].error.is_some());
+        assert!(plan.rules[0].steps.is_empty());
+        assert_eq!(plan.errors().count(), 1);
+        assert_eq!(plan.rules[1].steps.len(), 1);
+    }
+}

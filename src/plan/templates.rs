@@ -4,7 +4,9 @@
 //! Owns loading `<dir>/<name>.hbs` and per-property overrides `<dir>/<property_id>/<name>.hbs`
 //! (the override wins), keeping the last good version of a file that stops parsing on
 //! reload, the render context and the date helpers. It must not send anything, read the
-//! clock, or decide which template to use (rules do that).
+//! clock, or decide which template to use (rules do that). The service renders through
+//! [`crate::plan::plan`], which serialises the event once and hands it to
+//! [`Templates::render_json`] for every reply/alert of the plan.
 //!
 //! Render context: the event JSON at the top level (`{{thread.title}}`, `{{message.text}}`,
 //! `{{property.vars.wifi_name}}`, `{{inquiry.guest_name}}`, `{{follow_up.data.x}}`) plus
@@ -222,6 +224,18 @@ impl Templates {
         event: &Event,
         rule_vars: &Map<String, Value>,
     ) -> Result<String, TemplateError> {
+        self.render_json(name, event, &crate::plan::event_json(event), rule_vars)
+    }
+
+    /// [`Templates::render`] with the event already serialised (`event_json` must be
+    /// `event` as JSON): a plan serialises its event once for every render.
+    pub fn render_json(
+        &self,
+        name: &str,
+        event: &Event,
+        event_json: &Map<String, Value>,
+        rule_vars: &Map<String, Value>,
+    ) -> Result<String, TemplateError> {
         let file =
             self.resolve(name, &event.property.id)
                 .ok_or_else(|| TemplateError::NotFound {
@@ -232,11 +246,7 @@ impl Templates {
             template: name.to_string(),
             message,
         };
-        let mut data = match serde_json::to_value(event) {
-            Ok(Value::Object(m)) => m,
-            Ok(_) => Map::new(),
-            Err(e) => return Err(render_err(format!("event is not JSON: {e}"))),
-        };
+        let mut data = event_json.clone();
         let mut vars = event.property.vars.clone();
         for (k, v) in rule_vars {
             vars.insert(k.clone(), v.clone());

@@ -1,12 +1,13 @@
-//! Durable follow-up timers and cron schedules: the producer of `follow_up.due` and
-//! `schedule.tick` events.
+//! The scheduler role: fires durable follow-up timers and cron schedules as
+//! `follow_up.due` and `schedule.tick` events.
 //!
-//! Owns the follow-up timer record and its KV keys (bucket `<prefix>_followups`, key
-//! `<thread>.<name>`), the schedule tick marks (bucket `<prefix>_leases`, key
+//! Owns the schedule tick marks (bucket `<prefix>_leases`, key
 //! `tick.<schedule>.<unix seconds>`), the computation of cron fire times in a schedule's
-//! time zone, and the leader-elected loop that fires both. It must not decide what a
-//! follow-up or a tick *means* (rules do) nor talk to Channex itself: fresh thread
-//! snapshots come through the [`ThreadDirectory`] trait, implemented by the caller.
+//! time zone, and the leader-elected loop that fires both. The timers themselves are
+//! stored by [`crate::store::timers`]. It must not decide what a follow-up or a tick
+//! *means* (rules do) nor talk to Channex itself: fresh thread snapshots come through the
+//! [`ThreadDirectory`] trait of [`crate::store::threads`]. Time comes from the injected
+//! [`Clock`] (no `Utc::now()` here), so due times and tick claims are testable.
 //!
 //! Guarantees:
 //! - Only the holder of lease `scheduler` fires (see [`crate::store::lease`]).
@@ -34,207 +35,37 @@ use std::time::Duration;
 
 use async_nats::jetstream::{
     self,
-    kv::{self, CreateErrorKind, Operation, UpdateErrorKind},
+    kv::{self, CreateErrorKind, UpdateErrorKind},
 };
 use chrono::{DateTime, TimeZone, Utc};
-use futures::future::BoxFuture;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 use tokio::sync::watch;
 
 use crate::base::clock::{system_clock, Clock};
 use crate::base::keys;
 use crate::base::time;
 use crate::config::ScheduleConfig;
-use crate::events::{
-    event_subject, ids, Event, EventType, FollowUpInfo, PropertyInfo, ScheduleInfo, ThreadSnapshot,
-};
+use crate::events::{event_subject, ids, Event, EventType, FollowUpInfo, ScheduleInfo};
 use crate::store::lease::{LeaderElection, Lease};
-use crate::store::nats::Infra;
+use crate::store::nats::{Infra, StoreError};
+use crate::store::threads::{DirectoryError, ThreadDirectory};
+use crate::store::timers::{FollowUpTimer, FollowUps, StoredTimer, TimerChange};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchedulerError {
     #[error("follow-up store: {0}")]
-    Store(String),
+    Store(#[from] StoreError),
     #[error("schedule {name}: {message}")]
     Schedule { name: String, message: String },
-    #[error("cannot publish event {id}: {message}")]
-    Publish { id: String, message: String },
+    #[error("cannot publish event {id}: {source}")]
+    Publish {
+        id: String,
+        #[source]
+        source: crate::store::nats::NatsSource,
+    },
     #[error("thread directory: {0}")]
-    Directory(String),
-}
-
-fn store_err(e: impl std::fmt::Display) -> SchedulerError {
-    SchedulerError::Store(e.to_string())
-}
-
-// ---------------------------------------------------------------------------------------
-// Follow-up timers
-// ---------------------------------------------------------------------------------------
-
-/// A durable timer armed by a rule's `follow_up(name, when, data)`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FollowUpTimer {
-    pub thread_id: String,
-    pub property_id: String,
-    pub name: String,
-    pub due_at: DateTime<Utc>,
-    #[serde(default)]
-    pub data: Map<String, Value>,
-    pub armed_at: DateTime<Utc>,
-    /// Id of the event whose rule armed it (for the audit trail).
-    pub armed_by_event: String,
-}
-
-/// KV key of a timer: `<thread>.<name>`, each a [`keys::encode`] token.
-pub fn follow_up_key(thread_id: &str, name: &str) -> String {
-    format!("{}.{}", keys::encode(thread_id), keys::encode(name))
-}
-
-/// A timer as stored, with the revision that compare-and-set operations need.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredTimer {
-    pub key: String,
-    pub revision: u64,
-    pub timer: FollowUpTimer,
-}
-
-/// The follow-up timer store (one KV bucket).
-#[derive(Clone)]
-pub struct FollowUps {
-    store: kv::Store,
-}
-
-impl FollowUps {
-    pub fn new(store: kv::Store) -> Self {
-        FollowUps { store }
-    }
-
-    /// Arm (or re-arm) a timer. Re-arming the same thread+name replaces it (debounce).
-    pub async fn arm(&self, t: &FollowUpTimer) -> Result<(), SchedulerError> {
-        let value = serde_json::to_vec(t).map_err(store_err)?;
-        self.store
-            .put(follow_up_key(&t.thread_id, &t.name), value.into())
-            .await
-            .map_err(store_err)?;
-        Ok(())
-    }
-
-    /// Cancel a timer; `Ok(true)` when one was armed.
-    pub async fn cancel(&self, thread_id: &str, name: &str) -> Result<bool, SchedulerError> {
-        let key = follow_up_key(thread_id, name);
-        match self.store.entry(key.clone()).await.map_err(store_err)? {
-            Some(e) if e.operation == Operation::Put => {
-                self.store.delete(&key).await.map_err(store_err)?;
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
-    }
-
-    pub async fn get(
-        &self,
-        thread_id: &str,
-        name: &str,
-    ) -> Result<Option<FollowUpTimer>, SchedulerError> {
-        Ok(self
-            .get_stored(&follow_up_key(thread_id, name))
-            .await?
-            .map(|s| s.timer))
-    }
-
-    async fn get_stored(&self, key: &str) -> Result<Option<StoredTimer>, SchedulerError> {
-        match self.store.entry(key).await.map_err(store_err)? {
-            Some(e) if e.operation == Operation::Put => {
-                Ok(decode_timer(&e.key, e.revision, &e.value))
-            }
-            _ => Ok(None),
-        }
-    }
-
-    /// Every armed timer with its revision, soonest first.
-    pub async fn list_stored(&self) -> Result<Vec<StoredTimer>, SchedulerError> {
-        let keys: Vec<String> = self
-            .store
-            .keys()
-            .await
-            .map_err(store_err)?
-            .try_collect()
-            .await
-            .map_err(store_err)?;
-        let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
-            if let Some(t) = self.get_stored(&key).await? {
-                out.push(t);
-            }
-        }
-        out.sort_by(|a, b| (a.timer.due_at, &a.key).cmp(&(b.timer.due_at, &b.key)));
-        Ok(out)
-    }
-
-    /// Every armed timer, soonest first (for `concierge follow-ups list`).
-    pub async fn list(&self) -> Result<Vec<FollowUpTimer>, SchedulerError> {
-        Ok(self
-            .list_stored()
-            .await?
-            .into_iter()
-            .map(|s| s.timer)
-            .collect())
-    }
-
-    pub async fn pending_count(&self) -> Result<usize, SchedulerError> {
-        Ok(self.list_stored().await?.len())
-    }
-
-    /// Delete `key` only if it is still at `revision`. `Ok(false)`: it changed (re-armed or
-    /// cancelled) and was left alone.
-    pub async fn remove_if_unchanged(
-        &self,
-        key: &str,
-        revision: u64,
-    ) -> Result<bool, SchedulerError> {
-        match self.store.delete_expect_revision(key, Some(revision)).await {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(false),
-            Err(e) => Err(store_err(e)),
-        }
-    }
-}
-
-fn decode_timer(key: &str, revision: u64, value: &[u8]) -> Option<StoredTimer> {
-    match serde_json::from_slice::<FollowUpTimer>(value) {
-        Ok(timer) => Some(StoredTimer {
-            key: key.to_string(),
-            revision,
-            timer,
-        }),
-        Err(e) => {
-            tracing::warn!(key, error = %e, "unreadable follow-up timer ignored");
-            None
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Thread directory (implemented by the caller over Channex)
-// ---------------------------------------------------------------------------------------
-
-/// Where the scheduler gets fresh thread snapshots and property blocks.
-pub trait ThreadDirectory: Send + Sync + 'static {
-    /// Fresh snapshot of one thread (None if gone).
-    fn snapshot(
-        &self,
-        property_id: &str,
-        thread_id: &str,
-    ) -> BoxFuture<'_, Result<Option<ThreadSnapshot>, String>>;
-    /// Open threads of a property (for schedule ticks).
-    fn open_threads(&self, property_id: &str)
-        -> BoxFuture<'_, Result<Vec<ThreadSnapshot>, String>>;
-    /// The property block of events.
-    fn property(&self, property_id: &str) -> PropertyInfo;
-    /// Every property known (ticked by schedules with no `property_ids`).
-    fn properties(&self) -> Vec<String>;
+    Directory(#[from] DirectoryError),
 }
 
 // ---------------------------------------------------------------------------------------
@@ -342,17 +173,94 @@ pub struct Scheduler {
     tick_catch_up: Duration,
 }
 
-/// Per-timer state of the leader loop.
+/// The armed timers the leader loop knows, by key and by fire time.
+#[derive(Default)]
+struct TimerQueue {
+    pending: HashMap<String, Pending>,
+    queue: BTreeSet<(DateTime<Utc>, String)>,
+}
+
+/// One timer of the [`TimerQueue`]: fires at `fire_at` (its due time, or a retry time).
 struct Pending {
     revision: u64,
     timer: FollowUpTimer,
     fire_at: DateTime<Utc>,
 }
 
+impl TimerQueue {
+    /// Apply a change of the timer bucket: a re-arm replaces, a removal drops.
+    fn apply(&mut self, change: TimerChange) {
+        match change {
+            TimerChange::Armed(stored) => {
+                let fire_at = stored.timer.due_at;
+                self.insert(stored, fire_at);
+            }
+            TimerChange::Gone { key } => self.remove(&key),
+        }
+    }
+
+    fn insert(&mut self, stored: StoredTimer, fire_at: DateTime<Utc>) {
+        self.remove(&stored.key);
+        self.queue.insert((fire_at, stored.key.clone()));
+        self.pending.insert(
+            stored.key,
+            Pending {
+                revision: stored.revision,
+                timer: stored.timer,
+                fire_at,
+            },
+        );
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Some(old) = self.pending.remove(key) {
+            self.queue.remove(&(old.fire_at, key.to_string()));
+        }
+    }
+
+    /// The soonest timer whose fire time is at or before `now`, taken out of the queue.
+    fn pop_due(&mut self, now: DateTime<Utc>) -> Option<StoredTimer> {
+        loop {
+            let (at, key) = self.queue.first().cloned()?;
+            if at > now {
+                return None;
+            }
+            self.queue.remove(&(at, key.clone()));
+            if let Some(p) = self.pending.remove(&key) {
+                return Some(StoredTimer {
+                    key,
+                    revision: p.revision,
+                    timer: p.timer,
+                });
+            }
+        }
+    }
+
+    fn next_fire_at(&self) -> Option<DateTime<Utc>> {
+        self.queue.first().map(|(at, _)| *at)
+    }
+
+    fn len(&self) -> usize {
+        self.pending.len()
+    }
+}
+
 /// Per-schedule state of the leader loop.
 struct TickCursor {
     next: Option<DateTime<Utc>>,
     retry_at: Option<DateTime<Utc>>,
+}
+
+/// The result of trying to claim a tick mark.
+enum TickClaim {
+    /// Ours at this KV revision: fire the tick.
+    Won(u64),
+    /// Not ours to fire (done, or in progress elsewhere).
+    Not(TickOutcome),
+}
+
+fn to_chrono(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or_default()
 }
 
 impl Scheduler {
@@ -410,11 +318,11 @@ impl Scheduler {
     }
 
     async fn publish(&self, event: &Event) -> Result<(), SchedulerError> {
-        let err = |e: &dyn std::fmt::Display| SchedulerError::Publish {
+        let err = |source: crate::store::nats::NatsSource| SchedulerError::Publish {
             id: event.id.clone(),
-            message: e.to_string(),
+            source,
         };
-        let payload = serde_json::to_vec(event).map_err(|e| err(&e))?;
+        let payload = serde_json::to_vec(event).map_err(|e| err(e.into()))?;
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(async_nats::header::NATS_MESSAGE_ID, event.id.as_str());
         let subject = event_subject(&self.prefix, event.event_type, &event.property.id);
@@ -422,8 +330,8 @@ impl Scheduler {
             .js
             .publish_with_headers(subject, headers, payload.into())
             .await
-            .map_err(|e| err(&e))?;
-        ack.await.map_err(|e| err(&e))?;
+            .map_err(|e| err(e.into()))?;
+        ack.await.map_err(|e| err(e.into()))?;
         Ok(())
     }
 
@@ -436,8 +344,7 @@ impl Scheduler {
         let snapshot = self
             .directory
             .snapshot(&t.property_id, &t.thread_id)
-            .await
-            .map_err(SchedulerError::Directory)?;
+            .await?;
         let Some(thread) = snapshot else {
             tracing::info!(thread = %t.thread_id, name = %t.name, "follow-up dropped: thread is gone");
             self.followups
@@ -477,48 +384,80 @@ impl Scheduler {
     ) -> Result<TickOutcome, SchedulerError> {
         let key = tick_mark_key(&schedule.name, tick_at);
         let now = (self.clock)();
-        let mark = |state, events| {
-            serde_json::to_vec(&TickMark {
-                holder: self.holder_id.clone(),
-                state,
-                at: now,
-                events,
-            })
-            .map_err(store_err)
+        let revision = match self.claim_tick(&key, now).await? {
+            TickClaim::Won(revision) => revision,
+            TickClaim::Not(outcome) => return Ok(outcome),
         };
-        let revision = match self
-            .leases
-            .create(&key, mark(TickState::Firing, 0)?.into())
-            .await
-        {
-            Ok(rev) => rev,
-            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
-                let Some(entry) = self.leases.entry(key.clone()).await.map_err(store_err)? else {
-                    return Ok(TickOutcome::InProgressElsewhere);
-                };
-                let existing = serde_json::from_slice::<TickMark>(&entry.value).ok();
-                match existing {
-                    Some(m) if m.state == TickState::Done => return Ok(TickOutcome::AlreadyFired),
-                    Some(m) if m.holder != self.holder_id && !self.claim_is_stale(m.at, now) => {
-                        return Ok(TickOutcome::InProgressElsewhere)
-                    }
-                    _ => {}
-                }
-                // Our own unfinished claim, or a dead scheduler's: take it over.
-                match self
-                    .leases
-                    .update(&key, mark(TickState::Firing, 0)?.into(), entry.revision)
-                    .await
-                {
-                    Ok(rev) => rev,
-                    Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
-                        return Ok(TickOutcome::InProgressElsewhere)
-                    }
-                    Err(e) => return Err(store_err(e)),
-                }
+        let events = self.publish_tick_events(schedule, tick_at).await?;
+        let done = self.tick_mark(TickState::Done, now, events)?;
+        match self.leases.update(&key, done.into(), revision).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
+                tracing::warn!(schedule = %schedule.name, %tick_at, "tick mark taken over while firing; events are deduplicated");
             }
-            Err(e) => return Err(store_err(e)),
+            Err(e) => return Err(StoreError::nats(format!("tick mark {key}: done"), e).into()),
+        }
+        tracing::info!(schedule = %schedule.name, %tick_at, events, "schedule tick fired");
+        Ok(TickOutcome::Fired { events })
+    }
+
+    fn tick_mark(
+        &self,
+        state: TickState,
+        at: DateTime<Utc>,
+        events: usize,
+    ) -> Result<Vec<u8>, SchedulerError> {
+        let mark = TickMark {
+            holder: self.holder_id.clone(),
+            state,
+            at,
+            events,
         };
+        serde_json::to_vec(&mark).map_err(|e| StoreError::codec("tick mark: encode", e).into())
+    }
+
+    /// Claim the tick mark `key` with `kv.create`; when it exists, take over our own
+    /// unfinished claim or a dead scheduler's (older than the lease ttl).
+    async fn claim_tick(&self, key: &str, now: DateTime<Utc>) -> Result<TickClaim, SchedulerError> {
+        let firing = self.tick_mark(TickState::Firing, now, 0)?;
+        match self.leases.create(key, firing.clone().into()).await {
+            Ok(revision) => return Ok(TickClaim::Won(revision)),
+            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {}
+            Err(e) => return Err(StoreError::nats(format!("tick mark {key}: claim"), e).into()),
+        }
+        let entry = self
+            .leases
+            .entry(key.to_string())
+            .await
+            .map_err(|e| StoreError::nats(format!("tick mark {key}: read"), e))?;
+        let Some(entry) = entry else {
+            return Ok(TickClaim::Not(TickOutcome::InProgressElsewhere));
+        };
+        match serde_json::from_slice::<TickMark>(&entry.value).ok() {
+            Some(m) if m.state == TickState::Done => {
+                return Ok(TickClaim::Not(TickOutcome::AlreadyFired))
+            }
+            Some(m) if m.holder != self.holder_id && !self.claim_is_stale(m.at, now) => {
+                return Ok(TickClaim::Not(TickOutcome::InProgressElsewhere))
+            }
+            _ => {}
+        }
+        match self.leases.update(key, firing.into(), entry.revision).await {
+            Ok(revision) => Ok(TickClaim::Won(revision)),
+            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
+                Ok(TickClaim::Not(TickOutcome::InProgressElsewhere))
+            }
+            Err(e) => Err(StoreError::nats(format!("tick mark {key}: take over"), e).into()),
+        }
+    }
+
+    /// One `schedule.tick` event per open thread of the schedule's properties; returns
+    /// how many were published.
+    async fn publish_tick_events(
+        &self,
+        schedule: &ScheduleConfig,
+        tick_at: DateTime<Utc>,
+    ) -> Result<usize, SchedulerError> {
         let properties = if schedule.property_ids.is_empty() {
             self.directory.properties()
         } else {
@@ -526,11 +465,7 @@ impl Scheduler {
         };
         let mut events = 0;
         for property_id in properties {
-            let threads = self
-                .directory
-                .open_threads(&property_id)
-                .await
-                .map_err(SchedulerError::Directory)?;
+            let threads = self.directory.open_threads(&property_id).await?;
             let property = self.directory.property(&property_id);
             for thread in threads {
                 let event = Event {
@@ -550,19 +485,7 @@ impl Scheduler {
                 events += 1;
             }
         }
-        match self
-            .leases
-            .update(&key, mark(TickState::Done, events)?.into(), revision)
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
-                tracing::warn!(schedule = %schedule.name, %tick_at, "tick mark taken over while firing; events are deduplicated");
-            }
-            Err(e) => return Err(store_err(e)),
-        }
-        tracing::info!(schedule = %schedule.name, %tick_at, events, "schedule tick fired");
-        Ok(TickOutcome::Fired { events })
+        Ok(events)
     }
 
     fn claim_is_stale(&self, claimed_at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
@@ -633,29 +556,13 @@ impl Scheduler {
         newest
     }
 
-    /// The leader loop; returns `Ok` when leadership is lost or on shutdown.
-    async fn lead(
-        &self,
-        leader: &mut watch::Receiver<bool>,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> Result<(), SchedulerError> {
-        // Replays every key's last value, then follows changes: the full rescan on
-        // becoming leader and prompt arms/cancels from one consumer.
-        let mut watch = self
-            .followups
-            .store
-            .watch_with_history(">")
-            .await
-            .map_err(store_err)?;
-        let mut pending: HashMap<String, Pending> = HashMap::new();
-        let mut queue: BTreeSet<(DateTime<Utc>, String)> = BTreeSet::new();
-        let catch_up =
-            chrono::Duration::from_std(self.tick_catch_up).unwrap_or(chrono::Duration::zero());
+    /// One cursor per schedule, at its next tick after the last one that fired (within
+    /// the catch-up window): a schedule that never fired, or a new deployment, starts now.
+    async fn tick_cursors(&self) -> Result<Vec<TickCursor>, SchedulerError> {
+        let catch_up = to_chrono(self.tick_catch_up);
         let now = (self.clock)();
         let mut cursors = Vec::with_capacity(self.schedules.len());
         for s in &self.schedules {
-            // Catch up only on ticks missed since the last one that fired (within the
-            // window): a schedule that never fired, or a new deployment, starts from now.
             let start = match self.last_fired_tick(s, now - catch_up).await {
                 Some(last) => last.max(now - catch_up),
                 None => now,
@@ -665,110 +572,105 @@ impl Scheduler {
                 retry_at: None,
             });
         }
+        Ok(cursors)
+    }
+
+    /// The leader loop; returns `Ok` when leadership is lost or on shutdown.
+    async fn lead(
+        &self,
+        leader: &mut watch::Receiver<bool>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), SchedulerError> {
+        let mut watch = self.followups.watch().await?;
+        let mut timers = TimerQueue::default();
+        let mut cursors = self.tick_cursors().await?;
         loop {
             if !*leader.borrow() || is_shutdown(shutdown) {
                 return Ok(());
             }
             let now = (self.clock)();
-
-            // Due follow-ups.
-            while let Some((at, key)) = queue.first().cloned() {
-                if at > now || !*leader.borrow() {
-                    break;
-                }
-                queue.remove(&(at, key.clone()));
-                let Some(p) = pending.remove(&key) else {
-                    continue;
-                };
-                let stored = StoredTimer {
-                    key: key.clone(),
-                    revision: p.revision,
-                    timer: p.timer,
-                };
-                if let Err(e) = self.fire_follow_up(&stored).await {
-                    tracing::warn!(key = %key, error = %e, "follow-up firing failed; will retry");
-                    let fire_at =
-                        now + chrono::Duration::from_std(self.retry_delay).unwrap_or_default();
-                    // Watch updates are applied between firings, so the key is vacant here;
-                    // a newer arm or a cancel arriving later replaces or drops this retry.
-                    queue.insert((fire_at, key.clone()));
-                    pending.insert(
-                        key,
-                        Pending {
-                            revision: stored.revision,
-                            timer: stored.timer,
-                            fire_at,
-                        },
-                    );
-                }
-            }
-
-            // Due ticks.
+            self.fire_due_timers(&mut timers, now, leader).await;
             for (s, cursor) in self.schedules.iter().zip(cursors.iter_mut()) {
-                while let Some(tick_at) = cursor.next {
-                    let due = cursor.retry_at.unwrap_or(tick_at);
-                    if due > now || !*leader.borrow() {
-                        break;
-                    }
-                    let outcome = self.fire_tick(s, tick_at).await;
-                    let advance = match outcome {
-                        Ok(TickOutcome::Fired { .. }) | Ok(TickOutcome::AlreadyFired) => true,
-                        Ok(TickOutcome::InProgressElsewhere) => false,
-                        Err(e) => {
-                            tracing::warn!(schedule = %s.name, %tick_at, error = %e, "tick failed; will retry");
-                            false
-                        }
-                    };
-                    if !advance && now - tick_at > catch_up {
-                        tracing::error!(schedule = %s.name, %tick_at, "tick given up: could not fire it within the catch-up window");
-                    } else if !advance {
-                        cursor.retry_at = Some(
-                            now + chrono::Duration::from_std(self.retry_delay).unwrap_or_default(),
-                        );
-                        break;
-                    }
-                    cursor.retry_at = None;
-                    cursor.next = next_fire_times(s, tick_at, 1)?.into_iter().next();
-                }
+                self.fire_due_ticks(s, cursor, now, leader).await?;
             }
-
-            metrics::gauge!("concierge_follow_ups_pending").set(pending.len() as f64);
+            metrics::gauge!("concierge_follow_ups_pending").set(timers.len() as f64);
+            let nap = self.nap(&timers, &cursors);
             // Sleep until the next thing is due (bounded), or until something changes.
-            let now = (self.clock)();
-            let mut wake = now
-                + chrono::Duration::from_std(self.max_idle).unwrap_or(chrono::Duration::seconds(1));
-            if let Some((at, _)) = queue.first() {
-                wake = wake.min(*at);
-            }
-            for c in &cursors {
-                if let Some(t) = c.retry_at.or(c.next) {
-                    wake = wake.min(t);
-                }
-            }
-            let nap = (wake - now).to_std().unwrap_or(Duration::ZERO);
             tokio::select! {
-                entry = watch.next() => {
-                    let entry = match entry {
-                        Some(Ok(entry)) => entry,
-                        Some(Err(e)) => return Err(store_err(e)),
-                        None => return Err(SchedulerError::Store("follow-up watch ended".into())),
-                    };
-                    if let Some(old) = pending.remove(&entry.key) {
-                        queue.remove(&(old.fire_at, entry.key.clone()));
-                    }
-                    if entry.operation == Operation::Put {
-                        if let Some(st) = decode_timer(&entry.key, entry.revision, &entry.value) {
-                            let fire_at = st.timer.due_at;
-                            queue.insert((fire_at, entry.key.clone()));
-                            pending.insert(entry.key, Pending { revision: st.revision, timer: st.timer, fire_at });
-                        }
-                    }
-                }
+                change = watch.next() => timers.apply(change?),
                 _ = tokio::time::sleep(nap) => {}
                 _ = leader.changed() => {}
                 _ = wait_shutdown(shutdown) => return Ok(()),
             }
         }
+    }
+
+    /// Fire every timer due at `now` while leader; a failed one is retried after
+    /// `retry_delay` (a newer arm or a cancel arriving meanwhile replaces or drops it).
+    async fn fire_due_timers(
+        &self,
+        timers: &mut TimerQueue,
+        now: DateTime<Utc>,
+        leader: &watch::Receiver<bool>,
+    ) {
+        while *leader.borrow() {
+            let Some(stored) = timers.pop_due(now) else {
+                break;
+            };
+            if let Err(e) = self.fire_follow_up(&stored).await {
+                tracing::warn!(key = %stored.key, error = %e, "follow-up firing failed; will retry");
+                // Watch updates are applied between firings, so the key is vacant here.
+                timers.insert(stored, now + to_chrono(self.retry_delay));
+            }
+        }
+    }
+
+    /// Fire the due ticks of one schedule, in order; a tick that cannot be fired is retried
+    /// after `retry_delay` until it is older than the catch-up window, then given up.
+    async fn fire_due_ticks(
+        &self,
+        s: &ScheduleConfig,
+        cursor: &mut TickCursor,
+        now: DateTime<Utc>,
+        leader: &watch::Receiver<bool>,
+    ) -> Result<(), SchedulerError> {
+        let catch_up = to_chrono(self.tick_catch_up);
+        while let Some(tick_at) = cursor.next {
+            let due = cursor.retry_at.unwrap_or(tick_at);
+            if due > now || !*leader.borrow() {
+                break;
+            }
+            let advance = match self.fire_tick(s, tick_at).await {
+                Ok(TickOutcome::Fired { .. }) | Ok(TickOutcome::AlreadyFired) => true,
+                Ok(TickOutcome::InProgressElsewhere) => false,
+                Err(e) => {
+                    tracing::warn!(schedule = %s.name, %tick_at, error = %e, "tick failed; will retry");
+                    false
+                }
+            };
+            if !advance && now - tick_at > catch_up {
+                tracing::error!(schedule = %s.name, %tick_at, "tick given up: could not fire it within the catch-up window");
+            } else if !advance {
+                cursor.retry_at = Some(now + to_chrono(self.retry_delay));
+                break;
+            }
+            cursor.retry_at = None;
+            cursor.next = next_fire_times(s, tick_at, 1)?.into_iter().next();
+        }
+        Ok(())
+    }
+
+    /// How long the loop may sleep: until the next timer or tick, at most `max_idle`.
+    fn nap(&self, timers: &TimerQueue, cursors: &[TickCursor]) -> Duration {
+        let now = (self.clock)();
+        let idle =
+            chrono::Duration::from_std(self.max_idle).unwrap_or(chrono::Duration::seconds(1));
+        let wake = cursors
+            .iter()
+            .filter_map(|c| c.retry_at.or(c.next))
+            .chain(timers.next_fire_at())
+            .fold(now + idle, DateTime::min);
+        (wake - now).to_std().unwrap_or(Duration::ZERO)
     }
 }
 
@@ -778,4 +680,50 @@ fn is_shutdown(rx: &watch::Receiver<bool>) -> bool {
 
 async fn wait_shutdown(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().expect("timestamp")
+    }
+
+    fn stored(key: &str, revision: u64, due_at: DateTime<Utc>) -> StoredTimer {
+        StoredTimer {
+            key: key.into(),
+            revision,
+            timer: FollowUpTimer {
+                thread_id: "t1".into(),
+                property_id: "p1".into(),
+                name: key.into(),
+                due_at,
+                data: Default::default(),
+                armed_at: due_at,
+                armed_by_event: "ev".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn timers_fall_due_in_order_and_a_rearm_replaces_the_old_due_time() {
+        let mut q = TimerQueue::default();
+        let (t9, t10, t11) = (
+            at("2026-05-01T09:00:00Z"),
+            at("2026-05-01T10:00:00Z"),
+            at("2026-05-01T11:00:00Z"),
+        );
+        q.apply(TimerChange::Armed(stored("a", 1, t10)));
+        q.apply(TimerChange::Armed(stored("b", 1, t9)));
+        q.apply(TimerChange::Armed(stored("a", 2, t11)));
+        assert_eq!(q.len(), 2);
+        assert_eq!(q.next_fire_at(), Some(t9));
+        assert!(q.pop_due(t9 - chrono::Duration::seconds(1)).is_none());
+        assert_eq!(q.pop_due(t9).map(|s| s.key), Some("b".into()));
+        assert!(q.pop_due(t10).is_none(), "a was re-armed for 11:00");
+        q.apply(TimerChange::Gone { key: "a".into() });
+        assert_eq!(q.len(), 0);
+        assert!(q.pop_due(t11).is_none());
+    }
 }

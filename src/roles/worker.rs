@@ -1,13 +1,15 @@
 //! The worker role: a durable pull consumer on `CONCIERGE_EVENTS` shared by every worker
-//! process; for each event it runs the rules, hands each planned action to the executor,
-//! audits every decision and acks only when every action has a final outcome.
+//! process; for each event it takes the current content snapshot, calls
+//! [`crate::plan::plan`] (on the blocking pool), hands each rendered step to the executor,
+//! audits every decision and acks only when every step has a final outcome.
 //!
 //! Owns delivery semantics: explicit acks, progress heartbeats while an event is being
 //! worked on (so a slow Channex call does not trigger a redelivery), delayed naks for
 //! transient failures, in-place waits (not redeliveries) while NATS itself is unreachable
 //! or another worker holds an action's claim, the `max_deliver` cut-off with a `failed`
 //! record, and graceful shutdown (stop pulling, finish in-flight events, ack, return).
-//! It must not call Channex or write to the ledger itself: that is the executor's job.
+//! It must not call Channex or write to the ledger itself (the executor's job), nor
+//! evaluate rules or render templates itself (the planner's job).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,13 +19,14 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tokio::sync::watch;
 
+use crate::base::clock::Clock;
 use crate::config::WorkerConfig;
 use crate::content::LiveRules;
 use crate::events::Event;
-use crate::plan::rules::{EvalContext, RuleEngine, RuleSet};
-use crate::plan::templates::Templates;
-use crate::roles::executor::{ActionResult, Executor, PlannedAction};
-use crate::store::audit::{AuditError, AuditLog, AuditRecord, Outcome};
+use crate::plan::rules::RuleEngine;
+use crate::plan::{plan_in_pool, Content};
+use crate::roles::executor::{ActionResult, Executor};
+use crate::store::audit::{AuditError, AuditLog, AuditRecord};
 use crate::store::nats::events_stream;
 
 #[derive(Debug, thiserror::Error)]
@@ -102,8 +105,27 @@ pub struct Worker {
     pub(crate) executor: Executor,
     pub(crate) audit: AuditLog,
     pub(crate) cfg: WorkerConfig,
-    /// Evaluation time source: `now()` inside rules (injectable for tests).
-    pub(crate) clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>,
+    /// Evaluation time source: `now()` inside rules (injectable for tests). Records are
+    /// stamped with the executor's clock.
+    pub(crate) clock: Clock,
+}
+
+/// Every 5 s until shutdown: the consumer's pending and ack-pending counts as gauges.
+async fn report_consumer_gauges(
+    mut consumer: jetstream::consumer::Consumer<pull::Config>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut every = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            _ = every.tick() => {}
+        }
+        if let Ok(info) = consumer.info().await {
+            metrics::gauge!("concierge_consumer_pending").set(info.num_pending as f64);
+            metrics::gauge!("concierge_consumer_ack_pending").set(info.num_ack_pending as f64);
+        }
+    }
 }
 
 pub async fn ensure_consumer(
@@ -149,11 +171,11 @@ impl Worker {
             executor,
             audit,
             cfg,
-            clock: Arc::new(Utc::now),
+            clock: crate::base::clock::system_clock(),
         }
     }
 
-    /// Fault injection for tests (see [`CrashPoint`]).
+    /// Fault injection for tests (see [`crate::roles::executor::CrashPoint`]).
     pub fn with_crash_point(mut self, point: crate::roles::executor::CrashPoint) -> Self {
         self.executor = self.executor.with_crash_point(point);
         self
@@ -165,7 +187,7 @@ impl Worker {
         self
     }
 
-    pub fn with_clock(mut self, clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>) -> Self {
+    pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
         self
     }
@@ -178,24 +200,7 @@ impl Worker {
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), WorkerError> {
         let consumer = ensure_consumer(js, prefix, &self.cfg).await?;
-        let gauge = {
-            let mut consumer = consumer.clone();
-            let mut shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                let mut every = tokio::time::interval(Duration::from_secs(5));
-                loop {
-                    tokio::select! {
-                        _ = shutdown.changed() => break,
-                        _ = every.tick() => {}
-                    }
-                    if let Ok(info) = consumer.info().await {
-                        metrics::gauge!("concierge_consumer_pending").set(info.num_pending as f64);
-                        metrics::gauge!("concierge_consumer_ack_pending")
-                            .set(info.num_ack_pending as f64);
-                    }
-                }
-            })
-        };
+        let gauge = tokio::spawn(report_consumer_gauges(consumer.clone(), shutdown.clone()));
         let open = || async {
             consumer
                 .stream()
@@ -269,14 +274,12 @@ impl Worker {
             Ok(e) => e,
             Err(e) => {
                 let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
-                let mut r =
-                    AuditRecord::standalone(format!("malformed_event:{seq}"), Outcome::Failed);
-                r.action = Some("event".into());
-                r.reason = Some("malformed_event".into());
-                r.error = Some(format!(
-                    "event on {} is not valid event JSON: {e}",
-                    msg.subject
-                ));
+                let r = AuditRecord::malformed_event(
+                    seq,
+                    &msg.subject,
+                    &e.to_string(),
+                    self.executor.now(),
+                );
                 let written = self
                     .with_heartbeat(&msg, self.record_patiently(&r, shutdown))
                     .await;
@@ -306,15 +309,7 @@ impl Worker {
         // up on the event (the consumer allows one delivery beyond `max_deliver` for this).
         let interrupted = *shutdown.borrow() && report.only_waiting();
         if delivery >= self.cfg.max_deliver as u64 && !interrupted {
-            let mut r =
-                AuditRecord::for_event(format!("{}:gave_up", event.id), &event, Outcome::Failed);
-            r.action = Some("event".into());
-            r.reason = Some("max_deliver".into());
-            r.error = Some(format!(
-                "gave up after {delivery} deliveries: {}",
-                report.reasons()
-            ));
-            r.attempts = u32::try_from(delivery).unwrap_or(u32::MAX);
+            let r = AuditRecord::gave_up(&event, delivery, &report.reasons(), self.executor.now());
             // The server delivers this event no more: the record must get through here.
             if self
                 .with_heartbeat(&msg, self.record_patiently(&r, shutdown))
@@ -385,12 +380,12 @@ impl Worker {
         delivery: u64,
         shutdown: watch::Receiver<bool>,
     ) -> EventReport {
-        let (rules, templates) = self.live.current();
+        let content = self.live.current();
         let now = (self.clock)();
         let mut wait = self.nats_wait(shutdown);
         loop {
             let report = self
-                .process_event_with(event, delivery, &rules, &templates, now)
+                .process_event_with(event, delivery, &content, now)
                 .await;
             if !report.only_waiting() || wait.is_over() {
                 return report;
@@ -441,8 +436,8 @@ impl Worker {
     /// audited before this returns; actions that need another try are listed in `pending`,
     /// what waits (for NATS or a claim) in `waiting`.
     pub async fn process_event(&self, event: &Event, delivery: u64) -> EventReport {
-        let (rules, templates) = self.live.current();
-        self.process_event_with(event, delivery, &rules, &templates, (self.clock)())
+        let content = self.live.current();
+        self.process_event_with(event, delivery, &content, (self.clock)())
             .await
     }
 
@@ -450,8 +445,7 @@ impl Worker {
         &self,
         event: &Event,
         delivery: u64,
-        rules: &RuleSet,
-        templates: &Templates,
+        content: &Arc<Content>,
         now: DateTime<Utc>,
     ) -> EventReport {
         let mut report = EventReport::default();
@@ -464,13 +458,10 @@ impl Worker {
             return report;
         }
         let started = Instant::now();
+        let dry_run = self.executor.dry_run_configured(&event.property.id);
         // On the blocking pool: a rule spending its whole budget must not hold this thread.
-        let evaluation = match self
-            .engine
-            .evaluate_in_pool(rules, event, &EvalContext { now })
-            .await
-        {
-            Ok(evaluation) => evaluation,
+        let plan = match plan_in_pool(&self.engine, content, event, now, dry_run).await {
+            Ok(plan) => plan,
             Err(e) => {
                 report.pending.push(e.to_string());
                 return report;
@@ -478,40 +469,27 @@ impl Worker {
         };
         metrics::histogram!("concierge_rule_evaluation_seconds")
             .record(started.elapsed().as_secs_f64());
-        for outcome in &evaluation.rules {
-            if let Some(problem) = &outcome.error {
-                let mut r = AuditRecord::for_event(
-                    format!("{}|{}:rule_error", event.id, outcome.rule),
+        for rule in &plan.rules {
+            if let Some(problem) = &rule.error {
+                finals.push(AuditRecord::rule_error(
                     event,
-                    Outcome::RuleError,
-                );
-                r.rule = Some(outcome.rule.clone());
-                r.rule_version = Some(outcome.version.clone());
-                r.action = Some("evaluate".into());
-                r.reason = Some("rule_error".into());
-                r.error = Some(problem.to_string());
-                r.duration_ms = u64::try_from(outcome.elapsed.as_millis()).unwrap_or(u64::MAX);
-                finals.push(r);
+                    &rule.rule,
+                    &rule.version,
+                    problem.to_string(),
+                    u64::try_from(rule.elapsed.as_millis()).unwrap_or(u64::MAX),
+                    self.executor.now(),
+                ));
                 continue;
             }
-            for (index, action) in outcome.actions.iter().enumerate() {
-                let planned = PlannedAction {
-                    event,
-                    rule: &outcome.rule,
-                    rule_version: &outcome.version,
-                    rule_dry_run: outcome.dry_run,
-                    index,
-                    action,
-                    templates,
-                };
-                match self.executor.execute(&planned, delivery).await {
+            for step in &rule.steps {
+                match self.executor.execute(event, step, delivery).await {
                     ActionResult::Final(record) => finals.push(*record),
-                    ActionResult::Retry { reason } => {
-                        report.pending.push(format!("{}: {reason}", planned.key()))
-                    }
-                    ActionResult::Wait { reason } => {
-                        report.waiting.push(format!("{}: {reason}", planned.key()))
-                    }
+                    ActionResult::Retry { reason } => report
+                        .pending
+                        .push(format!("{}: {reason}", step.key(&event.id))),
+                    ActionResult::Wait { reason } => report
+                        .waiting
+                        .push(format!("{}: {reason}", step.key(&event.id))),
                 }
             }
         }
@@ -551,16 +529,7 @@ impl Worker {
             .is_ours(thread_id, &message.id, &message.text, message.inserted_at)
             .await;
         match ours {
-            Ok(true) => {
-                let mut r = AuditRecord::for_event(
-                    format!("{}:own_message", event.id),
-                    event,
-                    Outcome::Skipped,
-                );
-                r.action = Some("event".into());
-                r.reason = Some("own_message".into());
-                Some(Ok(r))
-            }
+            Ok(true) => Some(Ok(AuditRecord::own_message(event, self.executor.now()))),
             Ok(false) => None,
             Err(e) => Some(Err(e.to_string())),
         }

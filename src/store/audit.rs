@@ -1,15 +1,22 @@
 //! The audit log: one JSON record per decision on stream `CONCIERGE_AUDIT`.
 //!
-//! Owns the record format (every field of the contract), publishing records under
-//! `<prefix>.audit.<property_id>.<thread_id>`, and reading them back with filters (for
-//! `concierge audit`, `audit explain` and `replay`). It must never see a secret: callers
-//! pass already-rendered texts and Channex error codes, not requests.
+//! Owns the record format (every field of the contract) with its typed values
+//! ([`Outcome`], [`ActionKind`], [`Reason`], each serialised exactly as the documented
+//! strings), one constructor per kind of record (so each kind is built in one place),
+//! publishing records under `<prefix>.audit.<property_id>.<thread_id>`, and reading them
+//! back with filters (for `concierge audit`, `audit explain` and `replay`).
+//!
+//! It must never see a secret: callers pass already-rendered texts and Channex error codes,
+//! not requests. It must not read the clock: every constructor takes the time `at` from the
+//! caller's injected clock. It must not decide outcomes (the executor and the worker do).
+
+use std::path::Path;
 
 use async_nats::jetstream;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::events::{subject_token, Event};
+use crate::events::{subject_token, Event, EventType};
 use crate::store::nats::{audit_stream, read_stored, ReadFrom};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -55,6 +62,282 @@ impl std::fmt::Display for Outcome {
     }
 }
 
+/// What a record is about: one of the six rule actions, or `evaluate` (a rule's
+/// evaluation), `reload` (a rule/template file) or `event` (the event as a whole).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    Reply,
+    NoReplyNeeded,
+    CloseThread,
+    Alert,
+    FollowUp,
+    CancelFollowUp,
+    Evaluate,
+    Reload,
+    Event,
+}
+
+impl ActionKind {
+    pub const ALL: [ActionKind; 9] = [
+        ActionKind::Reply,
+        ActionKind::NoReplyNeeded,
+        ActionKind::CloseThread,
+        ActionKind::Alert,
+        ActionKind::FollowUp,
+        ActionKind::CancelFollowUp,
+        ActionKind::Evaluate,
+        ActionKind::Reload,
+        ActionKind::Event,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::Reply => "reply",
+            ActionKind::NoReplyNeeded => "no_reply_needed",
+            ActionKind::CloseThread => "close_thread",
+            ActionKind::Alert => "alert",
+            ActionKind::FollowUp => "follow_up",
+            ActionKind::CancelFollowUp => "cancel_follow_up",
+            ActionKind::Evaluate => "evaluate",
+            ActionKind::Reload => "reload",
+            ActionKind::Event => "event",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ActionKind> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for ActionKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a record has its outcome. Serialised as one string, exactly as documented; two
+/// reasons are equal when their strings are (so a record read back equals the one written).
+#[derive(Debug, Clone)]
+pub enum Reason {
+    // The worker, about an event as a whole.
+    /// `malformed_event`: the stored event is not valid event JSON.
+    MalformedEvent,
+    /// `max_deliver`: the event was given up after its last delivery.
+    MaxDeliver,
+    /// `own_message`: a message this service sent never triggers rules.
+    OwnMessage,
+    /// `rule_error`: the rule failed or hit a sandbox limit.
+    RuleError,
+    /// `malformed_item` (poller): a Channex item that could not be read was skipped.
+    MalformedItem,
+    /// `compile_error` (reload): a rule/template file was rejected.
+    CompileError,
+    // The executor, about one action.
+    /// `template_error`: the reply/alert text could not be rendered.
+    TemplateError,
+    /// `no_thread`: the event has no thread to act on.
+    NoThread,
+    /// `dry_run`: planned and audited, not carried out.
+    DryRun,
+    /// `verified_after_interruption`: a previous holder sent it; found by reading the thread.
+    VerifiedAfterInterruption,
+    /// `thread_closed`
+    ThreadClosed,
+    /// `superseded`: staff answered after the guest message.
+    Superseded,
+    /// `cooldown`: the same template went to this thread within the cooldown.
+    Cooldown,
+    /// `sent`
+    Sent,
+    /// `not_supported`: `no_reply_needed` on a thread that is not Booking.com's.
+    NotSupported,
+    /// `marked` (no_reply_needed done)
+    Marked,
+    /// `already_closed`
+    AlreadyClosed,
+    /// `closed`
+    Closed,
+    /// `alert_failed`
+    AlertFailed,
+    /// `beyond_retention`: a follow-up due later than timers are kept.
+    BeyondRetention,
+    /// `not_armed`: cancelling a follow-up that is not armed.
+    NotArmed,
+    /// `ledger_unreadable`: the ledger says the action is done but its outcome cannot be
+    /// read, so what happened is unknown.
+    LedgerUnreadable,
+    /// `channex_error`: a Channex failure without an error code.
+    ChannexError,
+    /// `delivered: <sinks>`: an alert went out through these sinks (comma-separated).
+    Delivered(String),
+    /// `armed <name> for <RFC 3339 due time>`
+    Armed { name: String, due_at: String },
+    /// `cancelled <name>`
+    Cancelled(String),
+    /// A Channex error code (`not_found`, `validation_error`, ...) of a failed call.
+    Channex(String),
+    /// Any other text (records written by other versions): kept verbatim.
+    Other(String),
+}
+
+impl Reason {
+    const FIXED: [(Reason, &'static str); 23] = [
+        (Reason::MalformedEvent, "malformed_event"),
+        (Reason::MaxDeliver, "max_deliver"),
+        (Reason::OwnMessage, "own_message"),
+        (Reason::RuleError, "rule_error"),
+        (Reason::MalformedItem, "malformed_item"),
+        (Reason::CompileError, "compile_error"),
+        (Reason::TemplateError, "template_error"),
+        (Reason::NoThread, "no_thread"),
+        (Reason::DryRun, "dry_run"),
+        (
+            Reason::VerifiedAfterInterruption,
+            "verified_after_interruption",
+        ),
+        (Reason::ThreadClosed, "thread_closed"),
+        (Reason::Superseded, "superseded"),
+        (Reason::Cooldown, "cooldown"),
+        (Reason::Sent, "sent"),
+        (Reason::NotSupported, "not_supported"),
+        (Reason::Marked, "marked"),
+        (Reason::AlreadyClosed, "already_closed"),
+        (Reason::Closed, "closed"),
+        (Reason::AlertFailed, "alert_failed"),
+        (Reason::BeyondRetention, "beyond_retention"),
+        (Reason::NotArmed, "not_armed"),
+        (Reason::LedgerUnreadable, "ledger_unreadable"),
+        (Reason::ChannexError, "channex_error"),
+    ];
+
+    /// The string written to the audit log (and the ledger).
+    pub fn as_text(&self) -> std::borrow::Cow<'static, str> {
+        use std::borrow::Cow;
+        match self {
+            Reason::Delivered(sinks) => Cow::Owned(format!("delivered: {sinks}")),
+            Reason::Armed { name, due_at } => Cow::Owned(format!("armed {name} for {due_at}")),
+            Reason::Cancelled(name) => Cow::Owned(format!("cancelled {name}")),
+            Reason::Channex(code) | Reason::Other(code) => Cow::Owned(code.clone()),
+            fixed => Cow::Borrowed(
+                Self::FIXED
+                    .iter()
+                    .find(|(r, _)| std::mem::discriminant(r) == std::mem::discriminant(fixed))
+                    .map_or("", |(_, s)| s),
+            ),
+        }
+    }
+
+    /// The inverse of [`Reason::as_text`]; total (unknown text is [`Reason::Other`]).
+    pub fn parse(s: &str) -> Reason {
+        if let Some((r, _)) = Self::FIXED.iter().find(|(_, text)| *text == s) {
+            return r.clone();
+        }
+        if let Some(sinks) = s.strip_prefix("delivered: ") {
+            return Reason::Delivered(sinks.to_string());
+        }
+        if let Some((name, due_at)) = s
+            .strip_prefix("armed ")
+            .and_then(|r| r.rsplit_once(" for "))
+        {
+            return Reason::Armed {
+                name: name.to_string(),
+                due_at: due_at.to_string(),
+            };
+        }
+        if let Some(name) = s.strip_prefix("cancelled ") {
+            return Reason::Cancelled(name.to_string());
+        }
+        Reason::Other(s.to_string())
+    }
+}
+
+impl PartialEq for Reason {
+    fn eq(&self, other: &Reason) -> bool {
+        self.as_text() == other.as_text()
+    }
+}
+
+impl Eq for Reason {}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.as_text())
+    }
+}
+
+impl Serialize for Reason {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.as_text())
+    }
+}
+
+impl<'de> Deserialize<'de> for Reason {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Reason, D::Error> {
+        let text = std::borrow::Cow::<str>::deserialize(deserializer)?;
+        Ok(Reason::parse(&text))
+    }
+}
+
+/// What `event_type` names: the type of the event a record is about, or the Channex
+/// resource of an item the poller could not read. Serialised as one string
+/// (`thread.new_message`, `channex.message_thread`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RecordEventType {
+    Event(EventType),
+    /// `channex.<resource>`: `message_thread` or `message`.
+    ChannexItem(String),
+    /// Any other text (records written by other versions): kept verbatim.
+    Other(String),
+}
+
+impl RecordEventType {
+    pub fn as_text(&self) -> std::borrow::Cow<'_, str> {
+        use std::borrow::Cow;
+        match self {
+            RecordEventType::Event(t) => Cow::Borrowed(t.as_str()),
+            RecordEventType::ChannexItem(resource) => Cow::Owned(format!("channex.{resource}")),
+            RecordEventType::Other(text) => Cow::Borrowed(text),
+        }
+    }
+
+    /// The inverse of [`RecordEventType::as_text`]; total.
+    pub fn parse(s: &str) -> RecordEventType {
+        if let Some(t) = EventType::parse(s) {
+            return RecordEventType::Event(t);
+        }
+        match s.strip_prefix("channex.") {
+            Some(resource) => RecordEventType::ChannexItem(resource.to_string()),
+            None => RecordEventType::Other(s.to_string()),
+        }
+    }
+}
+
+impl From<EventType> for RecordEventType {
+    fn from(t: EventType) -> Self {
+        RecordEventType::Event(t)
+    }
+}
+
+impl std::fmt::Display for RecordEventType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.as_text())
+    }
+}
+
+impl Serialize for RecordEventType {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.as_text())
+    }
+}
+
+impl<'de> Deserialize<'de> for RecordEventType {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<RecordEventType, D::Error> {
+        let text = std::borrow::Cow::<str>::deserialize(deserializer)?;
+        Ok(RecordEventType::parse(&text))
+    }
+}
+
 /// One decision. Fields follow DESIGN.md ("Audit log"); absent ones are `null`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditRecord {
@@ -63,19 +346,19 @@ pub struct AuditRecord {
     pub id: String,
     pub at: DateTime<Utc>,
     pub event_id: Option<String>,
-    pub event_type: Option<String>,
+    pub event_type: Option<RecordEventType>,
     pub rule: Option<String>,
     pub rule_version: Option<String>,
-    /// `reply`, `no_reply_needed`, `close_thread`, `alert`, `follow_up`, `cancel_follow_up`,
-    /// or `evaluate` / `reload` / `event` for records that are not about one action.
-    pub action: Option<String>,
+    /// One of the six actions, or `evaluate` / `reload` / `event` for records that are not
+    /// about one action.
+    pub action: Option<ActionKind>,
     /// Template used by a reply or alert.
     #[serde(default)]
     pub template: Option<String>,
     pub thread_id: Option<String>,
     pub property_id: Option<String>,
     pub outcome: Outcome,
-    pub reason: Option<String>,
+    pub reason: Option<Reason>,
     pub text: Option<String>,
     pub channex_message_id: Option<String>,
     pub error: Option<String>,
@@ -83,23 +366,50 @@ pub struct AuditRecord {
     pub duration_ms: u64,
 }
 
+/// What the executor reports about one action: the fields of its record that the outcome
+/// decides (the rest comes from the event and the plan step).
+#[derive(Debug, Clone)]
+pub struct ActionOutcome {
+    pub outcome: Outcome,
+    pub reason: Option<Reason>,
+    pub text: Option<String>,
+    pub channex_message_id: Option<String>,
+    pub error: Option<String>,
+}
+
+/// The plan step an action record is about.
+#[derive(Debug, Clone, Copy)]
+pub struct ActionRef<'a> {
+    /// `event id | rule | index`.
+    pub key: &'a str,
+    pub rule: &'a str,
+    pub rule_version: &'a str,
+    pub action: ActionKind,
+    pub template: Option<&'a str>,
+}
+
 impl AuditRecord {
     /// A record about `event`, with the other fields empty.
     pub fn for_event(id: impl Into<String>, event: &Event, outcome: Outcome) -> Self {
         AuditRecord {
             event_id: Some(event.id.clone()),
-            event_type: Some(event.event_type.as_str().to_string()),
+            event_type: Some(event.event_type.into()),
             thread_id: event.thread_id().map(str::to_string),
             property_id: Some(event.property.id.clone()),
             ..Self::standalone(id, outcome)
         }
     }
 
-    /// A record not tied to an event (e.g. a rejected rule file on reload).
+    /// A record not tied to an event, stamped with the system clock (tests and tools; the
+    /// service's records come from the constructors below, which take `at`).
     pub fn standalone(id: impl Into<String>, outcome: Outcome) -> Self {
+        Self::blank(id, outcome, Utc::now())
+    }
+
+    fn blank(id: impl Into<String>, outcome: Outcome, at: DateTime<Utc>) -> Self {
         AuditRecord {
             id: id.into(),
-            at: Utc::now(),
+            at,
             event_id: None,
             event_type: None,
             rule: None,
@@ -115,6 +425,140 @@ impl AuditRecord {
             error: None,
             attempts: 0,
             duration_ms: 0,
+        }
+    }
+
+    fn about_event(id: String, event: &Event, outcome: Outcome, at: DateTime<Utc>) -> Self {
+        AuditRecord {
+            event_id: Some(event.id.clone()),
+            event_type: Some(event.event_type.into()),
+            thread_id: event.thread_id().map(str::to_string),
+            property_id: Some(event.property.id.clone()),
+            ..Self::blank(id, outcome, at)
+        }
+    }
+
+    /// The final outcome of one planned action (id `<action key>:<outcome>`).
+    pub fn action_outcome(
+        event: &Event,
+        step: ActionRef<'_>,
+        done: ActionOutcome,
+        attempts: u32,
+        duration_ms: u64,
+        at: DateTime<Utc>,
+    ) -> Self {
+        let id = format!("{}:{}", step.key, done.outcome.as_str());
+        AuditRecord {
+            rule: Some(step.rule.to_string()),
+            rule_version: Some(step.rule_version.to_string()),
+            action: Some(step.action),
+            template: step.template.map(str::to_string),
+            reason: done.reason,
+            text: done.text,
+            channex_message_id: done.channex_message_id,
+            error: done.error,
+            attempts,
+            duration_ms,
+            ..Self::about_event(id, event, done.outcome, at)
+        }
+    }
+
+    /// A rule that failed (runtime error, sandbox limit) on `event`.
+    pub fn rule_error(
+        event: &Event,
+        rule: &str,
+        rule_version: &str,
+        error: String,
+        duration_ms: u64,
+        at: DateTime<Utc>,
+    ) -> Self {
+        let id = format!("{}|{rule}:rule_error", event.id);
+        AuditRecord {
+            rule: Some(rule.to_string()),
+            rule_version: Some(rule_version.to_string()),
+            action: Some(ActionKind::Evaluate),
+            reason: Some(Reason::RuleError),
+            error: Some(error),
+            duration_ms,
+            ..Self::about_event(id, event, Outcome::RuleError, at)
+        }
+    }
+
+    /// An event about a message this service sent itself: skipped (loop safety).
+    pub fn own_message(event: &Event, at: DateTime<Utc>) -> Self {
+        let id = format!("{}:own_message", event.id);
+        AuditRecord {
+            action: Some(ActionKind::Event),
+            reason: Some(Reason::OwnMessage),
+            ..Self::about_event(id, event, Outcome::Skipped, at)
+        }
+    }
+
+    /// An event given up after `deliveries` deliveries, with what was still unfinished.
+    pub fn gave_up(event: &Event, deliveries: u64, unfinished: &str, at: DateTime<Utc>) -> Self {
+        let id = format!("{}:gave_up", event.id);
+        AuditRecord {
+            action: Some(ActionKind::Event),
+            reason: Some(Reason::MaxDeliver),
+            error: Some(format!(
+                "gave up after {deliveries} deliveries: {unfinished}"
+            )),
+            attempts: u32::try_from(deliveries).unwrap_or(u32::MAX),
+            ..Self::about_event(id, event, Outcome::Failed, at)
+        }
+    }
+
+    /// A stored event (stream sequence `seq`, on `subject`) that is not valid event JSON.
+    pub fn malformed_event(seq: u64, subject: &str, error: &str, at: DateTime<Utc>) -> Self {
+        AuditRecord {
+            action: Some(ActionKind::Event),
+            reason: Some(Reason::MalformedEvent),
+            error: Some(format!(
+                "event on {subject} is not valid event JSON: {error}"
+            )),
+            ..Self::blank(format!("malformed_event:{seq}"), Outcome::Failed, at)
+        }
+    }
+
+    /// A Channex item the poller could not read and skipped. `kind` names the resource
+    /// (`message_thread`, `message`); `fingerprint` makes the id deterministic.
+    #[allow(clippy::too_many_arguments)]
+    pub fn malformed_item(
+        kind: &str,
+        fingerprint: &str,
+        item_id: Option<&str>,
+        property_id: Option<&str>,
+        thread_id: Option<&str>,
+        error: &str,
+        at: DateTime<Utc>,
+    ) -> Self {
+        let id = format!("malformed_item:{kind}:{fingerprint}");
+        let item_id = item_id.unwrap_or("unknown");
+        let error: String = error.chars().take(300).collect();
+        AuditRecord {
+            event_type: Some(RecordEventType::ChannexItem(kind.to_string())),
+            action: Some(ActionKind::Event),
+            reason: Some(Reason::MalformedItem),
+            property_id: property_id.map(str::to_string),
+            thread_id: thread_id.map(str::to_string),
+            error: Some(format!("{kind} {item_id} skipped: {error}")),
+            ..Self::blank(id, Outcome::Skipped, at)
+        }
+    }
+
+    /// A rule/template file rejected on reload; the last good version keeps running.
+    pub fn reload_rejected(file: &Path, problem: String, at: DateTime<Utc>) -> Self {
+        let id = format!(
+            "reload:{}:{}",
+            file.display(),
+            at.timestamp_nanos_opt().unwrap_or_default()
+        );
+        AuditRecord {
+            rule: file.file_stem().map(|s| s.to_string_lossy().into_owned()),
+            action: Some(ActionKind::Reload),
+            reason: Some(Reason::CompileError),
+            error: Some(problem),
+            ..Self::blank(id, Outcome::RuleRejected, at)
         }
     }
 
@@ -309,4 +753,92 @@ pub async fn read_stream(
     )
     .await
     .map_err(|e| AuditError::Read(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn action_kinds_serialise_as_the_documented_strings() {
+        for kind in ActionKind::ALL {
+            let json = serde_json::to_string(&kind).expect("serialises");
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+            assert_eq!(ActionKind::parse(kind.as_str()), Some(kind));
+            assert_eq!(serde_json::from_str::<ActionKind>(&json).ok(), Some(kind));
+        }
+        assert_eq!(ActionKind::NoReplyNeeded.as_str(), "no_reply_needed");
+        assert_eq!(ActionKind::CancelFollowUp.as_str(), "cancel_follow_up");
+    }
+
+    #[test]
+    fn reasons_serialise_as_their_strings_and_read_back_equal() {
+        let reasons = [
+            (Reason::OwnMessage, "own_message"),
+            (Reason::MaxDeliver, "max_deliver"),
+            (Reason::TemplateError, "template_error"),
+            (
+                Reason::VerifiedAfterInterruption,
+                "verified_after_interruption",
+            ),
+            (Reason::ChannexError, "channex_error"),
+            (Reason::Delivered("log,nats".into()), "delivered: log,nats"),
+            (
+                Reason::Armed {
+                    name: "delayed reply".into(),
+                    due_at: "2024-07-01T12:05:00+00:00".into(),
+                },
+                "armed delayed reply for 2024-07-01T12:05:00+00:00",
+            ),
+            (Reason::Cancelled("holding".into()), "cancelled holding"),
+            (Reason::Channex("not_found".into()), "not_found"),
+            (Reason::Other("reason-7".into()), "reason-7"),
+        ];
+        for (reason, text) in reasons {
+            let json = serde_json::to_string(&reason).expect("serialises");
+            assert_eq!(json, serde_json::to_string(text).expect("string"));
+            let back: Reason = serde_json::from_str(&json).expect("reads back");
+            assert_eq!(back, reason);
+            assert_eq!(back.to_string(), text);
+        }
+        for (fixed, text) in Reason::FIXED {
+            assert_eq!(fixed.as_text(), text);
+            assert_eq!(Reason::parse(text).as_text(), text);
+        }
+    }
+
+    #[test]
+    fn event_types_serialise_as_their_strings() {
+        for (t, text) in [
+            (
+                RecordEventType::Event(EventType::FollowUpDue),
+                "follow_up.due",
+            ),
+            (
+                RecordEventType::ChannexItem("message_thread".into()),
+                "channex.message_thread",
+            ),
+            (RecordEventType::Other("x.y".into()), "x.y"),
+        ] {
+            let json = serde_json::to_string(&t).expect("serialises");
+            assert_eq!(json, format!("\"{text}\""));
+            assert_eq!(serde_json::from_str::<RecordEventType>(&json).ok(), Some(t));
+        }
+    }
+
+    #[test]
+    fn a_records_json_keeps_its_shape() {
+        let at = "2024-07-01T12:00:00Z".parse().expect("time");
+        let r = AuditRecord::malformed_event(7, "concierge.events.x.y", "bad", at);
+        let json = serde_json::to_value(&r).expect("serialises");
+        assert_eq!(json["id"], "malformed_event:7");
+        assert_eq!(json["action"], "event");
+        assert_eq!(json["reason"], "malformed_event");
+        assert_eq!(json["outcome"], "failed");
+        assert_eq!(json["at"], "2024-07-01T12:00:00Z");
+        assert!(json["event_type"].is_null());
+        assert!(json["rule"].is_null());
+        let back: AuditRecord = serde_json::from_value(json).expect("reads back");
+        assert_eq!(back, r);
+    }
 }

@@ -13,6 +13,10 @@
 //! exactly one wins. Release deletes the key with the expected revision, and only if we
 //! are the holder, so the standby takes over on its next attempt (within `ttl / 3`).
 //!
+//! Errors: [`LeaseError`] carries a [`StoreError`], classified once in
+//! [`crate::store::nats`]; the campaign only logs them and tries again on its next round.
+//! Time: `now` is passed in from the injected [`Clock`] (no `Utc::now()` here).
+//!
 //! Clocks: `expires_at` is written with the holder's wall clock and judged with the
 //! contender's. A skew of `s` lets a contender take over `s` early (or late). The holder
 //! therefore steps down on its own monotonic clock, `ttl` after the *start* of its last
@@ -28,15 +32,35 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::base::clock::Clock;
+use crate::store::nats::{NatsFailure, StoreError};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {
-    #[error("lease {name}: cannot read: {message}")]
-    Read { name: String, message: String },
-    #[error("lease {name}: cannot write: {message}")]
-    Write { name: String, message: String },
+    #[error("lease {name}: cannot read: {source}")]
+    Read {
+        name: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("lease {name}: cannot write: {source}")]
+    Write {
+        name: String,
+        #[source]
+        source: StoreError,
+    },
+}
+
+impl LeaseError {
+    /// NATS could not be reached: the campaign retries on its next round.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            LeaseError::Read { source, .. } | LeaseError::Write { source, .. } => {
+                source.is_unavailable()
+            }
+        }
+    }
 }
 
 /// The stored lease value.
@@ -93,17 +117,17 @@ impl Lease {
         self.ttl
     }
 
-    fn read_err(&self, e: impl std::fmt::Display) -> LeaseError {
+    fn read_err(&self, e: impl NatsFailure) -> LeaseError {
         LeaseError::Read {
             name: self.name.clone(),
-            message: e.to_string(),
+            source: StoreError::nats(self.key.clone(), e),
         }
     }
 
-    fn write_err(&self, e: impl std::fmt::Display) -> LeaseError {
+    fn write_err(&self, e: impl NatsFailure) -> LeaseError {
         LeaseError::Write {
             name: self.name.clone(),
-            message: e.to_string(),
+            source: StoreError::nats(self.key.clone(), e),
         }
     }
 
@@ -143,7 +167,10 @@ impl Lease {
             holder: self.holder_id.clone(),
             expires_at: now + ttl,
         })
-        .map_err(|e| self.write_err(e))?;
+        .map_err(|e| LeaseError::Write {
+            name: self.name.clone(),
+            source: StoreError::codec(self.key.clone(), e),
+        })?;
         match self.current().await? {
             None => match self.store.create(&self.key, value.into()).await {
                 Ok(_) => Ok(true),
@@ -237,6 +264,51 @@ impl Drop for LeaderElection {
     }
 }
 
+/// The campaign's view of its own leadership: what it published, and until when (on the
+/// monotonic clock) the lease it holds is certainly still its own.
+struct Standing {
+    tx: watch::Sender<bool>,
+    name: String,
+    holder: String,
+    /// While leader: the monotonic instant at which our lease may have expired.
+    held_until: Option<Instant>,
+}
+
+impl Standing {
+    fn set(&self, leader: bool) {
+        self.tx.send_if_modified(|cur| {
+            if *cur == leader {
+                return false;
+            }
+            *cur = leader;
+            if leader {
+                tracing::info!(lease = %self.name, holder = %self.holder, "leadership acquired");
+            } else {
+                tracing::info!(lease = %self.name, holder = %self.holder, "leadership lost or given up");
+            }
+            true
+        });
+    }
+
+    /// Our lease may have run out: stop acting now.
+    fn expire(&mut self) {
+        self.held_until = None;
+        self.set(false);
+    }
+
+    /// Record the result of an attempt that started at `started`.
+    fn record(&mut self, result: Result<bool, LeaseError>, started: Instant, ttl: Duration) {
+        match result {
+            Ok(true) => {
+                self.held_until = Some(started + ttl);
+                self.set(true);
+            }
+            Ok(false) => self.expire(),
+            Err(e) => tracing::warn!(lease = %self.name, error = %e, "lease renewal failed"),
+        }
+    }
+}
+
 async fn campaign(
     mut lease: Lease,
     clock: Clock,
@@ -246,79 +318,60 @@ async fn campaign(
 ) {
     let ttl = lease.ttl();
     let period = (ttl / 3).max(Duration::from_millis(10));
-    // While leader: the monotonic instant at which our lease may have expired.
-    let mut held_until: Option<Instant> = None;
-    let name = lease.name().to_string();
-    let holder = lease.holder_id().to_string();
-    let set = |leader: bool| {
-        tx.send_if_modified(|cur| {
-            if *cur != leader {
-                *cur = leader;
-                if leader {
-                    tracing::info!(lease = %name, %holder, "leadership acquired");
-                } else {
-                    tracing::info!(lease = %name, %holder, "leadership lost or given up");
-                }
-                true
-            } else {
-                false
-            }
-        });
+    let mut standing = Standing {
+        tx,
+        name: lease.name().to_string(),
+        holder: lease.holder_id().to_string(),
+        held_until: None,
     };
     loop {
         if *shutdown.borrow() || *stop.borrow() {
             break;
         }
         let started = Instant::now();
-        let result = {
-            let attempt = lease.try_acquire_or_renew(clock());
-            tokio::pin!(attempt);
-            loop {
-                let expiry = held_until;
-                tokio::select! {
-                    r = &mut attempt => break Some(r),
-                    _ = sleep_until_opt(expiry) => {
-                        // The renewal is hanging past our lease: stop acting now.
-                        held_until = None;
-                        set(false);
-                    }
-                    _ = shutdown.changed() => break None,
-                    _ = stop.changed() => break None,
-                }
-            }
+        let attempt = lease.try_acquire_or_renew(clock());
+        let Some(result) =
+            attempt_while_held(attempt, &mut standing, &mut shutdown, &mut stop).await
+        else {
+            break;
         };
-        match result {
-            None => break,
-            Some(Ok(true)) => {
-                held_until = Some(started + ttl);
-                set(true);
-            }
-            Some(Ok(false)) => {
-                held_until = None;
-                set(false);
-            }
-            Some(Err(e)) => {
-                tracing::warn!(lease = %name, error = %e, "lease renewal failed");
-            }
-        }
+        standing.record(result, started, ttl);
         let next = started + period;
         loop {
-            let expiry = held_until;
+            let expiry = standing.held_until;
             tokio::select! {
                 _ = tokio::time::sleep_until(next) => break,
-                _ = sleep_until_opt(expiry) => {
-                    held_until = None;
-                    set(false);
-                }
+                _ = sleep_until_opt(expiry) => standing.expire(),
                 _ = shutdown.changed() => break,
                 _ = stop.changed() => break,
             }
         }
     }
     // Step down before releasing, so nothing acts while the lease is being handed over.
-    set(false);
+    standing.set(false);
     if let Err(e) = lease.release().await {
         tracing::warn!(lease = %lease.name(), error = %e, "lease release failed; it will expire");
+    }
+}
+
+/// Waits for one acquire/renew attempt; if it hangs past our lease we step down meanwhile.
+/// `None`: shutdown or stop came first.
+async fn attempt_while_held(
+    attempt: impl std::future::Future<Output = Result<bool, LeaseError>>,
+    standing: &mut Standing,
+    shutdown: &mut watch::Receiver<bool>,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<Result<bool, LeaseError>> {
+    tokio::pin!(attempt);
+    loop {
+        let expiry = standing.held_until;
+        tokio::select! {
+            r = &mut attempt => return Some(r),
+            // The renewal is hanging past our lease: stop acting now.
+            _ = sleep_until_opt(expiry) => standing.expire(),
+            _ = shutdown.changed() => return None,
+            _ = stop.changed() => return None,
+        }
     }
 }
 

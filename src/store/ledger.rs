@@ -5,6 +5,11 @@
 //! `update` against the claim's revision, so two workers can never both own an action.
 //! It must not call Channex or decide outcomes; the executor does.
 //!
+//! Time (claim stamps, renewals, expiry, own-message marks) comes from the injected
+//! [`Clock`], never `Utc::now()`, so claim expiry is tested with a manual clock. Whether a
+//! failure means "NATS unavailable, wait" is decided by the one classification of
+//! [`crate::store::nats`] ([`LedgerError::is_unavailable`]).
+//!
 //! Keys (KV keys allow `[-/_=.a-zA-Z0-9]`, so ids are hashed or encoded with
 //! [`crate::base::keys`]):
 //! - `act.<sha256(action key)>`: [`LedgerEntry`] of one planned action;
@@ -25,20 +30,24 @@ use sha2::{Digest, Sha256};
 
 use crate::base::clock::{system_clock, Clock};
 use crate::base::keys;
+use crate::store::nats::{NatsFailure, NatsSource};
 
 #[derive(Debug, thiserror::Error)]
-#[error("ledger {op} failed for {key}: {message}")]
+#[error("ledger {op} failed for {key}: {source}")]
 pub struct LedgerError {
     pub op: &'static str,
     pub key: String,
-    pub message: String,
+    #[source]
+    pub source: NatsSource,
+    /// Classified once, by [`crate::store::nats::NatsFailure`].
+    unavailable: bool,
 }
 
 impl LedgerError {
     /// The ledger could not be reached (timeout, no stream leader): waiting for NATS will
     /// help. Not so for an entry that does not decode or a claim another worker took over.
     pub fn is_unavailable(&self) -> bool {
-        !matches!(self.op, "decode" | "encode") && !self.is_taken_over()
+        self.unavailable
     }
 
     /// The claim this worker held was taken over by another worker (it had expired).
@@ -127,6 +136,12 @@ pub struct Ledger {
     in_doubt: Arc<Mutex<HashSet<String>>>,
 }
 
+/// A message text as its identity: Channex strips or re-wraps whitespace, and identity
+/// must survive that (sending marks, recognising our own messages).
+pub fn normalise_text(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 pub fn action_ledger_key(action_key: &str) -> String {
     let digest = Sha256::digest(action_key.as_bytes());
     let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
@@ -182,11 +197,34 @@ impl Ledger {
         self.held().remove(action_key);
     }
 
-    fn err(op: &'static str, key: &str, e: impl std::fmt::Display) -> LedgerError {
+    /// A failed NATS call, classified by [`NatsFailure`].
+    fn err(op: &'static str, key: &str, e: impl NatsFailure) -> LedgerError {
         LedgerError {
             op,
             key: key.to_string(),
-            message: e.to_string(),
+            unavailable: !e.is_refusal(),
+            source: Box::new(e),
+        }
+    }
+
+    /// An entry that does not decode (or encode): waiting will not help.
+    fn codec_err(op: &'static str, key: &str, e: serde_json::Error) -> LedgerError {
+        LedgerError {
+            op,
+            key: key.to_string(),
+            unavailable: false,
+            source: Box::new(e),
+        }
+    }
+
+    /// The claim this worker held was taken over (`op` says so, see
+    /// [`LedgerError::is_taken_over`]).
+    fn taken_over(op: &'static str, key: &str, source: impl Into<NatsSource>) -> LedgerError {
+        LedgerError {
+            op,
+            key: key.to_string(),
+            unavailable: false,
+            source: source.into(),
         }
     }
 
@@ -200,7 +238,7 @@ impl Ledger {
         match entry {
             Some(e) if e.operation == kv::Operation::Put => {
                 let parsed: LedgerEntry = serde_json::from_slice(&e.value)
-                    .map_err(|err| Self::err("decode", &key, err))?;
+                    .map_err(|err| Self::codec_err("decode", &key, err))?;
                 Ok(Some(Versioned {
                     entry: parsed,
                     revision: e.revision,
@@ -258,7 +296,7 @@ impl Ledger {
         let key = action_ledger_key(action_key);
         let mut fresh = self.claim_entry(text, 1);
         fresh.thread_id = thread_id.map(str::to_string);
-        let body = serde_json::to_vec(&fresh).map_err(|e| Self::err("encode", &key, e))?;
+        let body = serde_json::to_vec(&fresh).map_err(|e| Self::codec_err("encode", &key, e))?;
         match self.store.create(&key, body.into()).await {
             Ok(revision) => {
                 return Ok(Claim::Won {
@@ -287,8 +325,8 @@ impl Ledger {
                         takeover.text = current.entry.text.clone();
                     }
                     takeover.thread_id = fresh.thread_id.or(current.entry.thread_id.clone());
-                    let body =
-                        serde_json::to_vec(&takeover).map_err(|e| Self::err("encode", &key, e))?;
+                    let body = serde_json::to_vec(&takeover)
+                        .map_err(|e| Self::codec_err("encode", &key, e))?;
                     match self.store.update(&key, body.into(), current.revision).await {
                         Ok(revision) => Ok(Claim::Won {
                             revision,
@@ -308,7 +346,7 @@ impl Ledger {
     /// `claim_timeout` (compare-and-set); returns the new revision.
     pub async fn renew(&self, action_key: &str, revision: u64) -> Result<u64, LedgerError> {
         let key = action_ledger_key(action_key);
-        let taken_over = || Self::err("renew (claim taken over)", &key, "revision changed");
+        let taken_over = || Self::taken_over("renew (claim taken over)", &key, "revision changed");
         let Some(current) = self.get(action_key).await? else {
             return Err(taken_over());
         };
@@ -317,7 +355,7 @@ impl Ledger {
         }
         let mut entry = current.entry;
         entry.renewed_at = Some((self.clock)());
-        let body = serde_json::to_vec(&entry).map_err(|e| Self::err("encode", &key, e))?;
+        let body = serde_json::to_vec(&entry).map_err(|e| Self::codec_err("encode", &key, e))?;
         match self.store.update(&key, body.into(), revision).await {
             Ok(revision) => Ok(revision),
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Err(taken_over()),
@@ -335,11 +373,11 @@ impl Ledger {
         let key = action_ledger_key(action_key);
         entry.state = LedgerState::Done;
         entry.worker = self.worker_id.clone();
-        let body = serde_json::to_vec(&entry).map_err(|e| Self::err("encode", &key, e))?;
+        let body = serde_json::to_vec(&entry).map_err(|e| Self::codec_err("encode", &key, e))?;
         match self.store.update(&key, body.into(), revision).await {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                Err(Self::err("finish (claim taken over)", &key, e))
+                Err(Self::taken_over("finish (claim taken over)", &key, e))
             }
             Err(e) => Err(Self::err("finish", &key, e)),
         }
@@ -354,7 +392,7 @@ impl Ledger {
         let mut stale = self.claim_entry(None, 0);
         stale.claimed_at = DateTime::<Utc>::UNIX_EPOCH;
         stale.worker = String::new();
-        let body = serde_json::to_vec(&stale).map_err(|e| Self::err("encode", &key, e))?;
+        let body = serde_json::to_vec(&stale).map_err(|e| Self::codec_err("encode", &key, e))?;
         self.store
             .update(&key, body.into(), revision)
             .await
@@ -365,7 +403,7 @@ impl Ledger {
     pub async fn mark_own_message(&self, message_id: &str) -> Result<(), LedgerError> {
         let key = format!("own.{}", keys::encode(message_id));
         self.store
-            .put(&key, Utc::now().to_rfc3339().into())
+            .put(&key, (self.clock)().to_rfc3339().into())
             .await
             .map(|_| ())
             .map_err(|e| Self::err("mark_own", &key, e))
@@ -384,7 +422,7 @@ impl Ledger {
         let mut hasher = Sha256::new();
         hasher.update(thread_id.as_bytes());
         hasher.update([0u8]);
-        hasher.update(crate::roles::executor::normalise_text(text).as_bytes());
+        hasher.update(normalise_text(text).as_bytes());
         let hex: String = hasher
             .finalize()
             .iter()

@@ -1,4 +1,11 @@
-//! store
+//! Everything the service keeps in NATS (DESIGN.md, "Layout and layers": `store`).
+//!
+//! Owns: the NATS infrastructure and the one classification of NATS failures
+//! ([`nats::StoreError`]: unavailable, wait and retry / refused), the executor's ledger and
+//! claims, leader leases, follow-up timers, the poller's thread snapshots (with the
+//! [`threads::ThreadDirectory`] trait the scheduler reads threads through), the audit log
+//! and purges. Must not: use `roles`, `wiring`, `cli` or `demo`, nor decide what is stored
+//! means (the roles do); time comes from an injected [`crate::base::clock::Clock`].
 
 pub mod audit;
 pub mod claim;
@@ -6,3 +13,5 @@ pub mod lease;
 pub mod ledger;
 pub mod nats;
 pub mod purge;
+pub mod threads;
+pub mod timers;

@@ -1,7 +1,10 @@
 //! NATS plumbing: connecting, creating and reconciling the streams and KV buckets, and
 //! starting a private `nats-server` (for tests and `concierge demo`).
 //!
-//! Owns every stream/bucket name and its configuration so that all roles agree on them.
+//! Owns every stream/bucket name and its configuration so that all roles agree on them,
+//! the complete read of a stored stream ([`read_stored`]: replica consumer, then the stream
+//! leader), and the one classification of NATS failures used by every store module
+//! ([`StoreError`], [`NatsFailure`]: "unavailable, wait and retry" or "refused").
 //! It must not know what is stored inside (events, audit records, snapshots): the modules
 //! that own those formats read and write them.
 //!
@@ -37,10 +40,113 @@ pub fn audit_stream(prefix: &str) -> String {
 pub enum NatsError {
     #[error("cannot connect to NATS at {url}: {message}")]
     Connect { url: String, message: String },
-    #[error("JetStream setup of {what} failed: {message}")]
-    Setup { what: String, message: String },
+    #[error("JetStream setup of {what} failed: {source}")]
+    Setup {
+        what: String,
+        #[source]
+        source: NatsSource,
+    },
     #[error("{0}")]
     Server(String),
+}
+
+/// The error a NATS client call returned, kept as the typed source of a [`StoreError`].
+pub type NatsSource = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A failed store operation, classified once for every store module: "NATS is unavailable,
+/// wait and retry" or "refused for good" (retrying the same call cannot help).
+///
+/// Compare-and-set losses (`AlreadyExists`, `WrongLastRevision`) are not errors here: they
+/// are answers of the protocols built on KV, and each module handles them where it calls.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No answer, a timeout, no stream leader, a lost connection: NATS will come back.
+    #[error("{what}: NATS unavailable: {source}")]
+    Unavailable {
+        what: String,
+        #[source]
+        source: NatsSource,
+    },
+    /// The server refused the request as such (an invalid key), or the value does not
+    /// encode or decode: the same call would fail again.
+    #[error("{what}: {source}")]
+    Refused {
+        what: String,
+        #[source]
+        source: NatsSource,
+    },
+}
+
+impl StoreError {
+    /// Classify the error of a NATS client call on `what` (see [`NatsFailure`]).
+    pub fn nats<E: NatsFailure>(what: impl Into<String>, e: E) -> Self {
+        let what = what.into();
+        if e.is_refusal() {
+            StoreError::Refused {
+                what,
+                source: Box::new(e),
+            }
+        } else {
+            StoreError::Unavailable {
+                what,
+                source: Box::new(e),
+            }
+        }
+    }
+
+    /// A stored value that does not decode, or a value that does not encode.
+    pub fn codec(what: impl Into<String>, e: serde_json::Error) -> Self {
+        StoreError::Refused {
+            what: what.into(),
+            source: Box::new(e),
+        }
+    }
+
+    /// Waiting for NATS will help (the caller should retry later, not give up).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. })
+    }
+}
+
+/// How an error of the NATS client is classified: a refusal is an error the server (or the
+/// client's own validation) gives for the request itself; everything else (timeouts,
+/// publish or ack failures, lost connections, a missing stream leader) means unavailable.
+pub trait NatsFailure: std::error::Error + Send + Sync + 'static {
+    fn is_refusal(&self) -> bool;
+}
+
+macro_rules! refused_when {
+    ($($error:ty => $kind:pat),* $(,)?) => {$(
+        impl NatsFailure for $error {
+            fn is_refusal(&self) -> bool {
+                matches!(self.kind(), $kind)
+            }
+        }
+    )*};
+}
+
+refused_when! {
+    kv::EntryError => kv::EntryErrorKind::InvalidKey,
+    kv::PutError => kv::PutErrorKind::InvalidKey,
+    kv::CreateError => kv::CreateErrorKind::InvalidKey,
+    kv::UpdateError => kv::UpdateErrorKind::InvalidKey,
+    kv::WatchError => kv::WatchErrorKind::InvalidKey,
+}
+
+/// Errors of calls that carry no request-specific refusal: always "unavailable".
+macro_rules! never_refused {
+    ($($error:ty),* $(,)?) => {$(
+        impl NatsFailure for $error {
+            fn is_refusal(&self) -> bool {
+                false
+            }
+        }
+    )*};
+}
+
+never_refused! {
+    kv::WatcherError,
+    jetstream::context::PublishError,
 }
 
 /// Bucket names derive from the prefix so two deployments can share a server.
@@ -206,15 +312,15 @@ impl Infra {
 }
 
 async fn ensure_stream(js: &jetstream::Context, wanted: stream::Config) -> Result<(), NatsError> {
-    let setup_err = |e: &dyn std::fmt::Display| NatsError::Setup {
+    let setup_err = |source: NatsSource| NatsError::Setup {
         what: format!("stream {}", wanted.name),
-        message: e.to_string(),
+        source,
     };
     let mut existing = js
         .get_or_create_stream(wanted.clone())
         .await
-        .map_err(|e| setup_err(&e))?;
-    let info = existing.info().await.map_err(|e| setup_err(&e))?;
+        .map_err(|e| setup_err(e.into()))?;
+    let info = existing.info().await.map_err(|e| setup_err(e.into()))?;
     let have = &info.config;
     if have.subjects != wanted.subjects
         || have.max_age != wanted.max_age
@@ -224,7 +330,7 @@ async fn ensure_stream(js: &jetstream::Context, wanted: stream::Config) -> Resul
         tracing::info!(stream = %wanted.name, "reconciling stream configuration");
         js.update_stream(wanted.clone())
             .await
-            .map_err(|e| setup_err(&e))?;
+            .map_err(|e| setup_err(e.into()))?;
     }
     Ok(())
 }
@@ -248,9 +354,9 @@ async fn ensure_bucket(
     max_age: Duration,
     cfg: &NatsConfig,
 ) -> Result<kv::Store, NatsError> {
-    let setup_err = |e: &dyn std::fmt::Display| NatsError::Setup {
+    let setup_err = |source: NatsSource| NatsError::Setup {
         what: format!("bucket {bucket}"),
-        message: e.to_string(),
+        source,
     };
     let wanted = stream::Config {
         name: format!("KV_{bucket}"),
@@ -268,16 +374,20 @@ async fn ensure_bucket(
     let mut existing = js
         .get_or_create_stream(wanted.clone())
         .await
-        .map_err(|e| setup_err(&e))?;
-    let info = existing.info().await.map_err(|e| setup_err(&e))?;
+        .map_err(|e| setup_err(e.into()))?;
+    let info = existing.info().await.map_err(|e| setup_err(e.into()))?;
     if info.config.num_replicas != wanted.num_replicas
         || info.config.allow_direct != wanted.allow_direct
         || info.config.max_age != wanted.max_age
     {
         tracing::info!(%bucket, "reconciling bucket configuration");
-        js.update_stream(wanted).await.map_err(|e| setup_err(&e))?;
+        js.update_stream(wanted)
+            .await
+            .map_err(|e| setup_err(e.into()))?;
     }
-    js.get_key_value(bucket).await.map_err(|e| setup_err(&e))
+    js.get_key_value(bucket)
+        .await
+        .map_err(|e| setup_err(e.into()))
 }
 
 /// A `nats-server -js` on a free loopback port with a temporary store, killed on drop.
@@ -416,10 +526,29 @@ pub enum ReadFrom {
 pub const READ_STALL: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
-#[error("reading stream {stream}: {message}")]
+#[error("reading stream {stream}: {source}")]
 pub struct ReadError {
     pub stream: String,
-    pub message: String,
+    #[source]
+    pub source: NatsSource,
+}
+
+impl ReadError {
+    fn new(stream: &str, e: impl Into<NatsSource>) -> Self {
+        ReadError {
+            stream: stream.to_string(),
+            source: e.into(),
+        }
+    }
+}
+
+impl ReadFrom {
+    fn since(self) -> Option<chrono::DateTime<chrono::Utc>> {
+        match self {
+            ReadFrom::Beginning => None,
+            ReadFrom::Time(t) => Some(t),
+        }
+    }
 }
 
 /// Reads every message of `stream_name` on `filter_subject`, oldest first, handing each to
@@ -439,21 +568,49 @@ pub async fn read_stored(
     follow: bool,
     mut sink: impl FnMut(StoredMessage) -> bool,
 ) -> Result<(), ReadError> {
-    use async_nats::jetstream::consumer::{self, DeliverPolicy};
-    use futures::StreamExt;
-
-    let read_err = |e: &dyn std::fmt::Display| ReadError {
-        stream: stream_name.to_string(),
-        message: e.to_string(),
-    };
-    let since = match from {
-        ReadFrom::Beginning => None,
-        ReadFrom::Time(t) => Some(t),
-    };
-    let stream = js.get_stream(stream_name).await.map_err(|e| read_err(&e))?;
+    let read_err = |e: NatsSource| ReadError::new(stream_name, e);
+    let since = from.since();
+    let stream = js
+        .get_stream(stream_name)
+        .await
+        .map_err(|e| read_err(e.into()))?;
     // A read covers what the stream held when it started (stream info comes from the
     // leader): the leader part stops there instead of chasing new writes.
     let until = stream.cached_info().state.last_sequence;
+    let consumer = match open_reader(&stream, filter_subject, since).await {
+        Ok(consumer) => consumer,
+        Err(e) if follow => return Err(read_err(e.into())),
+        // No replica could host the reader (a peer is down and the assignment timed out):
+        // the leader alone can still serve the whole read.
+        Err(e) => {
+            tracing::debug!(stream = stream_name, error = %e, "no reader consumer; reading from the stream leader");
+            return read_all_from_leader(&stream, filter_subject, since, until, sink)
+                .await
+                .map_err(|e| read_err(e.into()));
+        }
+    };
+    let next_seq = match read_through_consumer(consumer, since, follow, &mut sink).await {
+        Ok(ConsumerRead::SinkDone) => return Ok(()),
+        Ok(ConsumerRead::Ended { next_seq }) => next_seq,
+        Err(e) => return Err(read_err(e)),
+    };
+    if follow {
+        return Ok(());
+    }
+    read_from_leader(&stream, filter_subject, next_seq, until, since, sink)
+        .await
+        .map_err(|e| read_err(e.into()))
+}
+
+type OrderedConsumer = jetstream::consumer::Consumer<jetstream::consumer::pull::OrderedConfig>;
+
+/// The ephemeral ordered consumer that reads `filter_subject` from `since` (or the start).
+async fn open_reader(
+    stream: &jetstream::stream::Stream,
+    filter_subject: &str,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<OrderedConsumer, jetstream::stream::ConsumerError> {
+    use async_nats::jetstream::consumer::{self, DeliverPolicy};
     let deliver_policy = match since {
         Some(since) => DeliverPolicy::ByStartTime {
             start_time: time::OffsetDateTime::from_unix_timestamp(since.timestamp())
@@ -461,85 +618,101 @@ pub async fn read_stored(
         },
         None => DeliverPolicy::All,
     };
-    let created = stream
+    stream
         .create_consumer(consumer::pull::OrderedConfig {
             filter_subject: filter_subject.to_string(),
             deliver_policy,
             ..Default::default()
         })
-        .await;
-    let consumer = match created {
-        Ok(consumer) => consumer,
-        Err(e) if follow => return Err(read_err(&e)),
-        // No replica could host the reader (a peer is down and the assignment timed out):
-        // the leader alone can still serve the whole read.
-        Err(e) => {
-            tracing::debug!(stream = stream_name, error = %e, "no reader consumer; reading from the stream leader");
-            let state = &stream.cached_info().state;
-            let first = match since {
-                Some(since) => first_seq_since(
-                    &stream,
-                    filter_subject,
-                    since,
-                    state.first_sequence,
-                    state.last_sequence,
-                )
-                .await
-                .map_err(|e| read_err(&e))?,
-                None => state.first_sequence,
-            };
-            return read_from_leader(&stream, filter_subject, first, until, since, sink)
-                .await
-                .map_err(|e| read_err(&e));
-        }
-    };
+        .await
+}
+
+/// How the consumer part of a read ended.
+enum ConsumerRead {
+    /// The sink asked for no more.
+    SinkDone,
+    /// The consumer delivered what it had (or stalled, or lost its replica): the leader
+    /// part continues from `next_seq`.
+    Ended { next_seq: u64 },
+}
+
+/// Hands the consumer's messages to `sink`. Without `follow` a stall or a lost replica is
+/// no failure: the leader has the rest.
+async fn read_through_consumer(
+    consumer: OrderedConsumer,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    follow: bool,
+    sink: &mut impl FnMut(StoredMessage) -> bool,
+) -> Result<ConsumerRead, NatsSource> {
+    use futures::StreamExt;
     // The replica's idea of where to start; a lagging one can only start earlier, never
     // later, since it holds a prefix of the stream.
     let mut next_seq = consumer.cached_info().delivered.stream_sequence + 1;
-    if follow || consumer.cached_info().num_pending > 0 {
-        let mut messages = consumer.messages().await.map_err(|e| read_err(&e))?;
-        loop {
-            let next = if follow {
-                messages.next().await
-            } else {
-                match tokio::time::timeout(READ_STALL, messages.next()).await {
-                    Ok(next) => next,
-                    // A stalled consumer is no reason to fail: the leader has the rest.
-                    Err(_) => break,
-                }
-            };
-            let msg = match next {
-                None => break,
-                Some(Ok(msg)) => msg,
-                Some(Err(e)) if follow => return Err(read_err(&e)),
-                // The replica serving the reader went away: the leader has the rest.
-                Some(Err(_)) => break,
-            };
-            let info = msg.info().map_err(|e| read_err(&e))?;
-            let (seq, remaining) = (info.stream_sequence, info.pending);
-            let stored_at = to_chrono(info.published);
-            next_seq = seq + 1;
-            let too_early = since.is_some_and(|s| stored_at < s);
-            if !too_early
-                && !sink(StoredMessage {
-                    seq,
-                    payload: msg.payload.clone(),
-                    stored_at,
-                })
-            {
-                return Ok(());
+    if !follow && consumer.cached_info().num_pending == 0 {
+        return Ok(ConsumerRead::Ended { next_seq });
+    }
+    let mut messages = consumer.messages().await?;
+    loop {
+        let next = if follow {
+            messages.next().await
+        } else {
+            match tokio::time::timeout(READ_STALL, messages.next()).await {
+                Ok(next) => next,
+                // A stalled consumer is no reason to fail: the leader has the rest.
+                Err(_) => break,
             }
-            if !follow && remaining == 0 {
-                break;
-            }
+        };
+        let msg = match next {
+            None => break,
+            Some(Ok(msg)) => msg,
+            Some(Err(e)) if follow => return Err(e.into()),
+            // The replica serving the reader went away: the leader has the rest.
+            Some(Err(_)) => break,
+        };
+        let info = msg.info()?;
+        let (seq, remaining) = (info.stream_sequence, info.pending);
+        let stored_at = to_chrono(info.published);
+        next_seq = seq + 1;
+        let too_early = since.is_some_and(|s| stored_at < s);
+        if !too_early
+            && !sink(StoredMessage {
+                seq,
+                payload: msg.payload.clone(),
+                stored_at,
+            })
+        {
+            return Ok(ConsumerRead::SinkDone);
+        }
+        if !follow && remaining == 0 {
+            break;
         }
     }
-    if follow {
-        return Ok(());
-    }
-    read_from_leader(&stream, filter_subject, next_seq, until, since, sink)
-        .await
-        .map_err(|e| read_err(&e))
+    Ok(ConsumerRead::Ended { next_seq })
+}
+
+/// The whole read from the stream leader (no consumer could be created).
+async fn read_all_from_leader(
+    stream: &jetstream::stream::Stream,
+    filter_subject: &str,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    until: u64,
+    sink: impl FnMut(StoredMessage) -> bool,
+) -> Result<(), jetstream::stream::LastRawMessageError> {
+    let state = &stream.cached_info().state;
+    let first = match since {
+        Some(since) => {
+            first_seq_since(
+                stream,
+                filter_subject,
+                since,
+                state.first_sequence,
+                state.last_sequence,
+            )
+            .await?
+        }
+        None => state.first_sequence,
+    };
+    read_from_leader(stream, filter_subject, first, until, since, sink).await
 }
 
 /// The first sequence from which messages on `filter_subject` were stored at or after
@@ -615,6 +788,22 @@ fn to_chrono(t: time::OffsetDateTime) -> chrono::DateTime<chrono::Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nats_failures_are_classified_once() {
+        let refused = StoreError::nats("k", kv::EntryError::from(kv::EntryErrorKind::InvalidKey));
+        assert!(!refused.is_unavailable());
+        for unavailable in [
+            StoreError::nats("k", kv::EntryError::from(kv::EntryErrorKind::TimedOut)),
+            StoreError::nats("k", kv::PutError::from(kv::PutErrorKind::Publish)),
+            StoreError::nats("k", kv::UpdateError::from(kv::UpdateErrorKind::Other)),
+            StoreError::nats("k", kv::WatcherError::from(kv::WatcherErrorKind::Consumer)),
+        ] {
+            assert!(unavailable.is_unavailable(), "{unavailable}");
+        }
+        let undecodable = serde_json::from_slice::<u8>(b"x").expect_err("not JSON");
+        assert!(!StoreError::codec("k", undecodable).is_unavailable());
+    }
 
     async fn stored_seqs(
         js: &jetstream::Context,

@@ -13,8 +13,8 @@
 //! event in flight can write a record or a timer after the purge (run it again then).
 
 use crate::events::subject_token;
-use crate::roles::scheduler::FollowUps;
-use crate::store::nats::{audit_stream, events_stream, read_stored, Infra, ReadFrom};
+use crate::store::nats::{audit_stream, events_stream, read_stored, Infra, ReadFrom, StoreError};
+use crate::store::timers::FollowUps;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PurgeError {
@@ -25,9 +25,13 @@ pub enum PurgeError {
     #[error("ledger: {0}")]
     Ledger(#[from] crate::store::ledger::LedgerError),
     #[error("follow-up timers: {0}")]
-    Timers(String),
-    #[error("stream {stream}: {message}")]
-    Stream { stream: String, message: String },
+    Timers(#[from] StoreError),
+    #[error("stream {stream}: {source}")]
+    Stream {
+        stream: String,
+        #[source]
+        source: crate::store::nats::NatsSource,
+    },
 }
 
 /// What one purge removed.
@@ -65,15 +69,9 @@ pub async fn purge_thread(
 }
 
 async fn purge_timers(store: &FollowUps, thread_id: &str) -> Result<usize, PurgeError> {
-    let timers_err = |e: crate::roles::scheduler::SchedulerError| PurgeError::Timers(e.to_string());
     let mut removed = 0;
-    for timer in store.list().await.map_err(timers_err)? {
-        if timer.thread_id == thread_id
-            && store
-                .cancel(thread_id, &timer.name)
-                .await
-                .map_err(timers_err)?
-        {
+    for timer in store.list().await? {
+        if timer.thread_id == thread_id && store.cancel(thread_id, &timer.name).await? {
             removed += 1;
         }
     }
@@ -116,9 +114,9 @@ async fn delete_matching(
     filter: &str,
     wanted: impl Fn(&[u8]) -> bool,
 ) -> Result<usize, PurgeError> {
-    let err = |e: &dyn std::fmt::Display| PurgeError::Stream {
+    let err = |source: crate::store::nats::NatsSource| PurgeError::Stream {
         stream: name.to_string(),
-        message: e.to_string(),
+        source,
     };
     let mut doomed = Vec::new();
     read_stored(&infra.js, name, filter, ReadFrom::Beginning, false, |msg| {
@@ -128,10 +126,13 @@ async fn delete_matching(
         true
     })
     .await
-    .map_err(|e| err(&e))?;
-    let stream = infra.js.get_stream(name).await.map_err(|e| err(&e))?;
+    .map_err(|e| err(e.source))?;
+    let stream = infra.js.get_stream(name).await.map_err(|e| err(e.into()))?;
     for seq in &doomed {
-        stream.delete_message(*seq).await.map_err(|e| err(&e))?;
+        stream
+            .delete_message(*seq)
+            .await
+            .map_err(|e| err(e.into()))?;
     }
     Ok(doomed.len())
 }

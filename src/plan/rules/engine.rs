@@ -163,6 +163,18 @@ impl RuleEngine {
     /// the evaluation. Synchronous and CPU-bound for up to the wall-time budget per rule: from
     /// async code use [`RuleEngine::evaluate_in_pool`].
     pub fn evaluate(&self, rules: &RuleSet, event: &Event, ctx: &EvalContext) -> Evaluation {
+        self.evaluate_json(rules, event, &crate::plan::event_json(event), ctx)
+    }
+
+    /// [`RuleEngine::evaluate`] with the event already serialised (`event_json` must be
+    /// `event` as JSON): [`crate::plan::plan`] serialises once for rules and templates.
+    pub(crate) fn evaluate_json(
+        &self,
+        rules: &RuleSet,
+        event: &Event,
+        event_json: &serde_json::Map<String, serde_json::Value>,
+        ctx: &EvalContext,
+    ) -> Evaluation {
         let tz = crate::base::time::parse_tz(&event.property.timezone).unwrap_or_else(|| {
             tracing::warn!(
                 property = %event.property.id,
@@ -171,7 +183,7 @@ impl RuleEngine {
             );
             Tz::UTC
         });
-        let blocks = scope_blocks(event);
+        let blocks = scope_blocks(event_json);
         let guard = CallGuard::install(CallState {
             now: ctx.now,
             tz,
@@ -326,8 +338,8 @@ pub enum EvaluationError {
 }
 
 /// The event as the maps rules see, in [`SCOPE_VARS`] order.
-fn scope_blocks(event: &Event) -> [Dynamic; 5] {
-    let event_map = match rhai::serde::to_dynamic(event) {
+fn scope_blocks(event_json: &serde_json::Map<String, serde_json::Value>) -> [Dynamic; 5] {
+    let event_map = match rhai::serde::to_dynamic(event_json) {
         Ok(d) => d.try_cast::<RMap>().unwrap_or_default(),
         Err(e) => {
             // Cannot happen for the Event type; keep going with an empty map and say so.

@@ -1,8 +1,9 @@
-//! Rules: load and run the host's Rhai rule files; an event in, an action plan out.
+//! Rules: load and run the host's Rhai rule files; an event in, the rules' actions out.
 //!
-//! Owns the rule data model ([`Action`], [`CompiledRule`], [`RuleSet`], [`RuleProblem`]), the
-//! sandboxed [`RuleEngine`], live reload of rule + template files ([`live`]), `rules check`
-//! and `rules test` ([`check`], [`fixtures`]).
+//! Owns the rule data model ([`Action`], [`CompiledRule`], [`RuleSet`], [`RuleProblem`]) and
+//! the sandboxed [`RuleEngine`]. Callers do not evaluate rules directly to act on them: they
+//! go through [`crate::plan::plan`], which also renders the templates and decides dry-run.
+//! Live reload lives in `content`, `rules check` / `rules test` in `authoring`.
 //!
 //! It must stay pure: no NATS, no HTTP, no clock of its own (the evaluation time comes in
 //! through [`EvalContext`]), no audit writing. Whatever acts on a plan lives in `executor`.

@@ -1,4 +1,5 @@
-//! The executor: carries out one planned action effectively once and says what happened.
+//! The executor: carries out one rendered plan step effectively once and builds that
+//! step's audit record.
 //!
 //! Owns every side effect of the service — Channex writes, alerts, follow-up timers — and
 //! the guarantees hosts rely on (DESIGN.md, "Executor guarantees"):
@@ -8,17 +9,19 @@
 //!   whitespace-normalised text, never by sending blindly again;
 //! - a claim is renewed while held and confirmed by compare-and-set right before a send,
 //!   which starts only if the claim is certainly ours for longer than the HTTP timeout
-//!   ([`claim`]); a reply's text is noted for its thread before the POST, so the message
+//!   ([`crate::store::claim`]); a reply's text is noted for its thread before the POST, so the message
 //!   is known as ours even if the process dies before recording its id;
 //! - human takeover: a property-side message newer than the guest message that triggered
 //!   the event, not sent by us, skips the reply (`superseded`); a closed thread skips it;
 //! - cooldown per thread + template; `no_reply_needed` only on Booking.com;
-//! - dry-run (global, per property, per rule) renders and audits without calling out.
-//!   Follow-up timers are internal state, armed even in dry-run so a dry run shows the whole
-//!   flow (the delayed reply then shows up as `dry_run` too).
+//! - a step marked dry-run (decided once, by [`crate::plan::plan`]) is audited without
+//!   calling out. Follow-up timers are internal state, armed even in dry-run so a dry run
+//!   shows the whole flow (the delayed reply then shows up as `dry_run` too).
 //!
-//! It must not evaluate rules or touch the event stream; the worker hands it one action
-//! at a time and acks the event once every action has a final outcome.
+//! Time (audit `at`, claim and send times, cooldown and the timer horizon) comes from the
+//! injected [`Clock`]. It must not evaluate rules, render templates (steps arrive rendered,
+//! a render error arrives as data) or touch the event stream; the worker hands it one step
+//! at a time and acks the event once every step has a final outcome.
 
 pub mod alerts;
 
@@ -28,14 +31,15 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
+use crate::base::clock::{system_clock, Clock};
 use crate::channex::{ChannexClient, ChannexError, Message, Sender};
 use crate::events::Event;
 use crate::plan::rules::Action;
-use crate::plan::templates::Templates;
-use crate::roles::scheduler::{FollowUpTimer, FollowUps};
-use crate::store::audit::{AuditRecord, Outcome};
+use crate::plan::PlanStep;
+use crate::store::audit::{ActionKind, ActionOutcome, ActionRef, AuditRecord, Outcome, Reason};
 use crate::store::claim::{ConfirmError, HeldClaim};
 use crate::store::ledger::{self, Claim, Ledger, LedgerEntry, LedgerError};
+use crate::store::timers::{FollowUpTimer, FollowUps};
 use alerts::{Alert, AlertSinks};
 
 /// Where a test may make the executor "crash" (return without finishing, as a killed
@@ -56,7 +60,8 @@ pub type BeforeSend =
 #[derive(Clone)]
 pub struct ExecutorSettings {
     pub cooldown: Duration,
-    /// Property-level and global dry-run, already combined by the caller.
+    /// Property-level and global dry-run, already combined by the caller; the worker hands
+    /// it to [`crate::plan::plan`], which adds each rule's own flag.
     pub dry_run: Arc<dyn Fn(&str) -> bool + Send + Sync>,
     pub crash_at: Option<CrashPoint>,
     /// The longest a send may take (the Channex HTTP timeout): a send starts only while
@@ -89,38 +94,31 @@ pub enum ActionResult {
     Wait { reason: String },
 }
 
-/// One planned action with what it needs to be carried out and audited.
-pub struct PlannedAction<'a> {
-    pub event: &'a Event,
-    pub rule: &'a str,
-    pub rule_version: &'a str,
-    pub rule_dry_run: bool,
-    pub index: usize,
-    pub action: &'a Action,
-    pub templates: &'a Templates,
+/// One plan step with the event it belongs to: what the executor carries out and audits.
+struct PlannedAction<'a> {
+    event: &'a Event,
+    step: &'a PlanStep,
 }
 
 impl PlannedAction<'_> {
-    pub fn key(&self) -> String {
-        format!("{}|{}|{}", self.event.id, self.rule, self.index)
+    fn key(&self) -> String {
+        self.step.key(&self.event.id)
     }
 
-    fn record(&self, outcome: Outcome) -> AuditRecord {
-        let mut r = AuditRecord::for_event(
-            format!("{}:{}", self.key(), outcome.as_str()),
-            self.event,
-            outcome,
-        );
-        r.rule = Some(self.rule.to_string());
-        r.rule_version = Some(self.rule_version.to_string());
-        r.action = Some(self.action.kind().to_string());
-        r.template = match self.action {
-            Action::Reply { template, .. } | Action::Alert { template, .. } => {
-                Some(template.clone())
-            }
-            _ => None,
-        };
-        r
+    fn kind(&self) -> ActionKind {
+        action_kind(&self.step.action)
+    }
+}
+
+/// The audit name of a rule action.
+pub fn action_kind(action: &Action) -> ActionKind {
+    match action {
+        Action::Reply { .. } => ActionKind::Reply,
+        Action::NoReplyNeeded => ActionKind::NoReplyNeeded,
+        Action::CloseThread => ActionKind::CloseThread,
+        Action::Alert { .. } => ActionKind::Alert,
+        Action::FollowUp { .. } => ActionKind::FollowUp,
+        Action::CancelFollowUp { .. } => ActionKind::CancelFollowUp,
     }
 }
 
@@ -131,26 +129,24 @@ pub struct Executor {
     followups: FollowUps,
     alerts: AlertSinks,
     settings: ExecutorSettings,
+    clock: Clock,
 }
 
-/// Channex strips or re-wraps whitespace; identity must survive that.
-pub fn normalise_text(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
+pub use crate::store::ledger::normalise_text;
 
 struct Finished {
     outcome: Outcome,
-    reason: Option<String>,
+    reason: Option<Reason>,
     text: Option<String>,
     channex_message_id: Option<String>,
     error: Option<String>,
 }
 
 impl Finished {
-    fn new(outcome: Outcome, reason: impl Into<String>) -> Self {
+    fn new(outcome: Outcome, reason: Reason) -> Self {
         Finished {
             outcome,
-            reason: Some(reason.into()),
+            reason: Some(reason),
             text: None,
             channex_message_id: None,
             error: None,
@@ -165,13 +161,44 @@ impl Finished {
         self
     }
     fn channex_failure(e: &ChannexError) -> Self {
-        let code = e
-            .code()
-            .map(|c| c.as_str().to_string())
-            .unwrap_or_else(|| "channex_error".into());
-        Finished::new(Outcome::Failed, code).error(e)
+        let reason = e.code().map_or(Reason::ChannexError, |c| {
+            Reason::Channex(c.as_str().to_string())
+        });
+        Finished::new(Outcome::Failed, reason).error(e)
+    }
+
+    /// The outcome a previous run wrote to the ledger. One that cannot be read is not
+    /// taken for `executed`: what happened is unknown, so the action fails visibly.
+    fn from_ledger(entry: LedgerEntry) -> Self {
+        let stored = entry.outcome.as_deref();
+        match stored.and_then(Outcome::parse) {
+            Some(outcome) => Finished {
+                outcome,
+                reason: entry.reason.as_deref().map(Reason::parse),
+                text: entry.text,
+                channex_message_id: entry.channex_message_id,
+                error: None,
+            },
+            None => Finished::new(Outcome::Failed, Reason::LedgerUnreadable)
+                .error(UnreadableOutcome(stored.map(str::to_string))),
+        }
+    }
+
+    fn into_outcome(self) -> ActionOutcome {
+        ActionOutcome {
+            outcome: self.outcome,
+            reason: self.reason,
+            text: self.text,
+            channex_message_id: self.channex_message_id,
+            error: self.error,
+        }
     }
 }
+
+/// A ledger entry marked done whose outcome is missing or not one of the known outcomes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the ledger marks this action done but its outcome {0:?} cannot be read; it may or may not have been carried out")]
+pub struct UnreadableOutcome(pub Option<String>);
 
 enum Step {
     Done(Finished),
@@ -205,7 +232,27 @@ impl Executor {
             followups,
             alerts,
             settings,
+            clock: system_clock(),
         }
+    }
+
+    /// Read the time from `clock` (audit `at`, claims, sends, cooldown, timer horizon) and
+    /// judge claim expiry in the ledger with it too.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.ledger = self.ledger.with_clock(clock.clone());
+        self.clock = clock;
+        self
+    }
+
+    /// The current time of the executor's clock (the time audit records are stamped with).
+    pub fn now(&self) -> DateTime<Utc> {
+        (self.clock)()
+    }
+
+    /// The global / per-property dry-run setting for `property_id` (the worker hands it to
+    /// the planner, which adds the rule's own flag).
+    pub fn dry_run_configured(&self, property_id: &str) -> bool {
+        (self.settings.dry_run)(property_id)
     }
 
     /// Fault injection for tests: stop at `point` as a killed process would.
@@ -230,35 +277,34 @@ impl Executor {
         &self.ledger
     }
 
-    /// Carry out one action. Never panics on external data; every path ends in a final
+    /// Carry out one step. Never panics on external data; every path ends in a final
     /// audit record, a retry request, or a wait (ledger or timer store unreachable, or the
     /// action claimed by another worker).
-    pub async fn execute(&self, planned: &PlannedAction<'_>, delivery: u64) -> ActionResult {
+    pub async fn execute(&self, event: &Event, step: &PlanStep, delivery: u64) -> ActionResult {
+        let planned = PlannedAction { event, step };
         let started = Instant::now();
-        let dry_run = planned.rule_dry_run || (self.settings.dry_run)(&planned.event.property.id);
-        let step = match planned.action {
-            Action::Reply { template, vars } => self.reply(planned, template, vars, dry_run).await,
-            Action::NoReplyNeeded => self.no_reply_needed(planned, dry_run).await,
-            Action::CloseThread => self.close_thread(planned, dry_run).await,
-            Action::Alert { template, vars } => self.alert(planned, template, vars, dry_run).await,
-            Action::FollowUp { name, due_at, data } => {
-                self.follow_up(planned, name, *due_at, data).await
-            }
-            Action::CancelFollowUp { name } => self.cancel_follow_up(planned, name).await,
-        };
-        let kind = planned.action.kind();
-        match step {
+        let outcome = self.carry_out(&planned).await;
+        let kind = planned.kind().as_str();
+        match outcome {
             Step::Done(f) => {
                 metrics::counter!("concierge_actions_total", "kind" => kind, "outcome" => f.outcome.as_str())
                     .increment(1);
-                let mut r = planned.record(f.outcome);
-                r.reason = f.reason;
-                r.text = f.text;
-                r.channex_message_id = f.channex_message_id;
-                r.error = f.error;
-                r.attempts = u32::try_from(delivery).unwrap_or(u32::MAX);
-                r.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-                ActionResult::Final(Box::new(r))
+                let key = planned.key();
+                let action = ActionRef {
+                    key: &key,
+                    rule: &step.rule,
+                    rule_version: &step.version,
+                    action: planned.kind(),
+                    template: step.template(),
+                };
+                ActionResult::Final(Box::new(AuditRecord::action_outcome(
+                    event,
+                    action,
+                    f.into_outcome(),
+                    u32::try_from(delivery).unwrap_or(u32::MAX),
+                    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    (self.clock)(),
+                )))
             }
             Step::Retry(reason) => {
                 metrics::counter!("concierge_action_retries_total", "kind" => kind).increment(1);
@@ -270,6 +316,26 @@ impl Executor {
                 tracing::info!(action = kind, key = %planned.key(), %reason, "action waits; it will be tried again");
                 ActionResult::Wait { reason }
             }
+        }
+    }
+
+    async fn carry_out(&self, planned: &PlannedAction<'_>) -> Step {
+        let step = planned.step;
+        // A text that did not render never becomes a message: the action fails for good.
+        if let Some(Err(e)) = &step.rendered {
+            return Step::Done(Finished::new(Outcome::Failed, Reason::TemplateError).error(e));
+        }
+        let text = step.text().unwrap_or_default();
+        let dry_run = step.dry_run;
+        match &step.action {
+            Action::Reply { template, .. } => self.reply(planned, template, text, dry_run).await,
+            Action::NoReplyNeeded => self.no_reply_needed(planned, dry_run).await,
+            Action::CloseThread => self.close_thread(planned, dry_run).await,
+            Action::Alert { .. } => self.alert(planned, text, dry_run).await,
+            Action::FollowUp { name, due_at, data } => {
+                self.follow_up(planned, name, *due_at, data).await
+            }
+            Action::CancelFollowUp { name } => self.cancel_follow_up(planned, name).await,
         }
     }
 
@@ -298,20 +364,7 @@ impl Executor {
             // Another worker is on it (or crashed holding it): wait for its outcome or for
             // the claim to expire, rather than spend this event's deliveries meanwhile.
             Ok(Claim::Busy) => Err(Step::Wait("claimed by another worker".into())),
-            Ok(Claim::Done(entry)) => {
-                let outcome = entry
-                    .outcome
-                    .as_deref()
-                    .and_then(Outcome::parse)
-                    .unwrap_or(Outcome::Executed);
-                Err(Step::Done(Finished {
-                    outcome,
-                    reason: entry.reason,
-                    text: entry.text,
-                    channex_message_id: entry.channex_message_id,
-                    error: None,
-                }))
-            }
+            Ok(Claim::Done(entry)) => Err(Step::Done(Finished::from_ledger(entry))),
             Err(e) => Err(e.into()),
         }
     }
@@ -322,9 +375,9 @@ impl Executor {
         let entry = LedgerEntry {
             state: ledger::LedgerState::Done,
             worker: String::new(),
-            claimed_at: Utc::now(),
+            claimed_at: (self.clock)(),
             outcome: Some(f.outcome.as_str().to_string()),
-            reason: f.reason.clone(),
+            reason: f.reason.as_ref().map(Reason::to_string),
             text: f.text.clone(),
             channex_message_id: f.channex_message_id.clone(),
             attempts: 0,
@@ -364,20 +417,16 @@ impl Executor {
         &self,
         planned: &PlannedAction<'_>,
         template: &str,
-        vars: &Map<String, Value>,
+        text: &str,
         dry_run: bool,
     ) -> Step {
-        let text = match render(planned, template, vars) {
-            Ok(t) => t,
-            Err(step) => return step,
-        };
         let Some(thread_id) = Self::thread_id(planned) else {
-            return Step::Done(Finished::new(Outcome::Skipped, "no_thread").text(&text));
+            return Step::Done(Finished::new(Outcome::Skipped, Reason::NoThread).text(text));
         };
         if dry_run {
-            return Step::Done(Finished::new(Outcome::DryRun, "dry_run").text(&text));
+            return Step::Done(Finished::new(Outcome::DryRun, Reason::DryRun).text(text));
         }
-        let (claim, previous) = match self.claim(planned, Some(&text)).await {
+        let (claim, previous) = match self.claim(planned, Some(text)).await {
             Ok(c) => c,
             Err(step) => return step,
         };
@@ -387,58 +436,70 @@ impl Executor {
             .await
         {
             Ok(page) => page.items,
-            Err(e) => return self.on_channex_error(claim, e, Some(&text)).await,
+            Err(e) => return self.on_channex_error(claim, e, Some(text)).await,
         };
         // A takeover: the previous holder may have sent; if so, that is our outcome.
         let verified = previous
             .as_ref()
-            .and_then(|p| find_sent(&messages, &text, p.claimed_at));
+            .and_then(|p| find_sent(&messages, text, p.claimed_at));
         if let Some(sent) = verified {
             let _ = self.ledger.mark_own_message(&sent.id).await;
             let _ = self
                 .ledger
                 .mark_sent(thread_id, template, sent.inserted_at)
                 .await;
-            let mut f = Finished::new(Outcome::Executed, "verified_after_interruption").text(&text);
+            let mut f =
+                Finished::new(Outcome::Executed, Reason::VerifiedAfterInterruption).text(text);
             f.channex_message_id = Some(sent.id.clone());
             return self.finish(claim, f).await;
         }
         let thread = match self.channex.get_thread(thread_id).await {
             Ok(t) => t,
-            Err(e) => return self.on_channex_error(claim, e, Some(&text)).await,
+            Err(e) => return self.on_channex_error(claim, e, Some(text)).await,
         };
         if thread.is_closed {
-            let f = Finished::new(Outcome::Skipped, "thread_closed").text(&text);
+            let f = Finished::new(Outcome::Skipped, Reason::ThreadClosed).text(text);
             return self.finish(claim, f).await;
         }
-        match self.superseded_by(planned, &messages).await {
-            Ok(Some(by)) => {
-                let f = Finished::new(Outcome::Skipped, "superseded")
-                    .text(&text)
-                    .error(format!(
-                        "staff message {by} is newer than the guest message"
-                    ));
-                return self.finish(claim, f).await;
-            }
+        match self
+            .reply_blocked(planned, thread_id, template, &messages)
+            .await
+        {
+            Ok(Some(blocked)) => return self.finish(claim, blocked.text(text)).await,
             Ok(None) => {}
-            Err(e) => return e.into(),
-        }
-        match self.ledger.last_sent(thread_id, template).await {
-            Ok(Some(at)) if in_window(at, self.settings.cooldown) => {
-                let f = Finished::new(Outcome::Skipped, "cooldown")
-                    .text(&text)
-                    .error(format!(
-                        "template {template} was sent to this thread at {at}"
-                    ));
-                return self.finish(claim, f).await;
-            }
-            Ok(_) => {}
             Err(e) => return e.into(),
         }
         if self.settings.crash_at == Some(CrashPoint::AfterClaim) {
             return Step::Retry("injected crash after claim".into());
         }
-        self.send_reply(claim, thread_id, template, &text).await
+        self.send_reply(claim, thread_id, template, text).await
+    }
+
+    /// Why a reply must not go out although its thread is open: staff took the
+    /// conversation over (`superseded`) or the template went to this thread within the
+    /// cooldown (`cooldown`).
+    async fn reply_blocked(
+        &self,
+        planned: &PlannedAction<'_>,
+        thread_id: &str,
+        template: &str,
+        newest_first: &[Message],
+    ) -> Result<Option<Finished>, LedgerError> {
+        if let Some(by) = self.superseded_by(planned, newest_first).await? {
+            return Ok(Some(
+                Finished::new(Outcome::Skipped, Reason::Superseded).error(format!(
+                    "staff message {by} is newer than the guest message"
+                )),
+            ));
+        }
+        match self.ledger.last_sent(thread_id, template).await? {
+            Some(at) if in_window(at, (self.clock)(), self.settings.cooldown) => Ok(Some(
+                Finished::new(Outcome::Skipped, Reason::Cooldown).error(format!(
+                    "template {template} was sent to this thread at {at}"
+                )),
+            )),
+            _ => Ok(None),
+        }
     }
 
     /// The send itself: note the text as ours, confirm the claim is ours for longer than
@@ -490,11 +551,14 @@ impl Executor {
         if let Err(e) = self.ledger.mark_own_message(&sent.id).await {
             return e.into();
         }
-        let _ = self.ledger.mark_sent(thread_id, template, Utc::now()).await;
+        let _ = self
+            .ledger
+            .mark_sent(thread_id, template, (self.clock)())
+            .await;
         if self.settings.crash_at == Some(CrashPoint::AfterSend) {
             return Step::Retry("injected crash after send".into());
         }
-        let mut f = Finished::new(Outcome::Executed, "sent").text(text);
+        let mut f = Finished::new(Outcome::Executed, Reason::Sent).text(text);
         f.channex_message_id = Some(sent.id);
         self.finish(claim, f).await
     }
@@ -543,18 +607,18 @@ impl Executor {
 
     async fn no_reply_needed(&self, planned: &PlannedAction<'_>, dry_run: bool) -> Step {
         let Some(thread) = planned.event.thread.as_ref() else {
-            return Step::Done(Finished::new(Outcome::Skipped, "no_thread"));
+            return Step::Done(Finished::new(Outcome::Skipped, Reason::NoThread));
         };
         if thread.provider != crate::events::Provider::BookingCom {
-            return Step::Done(
-                Finished::new(Outcome::Skipped, "not_supported").error(format!(
+            return Step::Done(Finished::new(Outcome::Skipped, Reason::NotSupported).error(
+                format!(
                     "no_reply_needed applies to Booking.com only, thread is {}",
                     crate::events::provider_str(&thread.provider)
-                )),
-            );
+                ),
+            ));
         }
         if dry_run {
-            return Step::Done(Finished::new(Outcome::DryRun, "dry_run"));
+            return Step::Done(Finished::new(Outcome::DryRun, Reason::DryRun));
         }
         let (claim, _) = match self.claim(planned, None).await {
             Ok(c) => c,
@@ -562,7 +626,7 @@ impl Executor {
         };
         match self.channex.mark_no_reply_needed(&thread.id).await {
             Ok(()) => {
-                self.finish(claim, Finished::new(Outcome::Executed, "marked"))
+                self.finish(claim, Finished::new(Outcome::Executed, Reason::Marked))
                     .await
             }
             Err(e) => self.on_channex_error(claim, e, None).await,
@@ -571,10 +635,10 @@ impl Executor {
 
     async fn close_thread(&self, planned: &PlannedAction<'_>, dry_run: bool) -> Step {
         let Some(thread_id) = Self::thread_id(planned) else {
-            return Step::Done(Finished::new(Outcome::Skipped, "no_thread"));
+            return Step::Done(Finished::new(Outcome::Skipped, Reason::NoThread));
         };
         if dry_run {
-            return Step::Done(Finished::new(Outcome::DryRun, "dry_run"));
+            return Step::Done(Finished::new(Outcome::DryRun, Reason::DryRun));
         }
         let (claim, _) = match self.claim(planned, None).await {
             Ok(c) => c,
@@ -583,7 +647,10 @@ impl Executor {
         match self.channex.get_thread(thread_id).await {
             Ok(t) if t.is_closed => {
                 return self
-                    .finish(claim, Finished::new(Outcome::Skipped, "already_closed"))
+                    .finish(
+                        claim,
+                        Finished::new(Outcome::Skipped, Reason::AlreadyClosed),
+                    )
                     .await
             }
             Ok(_) => {}
@@ -591,7 +658,7 @@ impl Executor {
         }
         match self.channex.close_thread(thread_id).await {
             Ok(_) => {
-                self.finish(claim, Finished::new(Outcome::Executed, "closed"))
+                self.finish(claim, Finished::new(Outcome::Executed, Reason::Closed))
                     .await
             }
             // Closing twice is harmless: an ambiguous close is simply retried.
@@ -599,31 +666,21 @@ impl Executor {
         }
     }
 
-    async fn alert(
-        &self,
-        planned: &PlannedAction<'_>,
-        template: &str,
-        vars: &Map<String, Value>,
-        dry_run: bool,
-    ) -> Step {
-        let text = match render(planned, template, vars) {
-            Ok(t) => t,
-            Err(step) => return step,
-        };
+    async fn alert(&self, planned: &PlannedAction<'_>, text: &str, dry_run: bool) -> Step {
         if dry_run {
-            return Step::Done(Finished::new(Outcome::DryRun, "dry_run").text(&text));
+            return Step::Done(Finished::new(Outcome::DryRun, Reason::DryRun).text(text));
         }
-        let (claim, _) = match self.claim(planned, Some(&text)).await {
+        let (claim, _) = match self.claim(planned, Some(text)).await {
             Ok(c) => c,
             Err(step) => return step,
         };
         let alert = Alert {
             property_id: planned.event.property.id.clone(),
             thread_id: Self::thread_id(planned).map(str::to_string),
-            text: text.clone(),
+            text: text.to_string(),
             event_id: planned.event.id.clone(),
-            rule: planned.rule.to_string(),
-            at: Utc::now(),
+            rule: planned.step.rule.clone(),
+            at: (self.clock)(),
         };
         // Like a reply, an alert starts only on a claim confirmed as ours (a holder that
         // waited out a NATS outage may have lost it) and is cut off when that time runs out.
@@ -638,11 +695,11 @@ impl Executor {
         let f = match sent {
             Ok(report) => Finished::new(
                 Outcome::Executed,
-                format!("delivered: {}", report.delivered.join(",")),
+                Reason::Delivered(report.delivered.join(",")),
             )
-            .text(&text),
-            Err(e) => Finished::new(Outcome::Failed, "alert_failed")
-                .text(&text)
+            .text(text),
+            Err(e) => Finished::new(Outcome::Failed, Reason::AlertFailed)
+                .text(text)
                 .error(e),
         };
         self.finish(claim, f).await
@@ -656,13 +713,13 @@ impl Executor {
         data: &Map<String, Value>,
     ) -> Step {
         let Some(thread_id) = Self::thread_id(planned) else {
-            return Step::Done(Finished::new(Outcome::Skipped, "no_thread"));
+            return Step::Done(Finished::new(Outcome::Skipped, Reason::NoThread));
         };
         let horizon = chrono::Duration::from_std(self.settings.timer_horizon)
             .unwrap_or(chrono::Duration::MAX);
-        if due_at.signed_duration_since(Utc::now()) > horizon {
+        if due_at.signed_duration_since((self.clock)()) > horizon {
             return Step::Done(
-                Finished::new(Outcome::Failed, "beyond_retention").error(format!(
+                Finished::new(Outcome::Failed, Reason::BeyondRetention).error(format!(
                 "follow-up {name} is due {}, later than timers are kept (nats.followups_max_age)",
                 due_at.to_rfc3339()
             )),
@@ -674,13 +731,16 @@ impl Executor {
             name: name.to_string(),
             due_at,
             data: data.clone(),
-            armed_at: Utc::now(),
+            armed_at: (self.clock)(),
             armed_by_event: planned.event.id.clone(),
         };
         match self.followups.arm(&timer).await {
             Ok(()) => Step::Done(Finished::new(
                 Outcome::Executed,
-                format!("armed {name} for {}", due_at.to_rfc3339()),
+                Reason::Armed {
+                    name: name.to_string(),
+                    due_at: due_at.to_rfc3339(),
+                },
             )),
             Err(e) => Step::Wait(e.to_string()),
         }
@@ -688,34 +748,22 @@ impl Executor {
 
     async fn cancel_follow_up(&self, planned: &PlannedAction<'_>, name: &str) -> Step {
         let Some(thread_id) = Self::thread_id(planned) else {
-            return Step::Done(Finished::new(Outcome::Skipped, "no_thread"));
+            return Step::Done(Finished::new(Outcome::Skipped, Reason::NoThread));
         };
         match self.followups.cancel(thread_id, name).await {
             Ok(true) => Step::Done(Finished::new(
                 Outcome::Executed,
-                format!("cancelled {name}"),
+                Reason::Cancelled(name.to_string()),
             )),
-            Ok(false) => Step::Done(Finished::new(Outcome::Skipped, "not_armed")),
+            Ok(false) => Step::Done(Finished::new(Outcome::Skipped, Reason::NotArmed)),
             Err(e) => Step::Wait(e.to_string()),
         }
     }
 }
 
-/// A template that does not render never produces a message: the action fails for good.
-fn render(
-    planned: &PlannedAction<'_>,
-    template: &str,
-    vars: &Map<String, Value>,
-) -> Result<String, Step> {
-    planned
-        .templates
-        .render(template, planned.event, vars)
-        .map_err(|e| Step::Done(Finished::new(Outcome::Failed, "template_error").error(e)))
-}
-
-fn in_window(at: DateTime<Utc>, window: Duration) -> bool {
-    Utc::now()
-        .signed_duration_since(at)
+/// Whether `at` lies within `window` before `now` (a time in the future counts as inside).
+fn in_window(at: DateTime<Utc>, now: DateTime<Utc>, window: Duration) -> bool {
+    now.signed_duration_since(at)
         .to_std()
         .map(|age| age < window)
         .unwrap_or(true)
@@ -763,5 +811,43 @@ mod tests {
             normalise_text("Wifi: casa azul")
         );
         assert_ne!(normalise_text("a b"), normalise_text("ab"));
+    }
+
+    #[test]
+    fn cooldown_window_is_judged_against_the_given_now() {
+        let sent: DateTime<Utc> = "2024-07-01T12:00:00Z".parse().expect("time");
+        let window = Duration::from_secs(600);
+        let at = |minutes| sent + chrono::Duration::minutes(minutes);
+        assert!(in_window(sent, at(0), window));
+        assert!(in_window(sent, at(9), window));
+        assert!(!in_window(sent, at(10), window));
+        assert!(!in_window(sent, at(60), window));
+        // A clock behind the stored time (skew) keeps the cooldown on.
+        assert!(in_window(sent, at(-5), window));
+    }
+
+    #[test]
+    fn an_unreadable_ledger_outcome_fails_the_action_instead_of_counting_as_executed() {
+        let entry = |outcome: Option<&str>| LedgerEntry {
+            state: ledger::LedgerState::Done,
+            worker: String::new(),
+            claimed_at: Utc::now(),
+            outcome: outcome.map(str::to_string),
+            reason: Some("sent".into()),
+            text: Some("hi".into()),
+            channex_message_id: Some("m1".into()),
+            attempts: 1,
+            renewed_at: None,
+            thread_id: None,
+        };
+        let done = Finished::from_ledger(entry(Some("executed")));
+        assert_eq!(done.outcome, Outcome::Executed);
+        assert_eq!(done.reason, Some(Reason::Sent));
+        for unreadable in [Some("exectued"), None] {
+            let f = Finished::from_ledger(entry(unreadable));
+            assert_eq!(f.outcome, Outcome::Failed);
+            assert_eq!(f.reason, Some(Reason::LedgerUnreadable));
+            assert!(f.error.is_some());
+        }
     }
 }

@@ -1,0 +1,245 @@
+//! `concierge demo`: the whole service on one machine, driven by a scripted conversation.
+//!
+//! Starts (or reuses) NATS, the Channex simulator, the poller, two workers and the
+//! scheduler with the example rules in `rules/` and `templates/`, then plays a script — FAQ
+//! questions, a Booking.com "thanks", a staff takeover of a delayed reply, an Airbnb inquiry
+//! whose alert falls due within seconds, a stale thread — and prints a timeline of events and
+//! audit records as they happen, then a summary. Exits non-zero if an expected outcome did
+//! not happen within its time limit.
+//!
+//! Parts: [`config`] (the demo's configuration), [`timeline`] (printing what happens),
+//! [`script`] (the scenes), [`summary`] (the closing report).
+//!
+//! It must not depend on anything outside the process but `nats-server`: given a NATS URL
+//! ([`DemoOptions::nats_url`], which the CLI takes from `NATS_URL`) it uses that server
+//! under a throwaway prefix (and deletes its streams at the end), otherwise it starts a
+//! private one. It must not read the environment itself.
+
+mod config;
+mod script;
+mod summary;
+mod timeline;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::Utc;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Config;
+use crate::content::LiveRules;
+use crate::sim::{Sim, SimOptions, SimServer};
+use crate::store::nats::{Infra, PrivateNatsServer};
+use config::{demo_config, API_KEY, PROPERTY};
+use timeline::{say, Stamp, Timeline};
+
+/// What the command line passes to the demo.
+#[derive(Debug, Clone, Default)]
+pub struct DemoOptions {
+    /// Keep the services running after the script (until Ctrl-C).
+    pub keep_running: bool,
+    /// An existing NATS server to use (under a throwaway prefix); `None`: start a private one.
+    pub nats_url: Option<String>,
+}
+
+/// The NATS server the demo runs on.
+struct DemoNats {
+    url: String,
+    prefix: String,
+    /// A private server, stopped when dropped; `None` when using an external one.
+    private: Option<PrivateNatsServer>,
+}
+
+/// The running roles of the demo.
+struct Services {
+    roles: tokio::task::JoinSet<anyhow::Result<()>>,
+    /// The rule watchers of the workers: alive as long as the services.
+    watchers: Vec<Arc<LiveRules>>,
+    /// Kept open so the poller keeps listening for local nudges.
+    _nudges: mpsc::Sender<Option<String>>,
+}
+
+pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
+    let stamp = Stamp(Instant::now());
+    println!("concierge demo — the service end to end against a Channex simulator\n");
+    let nats = start_nats(options.nats_url, &stamp)?;
+    let sim_server = start_sim(&stamp).await?;
+    let sim = sim_server.sim.clone();
+    let stale = seed_stale_thread(&sim);
+
+    let config = demo_config(&sim_server.base_url, &nats.url, &nats.prefix, Utc::now());
+    let infra = Infra::setup(&config.nats)
+        .await
+        .context("setting up JetStream")?;
+    let (shutdown_tx, shutdown) = watch::channel(false);
+
+    // The timeline: every event and audit record, printed as it lands.
+    let timeline = Arc::new(Mutex::new(Timeline::default()));
+    let subscription = infra
+        .client
+        .subscribe(format!("{}.>", nats.prefix))
+        .await
+        .context("subscribing to the demo subjects")?;
+    let printer = timeline::spawn_printer(
+        subscription,
+        nats.prefix.clone(),
+        stamp,
+        sim.clone(),
+        timeline.clone(),
+    );
+    let services = start_services(&config, &infra, &shutdown).await?;
+    say(
+        &stamp,
+        "poller, scheduler and 2 workers running with the example rules\n",
+    );
+    // Let the first poll record its baseline (history is not replayed).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let script = script::Script {
+        sim: &sim,
+        stamp,
+        timeline: timeline.clone(),
+    };
+    let result = script.play(&stale).await;
+
+    // Let trailing records land, then stop everything gracefully.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    if options.keep_running && result.is_ok() {
+        say(
+            &stamp,
+            "demo script done; services keep running (Ctrl-C to stop)",
+        );
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    let _ = shutdown_tx.send(true);
+    stop_services(services).await;
+    printer.abort();
+
+    summary::print_summary(&timeline, &sim);
+    if nats.private.is_none() {
+        remove_demo_data(&infra, &nats.prefix).await;
+    }
+    sim_server.shutdown().await;
+    result?;
+    println!(
+        "\ndemo finished in {:.1}s: every expected outcome happened",
+        stamp.elapsed_secs()
+    );
+    Ok(())
+}
+
+/// NATS: the given server (throwaway prefix), or a private one.
+fn start_nats(external: Option<String>, stamp: &Stamp) -> anyhow::Result<DemoNats> {
+    match external.filter(|u| !u.is_empty()) {
+        Some(url) => {
+            let prefix = format!("demo{}", std::process::id());
+            say(
+                stamp,
+                format!("using NATS at {url} (prefix {prefix}, removed afterwards)"),
+            );
+            Ok(DemoNats {
+                url,
+                prefix,
+                private: None,
+            })
+        }
+        None => {
+            let server = PrivateNatsServer::start().context("starting a private nats-server")?;
+            say(
+                stamp,
+                format!("started a private nats-server -js at {}", server.url),
+            );
+            Ok(DemoNats {
+                url: server.url.clone(),
+                prefix: "concierge".to_string(),
+                private: Some(server),
+            })
+        }
+    }
+}
+
+async fn start_sim(stamp: &Stamp) -> anyhow::Result<SimServer> {
+    let sim_server = Sim::start(SimOptions::with_key(API_KEY))
+        .await
+        .context("starting the Channex simulator")?;
+    sim_server.sim.add_property(PROPERTY, "Casa Azul", true);
+    say(
+        stamp,
+        format!("Channex simulator at {}", sim_server.base_url),
+    );
+    Ok(sim_server)
+}
+
+/// A thread that went quiet three weeks ago, before the service started.
+fn seed_stale_thread(sim: &Sim) -> String {
+    let stale = sim.open_thread(PROPERTY, "BookingCom", "Old Conversation", true);
+    sim.guest_message(&stale, "Is the balcony door key on the hook?");
+    sim.staff_message(&stale, "Yes, the blue one. Have a lovely stay!");
+    sim.backdate_thread(&stale, chrono::Duration::days(21));
+    stale
+}
+
+/// The service: poller, scheduler, two workers sharing one durable consumer.
+async fn start_services(
+    config: &Config,
+    infra: &Infra,
+    shutdown: &watch::Receiver<bool>,
+) -> anyhow::Result<Services> {
+    let channex = crate::wiring::channex_client(config)?;
+    let (nudges, nudge_rx) = mpsc::channel(4);
+    let mut roles = tokio::task::JoinSet::new();
+    let poller = crate::wiring::poller(config, infra, channex.clone(), None);
+    let poller_shutdown = shutdown.clone();
+    roles.spawn(async move { Ok(poller.run(poller_shutdown, nudge_rx).await?) });
+    let scheduler = crate::wiring::scheduler(config, infra, channex.clone());
+    let scheduler_shutdown = shutdown.clone();
+    roles.spawn(async move { Ok(scheduler.run(scheduler_shutdown).await?) });
+    let mut watchers = Vec::new();
+    for _ in 0..2 {
+        let (worker, live) = crate::wiring::worker(config, infra, channex.clone()).await?;
+        watchers.push(live);
+        let shutdown = shutdown.clone();
+        let js = infra.js.clone();
+        let prefix = config.nats.prefix.clone();
+        roles.spawn(async move { Ok(worker.run(&js, &prefix, shutdown).await?) });
+    }
+    Ok(Services {
+        roles,
+        watchers,
+        _nudges: nudges,
+    })
+}
+
+/// Waits (at most 10 s per role) for the roles to finish after shutdown.
+async fn stop_services(mut services: Services) {
+    while let Some(joined) =
+        tokio::time::timeout(Duration::from_secs(10), services.roles.join_next())
+            .await
+            .ok()
+            .flatten()
+    {
+        if let Ok(Err(e)) = joined {
+            tracing::warn!(error = %format!("{e:#}"), "role ended with an error");
+        }
+    }
+    services.watchers.clear();
+}
+
+/// On an external server: delete the demo's streams and buckets.
+async fn remove_demo_data(infra: &Infra, prefix: &str) {
+    for stream in [
+        crate::store::nats::events_stream(prefix),
+        crate::store::nats::audit_stream(prefix),
+    ] {
+        let _ = infra.js.delete_stream(&stream).await;
+    }
+    for bucket in [
+        infra.names.threads_bucket(),
+        infra.names.ledger_bucket(),
+        infra.names.followups_bucket(),
+        infra.names.leases_bucket(),
+    ] {
+        let _ = infra.js.delete_key_value(&bucket).await;
+    }
+}

@@ -1,0 +1,428 @@
+//! The poller's change detection, pure: given what the poller stored about a thread and
+//! what Channex returned, which events to emit and what to store next.
+//!
+//! Owns: when a listed thread counts as changed, when its messages must be read, which
+//! messages are new (the snapshot remembers the newest message time and the ids at that
+//! time, as timestamps can tie), the baseline record of a thread, and the events of the new
+//! messages (`thread.new_message`, plus `inquiry.received` once per inquiry message).
+//! Must not: do I/O, read a clock (the caller passes the backfill cutoff), or publish.
+
+use chrono::{DateTime, Utc};
+
+use crate::channex::{Message, Sender, Thread};
+use crate::events::{
+    ids, Event, EventType, InquiryInfo, MessageInfo, PropertyInfo, ThreadSnapshot,
+};
+use crate::store::threads::{ThreadState, ALL_KNOWN};
+
+/// Whether a listed thread differs from its snapshot (no snapshot: new, so changed).
+pub fn is_changed(state: Option<&ThreadState>, t: &Thread) -> bool {
+    state.is_none_or(|s| {
+        s.message_count != t.message_count
+            || s.is_closed != t.is_closed
+            || s.last_message_received_at != t.last_message_received_at
+    })
+}
+
+/// Whether its messages must be read (a close alone changes nothing in them).
+pub fn needs_messages(previous: Option<&ThreadState>, t: &Thread) -> bool {
+    previous.is_none_or(|p| {
+        p.message_count != t.message_count
+            || p.last_message_received_at != t.last_message_received_at
+    })
+}
+
+/// Whether `m` was already emitted (or recorded by a baseline).
+pub fn knows(state: &ThreadState, m: &Message) -> bool {
+    match state.newest_message_at {
+        None => false,
+        Some(at) => {
+            m.inserted_at < at
+                || (m.inserted_at == at
+                    && state
+                        .newest_message_ids
+                        .iter()
+                        .any(|id| *id == m.id || id == ALL_KNOWN))
+        }
+    }
+}
+
+/// A baseline only needs the messages it will emit (backfill): a thread new to a baseline
+/// poll whose last message is not after the backfill cutoff (or with no backfill at all)
+/// is recorded from its listing row alone.
+pub fn is_listing_baseline(
+    baseline: bool,
+    previous: Option<&ThreadState>,
+    t: &Thread,
+    backfill_cutoff: Option<DateTime<Utc>>,
+) -> bool {
+    baseline
+        && previous.is_none()
+        && backfill_cutoff
+            .is_none_or(|cutoff| t.last_message_received_at.is_none_or(|at| at <= cutoff))
+}
+
+/// Remember a thread from its listing row alone: everything up to its last message is
+/// known history.
+pub fn baseline_state(t: &Thread, mut state: ThreadState) -> ThreadState {
+    state.message_count = t.message_count;
+    state.is_closed = t.is_closed;
+    state.last_message_received_at = t.last_message_received_at;
+    state.newest_message_at = t.last_message_received_at;
+    state.newest_message_ids = vec![ALL_KNOWN.to_string()];
+    if let Some(last) = &t.last_message {
+        let at = last.inserted_at.or(t.last_message_received_at);
+        match last.sender {
+            Sender::Guest => state.last_guest_message_at = at,
+            Sender::Property => state.last_property_message_at = at,
+            _ => {}
+        }
+    }
+    state
+}
+
+/// Builds the event's thread block from the listing row and the poller's knowledge.
+pub fn snapshot_of(t: &Thread, state: &ThreadState) -> ThreadSnapshot {
+    ThreadSnapshot {
+        id: t.id.clone(),
+        title: t.title.clone(),
+        provider: crate::events::event_provider(&t.provider),
+        is_closed: t.is_closed,
+        message_count: t.message_count,
+        booking_id: t.booking_id.clone(),
+        channel_id: t.channel_id.clone(),
+        last_message_received_at: t.last_message_received_at,
+        last_guest_message_at: state.last_guest_message_at,
+        last_property_message_at: state.last_property_message_at,
+        awaiting_reply: ThreadSnapshot::compute_awaiting_reply(
+            state.last_guest_message_at,
+            state.last_property_message_at,
+        ),
+    }
+}
+
+/// Moves the last guest / property message times forward to the newest of `messages`.
+pub fn fold_senders(state: &mut ThreadState, messages: &[Message]) {
+    for m in messages {
+        let slot = match m.sender {
+            Sender::Guest => &mut state.last_guest_message_at,
+            Sender::Property => &mut state.last_property_message_at,
+            _ => continue,
+        };
+        if slot.is_none_or(|at| m.inserted_at > at) {
+            *slot = Some(m.inserted_at);
+        }
+    }
+}
+
+pub fn inquiry_info(m: &Message) -> Option<InquiryInfo> {
+    let d = m.booking_details()?;
+    Some(InquiryInfo {
+        status: m
+            .meta
+            .as_ref()
+            .and_then(|meta| meta.status.clone())
+            .unwrap_or_default(),
+        non_response_at: d.non_response_at,
+        checkin_date: d.checkin_date.clone(),
+        checkout_date: d.checkout_date.clone(),
+        nights: d.nights,
+        number_of_guests: d.number_of_guests,
+        guest_name: d.guest_name.clone(),
+        listing_name: d.listing_name.clone(),
+        expected_payout_amount_accurate: d.expected_payout_amount_accurate.clone(),
+        currency: d.currency.clone(),
+    })
+}
+
+/// What Channex said about one changed thread, with the poller's context.
+pub struct Observed<'a> {
+    pub thread: &'a Thread,
+    /// The stored snapshot, if the thread was seen before.
+    pub previous: Option<&'a ThreadState>,
+    /// The thread's property (from the listing, else the polled scope).
+    pub property_id: String,
+    /// The event property block of that property.
+    pub property: PropertyInfo,
+    /// The messages not yet known, in any order.
+    pub fresh: Vec<Message>,
+    /// Messages inserted at or before this are recorded but not emitted (`None`: emit
+    /// nothing; a baseline poll emits only the backfill window).
+    pub emit_after: Option<DateTime<Utc>>,
+}
+
+/// The events to publish (in order) and the snapshot to store once they are acknowledged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Detected {
+    pub events: Vec<Event>,
+    pub state: ThreadState,
+}
+
+/// The change detection of one thread.
+pub fn detect(o: Observed<'_>) -> Detected {
+    let mut state = o.previous.cloned().unwrap_or_default();
+    state.property_id = o.property_id.clone();
+    let mut fresh = o.fresh;
+    fresh.sort_by(|a, b| {
+        a.inserted_at
+            .cmp(&b.inserted_at)
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    advance_state(&mut state, o.thread, &fresh);
+    let snapshot = snapshot_of(o.thread, &state);
+    let mut events = Vec::new();
+    for m in &fresh {
+        let inquiry = (o.thread.booking_id.is_none() && m.is_inquiry())
+            .then(|| inquiry_info(m))
+            .flatten();
+        if inquiry.is_some() && state.inquiry_message_id.is_none() {
+            state.inquiry_message_id = Some(m.id.clone());
+        }
+        if o.emit_after.is_none_or(|after| m.inserted_at <= after) {
+            continue;
+        }
+        let announced = o.previous.and_then(|p| p.inquiry_message_id.as_deref()) == Some(&m.id);
+        events.extend(message_events(
+            o.thread,
+            m,
+            inquiry,
+            announced,
+            &o.property,
+            &snapshot,
+        ));
+    }
+    Detected { events, state }
+}
+
+/// The snapshot after reading `fresh` (sorted oldest first) for the listed thread `t`.
+fn advance_state(state: &mut ThreadState, t: &Thread, fresh: &[Message]) {
+    fold_senders(state, fresh);
+    state.message_count = t.message_count;
+    state.is_closed = t.is_closed;
+    state.last_message_received_at = t.last_message_received_at;
+    if let Some(newest) = fresh.last() {
+        let at = newest.inserted_at;
+        if state.newest_message_at != Some(at) {
+            state.newest_message_ids.clear();
+        }
+        state.newest_message_at = Some(at);
+        for m in fresh.iter().filter(|m| m.inserted_at == at) {
+            if !state.newest_message_ids.contains(&m.id) {
+                state.newest_message_ids.push(m.id.clone());
+            }
+        }
+    }
+}
+
+/// `thread.new_message` for `m`, followed by `inquiry.received` when it is an inquiry not
+/// announced before.
+fn message_events(
+    t: &Thread,
+    m: &Message,
+    inquiry: Option<InquiryInfo>,
+    already_announced: bool,
+    property: &PropertyInfo,
+    snapshot: &ThreadSnapshot,
+) -> Vec<Event> {
+    let message_info = MessageInfo {
+        id: m.id.clone(),
+        text: m.text.clone(),
+        sender: m.sender.clone(),
+        attachments: m.attachments.clone(),
+        inserted_at: m.inserted_at,
+    };
+    let mut events = vec![Event {
+        id: ids::new_message(&t.id, &m.id),
+        event_type: EventType::ThreadNewMessage,
+        occurred_at: m.inserted_at,
+        property: property.clone(),
+        thread: Some(snapshot.clone()),
+        message: Some(message_info.clone()),
+        inquiry: inquiry.clone(),
+        follow_up: None,
+        schedule: None,
+    }];
+    if let Some(inquiry) = inquiry.filter(|_| !already_announced) {
+        events.push(Event {
+            id: ids::inquiry(&t.id, &m.id),
+            event_type: EventType::InquiryReceived,
+            occurred_at: m.inserted_at,
+            property: property.clone(),
+            thread: Some(snapshot.clone()),
+            message: Some(message_info),
+            inquiry: Some(inquiry),
+            follow_up: None,
+            schedule: None,
+        });
+    }
+    events
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channex::{BookingDetails, MessageMeta, Provider};
+    use crate::events::EventType;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().expect("timestamp")
+    }
+
+    fn thread(count: u64, last: &str) -> Thread {
+        Thread {
+            id: "t1".into(),
+            title: "Guest".into(),
+            is_closed: false,
+            provider: Provider::Airbnb,
+            message_count: count,
+            last_message: None,
+            last_message_received_at: Some(at(last)),
+            inserted_at: None,
+            updated_at: None,
+            booking_id: Some("b1".into()),
+            channel_id: None,
+            property_id: Some("p1".into()),
+        }
+    }
+
+    fn message(id: &str, inserted: &str, sender: Sender) -> Message {
+        Message {
+            id: id.into(),
+            text: format!("text {id}"),
+            sender,
+            attachments: vec![],
+            inserted_at: at(inserted),
+            updated_at: None,
+            thread_id: Some("t1".into()),
+            user_id: None,
+            meta: None,
+        }
+    }
+
+    fn inquiry_message(id: &str, inserted: &str) -> Message {
+        Message {
+            text: "inquiry".into(),
+            meta: Some(MessageMeta {
+                booking_details: Some(BookingDetails {
+                    guest_name: Some("Ann".into()),
+                    ..BookingDetails::default()
+                }),
+                ..MessageMeta::default()
+            }),
+            ..message(id, inserted, Sender::System)
+        }
+    }
+
+    fn observe<'a>(
+        t: &'a Thread,
+        previous: Option<&'a ThreadState>,
+        fresh: Vec<Message>,
+        emit_after: Option<DateTime<Utc>>,
+    ) -> Detected {
+        detect(Observed {
+            thread: t,
+            previous,
+            property_id: "p1".into(),
+            property: PropertyInfo {
+                id: "p1".into(),
+                ..PropertyInfo::default()
+            },
+            fresh,
+            emit_after,
+        })
+    }
+
+    const ALL: Option<DateTime<Utc>> = Some(DateTime::<Utc>::MIN_UTC);
+
+    #[test]
+    fn new_messages_become_events_oldest_first_and_the_snapshot_remembers_the_newest() {
+        let t = thread(3, "2026-05-01T10:02:00Z");
+        let fresh = vec![
+            message("m3", "2026-05-01T10:02:00Z", Sender::Property),
+            message("m2", "2026-05-01T10:02:00Z", Sender::Guest),
+            message("m1", "2026-05-01T10:00:00Z", Sender::Guest),
+        ];
+        let d = observe(&t, None, fresh, ALL);
+        let ids: Vec<_> = d.events.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "thread.new_message:t1:m1",
+                "thread.new_message:t1:m2",
+                "thread.new_message:t1:m3"
+            ]
+        );
+        assert_eq!(d.state.newest_message_at, Some(at("2026-05-01T10:02:00Z")));
+        assert_eq!(d.state.newest_message_ids, ["m2", "m3"]);
+        assert_eq!(d.state.message_count, 3);
+        assert_eq!(d.state.property_id, "p1");
+        let snapshot = d.events[0].thread.clone().expect("thread block");
+        assert!(!snapshot.awaiting_reply, "staff answered in the same cycle");
+        // What the snapshot now knows is not new any more, a tie at the newest time included.
+        assert!(knows(
+            &d.state,
+            &message("m2", "2026-05-01T10:02:00Z", Sender::Guest)
+        ));
+        assert!(!knows(
+            &d.state,
+            &message("m4", "2026-05-01T10:02:00Z", Sender::Guest)
+        ));
+        assert!(!is_changed(Some(&d.state), &t));
+        assert!(is_changed(
+            Some(&d.state),
+            &thread(4, "2026-05-01T10:03:00Z")
+        ));
+    }
+
+    #[test]
+    fn a_baseline_records_without_emitting_unless_inside_the_backfill_window() {
+        let t = thread(2, "2026-05-01T10:05:00Z");
+        let fresh = || {
+            vec![
+                message("m1", "2026-05-01T09:00:00Z", Sender::Guest),
+                message("m2", "2026-05-01T10:05:00Z", Sender::Guest),
+            ]
+        };
+        let silent = observe(&t, None, fresh(), None);
+        assert!(silent.events.is_empty());
+        assert_eq!(silent.state.newest_message_ids, ["m2"]);
+        let backfill = observe(&t, None, fresh(), Some(at("2026-05-01T10:00:00Z")));
+        assert_eq!(backfill.events.len(), 1);
+        assert_eq!(backfill.events[0].id, "thread.new_message:t1:m2");
+
+        let cutoff = Some(at("2026-05-01T11:00:00Z"));
+        assert!(is_listing_baseline(true, None, &t, cutoff));
+        assert!(is_listing_baseline(true, None, &t, None));
+        assert!(!is_listing_baseline(
+            true,
+            None,
+            &t,
+            Some(at("2026-05-01T10:00:00Z"))
+        ));
+        assert!(!is_listing_baseline(false, None, &t, None));
+        let state = baseline_state(&t, ThreadState::default());
+        assert_eq!(state.newest_message_ids, [ALL_KNOWN]);
+        assert!(knows(
+            &state,
+            &message("mx", "2026-05-01T10:05:00Z", Sender::Guest)
+        ));
+        assert!(!needs_messages(Some(&state), &t));
+    }
+
+    #[test]
+    fn an_inquiry_is_announced_once() {
+        let mut t = thread(1, "2026-05-01T10:00:00Z");
+        t.booking_id = None;
+        let m = || vec![inquiry_message("q1", "2026-05-01T10:00:00Z")];
+        let first = observe(&t, None, m(), ALL);
+        let types: Vec<_> = first.events.iter().map(|e| e.event_type).collect();
+        assert_eq!(
+            types,
+            [EventType::ThreadNewMessage, EventType::InquiryReceived]
+        );
+        assert_eq!(first.state.inquiry_message_id.as_deref(), Some("q1"));
+        let again = observe(&t, Some(&first.state), m(), ALL);
+        let types: Vec<_> = again.events.iter().map(|e| e.event_type).collect();
+        assert_eq!(types, [EventType::ThreadNewMessage]);
+    }
+}

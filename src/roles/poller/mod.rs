@@ -1,0 +1,611 @@
+//! The poller role: turns what changed at Channex into events on `CONCIERGE_EVENTS`.
+//!
+//! Owns the poll cycle (list threads, read the messages of changed ones, publish, store),
+//! the once-only report of malformed Channex items (log, metric, `malformed_item` audit
+//! record; the rest of the page is processed), and the guarantee of exactly one event per
+//! message:
+//! - every event id is deterministic and sent as `Nats-Msg-Id`, and a thread's snapshot is
+//!   written only after all its events were acknowledged by JetStream, so a crash between
+//!   the two re-publishes the same ids, which the stream's duplicate window drops;
+//! - the snapshot remembers the newest message seen (time and the ids at that time), so a
+//!   restart emits exactly the messages that arrived while it was down.
+//!
+//! Parts: [`detect`] decides, purely, which events a changed thread yields and what to
+//! store; [`nudge`] gates webhook nudges; the snapshots themselves live in
+//! [`crate::store::threads`]. Time comes from the injected [`Clock`].
+//!
+//! Economy: one `list_threads` pass per property per cycle (ceil(threads/100) calls, asking
+//! for `order[updated_at]=desc` and stopping at the first unchanged thread when Channex
+//! honours the order), then one messages call per changed thread (more only when more
+//! than 100 messages arrived). Decisions that are not in the contract:
+//! - thread snapshots in events describe the thread as of the poll (freshest knowledge:
+//!   if staff answered in the same cycle, the guest message's event already says
+//!   `awaiting_reply: false`);
+//! - the first cycle ever for a property is a baseline (nothing emitted) unless
+//!   `--backfill` asks for recent messages; threads that appear later are new, and all
+//!   their messages are emitted.
+//!
+//! It must not evaluate rules or write to Channex. Only the lease holder polls.
+
+pub mod detect;
+pub mod nudge;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, watch};
+
+use crate::base::clock::{system_clock, Clock};
+use crate::channex::{
+    ChannexClient, ChannexError, ItemKind, Message, OrderDirection, SkippedItem, Thread,
+    ThreadQuery,
+};
+use crate::config::Config;
+use crate::events::Event;
+use crate::store::audit::{AuditLog, AuditRecord};
+use crate::store::lease::{LeaderElection, Lease};
+use crate::store::nats::{NatsSource, StoreError};
+use crate::store::threads::{ThreadSnapshots, ThreadState, ALL_PROPERTIES};
+
+pub use detect::{inquiry_info, snapshot_of};
+pub use nudge::{nudge_subject, publish_nudges, NudgeGate, NUDGE_MIN_GAP};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PollerError {
+    #[error("Channex: {0}")]
+    Channex(#[from] ChannexError),
+    #[error("snapshot store: {0}")]
+    Store(#[from] StoreError),
+    #[error("publishing event {id}: {source}")]
+    Publish {
+        id: String,
+        #[source]
+        source: NatsSource,
+    },
+}
+
+/// Counters of one cycle (logged, and returned for tests and benchmarks).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CycleStats {
+    pub threads_seen: usize,
+    pub threads_changed: usize,
+    pub events_emitted: usize,
+    pub api_calls: u64,
+    pub threads_failed: usize,
+    /// Malformed Channex items (threads or messages) reported for the first time.
+    pub malformed_items: usize,
+    pub baseline: bool,
+}
+
+pub struct Poller {
+    channex: ChannexClient,
+    js: jetstream::Context,
+    client: async_nats::Client,
+    snapshots: ThreadSnapshots,
+    leases_kv: async_nats::jetstream::kv::Store,
+    config: Arc<Config>,
+    backfill: Option<Duration>,
+    holder_id: String,
+    clock: Clock,
+    /// In-memory copy of the snapshots; reloaded from KV on becoming leader.
+    states: HashMap<String, ThreadState>,
+    baselined: HashSet<String>,
+    audit: AuditLog,
+    /// `<kind>:<fingerprint>` of the malformed items already reported, so a broken thread
+    /// that is listed every cycle is logged, counted and audited once.
+    malformed_seen: HashSet<String>,
+}
+
+/// What woke the run loop up.
+enum Wake {
+    /// Poll: one property (a nudge), or every configured one (`None`).
+    Poll(Option<String>),
+    /// Nothing to poll (a dropped or deferred nudge, a leadership change is handled).
+    Idle,
+    /// Shut down.
+    Stop,
+}
+
+/// The sources that wake the run loop: the interval, webhook nudges (local and over
+/// NATS, through the [`NudgeGate`]), leadership changes and shutdown.
+struct Wakeups {
+    interval: tokio::time::Interval,
+    gate: NudgeGate,
+    local: mpsc::Receiver<Option<String>>,
+    local_open: bool,
+    remote: Option<async_nats::Subscriber>,
+}
+
+impl Wakeups {
+    async fn next(
+        &mut self,
+        shutdown: &mut watch::Receiver<bool>,
+        leader: &mut watch::Receiver<bool>,
+    ) -> Wake {
+        tokio::select! {
+            _ = shutdown.changed() => Wake::Stop,
+            _ = self.interval.tick() => Wake::Poll(None),
+            _ = self.gate.next_due() => self.admitted(None),
+            n = self.local.recv(), if self.local_open => match n {
+                Some(p) => self.admitted(Some(p)),
+                // Nobody can nudge locally any more: stop listening, keep polling.
+                None => { self.local_open = false; Wake::Idle }
+            },
+            Some(m) = nudge::next_nudge(&mut self.remote) => {
+                let p = String::from_utf8_lossy(&m.payload).trim().to_string();
+                self.admitted(Some((!p.is_empty()).then_some(p)))
+            }
+            changed = leader.changed() => match changed {
+                Err(_) => Wake::Stop, // the election ended (shutdown)
+                Ok(()) => Wake::Poll(None),
+            },
+        }
+    }
+
+    /// A nudge (`Some`) through the gate, or the deferred nudge that fell due (`None`).
+    fn admitted(&mut self, nudge: Option<Option<String>>) -> Wake {
+        let admitted = match nudge {
+            Some(property) => self.gate.admit(property, Instant::now()),
+            None => self.gate.take_due(Instant::now()),
+        };
+        admitted.map_or(Wake::Idle, Wake::Poll)
+    }
+}
+
+impl Poller {
+    pub fn new(
+        channex: ChannexClient,
+        infra: &crate::store::nats::Infra,
+        config: Arc<Config>,
+        backfill: Option<Duration>,
+    ) -> Self {
+        let audit = AuditLog::new(infra.js.clone(), &config.nats.prefix);
+        Poller {
+            channex,
+            js: infra.js.clone(),
+            client: infra.client.clone(),
+            snapshots: ThreadSnapshots::new(infra.threads.clone()),
+            leases_kv: infra.leases.clone(),
+            config,
+            backfill,
+            holder_id: format!("poller-{}", uuid::Uuid::new_v4()),
+            clock: system_clock(),
+            states: HashMap::new(),
+            baselined: HashSet::new(),
+            audit,
+            malformed_seen: HashSet::new(),
+        }
+    }
+
+    /// Wall clock for baseline marks, the backfill window and lease expiry.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn holder_id(&self) -> &str {
+        &self.holder_id
+    }
+
+    /// Poll every `poll_interval` (or at once on a webhook nudge) while holding the lease.
+    pub async fn run(
+        mut self,
+        mut shutdown: watch::Receiver<bool>,
+        nudges: mpsc::Receiver<Option<String>>,
+    ) -> Result<(), PollerError> {
+        let lease = Lease::new(
+            self.leases_kv.clone(),
+            "poller",
+            self.holder_id.clone(),
+            self.config.poller.lease_ttl,
+        );
+        let election = LeaderElection::spawn(lease, self.clock.clone(), shutdown.clone());
+        let mut leader = election.subscribe();
+        let mut wakeups = self.wakeups(nudges).await;
+        let mut was_leader = false;
+        loop {
+            // An admitted nudge names one property (or none: everything, like a tick).
+            let only = match wakeups.next(&mut shutdown, &mut leader).await {
+                Wake::Stop => break,
+                Wake::Idle => continue,
+                Wake::Poll(only) => only,
+            };
+            let is_leader = *leader.borrow();
+            if !self.ready_to_lead(is_leader, &mut was_leader).await {
+                continue;
+            }
+            self.sweep(only, &mut wakeups.gate, &shutdown, &leader)
+                .await;
+        }
+        election.stop().await;
+        Ok(())
+    }
+
+    /// Webhook nudges may land on any process (behind a load balancer, on a standby):
+    /// they are published on a subject every poller listens to, and the leader acts.
+    async fn wakeups(&self, local: mpsc::Receiver<Option<String>>) -> Wakeups {
+        let subject = nudge_subject(&self.config.nats.prefix);
+        let remote = match self.client.subscribe(subject).await {
+            Ok(sub) => Some(sub),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot subscribe to webhook nudges; polling on the interval only");
+                None
+            }
+        };
+        let mut interval = tokio::time::interval(self.config.channex.poll_interval);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Wakeups {
+            interval,
+            gate: NudgeGate::new(&self.config),
+            local,
+            local_open: true,
+            remote,
+        }
+    }
+
+    /// Whether this poller may poll now: it leads, and its snapshots are loaded (loaded
+    /// once on becoming leader).
+    async fn ready_to_lead(&mut self, is_leader: bool, was_leader: &mut bool) -> bool {
+        if !is_leader {
+            if *was_leader {
+                tracing::info!(holder = %self.holder_id, "poller lost the lease; standing by");
+            }
+            *was_leader = false;
+            return false;
+        }
+        if !*was_leader {
+            tracing::info!(holder = %self.holder_id, "poller is leader");
+            // A store hiccup (e.g. a NATS fail-over) must not end the role: stay
+            // leader-elect and try again on the next tick.
+            if let Err(e) = self.load_states().await {
+                tracing::warn!(error = %e, "cannot load thread snapshots yet; retrying");
+                return false;
+            }
+            *was_leader = true;
+        }
+        true
+    }
+
+    /// Poll what one wake-up asks for: the nudged property, or every configured one.
+    async fn sweep(
+        &mut self,
+        only: Option<String>,
+        gate: &mut NudgeGate,
+        shutdown: &watch::Receiver<bool>,
+        leader: &watch::Receiver<bool>,
+    ) {
+        if only.is_none() {
+            // A full sweep (interval or nudge) also answers nudges without a property,
+            // even when it runs as one poll per configured property.
+            gate.polled(None, Instant::now());
+        }
+        let properties: Vec<Option<String>> = match only {
+            Some(p) => vec![Some(p)],
+            None if self.config.channex.property_ids.is_empty() => vec![None],
+            None => self
+                .config
+                .channex
+                .property_ids
+                .iter()
+                .cloned()
+                .map(Some)
+                .collect(),
+        };
+        for property in properties {
+            if *shutdown.borrow() || !*leader.borrow() {
+                break;
+            }
+            gate.polled(property.as_deref(), Instant::now());
+            if let Err(e) = self.poll_once(property.as_deref()).await {
+                tracing::warn!(property = property.as_deref().unwrap_or("*"), error = %e, "poll cycle failed; will retry next cycle");
+            }
+        }
+    }
+
+    /// Load every snapshot from KV (on becoming leader; a previous leader wrote them).
+    pub async fn load_states(&mut self) -> Result<(), PollerError> {
+        self.states.clear();
+        self.baselined.clear();
+        let loaded = self.snapshots.load_all().await?;
+        self.states = loaded.states;
+        self.baselined = loaded.baselined;
+        Ok(())
+    }
+
+    /// Whether a poll of `property` (`None`: every property) is its scope's baseline.
+    ///
+    /// With `property_ids = []` the interval polls scope `*`, which covers every property:
+    /// a nudged poll of one of them must not run as a second (silent) baseline, or it
+    /// records a new guest thread as seen without emitting its messages. With configured
+    /// properties each is polled (and baselined) on its own; an old `*` baseline from an
+    /// earlier empty `property_ids` does not count for a property added since.
+    fn is_baseline(&self, property: Option<&str>) -> bool {
+        let scope = property.unwrap_or(ALL_PROPERTIES);
+        let covered_by_all = property.is_some()
+            && self.config.channex.property_ids.is_empty()
+            && self.baselined.contains(ALL_PROPERTIES);
+        !covered_by_all && !self.baselined.contains(scope)
+    }
+
+    /// One poll of one property (`None`: every property the key sees).
+    pub async fn poll_once(&mut self, property: Option<&str>) -> Result<CycleStats, PollerError> {
+        let started = Instant::now();
+        let calls_before = self.channex.stats().requests_sent;
+        let scope = property.unwrap_or(ALL_PROPERTIES).to_string();
+        let baseline = self.is_baseline(property);
+        let mut stats = CycleStats {
+            baseline,
+            ..Default::default()
+        };
+        let mut changed = self.changed_threads(property, baseline, &mut stats).await?;
+        stats.threads_changed = changed.len();
+        // Oldest change first, so events of different threads come out in time order.
+        changed.sort_by_key(|t| t.last_message_received_at);
+        for thread in changed {
+            match self.process_thread(&thread, property, baseline).await {
+                Ok((n, malformed)) => {
+                    stats.events_emitted += n;
+                    stats.malformed_items += malformed;
+                }
+                Err(PollerError::Channex(e)) => {
+                    stats.threads_failed += 1;
+                    tracing::warn!(thread = %thread.id, error = %e, "thread skipped this cycle");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if baseline {
+            self.snapshots
+                .mark_baselined(&scope, (self.clock)())
+                .await?;
+            self.baselined.insert(scope.clone());
+        }
+        stats.api_calls = self.channex.stats().requests_sent - calls_before;
+        log_cycle(&scope, &stats, started.elapsed());
+        Ok(stats)
+    }
+
+    /// The listed threads that differ from their snapshots, paging through the listing
+    /// until the first unchanged thread (when Channex honours the order).
+    async fn changed_threads(
+        &mut self,
+        property: Option<&str>,
+        baseline: bool,
+        stats: &mut CycleStats,
+    ) -> Result<Vec<Thread>, PollerError> {
+        let query = ThreadQuery {
+            property_id: property.map(str::to_string),
+            ..ThreadQuery::default()
+        }
+        .ordered_by("updated_at", OrderDirection::Desc);
+        let mut changed: Vec<Thread> = Vec::new();
+        let mut page_no = 1;
+        loop {
+            let page = self.channex.list_threads_page(&query, page_no).await?;
+            stats.malformed_items += self.report_malformed(&page.skipped, property, None).await;
+            let honoured = query.order_honoured_by(&page.meta);
+            let mut reached_unchanged = false;
+            let n = page.items.len();
+            for t in page.items {
+                stats.threads_seen += 1;
+                if detect::is_changed(self.states.get(&t.id), &t) {
+                    changed.push(t);
+                } else if honoured && !baseline {
+                    reached_unchanged = true;
+                }
+            }
+            let limit = page.meta.limit.max(1) as u64;
+            let seen_all = (page_no as u64) * limit >= page.meta.total || n == 0;
+            if seen_all || reached_unchanged {
+                return Ok(changed);
+            }
+            page_no += 1;
+        }
+    }
+
+    /// Logs, counts (`concierge_channex_malformed_items_total{kind}`) and audits
+    /// (`skipped`, reason `malformed_item`) each malformed item the first time it is seen;
+    /// returns how many were new. The rest of the page was processed regardless.
+    async fn report_malformed(
+        &mut self,
+        skipped: &[SkippedItem],
+        property: Option<&str>,
+        thread: Option<&str>,
+    ) -> usize {
+        // Bounded memory: forgetting only means one more report of a still-broken item.
+        if self.malformed_seen.len() > MALFORMED_MEMORY {
+            self.malformed_seen.clear();
+        }
+        let mut records = Vec::new();
+        for item in skipped {
+            let kind = item.kind.as_str();
+            if !self
+                .malformed_seen
+                .insert(format!("{kind}:{}", item.fingerprint))
+            {
+                continue;
+            }
+            tracing::warn!(kind, id = item.id.as_deref().unwrap_or("?"), thread = thread.unwrap_or("-"), fingerprint = %item.fingerprint, error = %item.error, "malformed Channex item skipped (reported once)");
+            metrics::counter!("concierge_channex_malformed_items_total", "kind" => kind)
+                .increment(1);
+            records.push(malformed_record(item, property, thread, (self.clock)()));
+        }
+        for (r, result) in records.iter().zip(self.audit.record_all(&records).await) {
+            if let Err(e) = result {
+                tracing::warn!(id = %r.id, error = %e, "could not audit a malformed Channex item");
+            }
+        }
+        records.len()
+    }
+
+    /// Fetch the new messages of one changed thread, emit their events, then store the
+    /// snapshot. Returns the number of events emitted and of malformed messages reported.
+    async fn process_thread(
+        &mut self,
+        thread: &Thread,
+        scope_property: Option<&str>,
+        baseline: bool,
+    ) -> Result<(usize, usize), PollerError> {
+        let previous = self.states.get(&thread.id).cloned();
+        let property_id = thread
+            .property_id
+            .clone()
+            .or_else(|| scope_property.map(str::to_string))
+            .unwrap_or_default();
+        let backfill_cutoff = self.backfill_cutoff();
+        // Keeps a first run over thousands of threads at ceil(threads / 100) calls.
+        if detect::is_listing_baseline(baseline, previous.as_ref(), thread, backfill_cutoff) {
+            let mut state = ThreadState {
+                property_id,
+                ..ThreadState::default()
+            };
+            state = detect::baseline_state(thread, state);
+            self.store_state(&thread.id, state).await?;
+            return Ok((0, 0));
+        }
+        let (fresh, malformed) = if detect::needs_messages(previous.as_ref(), thread) {
+            let known = previous.clone().unwrap_or_default();
+            self.new_messages(thread, &known, &property_id).await?
+        } else {
+            (Vec::new(), 0)
+        };
+        let detected = detect::detect(detect::Observed {
+            thread,
+            previous: previous.as_ref(),
+            property: self.config.property_info(&property_id),
+            property_id,
+            fresh,
+            emit_after: if baseline {
+                backfill_cutoff
+            } else {
+                Some(DateTime::<Utc>::MIN_UTC)
+            },
+        });
+        let emitted = detected.events.len();
+        for event in detected.events {
+            self.publish(event).await?;
+        }
+        // Only now, with every event acknowledged, remember the thread.
+        self.store_state(&thread.id, detected.state).await?;
+        Ok((emitted, malformed))
+    }
+
+    /// With `--backfill`: messages after this instant are emitted by a baseline poll.
+    fn backfill_cutoff(&self) -> Option<DateTime<Utc>> {
+        self.backfill
+            .and_then(|d| chrono::Duration::from_std(d).ok())
+            .map(|d| (self.clock)() - d)
+    }
+
+    /// The thread's messages newer than `known` knows of (newest first, until a known one),
+    /// and the number of malformed messages reported on the way.
+    async fn new_messages(
+        &mut self,
+        thread: &Thread,
+        known: &ThreadState,
+        property_id: &str,
+    ) -> Result<(Vec<Message>, usize), PollerError> {
+        let mut fresh = Vec::new();
+        let mut malformed = 0;
+        let mut page_no = 1;
+        loop {
+            let page = self
+                .channex
+                .list_thread_messages_page(&thread.id, page_no, 100)
+                .await?;
+            malformed += self
+                .report_malformed(&page.skipped, Some(property_id), Some(&thread.id))
+                .await;
+            let n = page.items.len();
+            for m in page.items {
+                if detect::knows(known, &m) {
+                    return Ok((fresh, malformed));
+                }
+                fresh.push(m);
+            }
+            let limit = page.meta.limit.max(1) as u64;
+            if n == 0 || (page_no as u64) * limit >= page.meta.total {
+                return Ok((fresh, malformed));
+            }
+            page_no += 1;
+        }
+    }
+
+    async fn store_state(
+        &mut self,
+        thread_id: &str,
+        state: ThreadState,
+    ) -> Result<(), PollerError> {
+        self.snapshots.put(thread_id, &state).await?;
+        self.states.insert(thread_id.to_string(), state);
+        Ok(())
+    }
+
+    async fn publish(&self, event: Event) -> Result<(), PollerError> {
+        let publish_err = |source: NatsSource| PollerError::Publish {
+            id: event.id.clone(),
+            source,
+        };
+        let payload = serde_json::to_vec(&event).map_err(|e| publish_err(e.into()))?;
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", event.id.as_str());
+        let ack = self
+            .js
+            .publish_with_headers(
+                event.subject(&self.config.nats.prefix),
+                headers,
+                payload.into(),
+            )
+            .await
+            .map_err(|e| publish_err(e.into()))?;
+        ack.await.map_err(|e| publish_err(e.into()))?;
+        Ok(())
+    }
+}
+
+fn log_cycle(scope: &str, stats: &CycleStats, elapsed: Duration) {
+    metrics::histogram!("concierge_poll_cycle_seconds").record(elapsed.as_secs_f64());
+    metrics::counter!("concierge_poller_events_total").increment(stats.events_emitted as u64);
+    tracing::info!(
+        property = %scope,
+        threads_seen = stats.threads_seen,
+        threads_changed = stats.threads_changed,
+        events = stats.events_emitted,
+        api_calls = stats.api_calls,
+        failed = stats.threads_failed,
+        malformed = stats.malformed_items,
+        baseline = stats.baseline,
+        duration_ms = elapsed.as_millis() as u64,
+        "poll cycle"
+    );
+}
+
+/// How many malformed-item fingerprints are remembered before the memory is reset.
+const MALFORMED_MEMORY: usize = 10_000;
+
+/// The audit record of a malformed Channex item: `skipped`, reason `malformed_item`,
+/// `event_type` naming the resource (`channex.message_thread` / `channex.message`). Its id
+/// is deterministic, so a restarted poller's second report is deduplicated by JetStream.
+fn malformed_record(
+    item: &SkippedItem,
+    property: Option<&str>,
+    thread: Option<&str>,
+    at: DateTime<Utc>,
+) -> AuditRecord {
+    let thread_id = match item.kind {
+        ItemKind::Thread => item.id.as_deref(),
+        ItemKind::Message => thread,
+    };
+    AuditRecord::malformed_item(
+        item.kind.as_str(),
+        &item.fingerprint,
+        item.id.as_deref(),
+        property,
+        thread_id,
+        &item.error,
+        at,
+    )
+}
