@@ -1,36 +1,33 @@
 //! concierge: guest-messaging automation for hosts on Channex (Booking.com, Airbnb).
 //!
-//! The modules follow the data flow of DESIGN.md:
+//! The folders follow the data flow of DESIGN.md ("Layout and layers") and dependencies
+//! point one way: a layer uses only the layers listed before it in the table below.
+//! `tests/architecture.rs` reads every `use crate::..` path of `src/` and fails on a cycle
+//! (between top-level modules, or between the modules of one layer), on a forbidden edge,
+//! on I/O in `base` or `plan`, on the environment read outside `cli`, and on any function
+//! longer than 100 lines.
 //!
 //! ```text
-//! channex ──▶ poller ──▶ events (JetStream CONCIERGE_EVENTS) ──▶ worker
-//!                                                                  │
-//!              rules (Rhai, pure: event → plan) ◀──────────────────┤
-//!              templates (handlebars: plan → text)                 │
-//!              executor (the only writer: Channex, alerts, ledger) ◀┘──▶ audit (CONCIERGE_AUDIT)
-//!              scheduler (follow-up timers + cron ticks) ──▶ events
+//!  Channex ──▶ roles::poller ──▶ <PREFIX>_EVENTS ──▶ roles::worker ── plan() ──▶ roles::executor ──▶ Channex, alert sinks
+//!                  │                                     ▲   (plan: rules + templates,          │
+//!                  │              roles::scheduler ──────┘    pure, rendered steps)             │
+//!                  ▼                  (timers, cron)                                            ▼
+//!            store: thread snapshots · leases · follow-up timers · ledger + claims · audit log (<PREFIX>_AUDIT)
+//!  content: rules/ + templates/ on disk ──live reload──▶ Arc<Content> ──▶ worker, authoring (check, test, replay)
 //! ```
 //!
-//! - [`base`]: pure building blocks below every layer: time (parsing, DST, formatting, cron
-//!   specs), the injected clock, KV key encoding, diagnostics (source problems, reload reports).
-//! - [`config`]: `concierge.toml` + environment overrides, validated once at start.
-//! - [`channex`]: typed HTTP client of the Channex Messages API (retries, rate limit).
-//! - [`sim`]: an in-process / standalone simulator of that API, for tests and the demo.
-//! - [`events`]: the event JSON, subjects and deterministic ids.
-//! - [`nats`]: connecting, and creating/reconciling streams and KV buckets.
-//! - [`lease`]: KV-lease leader election used by the poller and the scheduler.
-//! - [`poller`]: turns Channex changes into events, restart-safe.
-//! - [`rules`]: loads and runs Rhai rule files; an event in, an action plan out.
-//! - [`templates`]: handlebars rendering in strict mode.
-//! - [`executor`]: carries out a plan effectively once; alert sinks.
-//! - [`worker`]: the durable consumer that ties rules, executor and audit together.
-//! - [`audit`]: the audit record and its stream.
-//! - [`scheduler`]: durable follow-up timers and cron schedules.
-//! - [`purge`]: deletes one thread's personal data on request.
-//! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/webhooks/channex`.
-//! - [`roles`]: builds each role from config (shared by `run`, `demo`, tests, benches).
-//! - [`demo`]: the scripted showcase behind `concierge demo`.
-//! - [`cli`]: the command line; the only module that reads argv or the environment.
+//! | layer | owns | may use |
+//! |---|---|---|
+//! | [`base`] | time (Channex timestamps, DST, formatting, cron specs), the injected [`base::clock::Clock`], KV key encoding, diagnostics | std and pure crates |
+//! | [`channex`] | the typed Channex client: wire shapes, models, errors, the pure retry policy | `base` |
+//! | [`events`] | the event JSON with typed provider / sender / event type, subjects, ids | `base`, `channex` models |
+//! | [`config`] | `concierge.toml` + the environment overrides `cli` hands in, validated once (cron specs parsed here) | `base`, `channex`, `events` |
+//! | [`plan`] | rules (Rhai engine, API, metadata) + templates, and the one pure `plan(engine, content, event, now, dry_run)` | `base`, `events`: no I/O, no clock |
+//! | [`content`] | reading rules/ and templates/ and live-reloading them into `Arc<Content>` snapshots | `base`, `events`, `plan` |
+//! | [`store`] | NATS infra and the one NATS failure classification, ledger + claims, follow-up timers, thread snapshots, leases, the audit log (typed action / outcome / reason), purge | `base`, `events`, `config`, Channex models |
+//! | [`authoring`] | `rules check`, `rules test` fixtures, samples, `replay`: all through `plan()` | `plan`, `content`, `store` (read) |
+//! | [`roles`] | poller (pure change detection + run loop), worker, executor (the only writer to Channex and alert sinks), scheduler | everything above |
+//! | [`wiring`], [`http`], [`sim`], [`demo`], [`cli`] | building each role from config, `/metrics` `/healthz` `/readyz` `/webhooks/channex`, the Channex simulator, the showcase, the command line (the only reader of argv and the environment) | everything |
 
 pub mod authoring;
 pub mod base;
