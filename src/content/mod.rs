@@ -308,7 +308,7 @@ impl Reloader {
         for problem in changes.rejected {
             if rejected_book.get(&problem.file) != Some(&problem.message) {
                 rejected_book.insert(problem.file.clone(), problem.message.clone());
-                report.rejected.push(problem.into());
+                report.rejected.push(problem);
             }
         }
         changed.then_some(templates)
