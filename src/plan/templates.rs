@@ -5,8 +5,8 @@
 //! `<dir>/<property_id>/<name>.hbs` (the override wins) — keeping the last good version of a
 //! file that stops parsing on an update, the render context and the date helpers. It must
 //! not read files (`content` lists and reads them and hands over [`TemplateSource`]s), send
-//! anything, read the clock, or decide which template to use (rules do that). The service renders through
-//! [`crate::plan::plan`], which serialises the event once and hands it to
+//! anything, read the clock, or decide which template to use (rules do that). The service
+//! renders through [`crate::plan::plan`], which serialises the event once and hands it to
 //! [`Templates::render_json`] for every reply/alert of the plan.
 //!
 //! Render context: the event JSON at the top level (`{{thread.title}}`, `{{message.text}}`,
