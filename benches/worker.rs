@@ -422,7 +422,7 @@ async fn run() {
 
     // Rules as the worker loads them (also checks that all 20 compile).
     let engine = RuleEngine::new(RuleLimits::default());
-    let (rules, problems) = engine.load_dir(&rules_dir);
+    let (rules, problems) = concierge::content::load_rules(&engine, &rules_dir);
     if !problems.is_empty() || rules.len() != 20 {
         let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
         fail(&format!(

@@ -3,8 +3,8 @@
 //! integration tests and the benchmarks.
 //!
 //! It passes the real clock ([`system_clock`]) to the roles that judge time (poller,
-//! scheduler), and gives the scheduler its Channex-backed thread directory
-//! ([`ChannexDirectory`]).
+//! scheduler) and to the audit of rejected reloads, and gives the scheduler its
+//! Channex-backed thread directory ([`ChannexDirectory`]).
 //!
 //! It must not read the environment or the command line (the CLI does), nor run anything
 //! by itself: it returns the roles, ready to `run`.
@@ -13,9 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use chrono::Utc;
 
-use crate::base::clock::system_clock;
+use crate::base::clock::{system_clock, Clock};
 use crate::channex::{ApiKey, ChannexClient, ClientOptions};
 use crate::config::Config;
 use crate::content::{LiveRules, ReloadReport};
@@ -119,7 +118,11 @@ pub async fn worker(
             &config.rules.templates_dir,
             engine.clone(),
         );
-        tokio::spawn(forward_reload_reports(reports, audit.clone()));
+        tokio::spawn(forward_reload_reports(
+            reports,
+            audit.clone(),
+            system_clock(),
+        ));
         live
     } else {
         let (live, report) = LiveRules::load(
@@ -129,7 +132,7 @@ pub async fn worker(
         );
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         let _ = tx.try_send(report);
-        tokio::spawn(forward_reload_reports(rx, audit.clone()));
+        tokio::spawn(forward_reload_reports(rx, audit.clone(), system_clock()));
         live
     };
     let live = Arc::new(live);
@@ -138,10 +141,12 @@ pub async fn worker(
     Ok((worker, live))
 }
 
-/// Every rejected file of a reload becomes a `rule_rejected` audit record.
+/// Every rejected file of a reload becomes a `rule_rejected` audit record, stamped by
+/// `clock`.
 pub async fn forward_reload_reports(
     mut reports: tokio::sync::mpsc::Receiver<ReloadReport>,
     audit: AuditLog,
+    clock: Clock,
 ) {
     while let Some(report) = reports.recv().await {
         for accepted in &report.accepted {
@@ -149,7 +154,7 @@ pub async fn forward_reload_reports(
         }
         for problem in &report.rejected {
             tracing::error!(problem = %problem, "rule file rejected; the last good version keeps running");
-            let r = AuditRecord::reload_rejected(&problem.file, problem.to_string(), Utc::now());
+            let r = AuditRecord::reload_rejected(&problem.file, problem.to_string(), clock());
             if let Err(e) = audit.record(&r).await {
                 tracing::warn!(error = %e, "could not audit a rejected rule");
             }

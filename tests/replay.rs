@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use concierge::cli::inspect::{compare_replay, replay_text, stored_events, PlanLine};
+use concierge::content::{load_rules, load_templates};
 use concierge::plan::rules::{RuleEngine, RuleLimits};
-use concierge::plan::templates::Templates;
 use concierge::store::audit::{self, AuditFilter, Outcome};
 use opsrig::{assert_in_order, common, PREFIX};
 
@@ -90,9 +90,9 @@ async fn replay_with_changed_rules_reports_the_difference_and_sends_nothing() {
     let sent_before = rig.sent();
 
     let engine = RuleEngine::new(RuleLimits::default());
-    let (rule_set, problems) = engine.load_dir(&rules_b);
+    let (rule_set, problems) = load_rules(&engine, &rules_b);
     assert!(problems.is_empty(), "{problems:?}");
-    let (templates, template_problems) = Templates::load_dir(&templates_b);
+    let (templates, template_problems) = load_templates(&templates_b);
     assert!(template_problems.is_empty(), "{template_problems:?}");
     let since = Utc::now() - chrono::Duration::hours(1);
     let events = stored_events(&rig.infra.js, PREFIX, since).await.unwrap();

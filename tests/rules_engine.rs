@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use concierge::content::{compile_rule_file, load_rules};
 use concierge::events::Event;
 use concierge::plan::rules::{Action, EvalContext, Evaluation, RuleEngine, RuleLimits, RuleSet};
 use serde_json::json;
@@ -49,7 +50,7 @@ fn load(files: &[(&str, &str)]) -> (tempfile::TempDir, RuleEngine, RuleSet) {
         std::fs::write(dir.path().join(name), src).expect("write rule");
     }
     let engine = RuleEngine::new(RuleLimits::default());
-    let (set, problems) = engine.load_dir(dir.path());
+    let (set, problems) = load_rules(&engine, dir.path());
     assert!(problems.is_empty(), "unexpected problems: {problems:?}");
     (dir, engine, set)
 }
@@ -282,7 +283,7 @@ fn wall_time_limit_stops_slow_rules() {
         max_wall_time: Duration::from_millis(20),
         ..RuleLimits::default()
     });
-    let (set, problems) = engine.load_dir(dir.path());
+    let (set, problems) = load_rules(&engine, dir.path());
     assert!(problems.is_empty());
     let e = run(
         &engine,
@@ -330,7 +331,7 @@ fn compile_error_is_a_problem_with_line() {
     std::fs::write(dir.path().join("40_eval.rhai"), "\n\neval(\"1\");\n").unwrap();
     std::fs::write(dir.path().join("notes.txt"), "not a rule").unwrap();
     let engine = RuleEngine::default();
-    let (set, problems) = engine.load_dir(dir.path());
+    let (set, problems) = load_rules(&engine, dir.path());
     assert_eq!(set.len(), 1);
     assert_eq!(set.rules()[0].name, "10_ok");
     assert_eq!(problems.len(), 3, "{problems:?}");
@@ -341,9 +342,7 @@ fn compile_error_is_a_problem_with_line() {
     assert!(problems[1].message.contains("nope"), "{}", problems[1]);
     // eval is disabled.
     assert_eq!(problems[2].line, Some(3), "{}", problems[2]);
-    let single = engine
-        .compile_file(&dir.path().join("20_bad.rhai"))
-        .unwrap_err();
+    let single = compile_rule_file(&engine, &dir.path().join("20_bad.rhai")).unwrap_err();
     assert_eq!(single, problems[0]);
 }
 
@@ -358,7 +357,7 @@ fn no_clock_and_no_imports_in_the_sandbox() {
     )
     .unwrap();
     std::fs::write(dir.path().join("other.rhai"), "export const x = 1;\n").unwrap();
-    let (set, problems) = engine.load_dir(dir.path());
+    let (set, problems) = load_rules(&engine, dir.path());
     assert!(problems.is_empty(), "{problems:?}");
     let e = run(
         &engine,

@@ -8,6 +8,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use concierge::content::load_rules;
 use concierge::events::Event;
 use concierge::plan::rules::{EvalContext, Evaluation, RuleEngine, RuleLimits, RuleSet};
 use serde_json::json;
@@ -42,7 +43,7 @@ fn load_with(
     for (name, src) in files {
         std::fs::write(dir.path().join(name), src).expect("write rule");
     }
-    let (set, problems) = engine.load_dir(dir.path());
+    let (set, problems) = load_rules(&engine, dir.path());
     assert!(problems.is_empty(), "unexpected problems: {problems:?}");
     (dir, engine, set)
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use concierge::content::load_rules;
 use concierge::events::Event;
 use concierge::plan::rules::{EvalContext, RuleEngine, RuleLimits};
 use serde_json::json;
@@ -37,7 +38,7 @@ fn a_slow_rule_does_not_stall_the_async_runtime() {
         "let s = 0;\nloop { s += 1; }\n",
     )
     .expect("write");
-    let (set, problems) = engine.load_dir(dir.path());
+    let (set, problems) = load_rules(&engine, dir.path());
     assert!(problems.is_empty(), "{problems:?}");
     let engine = Arc::new(engine);
     let now: DateTime<Utc> = "2024-07-01T10:00:00Z".parse().expect("time");

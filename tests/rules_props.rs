@@ -6,6 +6,7 @@
 
 use std::sync::{Arc, OnceLock};
 
+use concierge::content::load_templates;
 use concierge::events::Event;
 use concierge::plan::rules::{EvalContext, RuleEngine, RuleSet};
 use concierge::plan::templates::Templates;
@@ -208,7 +209,7 @@ fn templates() -> &'static (tempfile::TempDir, Templates) {
         for (name, body) in files {
             std::fs::write(dir.path().join(format!("{name}.hbs")), body).expect("write");
         }
-        let (t, problems) = Templates::load_dir(dir.path());
+        let (t, problems) = load_templates(dir.path());
         assert!(problems.is_empty(), "{problems:?}");
         (dir, t)
     })

@@ -1,8 +1,9 @@
 //! Template rendering with real files in temp dirs: context, strict mode, overrides, date
 //! helpers, blank results, parse problems, reload keeping the last good version.
 
+use concierge::content::{load_templates, reload_templates};
 use concierge::events::Event;
-use concierge::plan::templates::{TemplateError, Templates};
+use concierge::plan::templates::TemplateError;
 use serde_json::{json, Map, Value};
 
 fn event() -> Event {
@@ -41,7 +42,7 @@ fn renders_event_context_and_merged_vars_without_escaping() {
         "faq_wifi.hbs",
         "{{vars.greeting}} {{inquiry.guest_name}} & co!\nWifi: {{property.vars.wifi_name}} / {{vars.wifi_password}}\n{{thread.title}} <{{follow_up.data.n}}>\n\n",
     )]);
-    let (t, problems) = Templates::load_dir(dir.path());
+    let (t, problems) = load_templates(dir.path());
     assert!(problems.is_empty(), "{problems:?}");
     let out = t
         .render(
@@ -59,7 +60,7 @@ fn renders_event_context_and_merged_vars_without_escaping() {
 #[test]
 fn strict_mode_names_the_missing_variable() {
     let dir = dir_with(&[("t.hbs", "Code: {{vars.door_code}}")]);
-    let (t, _) = Templates::load_dir(dir.path());
+    let (t, _) = load_templates(dir.path());
     let err = t.render("t", &event(), &Map::new()).unwrap_err();
     match &err {
         TemplateError::Render { template, message } => {
@@ -73,14 +74,14 @@ fn strict_mode_names_the_missing_variable() {
 #[test]
 fn missing_helper_argument_is_a_strict_error_too() {
     let dir = dir_with(&[("t.hbs", "Deadline {{local_time inquiry.nope}}")]);
-    let (t, _) = Templates::load_dir(dir.path());
+    let (t, _) = load_templates(dir.path());
     let err = t.render("t", &event(), &Map::new()).unwrap_err();
     assert!(err.to_string().contains("inquiry.nope"), "{err}");
 }
 
 #[test]
 fn unknown_template_is_not_found() {
-    let (t, _) = Templates::load_dir(dir_with(&[]).path());
+    let (t, _) = load_templates(dir_with(&[]).path());
     assert!(matches!(
         t.render("nope", &event(), &Map::new()),
         Err(TemplateError::NotFound { .. })
@@ -90,7 +91,7 @@ fn unknown_template_is_not_found() {
 #[test]
 fn blank_result_is_an_error() {
     let dir = dir_with(&[("blank.hbs", "{{#if vars.missing_flag}}yes{{/if}}  \n\n")]);
-    let (t, _) = Templates::load_dir(dir.path());
+    let (t, _) = load_templates(dir.path());
     let r = t.render("blank", &event(), &vars(json!({"missing_flag": false})));
     assert!(matches!(r, Err(TemplateError::Empty { .. })), "{r:?}");
 }
@@ -102,7 +103,7 @@ fn per_property_override_wins() {
         ("p1/welcome.hbs", "Bem-vindo à {{property.name}}!"),
         ("p2/welcome.hbs", "Other property"),
     ]);
-    let (t, problems) = Templates::load_dir(dir.path());
+    let (t, problems) = load_templates(dir.path());
     assert!(problems.is_empty());
     assert_eq!(
         t.render("welcome", &event(), &Map::new()).unwrap(),
@@ -125,7 +126,7 @@ fn date_helpers_use_the_property_timezone() {
         "t.hbs",
         "{{local_date inquiry.non_response_at}} {{local_time inquiry.non_response_at}} | {{local_datetime follow_up.due_at}} | {{format_time inquiry.non_response_at \"%H:%M %d %b\"}} | {{local_time inquiry.non_response_at tz=\"America/New_York\"}} | {{local_date inquiry.checkin_date}} | {{local_time vars.naive}}",
     )]);
-    let (t, _) = Templates::load_dir(dir.path());
+    let (t, _) = load_templates(dir.path());
     let out = t
         .render(
             "t",
@@ -146,7 +147,7 @@ fn parse_errors_are_problems_and_reload_keeps_the_last_good_version() {
         ("a.hbs", "A {{vars.wifi_name}}"),
         ("b.hbs", "line one\n{{#if x}}\nunclosed"),
     ]);
-    let (t, problems) = Templates::load_dir(dir.path());
+    let (t, problems) = load_templates(dir.path());
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert_eq!(problems[0].file, dir.path().join("b.hbs"));
     assert!(problems[0].line.is_some(), "{}", problems[0]);
@@ -156,7 +157,7 @@ fn parse_errors_are_problems_and_reload_keeps_the_last_good_version() {
     std::fs::write(dir.path().join("a.hbs"), "A {{#each}}").unwrap();
     std::fs::write(dir.path().join("b.hbs"), "B").unwrap();
     std::fs::write(dir.path().join("c.hbs"), "C").unwrap();
-    let (t2, changes) = t.reload(dir.path());
+    let (t2, changes) = reload_templates(&t, dir.path());
     assert_eq!(changes.rejected.len(), 1, "{changes:?}");
     assert_eq!(changes.rejected[0].file, dir.path().join("a.hbs"));
     assert_eq!(changes.accepted.len(), 2);
@@ -164,7 +165,7 @@ fn parse_errors_are_problems_and_reload_keeps_the_last_good_version() {
     assert_eq!(t2.render("b", &event(), &Map::new()).unwrap(), "B");
 
     std::fs::remove_file(dir.path().join("c.hbs")).unwrap();
-    let (t3, changes) = t2.reload(dir.path());
+    let (t3, changes) = reload_templates(&t2, dir.path());
     assert_eq!(changes.removed, [dir.path().join("c.hbs")]);
     assert!(!t3.has("c", "p1"));
 }
@@ -175,7 +176,7 @@ fn if_blocks_may_test_an_optional_var() {
         "t.hbs",
         "Address.{{#if vars.directions}} {{vars.directions}}{{/if}}",
     )]);
-    let (t, _) = Templates::load_dir(dir.path());
+    let (t, _) = load_templates(dir.path());
     assert_eq!(t.render("t", &event(), &Map::new()).unwrap(), "Address.");
     assert_eq!(
         t.render("t", &event(), &vars(json!({"directions": "Left."})))

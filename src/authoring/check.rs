@@ -20,6 +20,7 @@ use serde_json::{Map, Value};
 
 use super::samples;
 use crate::base::time;
+use crate::content::load_content;
 use crate::events::{Event, PropertyInfo};
 use crate::plan::rules::{Action, RuleEngine, RuleLimits, RuleProblem};
 use crate::plan::templates::{TemplateError, Templates};
@@ -105,27 +106,24 @@ pub fn check_with(rules_dir: &Path, templates_dir: &Path, opts: &CheckOptions) -
     let engine = RuleEngine::new(opts.limits.unwrap_or_default());
     let mut found = Findings::default();
 
-    let (rules, rule_problems) = engine.load_dir(rules_dir);
-    let rules_total = rules.len() + rule_problems.len();
+    let (content, problems) = load_content(&engine, rules_dir, templates_dir);
+    let rules_total = content.rules.len() + problems.rules.len();
     found
         .bad_rules
-        .extend(rule_problems.iter().map(|p| p.file.clone()));
-    found.problems.extend(rule_problems);
+        .extend(problems.rules.iter().map(|p| p.file.clone()));
+    found.problems.extend(problems.rules);
 
-    let (templates, template_problems) = Templates::load_dir(templates_dir);
-    let templates_total = templates.files().count() + template_problems.len();
+    let templates_total = content.templates.files().count() + problems.templates.len();
     found
         .bad_templates
-        .extend(template_problems.iter().map(|p| p.file.clone()));
-    found.problems.extend(template_problems);
+        .extend(problems.templates.iter().map(|p| p.file.clone()));
+    found.problems.extend(problems.templates);
 
     let properties = if opts.properties.is_empty() {
         vec![samples::sample_property()]
     } else {
         opts.properties.clone()
     };
-    let content = Content::new(rules, templates);
-
     // 1. + 2. Plan every sample event, day and night, then the follow-ups they armed.
     for property in &properties {
         for now in sample_times(property) {

@@ -36,10 +36,10 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::content::load_content;
 use crate::events::Event;
 use crate::plan::rules::{Action, RuleEngine, RuleProblem};
-use crate::plan::templates::Templates;
-use crate::plan::{plan, Content, Plan};
+use crate::plan::{plan, Plan};
 
 /// One fixture (see the module docs for the file format).
 #[derive(Debug, Clone, Deserialize)]
@@ -239,12 +239,9 @@ pub fn run_fixture_tests(
     let fixtures_dir = fixtures_dir.unwrap_or(&default_dir);
     let mut report = TestReport::default();
     let engine = RuleEngine::default();
-    let (rules, problems) = engine.load_dir(rules_dir);
-    report.problems.extend(problems);
-    let (templates, problems) = Templates::load_dir(templates_dir);
-    report.problems.extend(problems);
-
-    let content = Content::new(rules, templates);
+    let (content, problems) = load_content(&engine, rules_dir, templates_dir);
+    report.problems.extend(problems.rules);
+    report.problems.extend(problems.templates);
 
     let (fixtures, problems) = load_fixtures(fixtures_dir);
     report.problems.extend(problems);

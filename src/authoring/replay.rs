@@ -89,14 +89,14 @@ pub fn load_content(
     rules_dir: &Path,
     templates_dir: &Path,
 ) -> (Content, Vec<String>) {
-    let (rule_set, problems) = engine.load_dir(rules_dir);
+    let (content, problems) = crate::content::load_content(engine, rules_dir, templates_dir);
     let mut warnings: Vec<String> = problems
+        .rules
         .iter()
         .map(|p| format!("{p} (rule left out of the replay)"))
         .collect();
-    let (templates, template_problems) = Templates::load_dir(templates_dir);
-    warnings.extend(template_problems.iter().map(ToString::to_string));
-    (Content::new(rule_set, templates), warnings)
+    warnings.extend(problems.templates.iter().map(ToString::to_string));
+    (content, warnings)
 }
 
 /// Replays every event stored since `since` (of `property`, if given) against the audit

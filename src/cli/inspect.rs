@@ -14,6 +14,7 @@ use clap::{Args, Subcommand};
 pub use crate::authoring::replay::{
     compare_replay, replay_text, short, stored_events, PlanLine, ReplayEntry,
 };
+use crate::base::time;
 use crate::config::Config;
 use crate::plan::rules::{RuleEngine, RuleLimits};
 use crate::store::audit::{self, AuditFilter, AuditRecord, Outcome};
@@ -107,13 +108,15 @@ pub struct FilterArgs {
     until: Option<String>,
 }
 
-/// `2h` (ago) or `2026-11-25T10:00:00Z`.
+/// `2h` (ago) or a timestamp as [`time::parse_utc_timestamp`] reads it
+/// (`2026-11-25T10:00:00Z`).
 pub fn parse_point_in_time(s: &str, now: DateTime<Utc>) -> anyhow::Result<DateTime<Utc>> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t.with_timezone(&Utc));
+    if let Some(t) = time::parse_utc_timestamp(s) {
+        return Ok(t);
     }
     let d = crate::config::parse_duration(s).map_err(anyhow::Error::msg)?;
-    Ok(now - chrono::Duration::from_std(d).context("duration too large")?)
+    let back = chrono::Duration::from_std(d).context("duration too large")?;
+    now.checked_sub_signed(back).context("duration too large")
 }
 
 impl FilterArgs {
@@ -378,4 +381,33 @@ pub async fn follow_ups(config: &Config, cmd: FollowUpsCommand) -> anyhow::Resul
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().expect("valid timestamp")
+    }
+
+    #[test]
+    fn a_point_in_time_is_a_timestamp_or_a_duration_back_from_now() {
+        let now = at("2026-11-25T12:00:00Z");
+        let parse = |s| parse_point_in_time(s, now).expect(s);
+        assert_eq!(parse("2026-11-25T10:00:00Z"), at("2026-11-25T10:00:00Z"));
+        assert_eq!(
+            parse("2026-11-25T11:00:00+01:00"),
+            at("2026-11-25T10:00:00Z")
+        );
+        assert_eq!(parse("2h"), at("2026-11-25T10:00:00Z"));
+        assert_eq!(parse("7d"), at("2026-11-18T12:00:00Z"));
+        assert!(parse_point_in_time("yesterday", now).is_err());
+    }
+
+    #[test]
+    fn a_duration_reaching_before_the_calendar_is_an_error_not_a_panic() {
+        let now = at("2026-11-25T12:00:00Z");
+        assert!(parse_point_in_time("99999999999d", now).is_err());
+    }
 }

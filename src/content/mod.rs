@@ -1,4 +1,4 @@
-//! Live reload of rule and template files while the service runs.
+//! Loading rule and template files ([`load`]), and their live reload while the service runs.
 //!
 //! Owns the current [`Content`] snapshot (compiled rules + templates) behind an
 //! `RwLock<Arc<Content>>`, the file watcher (notify + notify-debouncer-mini on a std thread,
@@ -23,9 +23,15 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use crate::base::diagnostics::{content_version, Changes};
-use crate::plan::rules::{CompiledRule, RuleEngine, RuleProblem, RuleSet};
+use crate::plan::rules::{CompiledRule, RuleEngine, RuleSet};
 use crate::plan::templates::Templates;
 use crate::plan::Content;
+
+pub mod load;
+
+pub use load::{
+    compile_rule_file, load_content, load_rules, load_templates, reload_templates, LoadProblems,
+};
 
 /// Debounce window for file events.
 const DEBOUNCE: Duration = Duration::from_millis(200);
@@ -201,7 +207,7 @@ impl Reloader {
         rejected_book: &mut HashMap<PathBuf, String>,
         report: &mut ReloadReport,
     ) -> Option<RuleSet> {
-        let files = match crate::plan::rules::engine::rule_files(&self.rules_dir) {
+        let files = match load::rule_files(&self.rules_dir) {
             Ok(files) => files,
             Err(problem) => {
                 // A missing/unreadable directory (e.g. mid-swap) keeps the rules running.
@@ -263,9 +269,8 @@ impl Reloader {
         {
             return None;
         }
-        let compiled = String::from_utf8(source)
-            .map_err(|_| RuleProblem::new(file, None, "not valid UTF-8"))
-            .and_then(|s| self.engine.compile_source(file, &s));
+        let compiled =
+            load::rule_text(file, source).and_then(|s| self.engine.compile_source(file, &s));
         Some(match compiled {
             Ok(rule) => {
                 rejected_book.remove(file);
@@ -290,7 +295,7 @@ impl Reloader {
         rejected_book: &mut HashMap<PathBuf, String>,
         report: &mut ReloadReport,
     ) -> Option<Templates> {
-        let (templates, changes) = old_templates.reload(&self.templates_dir);
+        let (templates, changes) = load::reload_templates(old_templates, &self.templates_dir);
         let changed = !changes.accepted.is_empty() || !changes.removed.is_empty();
         for (file, version) in changes.accepted {
             rejected_book.remove(&file);
@@ -303,7 +308,7 @@ impl Reloader {
         for problem in changes.rejected {
             if rejected_book.get(&problem.file) != Some(&problem.message) {
                 rejected_book.insert(problem.file.clone(), problem.message.clone());
-                report.rejected.push(problem.into());
+                report.rejected.push(problem);
             }
         }
         changed.then_some(templates)

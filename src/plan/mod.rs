@@ -211,6 +211,7 @@ fn render_action(
 mod tests {
     use super::*;
     use std::path::Path;
+    use templates::TemplateSource;
 
     fn event() -> Event {
         serde_json::from_value(serde_json::json!({
@@ -223,7 +224,7 @@ mod tests {
         .expect("event")
     }
 
-    fn content(rules: &[(&str, &str)], templates: &[(&str, &str)]) -> (tempfile::TempDir, Content) {
+    fn content(rules: &[(&str, &str)], templates: &[(&str, &str)]) -> Content {
         let engine = RuleEngine::default();
         let compiled = rules
             .iter()
@@ -235,13 +236,18 @@ mod tests {
                 )
             })
             .collect();
-        let dir = tempfile::tempdir().expect("tempdir");
-        for (name, text) in templates {
-            std::fs::write(dir.path().join(format!("{name}.hbs")), text).expect("write");
-        }
-        let (t, problems) = Templates::load_dir(dir.path());
+        let sources = templates
+            .iter()
+            .map(|(name, text)| TemplateSource {
+                name: name.to_string(),
+                property_id: None,
+                file: format!("templates/{name}.hbs").into(),
+                bytes: Ok(text.as_bytes().to_vec()),
+            })
+            .collect();
+        let (t, problems) = Templates::from_sources(sources);
         assert!(problems.is_empty(), "{problems:?}");
-        (dir, Content::new(RuleSet::new(compiled), t))
+        Content::new(RuleSet::new(compiled), t)
     }
 
     fn now() -> DateTime<Utc> {
@@ -250,7 +256,7 @@ mod tests {
 
     #[test]
     fn steps_carry_rendered_text_or_the_render_error() {
-        let (_dir, content) = content(
+        let content = content(
             &[(
                 "10_faq.rhai",
                 "reply(\"wifi\");\nalert(\"broken\");\nclose_thread();\n",
@@ -274,7 +280,7 @@ mod tests {
 
     #[test]
     fn dry_run_is_the_callers_flag_or_the_rules_own() {
-        let (_dir, content) = content(
+        let content = content(
             &[
                 ("10_dry.rhai", "// dry_run: true\nclose_thread();\n"),
                 ("20_live.rhai", "close_thread();\n"),
@@ -294,7 +300,7 @@ mod tests {
 
     #[test]
     fn a_rule_error_is_part_of_the_plan_and_later_rules_still_run() {
-        let (_dir, content) = content(
+        let content = content(
             &[
                 ("10_bad.rhai", "close_thread();\nlet x = 1 / 0;\n"),
                 ("20_ok.rhai", "close_thread();\n"),

@@ -1,11 +1,12 @@
 //! Message templates: handlebars files rendered in strict mode into the text of replies and
 //! alerts.
 //!
-//! Owns loading `<dir>/<name>.hbs` and per-property overrides `<dir>/<property_id>/<name>.hbs`
-//! (the override wins), keeping the last good version of a file that stops parsing on
-//! reload, the render context and the date helpers. It must not send anything, read the
-//! clock, or decide which template to use (rules do that). The service renders through
-//! [`crate::plan::plan`], which serialises the event once and hands it to
+//! Owns compiling template sources — `<dir>/<name>.hbs` and per-property overrides
+//! `<dir>/<property_id>/<name>.hbs` (the override wins) — keeping the last good version of a
+//! file that stops parsing on an update, the render context and the date helpers. It must
+//! not read files (`content` lists and reads them and hands over [`TemplateSource`]s), send
+//! anything, read the clock, or decide which template to use (rules do that). The service
+//! renders through [`crate::plan::plan`], which serialises the event once and hands it to
 //! [`Templates::render_json`] for every reply/alert of the plan.
 //!
 //! Render context: the event JSON at the top level (`{{thread.title}}`, `{{message.text}}`,
@@ -46,6 +47,18 @@ pub enum TemplateError {
     Render { template: String, message: String },
     #[error("template `{template}` rendered an empty message")]
     Empty { template: String },
+}
+
+/// One template file as the content layer read it: what [`Templates::update`] compiles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateSource {
+    /// The template name (file stem), e.g. `faq_wifi`.
+    pub name: String,
+    /// `Some(id)` for an override in `<dir>/<id>/`.
+    pub property_id: Option<String>,
+    pub file: PathBuf,
+    /// The file's content, or why it could not be read.
+    pub bytes: Result<Vec<u8>, SourceProblem>,
 }
 
 /// One loaded template file.
@@ -101,64 +114,28 @@ impl Default for Templates {
 }
 
 impl Templates {
-    /// Loads every `*.hbs` in `dir` and in its direct sub-directories (per-property
-    /// overrides). Files that fail to parse are left out and reported.
-    pub fn load_dir(dir: &Path) -> (Templates, Vec<SourceProblem>) {
-        let (t, changes) = Templates::default().reload(dir);
+    /// Builds the templates from `sources` (see [`TemplateSource`]). Files that cannot be
+    /// read or do not parse are left out and reported.
+    pub fn from_sources(sources: Vec<TemplateSource>) -> (Templates, Vec<SourceProblem>) {
+        let (t, changes) = Templates::default().update(sources);
         (t, changes.rejected)
     }
 
-    /// Re-reads `dir`, keeping unchanged files, adding/replacing changed ones that parse,
-    /// keeping the last good version of a file that no longer parses, and dropping deleted
-    /// files.
-    pub fn reload(&self, dir: &Path) -> (Templates, Changes) {
+    /// The templates after the files in `sources` (all files now present): unchanged files
+    /// are kept, changed/added ones that parse are added or replace the old version, a file
+    /// that can no longer be read or parsed keeps its last good version, and files absent
+    /// from `sources` are dropped.
+    pub fn update(&self, sources: Vec<TemplateSource>) -> (Templates, Changes) {
         let mut changes = Changes::default();
-        let found = match scan(dir) {
-            Ok(found) => found,
-            Err(p) => {
-                changes.rejected.push(p);
-                return (self.clone(), changes);
-            }
-        };
         let mut files = BTreeMap::new();
-        for (name, property_id, path) in found {
-            let key = key_of(&name, property_id.as_deref());
+        for source in sources {
+            let key = key_of(&source.name, source.property_id.as_deref());
             let previous = self.inner.files.get(&key);
-            let source = match std::fs::read(&path) {
-                Ok(b) => b,
-                Err(e) => {
-                    changes.rejected.push(SourceProblem {
-                        file: path.clone(),
-                        line: None,
-                        message: format!("cannot read: {e}"),
-                    });
-                    if let Some(prev) = previous {
-                        files.insert(key, prev.clone());
-                    }
-                    continue;
+            match self.updated_file(source, previous, &mut changes) {
+                Some(file) => {
+                    files.insert(key, file);
                 }
-            };
-            let version = content_version(&source);
-            if let Some(prev) = previous.filter(|p| p.version == version && p.file == path) {
-                files.insert(key, prev.clone());
-                continue;
-            }
-            match compile(&path, &source) {
-                Ok(compiled) => {
-                    changes.accepted.push((path.clone(), version.clone()));
-                    files.insert(
-                        key,
-                        TemplateFile {
-                            name,
-                            property_id,
-                            file: path,
-                            version,
-                            compiled,
-                        },
-                    );
-                }
-                Err(problem) => {
-                    changes.rejected.push(problem);
+                None => {
                     if let Some(prev) = previous {
                         files.insert(key, prev.clone());
                     }
@@ -174,6 +151,50 @@ impl Templates {
             return (self.clone(), changes);
         }
         (Templates::from_files(files), changes)
+    }
+
+    /// The file to use for `source`: the previous one if the content is unchanged, the newly
+    /// compiled one (accepted), or `None` when it cannot be read or parsed (rejected; the
+    /// caller keeps the previous version).
+    fn updated_file(
+        &self,
+        source: TemplateSource,
+        previous: Option<&TemplateFile>,
+        changes: &mut Changes,
+    ) -> Option<TemplateFile> {
+        let TemplateSource {
+            name,
+            property_id,
+            file,
+            bytes,
+        } = source;
+        let bytes = match bytes {
+            Ok(bytes) => bytes,
+            Err(problem) => {
+                changes.rejected.push(problem);
+                return None;
+            }
+        };
+        let version = content_version(&bytes);
+        if let Some(prev) = previous.filter(|p| p.version == version && p.file == file) {
+            return Some(prev.clone());
+        }
+        match compile(&file, &bytes) {
+            Ok(compiled) => {
+                changes.accepted.push((file.clone(), version.clone()));
+                Some(TemplateFile {
+                    name,
+                    property_id,
+                    file,
+                    version,
+                    compiled,
+                })
+            }
+            Err(problem) => {
+                changes.rejected.push(problem);
+                None
+            }
+        }
     }
 
     fn from_files(files: BTreeMap<String, TemplateFile>) -> Templates {
@@ -302,48 +323,6 @@ fn compile(path: &Path, source: &[u8]) -> Result<Template, SourceProblem> {
     })
 }
 
-/// `(name, property_id, path)` of every template file under `dir`, sorted.
-fn scan(dir: &Path) -> Result<Vec<(String, Option<String>, PathBuf)>, SourceProblem> {
-    let entries = std::fs::read_dir(dir).map_err(|e| SourceProblem {
-        file: dir.to_path_buf(),
-        line: None,
-        message: format!("cannot read templates directory: {e}"),
-    })?;
-    let mut out = Vec::new();
-    for entry in entries.filter_map(|e| e.ok()) {
-        let path = entry.path();
-        let Some(fname) = path.file_name().and_then(|n| n.to_str()) else {
-            continue;
-        };
-        if fname.starts_with('.') {
-            continue;
-        }
-        if path.is_dir() {
-            let Ok(sub) = std::fs::read_dir(&path) else {
-                continue;
-            };
-            for e in sub.filter_map(|e| e.ok()) {
-                if let Some(name) = template_stem(&e.path()) {
-                    out.push((name, Some(fname.to_string()), e.path()));
-                }
-            }
-        } else if let Some(name) = template_stem(&path) {
-            out.push((name, None, path));
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-fn template_stem(path: &Path) -> Option<String> {
-    let fname = path.file_name()?.to_str()?;
-    if fname.starts_with('.') || !path.is_file() {
-        return None;
-    }
-    let stem = fname.strip_suffix(".hbs")?;
-    (!stem.is_empty()).then(|| stem.to_string())
-}
-
 #[derive(Clone, Copy)]
 enum TimeHelper {
     Date,
@@ -431,6 +410,50 @@ impl HelperDef for TimeHelper {
 mod tests {
     use super::*;
 
+    fn source(name: &str, text: &str) -> TemplateSource {
+        TemplateSource {
+            name: name.to_string(),
+            property_id: None,
+            file: PathBuf::from(format!("templates/{name}.hbs")),
+            bytes: Ok(text.as_bytes().to_vec()),
+        }
+    }
+
+    #[test]
+    fn an_update_keeps_the_last_good_version_of_an_unreadable_or_broken_file() {
+        let (t, problems) =
+            Templates::from_sources(vec![source("a", "A {{property.id}}"), source("b", "B")]);
+        assert!(problems.is_empty(), "{problems:?}");
+        let unreadable = SourceProblem::new("templates/a.hbs", None, "cannot read: gone");
+        let (t2, changes) = t.update(vec![
+            TemplateSource {
+                bytes: Err(unreadable.clone()),
+                ..source("a", "")
+            },
+            source("b", "B {{#if}}"),
+        ]);
+        assert!(changes.accepted.is_empty() && changes.removed.is_empty());
+        assert_eq!(changes.rejected.len(), 2);
+        assert_eq!(changes.rejected[0], unreadable);
+        assert_eq!(changes.rejected[1].file, PathBuf::from("templates/b.hbs"));
+        assert_eq!(t2.version("a", "p1"), t.version("a", "p1"));
+        assert_eq!(t2.version("b", "p1"), t.version("b", "p1"));
+    }
+
+    #[test]
+    fn an_update_accepts_changed_files_keeps_unchanged_ones_and_drops_missing_ones() {
+        let (t, _) = Templates::from_sources(vec![source("a", "A"), source("b", "B")]);
+        let (t2, changes) = t.update(vec![source("a", "A2")]);
+        assert_eq!(
+            changes.accepted,
+            vec![(PathBuf::from("templates/a.hbs"), content_version(b"A2"))]
+        );
+        assert_eq!(changes.removed, vec![PathBuf::from("templates/b.hbs")]);
+        assert_eq!(t2.names(), vec!["a".to_string()]);
+        let (_, unchanged) = t2.update(vec![source("a", "A2")]);
+        assert!(unchanged.is_empty());
+    }
+
     /// Stands in for a bug in handlebars or a helper.
     struct Boom;
 
@@ -448,10 +471,10 @@ mod tests {
 
     #[test]
     fn a_panic_while_rendering_is_a_render_error() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("bad.hbs"), "Hi {{boom}}").expect("write");
-        std::fs::write(dir.path().join("good.hbs"), "Hi {{property.id}}").expect("write");
-        let (mut templates, problems) = Templates::load_dir(dir.path());
+        let (mut templates, problems) = Templates::from_sources(vec![
+            source("bad", "Hi {{boom}}"),
+            source("good", "Hi {{property.id}}"),
+        ]);
         assert!(problems.is_empty(), "{problems:?}");
         Arc::get_mut(&mut templates.inner)
             .expect("sole owner")

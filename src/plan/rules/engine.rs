@@ -3,8 +3,8 @@
 //!
 //! Owns the sandbox (limits, no `eval`, no modules/imports, no clock, print/debug to
 //! tracing, strict variables) and the mapping of Rhai errors to [`RuleProblem`]s with file
-//! and line. It must not do I/O beyond reading the rule files it is asked to compile, and
-//! must never act on a plan.
+//! and line. It must not do I/O (it compiles the sources it is given; `content` reads the
+//! rule files) and must never act on a plan.
 
 use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
@@ -21,8 +21,7 @@ use rhai::{Dynamic, Engine, EvalAltResult, Map as RMap, Position, Scope};
 use super::api::{self, CallGuard, CallState, RegexCache};
 use super::source;
 use super::{
-    is_rule_file, meta, CompiledRule, EvalContext, Evaluation, RuleLimits, RuleOutcome,
-    RuleProblem, RuleSet,
+    meta, CompiledRule, EvalContext, Evaluation, RuleLimits, RuleOutcome, RuleProblem, RuleSet,
 };
 use crate::base::diagnostics::{content_version, panic_text};
 use crate::events::Event;
@@ -128,33 +127,6 @@ impl RuleEngine {
             meta,
             ast: Arc::new(ast),
         })
-    }
-
-    pub fn compile_file(&self, path: &Path) -> Result<CompiledRule, RuleProblem> {
-        let bytes = std::fs::read(path)
-            .map_err(|e| RuleProblem::new(path, None, format!("cannot read: {e}")))?;
-        let source = String::from_utf8(bytes)
-            .map_err(|_| RuleProblem::new(path, None, "not valid UTF-8"))?;
-        self.compile_source(path, &source)
-    }
-
-    /// Compiles every `*.rhai` in `dir` (not recursive), sorted by file name. Files that do
-    /// not compile are left out and reported.
-    pub fn load_dir(&self, dir: &Path) -> (RuleSet, Vec<RuleProblem>) {
-        let mut problems = Vec::new();
-        let mut rules = Vec::new();
-        match rule_files(dir) {
-            Ok(files) => {
-                for file in files {
-                    match self.compile_file(&file) {
-                        Ok(rule) => rules.push(Arc::new(rule)),
-                        Err(p) => problems.push(p),
-                    }
-                }
-            }
-            Err(p) => problems.push(p),
-        }
-        (RuleSet::new(rules), problems)
     }
 
     /// Runs every enabled rule, in order, on `event`. A rule that fails (runtime error,
@@ -377,19 +349,6 @@ fn is_stop(err: &EvalAltResult) -> bool {
 
 fn line_of(pos: Position) -> Option<usize> {
     pos.line()
-}
-
-/// `*.rhai` files directly in `dir`, sorted by file name.
-pub(crate) fn rule_files(dir: &Path) -> Result<Vec<std::path::PathBuf>, RuleProblem> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| RuleProblem::new(dir, None, format!("cannot read rules directory: {e}")))?;
-    let mut files: Vec<_> = entries
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| is_rule_file(p) && p.is_file())
-        .collect();
-    files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
-    Ok(files)
 }
 
 #[cfg(test)]

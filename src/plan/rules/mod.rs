@@ -1,15 +1,17 @@
-//! Rules: load and run the host's Rhai rule files; an event in, the rules' actions out.
+//! Rules: compile and run the host's Rhai rule sources; an event in, the rules' actions out.
 //!
 //! Owns the rule data model ([`Action`], [`CompiledRule`], [`RuleSet`], [`RuleProblem`]) and
 //! the sandboxed [`RuleEngine`]. Callers do not evaluate rules directly to act on them: they
 //! go through [`crate::plan::plan`], which also renders the templates and decides dry-run.
-//! Live reload lives in `content`, `rules check` / `rules test` in `authoring`.
+//! Reading rule files and live reload live in `content`, `rules check` / `rules test` in
+//! `authoring`.
 //!
-//! It must stay pure: no NATS, no HTTP, no clock of its own (the evaluation time comes in
-//! through [`EvalContext`]), no audit writing. Whatever acts on a plan lives in `executor`.
-//! Evaluation is total: every registered function checks its input (no chrono overflow
-//! panics), helpers keep to the wall-time budget, and a panic anyway becomes that rule's
-//! error. Async callers evaluate on the blocking pool ([`RuleEngine::evaluate_in_pool`]).
+//! It must stay pure: no NATS, no HTTP, no file I/O, no clock of its own (the evaluation
+//! time comes in through [`EvalContext`]), no audit writing. Whatever acts on a plan lives
+//! in `executor`. Evaluation is total: every registered function checks its input (no
+//! chrono overflow panics), helpers keep to the wall-time budget, and a panic anyway becomes
+//! that rule's error. Async callers evaluate on the blocking pool
+//! ([`RuleEngine::evaluate_in_pool`]).
 //!
 //! # Rule files
 //!
@@ -31,7 +33,7 @@ pub(crate) mod engine;
 mod meta;
 mod source;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -221,13 +223,4 @@ pub struct RuleOutcome {
     /// The rule called `stop()`: later rules did not run.
     pub stopped: bool,
     pub elapsed: Duration,
-}
-
-/// Whether a directory entry looks like a rule file (`*.rhai`, not hidden, not an editor
-/// backup).
-pub(crate) fn is_rule_file(path: &Path) -> bool {
-    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-        return false;
-    };
-    !name.starts_with('.') && name.ends_with(".rhai") && name.len() > ".rhai".len()
 }
