@@ -364,7 +364,7 @@ async fn explain_tells_reply_skip_and_rule_error_in_order() {
         .map(|r| {
             (
                 r.rule.as_deref(),
-                r.action.map(ActionKind::as_str),
+                r.action.as_ref().map(ActionKind::as_str),
                 r.outcome,
                 r.reason.as_ref().map(Reason::to_string),
             )

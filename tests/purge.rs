@@ -243,3 +243,46 @@ async fn purge_refuses_non_ids_and_never_takes_records_of_no_thread() {
         .unwrap();
     assert_eq!(all.len(), 1, "the record of no thread must stay: {all:#?}");
 }
+
+/// Issue 12 review: records a newer version writes (an action or outcome this version does
+/// not know) are still attributed to their thread and purged; the typed reader must not make
+/// such personal data invisible to the purge. A record of an unknown action also reads back.
+#[tokio::test]
+async fn purge_takes_records_of_kinds_this_version_does_not_know() {
+    let (_nats, infra, _cfg) = common::nats_infra().await;
+    let thread = "t-newer-version";
+    let record = serde_json::json!({
+        "id": "e1|20_drafts|0:drafted", "at": "2026-12-01T10:00:00Z", "event_id": "e1",
+        "event_type": "thread.new_message", "rule": "20_drafts", "rule_version": "v1",
+        "action": "draft", "template": "wifi", "thread_id": thread, "property_id": PROP,
+        "outcome": "drafted", "reason": "draft_saved", "text": "Maria, the code is 4711",
+        "channex_message_id": null, "error": null, "attempts": 1, "duration_ms": 3
+    });
+    let subject = format!("concierge.audit.{PROP}.{thread}");
+    infra
+        .js
+        .publish(subject, serde_json::to_vec(&record).unwrap().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let mut readable = record.clone();
+    readable["outcome"] = "executed".into();
+    let read_back: AuditRecord = serde_json::from_value(readable)
+        .unwrap_or_else(|e| panic!("a record of an unknown action must read back: {e}"));
+    assert_eq!(
+        read_back.action,
+        Some(audit::ActionKind::Other("draft".into()))
+    );
+
+    let report = concierge::store::purge::purge_thread(&infra, "concierge", thread, Some(PROP))
+        .await
+        .unwrap();
+    assert_eq!(report.audit_records, 1, "{report:?}");
+    let stream = infra
+        .js
+        .get_stream(concierge::store::nats::audit_stream("concierge"))
+        .await
+        .unwrap();
+    assert_eq!(stream.cached_info().state.messages, 0);
+}

@@ -175,7 +175,8 @@ pub fn compare_content(
 fn done_by_event(audit_records: &[AuditRecord]) -> HashMap<&str, Vec<PlanLine>> {
     let mut did_by_event: HashMap<&str, Vec<PlanLine>> = HashMap::new();
     for r in audit_records {
-        let (Some(event_id), Some(rule), Some(action)) = (&r.event_id, &r.rule, r.action) else {
+        let (Some(event_id), Some(rule), Some(action)) = (&r.event_id, &r.rule, r.action.clone())
+        else {
             continue;
         };
         if r.outcome == Outcome::RuleRejected || action == ActionKind::Evaluate {

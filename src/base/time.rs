@@ -443,6 +443,23 @@ mod tests {
         assert_eq!(resolve_local(tz, midnight), utc("2011-12-30T10:00:00Z"));
     }
 
+    /// One resolver for rules and schedules: a wall time with seconds inside a gap moves to
+    /// the transition itself, as schedules always did. (The rules' old minute-stepping
+    /// resolver kept the seconds, 02:30:30 -> 03:00:30; the difference is under a minute and
+    /// only on spring-forward nights.)
+    #[test]
+    fn a_wall_time_with_seconds_in_a_gap_resolves_to_the_transition() {
+        let tz: Tz = "Europe/Berlin".parse().unwrap();
+        let in_gap = NaiveDate::from_ymd_opt(2026, 3, 29)
+            .unwrap()
+            .and_hms_opt(2, 30, 30)
+            .unwrap();
+        assert_eq!(resolve_local(tz, in_gap), utc("2026-03-29T01:00:00Z"));
+        let t = utc("2026-03-29T00:00:00Z");
+        let wall = parse_wall_clock("02:30:30").unwrap();
+        assert_eq!(at_local(t, wall, tz), utc("2026-03-29T01:00:00Z"));
+    }
+
     #[test]
     fn format_in_checks_the_pattern() {
         let tz: Tz = "Europe/Lisbon".parse().unwrap();

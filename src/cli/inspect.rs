@@ -14,7 +14,6 @@ use clap::{Args, Subcommand};
 pub use crate::authoring::replay::{
     compare_replay, replay_text, short, stored_events, PlanLine, ReplayEntry,
 };
-use crate::base::time;
 use crate::config::Config;
 use crate::plan::rules::{RuleEngine, RuleLimits};
 use crate::store::audit::{self, AuditFilter, AuditRecord, Outcome};
@@ -111,8 +110,10 @@ pub struct FilterArgs {
 /// `2h` (ago) or a timestamp as [`time::parse_utc_timestamp`] reads it
 /// (`2026-11-25T10:00:00Z`).
 pub fn parse_point_in_time(s: &str, now: DateTime<Utc>) -> anyhow::Result<DateTime<Utc>> {
-    if let Some(t) = time::parse_utc_timestamp(s) {
-        return Ok(t);
+    // A time typed by a person carries its zone (RFC 3339): a zone-less one could be local
+    // time read as UTC, so it is refused rather than guessed.
+    if let Ok(t) = DateTime::parse_from_rfc3339(s.trim()) {
+        return Ok(t.with_timezone(&Utc));
     }
     let d = crate::config::parse_duration(s).map_err(anyhow::Error::msg)?;
     let back = chrono::Duration::from_std(d).context("duration too large")?;
@@ -166,7 +167,12 @@ pub fn table_row(r: &AuditRecord) -> String {
         r.at.format("%Y-%m-%d %H:%M:%S"),
         r.outcome.as_str(),
         short(r.rule.as_deref().unwrap_or("-"), 22),
-        short(r.action.map_or("-", |a| a.as_str()), 16),
+        short(
+            r.action
+                .as_ref()
+                .map_or("-", crate::store::audit::ActionKind::as_str),
+            16
+        ),
         short(r.thread_id.as_deref().unwrap_or("-"), 14),
         short(&r.reason.as_ref().map_or("-".into(), |x| x.as_text()), 18),
         short(detail, 70),
@@ -403,6 +409,7 @@ mod tests {
         assert_eq!(parse("2h"), at("2026-11-25T10:00:00Z"));
         assert_eq!(parse("7d"), at("2026-11-18T12:00:00Z"));
         assert!(parse_point_in_time("yesterday", now).is_err());
+        assert!(parse_point_in_time("2026-11-25T10:00:00", now).is_err());
     }
 
     #[test]

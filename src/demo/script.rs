@@ -43,7 +43,7 @@ impl Script<'_> {
         let seen = |t: &Timeline| {
             t.records.iter().any(|r| {
                 r.thread_id.as_deref() == Some(thread)
-                    && r.action == Some(action)
+                    && r.action.as_ref() == Some(&action)
                     && r.outcome == outcome
             })
         };

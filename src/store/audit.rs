@@ -64,8 +64,10 @@ impl std::fmt::Display for Outcome {
 
 /// What a record is about: one of the six rule actions, or `evaluate` (a rule's
 /// evaluation), `reload` (a rule/template file) or `event` (the event as a whole).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// Serialised as that one string; a string this version does not know (a record written
+/// by a newer version) is kept verbatim in [`ActionKind::Other`], so such a record can
+/// still be read, shown and purged.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ActionKind {
     Reply,
     NoReplyNeeded,
@@ -76,10 +78,11 @@ pub enum ActionKind {
     Evaluate,
     Reload,
     Event,
+    Other(String),
 }
 
 impl ActionKind {
-    pub const ALL: [ActionKind; 9] = [
+    const KNOWN: [ActionKind; 9] = [
         ActionKind::Reply,
         ActionKind::NoReplyNeeded,
         ActionKind::CloseThread,
@@ -91,7 +94,26 @@ impl ActionKind {
         ActionKind::Event,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &str {
+        match self {
+            ActionKind::Other(text) => text,
+            known => known.static_str(),
+        }
+    }
+
+    /// The metric label: the string for a known kind, `other` for any other (bounded
+    /// label values whatever a stored record says).
+    pub fn label(&self) -> &'static str {
+        match self {
+            ActionKind::Other(_) => "other",
+            known => Self::KNOWN
+                .iter()
+                .find(|k| *k == known)
+                .map_or("other", |k| k.static_str()),
+        }
+    }
+
+    fn static_str(&self) -> &'static str {
         match self {
             ActionKind::Reply => "reply",
             ActionKind::NoReplyNeeded => "no_reply_needed",
@@ -102,17 +124,35 @@ impl ActionKind {
             ActionKind::Evaluate => "evaluate",
             ActionKind::Reload => "reload",
             ActionKind::Event => "event",
+            ActionKind::Other(_) => "other",
         }
     }
 
-    pub fn parse(s: &str) -> Option<ActionKind> {
-        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    /// The inverse of [`ActionKind::as_str`]; total (unknown text is [`ActionKind::Other`]).
+    pub fn parse(s: &str) -> ActionKind {
+        Self::KNOWN
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .unwrap_or_else(|| ActionKind::Other(s.to_string()))
     }
 }
 
 impl std::fmt::Display for ActionKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for ActionKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ActionKind {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<str>::deserialize(deserializer)?;
+        Ok(ActionKind::parse(&text))
     }
 }
 
@@ -378,7 +418,7 @@ pub struct ActionOutcome {
 }
 
 /// The plan step an action record is about.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ActionRef<'a> {
     /// `event id | rule | index`.
     pub key: &'a str,
@@ -761,12 +801,21 @@ mod tests {
 
     #[test]
     fn action_kinds_serialise_as_the_documented_strings() {
-        for kind in ActionKind::ALL {
+        for kind in ActionKind::KNOWN {
             let json = serde_json::to_string(&kind).expect("serialises");
             assert_eq!(json, format!("\"{}\"", kind.as_str()));
-            assert_eq!(ActionKind::parse(kind.as_str()), Some(kind));
+            assert_eq!(ActionKind::parse(kind.as_str()), kind);
+            assert_eq!(kind.label(), kind.as_str());
             assert_eq!(serde_json::from_str::<ActionKind>(&json).ok(), Some(kind));
         }
+        // A kind written by a newer version is kept verbatim, and labelled `other`.
+        let draft: ActionKind = serde_json::from_str("\"draft\"").expect("any string reads");
+        assert_eq!(draft, ActionKind::Other("draft".into()));
+        assert_eq!(
+            serde_json::to_string(&draft).expect("serialises"),
+            "\"draft\""
+        );
+        assert_eq!(draft.label(), "other");
         assert_eq!(ActionKind::NoReplyNeeded.as_str(), "no_reply_needed");
         assert_eq!(ActionKind::CancelFollowUp.as_str(), "cancel_follow_up");
     }

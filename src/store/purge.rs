@@ -83,7 +83,7 @@ async fn purge_audit(infra: &Infra, prefix: &str, thread_id: &str) -> Result<usi
     // as subject tokens of different ids may coincide.
     let filter = format!("{prefix}.audit.*.{}", subject_token(thread_id));
     delete_matching(infra, &audit_stream(prefix), &filter, |payload| {
-        serde_json::from_slice::<crate::store::audit::AuditRecord>(payload)
+        serde_json::from_slice::<RecordIds>(payload)
             .is_ok_and(|r| r.thread_id.as_deref() == Some(thread_id))
     })
     .await
@@ -100,11 +100,31 @@ async fn purge_events(
     let filter = format!("{prefix}.events.>");
     delete_matching(infra, &events_stream(prefix), &filter, |payload| {
         // Only the ids are looked at; an undecodable event cannot be attributed.
-        serde_json::from_slice::<crate::events::Event>(payload).is_ok_and(|e| {
-            e.thread_id() == Some(thread_id) && property_id.is_none_or(|p| e.property.id == p)
+        serde_json::from_slice::<EventIds>(payload).is_ok_and(|e| {
+            e.thread.is_some_and(|t| t.id == thread_id)
+                && property_id.is_none_or(|p| e.property.id == p)
         })
     })
     .await
+}
+
+/// The ids of an audit record, read leniently: a record whose other fields this version
+/// does not know (a newer action, outcome or reason) is still attributed and purged.
+#[derive(serde::Deserialize)]
+struct RecordIds {
+    thread_id: Option<String>,
+}
+
+/// The ids of an event, read leniently (see [`RecordIds`]).
+#[derive(serde::Deserialize)]
+struct EventIds {
+    thread: Option<IdOnly>,
+    property: IdOnly,
+}
+
+#[derive(serde::Deserialize)]
+struct IdOnly {
+    id: String,
 }
 
 /// Delete every stored message on `filter` whose payload `wanted` picks, one by one.

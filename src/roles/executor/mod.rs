@@ -284,7 +284,7 @@ impl Executor {
         let planned = PlannedAction { event, step };
         let started = Instant::now();
         let outcome = self.carry_out(&planned).await;
-        let kind = planned.kind().as_str();
+        let kind = planned.kind().label();
         match outcome {
             Step::Done(f) => {
                 metrics::counter!("concierge_actions_total", "kind" => kind, "outcome" => f.outcome.as_str())
@@ -325,13 +325,26 @@ impl Executor {
         if let Some(Err(e)) = &step.rendered {
             return Step::Done(Finished::new(Outcome::Failed, Reason::TemplateError).error(e));
         }
-        let text = step.text().unwrap_or_default();
         let dry_run = step.dry_run;
+        // A reply or alert step without rendered text (built by hand, not by `plan()`) is
+        // never sent as an empty message.
+        let no_text = || {
+            Step::Done(
+                Finished::new(Outcome::Failed, Reason::TemplateError)
+                    .error("the step carries no rendered text"),
+            )
+        };
         match &step.action {
-            Action::Reply { template, .. } => self.reply(planned, template, text, dry_run).await,
+            Action::Reply { template, .. } => match step.text() {
+                Some(text) => self.reply(planned, template, text, dry_run).await,
+                None => no_text(),
+            },
             Action::NoReplyNeeded => self.no_reply_needed(planned, dry_run).await,
             Action::CloseThread => self.close_thread(planned, dry_run).await,
-            Action::Alert { .. } => self.alert(planned, text, dry_run).await,
+            Action::Alert { .. } => match step.text() {
+                Some(text) => self.alert(planned, text, dry_run).await,
+                None => no_text(),
+            },
             Action::FollowUp { name, due_at, data } => {
                 self.follow_up(planned, name, *due_at, data).await
             }
