@@ -7,8 +7,14 @@
 //! median): API calls per cycle (from the simulator's request log, cross-checked with
 //! `ChannexClient::stats()`), cycle time, events emitted, and the process RSS.
 //!
+//! Then (issue 13, part 4) the cost of one unchanged poll cycle with 1, 100 and 1,000
+//! configured properties of 10 threads each: the sweep as it was (one listing per
+//! property) against the listing across all configured properties
+//! (`Poller::poll_configured`).
+//!
 //! `cargo bench --bench poller`; `BENCH_THREADS`, `BENCH_CHANGED`, `BENCH_REPS` override the
-//! sizes. Results: stdout table + `target/bench/poller.json`.
+//! sizes, `BENCH_PROPERTIES` the property counts (e.g. `1,100`; `0` skips that part).
+//! Results: stdout tables + `target/bench/poller.json`, `target/bench/properties.json`.
 mod common;
 
 use std::sync::Arc;
@@ -297,6 +303,126 @@ async fn run() {
         }),
     );
     sim.shutdown().await;
+    properties_scaling().await;
+}
+
+/// Calls of one unchanged cycle at each property count (10 threads per property).
+async fn properties_scaling() {
+    let counts: Vec<usize> = std::env::var("BENCH_PROPERTIES")
+        .unwrap_or_else(|_| "1,100,1000".into())
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .filter(|n| *n > 0)
+        .collect();
+    if counts.is_empty() {
+        return;
+    }
+    println!(
+        "
+== one poll cycle against the number of configured properties =="
+    );
+    let mut rows = Vec::new();
+    for n in &counts {
+        rows.push(properties_cycle(*n).await);
+    }
+    let reference = rows.first().map(|r| r.2).unwrap_or(0);
+    let mut table = Table::new(&[
+        "properties (10 threads each)",
+        "unchanged cycle, one listing per property (before)",
+        "unchanged cycle, one listing across all (now)",
+        "first cycle after the baselines (full listing)",
+        "target: same as at 1 property",
+        "met",
+    ]);
+    let mut json_rows = Vec::new();
+    for (n, before, now, full) in &rows {
+        let met = *now == reference && reference <= 1;
+        table.row(vec![
+            n.to_string(),
+            format!("{before} calls"),
+            format!("{now} calls"),
+            format!("{full} calls"),
+            format!("{reference} call(s)"),
+            yes_no(met).into(),
+        ]);
+        json_rows.push(json!({
+            "properties": n, "threads": n * 10,
+            "calls_per_unchanged_cycle_per_property_listings": before,
+            "calls_per_unchanged_cycle_one_listing": now,
+            "calls_first_listing_after_baselines": full,
+            "met": met,
+        }));
+    }
+    table.print();
+    println!(
+        "(a property not baselined yet is first polled alone, once in its life: 1 call per \
+         property with up to 100 threads)"
+    );
+    common::write_json(
+        "properties",
+        &json!({"bench": "poller/properties", "machine": common::machine(), "rows": json_rows}),
+    );
+}
+
+/// (properties, calls of the old sweep, calls of `poll_configured`, calls of its first run).
+async fn properties_cycle(n: usize) -> (usize, u64, u64, u64) {
+    let sim = Sim::start(SimOptions::with_key(KEY))
+        .await
+        .unwrap_or_else(|e| fail(&format!("cannot start the Channex simulator: {e}")));
+    let ids: Vec<String> = (0..n).map(|i| format!("prop-{i:04}")).collect();
+    for id in &ids {
+        sim.sim.add_property(id, id, true);
+        for t in 0..10 {
+            let thread = sim
+                .sim
+                .open_thread(id, "BookingCom", &format!("Guest {t}"), true);
+            sim.sim.guest_message(&thread, "Hello!");
+        }
+    }
+    let nats = common::nats_server();
+    let nats_cfg = nats.config();
+    let infra = Infra::setup(&nats_cfg)
+        .await
+        .unwrap_or_else(|e| fail(&format!("JetStream setup on the private server: {e}")));
+    let mut config = Config::default();
+    config.channex.base_url = sim.base_url.clone();
+    config.channex.api_key = Secret::new(KEY);
+    config.channex.property_ids = ids.clone();
+    config.channex.requests_per_minute = REQUESTS_PER_MINUTE;
+    config.nats = nats_cfg;
+    let channex = concierge::wiring::channex_client(&config)
+        .unwrap_or_else(|e| fail(&format!("Channex client: {e:#}")));
+    let mut poller = Poller::new(channex.clone(), &infra, Arc::new(config), None);
+    poller.load_states().await.unwrap_or_else(poll_failed);
+    for id in &ids {
+        poller.poll_once(Some(id)).await.unwrap_or_else(poll_failed);
+    }
+    let full = poller.poll_configured().await.unwrap_or_else(poll_failed);
+    let mut before = 0;
+    for id in &ids {
+        before += poller
+            .poll_once(Some(id))
+            .await
+            .unwrap_or_else(poll_failed)
+            .api_calls;
+    }
+    let now = poller.poll_configured().await.unwrap_or_else(poll_failed);
+    assert_eq!(
+        now.events_emitted + full.events_emitted,
+        0,
+        "nothing changed"
+    );
+    println!(
+        "   {n} properties: {before} calls (one listing each) -> {} call(s) (one listing)",
+        now.api_calls
+    );
+    drop(nats);
+    sim.shutdown().await;
+    (n, before, now.api_calls, full.api_calls)
+}
+
+fn poll_failed<T>(e: concierge::roles::poller::PollerError) -> T {
+    fail(&format!("poll failed: {e}"))
 }
 
 /// Baseline, `reps` unchanged cycles and `reps` changed cycles with a fresh poller on a
