@@ -417,8 +417,11 @@ impl Poller {
             .filter(|p| self.baselined.contains(*p))
             .cloned()
             .collect();
-        let fingerprint = detect::properties_fingerprint(&keep);
         let mut stats = CycleStats::default();
+        if keep.is_empty() {
+            return Ok(stats); // nothing baselined yet: nothing to list for
+        }
+        let fingerprint = detect::properties_fingerprint(&keep);
         let listing = self.changed_across(&keep, &fingerprint, &mut stats).await?;
         let mut changed = listing.changed;
         stats.threads_changed = changed.len();
