@@ -250,7 +250,9 @@ async fn run_mode(
     };
     let nudge_subject = concierge::roles::poller::nudge_subject(&config.nats.prefix);
     for round in 0..mode.rounds {
-        let nudger = mode.nudge.then_some((&infra.client, nudge_subject.as_str()));
+        let nudger = mode
+            .nudge
+            .then_some((&infra.client, nudge_subject.as_str()));
         let asked = ask(sim, thread_ids, next, per_cycle, mode.poll_interval, nudger).await;
         let deadline = mode.poll_interval * 2 + Duration::from_secs(20);
         let (latencies, missing) = wait_for_replies(sim, &asked, deadline).await;

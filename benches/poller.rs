@@ -317,39 +317,43 @@ async fn properties_scaling() {
     if counts.is_empty() {
         return;
     }
-    println!(
-        "
-== one poll cycle against the number of configured properties =="
-    );
+    println!("\n== one poll cycle against the number of configured properties ==");
     let mut rows = Vec::new();
     for n in &counts {
         rows.push(properties_cycle(*n).await);
     }
-    let reference = rows.first().map(|r| r.2).unwrap_or(0);
+    let reference = rows.first().map(|r| r.now).unwrap_or(0);
     let mut table = Table::new(&[
         "properties (10 threads each)",
-        "unchanged cycle, one listing per property (before)",
-        "unchanged cycle, one listing across all (now)",
-        "first cycle after the baselines (full listing)",
-        "target: same as at 1 property",
+        "unchanged cycle: before (one listing per property)",
+        "now (one listing across all)",
+        "target: as at 1 property",
         "met",
+        "1 % of threads changed: before",
+        "now",
+        "first listing after the baselines",
     ]);
     let mut json_rows = Vec::new();
-    for (n, before, now, full) in &rows {
-        let met = *now == reference && reference <= 1;
+    for r in &rows {
+        let met = r.now == reference && reference <= 1;
         table.row(vec![
-            n.to_string(),
-            format!("{before} calls"),
-            format!("{now} calls"),
-            format!("{full} calls"),
+            r.properties.to_string(),
+            format!("{} calls", r.before),
+            format!("{} calls", r.now),
             format!("{reference} call(s)"),
             yes_no(met).into(),
+            format!("{} calls ({} changed)", r.changed_before, r.changed_threads),
+            format!("{} calls ({} changed)", r.changed_now, r.changed_threads),
+            format!("{} calls", r.full),
         ]);
         json_rows.push(json!({
-            "properties": n, "threads": n * 10,
-            "calls_per_unchanged_cycle_per_property_listings": before,
-            "calls_per_unchanged_cycle_one_listing": now,
-            "calls_first_listing_after_baselines": full,
+            "properties": r.properties, "threads": r.properties * 10,
+            "calls_per_unchanged_cycle_per_property_listings": r.before,
+            "calls_per_unchanged_cycle_one_listing": r.now,
+            "changed_threads": r.changed_threads,
+            "calls_per_changed_cycle_per_property_listings": r.changed_before,
+            "calls_per_changed_cycle_one_listing": r.changed_now,
+            "calls_first_listing_after_baselines": r.full,
             "met": met,
         }));
     }
@@ -364,12 +368,23 @@ async fn properties_scaling() {
     );
 }
 
-/// (properties, calls of the old sweep, calls of `poll_configured`, calls of its first run).
-async fn properties_cycle(n: usize) -> (usize, u64, u64, u64) {
+/// Calls of the sweep as it was (one listing per property) and of `poll_configured`.
+struct PropertiesRow {
+    properties: usize,
+    before: u64,
+    now: u64,
+    full: u64,
+    changed_threads: usize,
+    changed_before: u64,
+    changed_now: u64,
+}
+
+async fn properties_cycle(n: usize) -> PropertiesRow {
     let sim = Sim::start(SimOptions::with_key(KEY))
         .await
         .unwrap_or_else(|e| fail(&format!("cannot start the Channex simulator: {e}")));
     let ids: Vec<String> = (0..n).map(|i| format!("prop-{i:04}")).collect();
+    let mut threads = Vec::new();
     for id in &ids {
         sim.sim.add_property(id, id, true);
         for t in 0..10 {
@@ -377,6 +392,7 @@ async fn properties_cycle(n: usize) -> (usize, u64, u64, u64) {
                 .sim
                 .open_thread(id, "BookingCom", &format!("Guest {t}"), true);
             sim.sim.guest_message(&thread, "Hello!");
+            threads.push(thread);
         }
     }
     let nats = common::nats_server();
@@ -412,13 +428,44 @@ async fn properties_cycle(n: usize) -> (usize, u64, u64, u64) {
         0,
         "nothing changed"
     );
+    // 1 % of the threads (spread over the properties) get a guest message, twice.
+    let changed_threads = (threads.len() / 100).max(1);
+    let step = threads.len() / changed_threads;
+    let change = |round: usize| {
+        for i in 0..changed_threads {
+            let t = &threads[(i * step + round) % threads.len()];
+            sim.sim.guest_message(t, "Is there parking?");
+        }
+    };
+    // The listing across all first: per-property polls in between would, like nudges,
+    // leave refreshed threads above the mark that the next listing reads past.
+    change(1);
+    let changed = poller.poll_configured().await.unwrap_or_else(poll_failed);
+    assert_eq!(changed.events_emitted, changed_threads);
+    change(2);
+    let mut changed_before = 0;
+    for id in &ids {
+        changed_before += poller
+            .poll_once(Some(id))
+            .await
+            .unwrap_or_else(poll_failed)
+            .api_calls;
+    }
     println!(
-        "   {n} properties: {before} calls (one listing each) -> {} call(s) (one listing)",
+        "   {n} properties: unchanged {before} calls (one listing each) -> {} (one listing)",
         now.api_calls
     );
     drop(nats);
     sim.shutdown().await;
-    (n, before, now.api_calls, full.api_calls)
+    PropertiesRow {
+        properties: n,
+        before,
+        now: now.api_calls,
+        full: full.api_calls,
+        changed_threads,
+        changed_before,
+        changed_now: changed.api_calls,
+    }
 }
 
 fn poll_failed<T>(e: concierge::roles::poller::PollerError) -> T {
