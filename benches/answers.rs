@@ -13,8 +13,10 @@
 //!   subject, as the webhook handler does; interval 30 s) and for the default 30 s interval;
 //! - RSS (VmHWM/VmRSS from `/proc/<pid>/status`) of each role run alone as the real binary
 //!   (`target/release/concierge run --role <role>`) against the same simulator and a
-//!   private nats-server, with 10,000 tracked threads; skipped with a note when the
-//!   release binary is missing (`cargo build --release`).
+//!   private nats-server, with 10,000 tracked threads, after a cycle of questions and one
+//!   schedule tick (every 20 s: one `schedule.tick` per open thread, so the scheduler
+//!   lists and the worker handles all 10,000); skipped with a note when the release
+//!   binary is missing (`cargo build --release`).
 //!
 //! `cargo bench --bench answers`; overrides: `BENCH_THREADS`, `BENCH_ROUNDS` (1 s mode),
 //! `BENCH_SLOW_ROUNDS` (nudge and 30 s modes; 0 skips them), `BENCH_MEMORY=0` skips part 5.
@@ -552,7 +554,8 @@ async fn memory(sim: &SimServer, thread_ids: &[String], next: &mut usize, per_cy
     )
     .await;
     let (answered, missing) = wait_for_replies(sim, &asked, Duration::from_secs(30)).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ticks = wait_for_schedule_tick(&infra, thread_ids.len()).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let mut table = Table::new(&["role process", "VmRSS", "VmHWM (peak)", "target", "met"]);
     let mut json_roles = serde_json::Map::new();
     for (role, child) in &mut children {
@@ -573,7 +576,9 @@ async fn memory(sim: &SimServer, thread_ids: &[String], next: &mut usize, per_cy
     }
     table.print();
     println!(
-        "(after the poller's baseline of {} threads and one cycle of {} questions: {} answered, {missing} unanswered)",
+        "(after the poller's baseline of {} threads, one cycle of {} questions ({} answered, \
+         {missing} unanswered) and a schedule tick: {ticks} schedule.tick events published by \
+         the scheduler and handled by the worker)",
         thread_ids.len(),
         asked.len(),
         answered.len()
@@ -584,10 +589,49 @@ async fn memory(sim: &SimServer, thread_ids: &[String], next: &mut usize, per_cy
             "bench": "answers/memory",
             "machine": common::machine(),
             "tracked_threads": thread_ids.len(),
+            "schedule_tick_events": ticks,
             "roles": json_roles,
         }),
     );
     drop(nats);
+}
+
+/// Waits (up to 90 s) for the scheduler's tick to publish one `schedule.tick` per open
+/// thread and for the worker to handle them all; returns how many events were added.
+async fn wait_for_schedule_tick(infra: &Infra, threads: usize) -> u64 {
+    let stream_name = concierge::store::nats::events_stream("concierge");
+    let mut stream = match infra.js.get_stream(&stream_name).await {
+        Ok(s) => s,
+        Err(e) => fail(&format!("events stream: {e}")),
+    };
+    let before = stream.info().await.map(|i| i.state.messages).unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let now = stream.info().await.map(|i| i.state.messages).unwrap_or(0);
+        let ticked = now >= before + threads as u64;
+        if (ticked && worker_drained(infra).await) || Instant::now() > deadline {
+            return now.saturating_sub(before);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Whether the worker's durable consumer has nothing left to deliver or acknowledge.
+async fn worker_drained(infra: &Infra) -> bool {
+    let stream_name = concierge::store::nats::events_stream("concierge");
+    let Ok(stream) = infra.js.get_stream(&stream_name).await else {
+        return false;
+    };
+    let consumer = stream
+        .get_consumer::<async_nats::jetstream::consumer::pull::Config>("concierge-worker")
+        .await;
+    match consumer {
+        Ok(mut c) => c
+            .info()
+            .await
+            .is_ok_and(|i| i.num_pending == 0 && i.num_ack_pending == 0),
+        Err(_) => false,
+    }
 }
 
 /// VmRSS / VmHWM of another process.
@@ -619,7 +663,8 @@ fn role_config_toml(sim: &SimServer, nats_url: &str, root: &std::path::Path) -> 
          [rules]\ndir = \"{rules}\"\ntemplates_dir = \"{templates}\"\nwatch = false\n\n\
          [http]\nlisten = \"\"\n\n\
          [properties.\"{PROP}\"]\nname = \"Bench Apartments\"\ntimezone = \"Europe/Lisbon\"\n\
-         vars = {{ {vars} }}\n",
+         vars = {{ {vars} }}\n\n\
+         [[schedules]]\nname = \"bench-tick\"\ncron = \"*/20 * * * * *\"\n",
         base = sim.base_url,
         rules = root.join("rules").display(),
         templates = root.join("templates").display(),
