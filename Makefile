@@ -53,6 +53,7 @@ demo: ensure-nats
 	$(CARGO) run -q -- demo
 
 bench: ensure-nats
+	$(CARGO) build --release --bin concierge
 	$(CARGO) bench
 
 fmt:

@@ -7,8 +7,14 @@
 //! median): API calls per cycle (from the simulator's request log, cross-checked with
 //! `ChannexClient::stats()`), cycle time, events emitted, and the process RSS.
 //!
+//! Then (issue 13, part 4) the cost of one unchanged poll cycle with 1, 100 and 1,000
+//! configured properties of 10 threads each: the sweep as it was (one listing per
+//! property) against the listing across all configured properties
+//! (`Poller::poll_configured`).
+//!
 //! `cargo bench --bench poller`; `BENCH_THREADS`, `BENCH_CHANGED`, `BENCH_REPS` override the
-//! sizes. Results: stdout table + `target/bench/poller.json`.
+//! sizes, `BENCH_PROPERTIES` the property counts (e.g. `1,100`; `0` skips that part).
+//! Results: stdout tables + `target/bench/poller.json`, `target/bench/properties.json`.
 mod common;
 
 use std::sync::Arc;
@@ -297,6 +303,173 @@ async fn run() {
         }),
     );
     sim.shutdown().await;
+    properties_scaling().await;
+}
+
+/// Calls of one unchanged cycle at each property count (10 threads per property).
+async fn properties_scaling() {
+    let counts: Vec<usize> = std::env::var("BENCH_PROPERTIES")
+        .unwrap_or_else(|_| "1,100,1000".into())
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .filter(|n| *n > 0)
+        .collect();
+    if counts.is_empty() {
+        return;
+    }
+    println!("\n== one poll cycle against the number of configured properties ==");
+    let mut rows = Vec::new();
+    for n in &counts {
+        rows.push(properties_cycle(*n).await);
+    }
+    let reference = rows.first().map(|r| r.now).unwrap_or(0);
+    let mut table = Table::new(&[
+        "properties (10 threads each)",
+        "unchanged cycle: before (one listing per property)",
+        "now (one listing across all)",
+        "target: as at 1 property",
+        "met",
+        "1 % of threads changed: before",
+        "now",
+        "first listing after the baselines",
+    ]);
+    let mut json_rows = Vec::new();
+    for r in &rows {
+        let met = r.now == reference && reference <= 1;
+        table.row(vec![
+            r.properties.to_string(),
+            format!("{} calls", r.before),
+            format!("{} calls", r.now),
+            format!("{reference} call(s)"),
+            yes_no(met).into(),
+            format!("{} calls ({} changed)", r.changed_before, r.changed_threads),
+            format!("{} calls ({} changed)", r.changed_now, r.changed_threads),
+            format!("{} calls", r.full),
+        ]);
+        json_rows.push(json!({
+            "properties": r.properties, "threads": r.properties * 10,
+            "calls_per_unchanged_cycle_per_property_listings": r.before,
+            "calls_per_unchanged_cycle_one_listing": r.now,
+            "changed_threads": r.changed_threads,
+            "calls_per_changed_cycle_per_property_listings": r.changed_before,
+            "calls_per_changed_cycle_one_listing": r.changed_now,
+            "calls_first_listing_after_baselines": r.full,
+            "met": met,
+        }));
+    }
+    table.print();
+    println!(
+        "(a property not baselined yet is first polled alone, once in its life: 1 call per \
+         property with up to 100 threads)"
+    );
+    common::write_json(
+        "properties",
+        &json!({"bench": "poller/properties", "machine": common::machine(), "rows": json_rows}),
+    );
+}
+
+/// Calls of the sweep as it was (one listing per property) and of `poll_configured`.
+struct PropertiesRow {
+    properties: usize,
+    before: u64,
+    now: u64,
+    full: u64,
+    changed_threads: usize,
+    changed_before: u64,
+    changed_now: u64,
+}
+
+async fn properties_cycle(n: usize) -> PropertiesRow {
+    let sim = Sim::start(SimOptions::with_key(KEY))
+        .await
+        .unwrap_or_else(|e| fail(&format!("cannot start the Channex simulator: {e}")));
+    let ids: Vec<String> = (0..n).map(|i| format!("prop-{i:04}")).collect();
+    let mut threads = Vec::new();
+    for id in &ids {
+        sim.sim.add_property(id, id, true);
+        for t in 0..10 {
+            let thread = sim
+                .sim
+                .open_thread(id, "BookingCom", &format!("Guest {t}"), true);
+            sim.sim.guest_message(&thread, "Hello!");
+            threads.push(thread);
+        }
+    }
+    let nats = common::nats_server();
+    let nats_cfg = nats.config();
+    let infra = Infra::setup(&nats_cfg)
+        .await
+        .unwrap_or_else(|e| fail(&format!("JetStream setup on the private server: {e}")));
+    let mut config = Config::default();
+    config.channex.base_url = sim.base_url.clone();
+    config.channex.api_key = Secret::new(KEY);
+    config.channex.property_ids = ids.clone();
+    config.channex.requests_per_minute = REQUESTS_PER_MINUTE;
+    config.nats = nats_cfg;
+    let channex = concierge::wiring::channex_client(&config)
+        .unwrap_or_else(|e| fail(&format!("Channex client: {e:#}")));
+    let mut poller = Poller::new(channex.clone(), &infra, Arc::new(config), None);
+    poller.load_states().await.unwrap_or_else(poll_failed);
+    for id in &ids {
+        poller.poll_once(Some(id)).await.unwrap_or_else(poll_failed);
+    }
+    let full = poller.poll_configured().await.unwrap_or_else(poll_failed);
+    let mut before = 0;
+    for id in &ids {
+        before += poller
+            .poll_once(Some(id))
+            .await
+            .unwrap_or_else(poll_failed)
+            .api_calls;
+    }
+    let now = poller.poll_configured().await.unwrap_or_else(poll_failed);
+    assert_eq!(
+        now.events_emitted + full.events_emitted,
+        0,
+        "nothing changed"
+    );
+    // 1 % of the threads (spread over the properties) get a guest message, twice.
+    let changed_threads = (threads.len() / 100).max(1);
+    let step = threads.len() / changed_threads;
+    let change = |round: usize| {
+        for i in 0..changed_threads {
+            let t = &threads[(i * step + round) % threads.len()];
+            sim.sim.guest_message(t, "Is there parking?");
+        }
+    };
+    // The listing across all first: per-property polls in between would, like nudges,
+    // leave refreshed threads above the mark that the next listing reads past.
+    change(1);
+    let changed = poller.poll_configured().await.unwrap_or_else(poll_failed);
+    assert_eq!(changed.events_emitted, changed_threads);
+    change(2);
+    let mut changed_before = 0;
+    for id in &ids {
+        changed_before += poller
+            .poll_once(Some(id))
+            .await
+            .unwrap_or_else(poll_failed)
+            .api_calls;
+    }
+    println!(
+        "   {n} properties: unchanged {before} calls (one listing each) -> {} (one listing)",
+        now.api_calls
+    );
+    drop(nats);
+    sim.shutdown().await;
+    PropertiesRow {
+        properties: n,
+        before,
+        now: now.api_calls,
+        full: full.api_calls,
+        changed_threads,
+        changed_before,
+        changed_now: changed.api_calls,
+    }
+}
+
+fn poll_failed<T>(e: concierge::roles::poller::PollerError) -> T {
+    fail(&format!("poll failed: {e}"))
 }
 
 /// Baseline, `reps` unchanged cycles and `reps` changed cycles with a fresh poller on a

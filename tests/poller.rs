@@ -713,3 +713,92 @@ async fn ids_from_channex_cannot_inject_headers_or_break_subjects() {
         assert!(!r.error.unwrap_or_default().contains('\n'));
     }
 }
+
+/// Issue 13, part 4: one listing across every configured property per cycle (its cost does
+/// not grow with the properties), threads of other properties ignored, a nudged poll of one
+/// property does not hide another's change, the early stop survives a restart, and a
+/// property added later is baselined then.
+#[tokio::test]
+async fn one_listing_covers_every_configured_property() {
+    let (_nats, infra, nats_cfg) = common::nats_infra().await;
+    let sim = common::sim().await;
+    let mut threads = HashMap::new();
+    for p in ["p1", "p2", "p3", "p4", "other"] {
+        sim.sim.add_property(p, p, true);
+        for i in 0..3 {
+            let t = sim
+                .sim
+                .open_thread(p, "BookingCom", &format!("{p} guest {i}"), true);
+            sim.sim.guest_message(&t, "history");
+            threads.insert((p, i), t);
+        }
+    }
+    let config = common::config(&sim, &nats_cfg, &["p1", "p2", "p3"]);
+    let calls = || {
+        let r = sim.sim.requests();
+        let lists = r.iter().filter(|r| r.path.ends_with("/message_threads"));
+        let filtered = lists
+            .clone()
+            .filter(|r| r.query.contains("filter[property_id]"));
+        (lists.count(), filtered.count(), r.len())
+    };
+    let mut p = poller(&config, &infra);
+    p.load_states().await.unwrap();
+    for prop in ["p1", "p2", "p3"] {
+        assert!(p.poll_once(Some(prop)).await.unwrap().baseline);
+    }
+    let first = p.poll_configured().await.unwrap();
+    assert_eq!((first.events_emitted, first.api_calls), (0, 1));
+    sim.sim.clear_requests();
+    let steady = p.poll_configured().await.unwrap();
+    assert_eq!((steady.events_emitted, steady.api_calls), (0, 1));
+    assert_eq!(calls(), (1, 0, 1), "one listing, no property filter");
+
+    // A guest of p2 and one of an unconfigured property: only p2's is read and emitted.
+    sim.sim
+        .guest_message(&threads[&("p2", 0)], "is there parking?");
+    sim.sim.guest_message(&threads[&("other", 0)], "not ours");
+    sim.sim.clear_requests();
+    let stats = p.poll_configured().await.unwrap();
+    assert_eq!((stats.events_emitted, stats.api_calls), (1, 2));
+    assert!(sim
+        .sim
+        .requests()
+        .iter()
+        .all(|r| !r.path.contains(&threads[&("other", 0)])));
+
+    // p1 changes, then p3 changes and is nudged (polled alone): p3's thread is now newer
+    // and unchanged, yet the next listing must still reach p1's change below it.
+    sim.sim
+        .guest_message(&threads[&("p1", 1)], "late checkout?");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    sim.sim
+        .guest_message(&threads[&("p3", 2)], "early checkin?");
+    assert_eq!(p.poll_once(Some("p3")).await.unwrap().events_emitted, 1);
+    assert_eq!(p.poll_configured().await.unwrap().events_emitted, 1);
+    let texts: Vec<String> = common::stored_events(&infra.js, "concierge")
+        .await
+        .into_iter()
+        .filter_map(|e| e.message.map(|m| m.text))
+        .collect();
+    assert_eq!(
+        texts,
+        ["is there parking?", "early checkin?", "late checkout?"]
+    );
+
+    // A restarted poller stops early at once (the mark is in KV).
+    let mut again = poller(&config, &infra);
+    again.load_states().await.unwrap();
+    assert_eq!(again.poll_configured().await.unwrap().api_calls, 1);
+
+    // p4 added to the configuration: baselined on its own, then listed with the others.
+    let config4 = common::config(&sim, &nats_cfg, &["p1", "p2", "p3", "p4"]);
+    let mut with_p4 = poller(&config4, &infra);
+    with_p4.load_states().await.unwrap();
+    let baseline = with_p4.poll_once(Some("p4")).await.unwrap();
+    assert!(baseline.baseline && baseline.events_emitted == 0);
+    assert_eq!(with_p4.poll_configured().await.unwrap().events_emitted, 0);
+    sim.sim.guest_message(&threads[&("p4", 1)], "towels?");
+    let stats = with_p4.poll_configured().await.unwrap();
+    assert_eq!((stats.events_emitted, stats.api_calls), (1, 2));
+}

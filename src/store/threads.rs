@@ -3,7 +3,9 @@
 //!
 //! Owns the snapshot record ([`ThreadState`]) and its keys in bucket `<prefix>_threads`:
 //! `t.<thread id>` per thread and `baseline.<scope>` per property scope (`*`: every
-//! property the key sees), both tokens [`keys::encode`]d. A baseline key written before
+//! property the key sees), both tokens [`keys::encode`]d, plus `scan.all`: the
+//! [`ScanMark`] of the last complete listing across all configured properties (what lets
+//! the next one stop early). A baseline key written before
 //! the key encoding was unified (`baseline._` for scope `*`) is still read as `*`, so an
 //! upgrade does not re-baseline (and miss) messages.
 //! Must not: detect changes or talk to Channex (the poller does), nor publish events.
@@ -65,11 +67,26 @@ fn baseline_scope(token: &str) -> Option<String> {
     }
 }
 
+/// KV key of the [`ScanMark`] (not a `t.` or `baseline.` key, so older versions skip it).
+pub const SCAN_MARK_KEY: &str = "scan.all";
+
+/// What the last complete listing across the configured properties established: every
+/// thread of `properties` with an `updated_at` before `complete_before` is known in its
+/// current state (a change after that listing moves `updated_at` past it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanMark {
+    /// Fingerprint of the set of properties that listing covered.
+    pub properties: String,
+    /// Channex's own `updated_at` (not our clock), so clock skew does not matter.
+    pub complete_before: DateTime<Utc>,
+}
+
 /// Everything the snapshots bucket holds, as loaded by a new poller leader.
 #[derive(Debug, Default)]
 pub struct Snapshots {
     pub states: HashMap<String, ThreadState>,
     pub baselined: HashSet<String>,
+    pub scan_mark: Option<ScanMark>,
 }
 
 /// The thread snapshot store (one KV bucket).
@@ -93,6 +110,10 @@ impl ThreadSnapshots {
         }
         let mut loaded = Snapshots::default();
         for key in all {
+            if key == SCAN_MARK_KEY {
+                loaded.scan_mark = self.read_scan_mark().await?;
+                continue;
+            }
             if let Some(token) = key.strip_prefix("baseline.") {
                 match baseline_scope(token) {
                     Some(scope) => loaded.baselined.insert(scope),
@@ -128,6 +149,27 @@ impl ThreadSnapshots {
                 }
             }),
         )
+    }
+
+    async fn read_scan_mark(&self) -> Result<Option<ScanMark>, StoreError> {
+        let bytes = self
+            .store
+            .get(SCAN_MARK_KEY)
+            .await
+            .map_err(|e| StoreError::nats("scan mark: read", e))?;
+        // An unreadable mark only costs one full listing.
+        Ok(bytes.and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
+    /// Remember the last complete listing across the configured properties.
+    pub async fn put_scan_mark(&self, mark: &ScanMark) -> Result<(), StoreError> {
+        let what = || "scan mark: write".to_string();
+        let body = serde_json::to_vec(mark).map_err(|e| StoreError::codec(what(), e))?;
+        self.store
+            .put(SCAN_MARK_KEY, body.into())
+            .await
+            .map_err(|e| StoreError::nats(what(), e))?;
+        Ok(())
     }
 
     /// The snapshot of one thread, if one is stored and readable.

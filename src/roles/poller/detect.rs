@@ -3,8 +3,10 @@
 //!
 //! Owns: when a listed thread counts as changed, when its messages must be read, which
 //! messages are new (the snapshot remembers the newest message time and the ids at that
-//! time, as timestamps can tie), the baseline record of a thread, and the events of the new
-//! messages (`thread.new_message`, plus `inquiry.received` once per inquiry message).
+//! time, as timestamps can tie), the baseline record of a thread, the events of the new
+//! messages (`thread.new_message`, plus `inquiry.received` once per inquiry message), and
+//! where a listing across all configured properties may stop ([`classify_across`],
+//! [`ScanMark`]).
 //! Must not: do I/O, read a clock (the caller passes the backfill cutoff), or publish.
 
 use chrono::{DateTime, Utc};
@@ -13,7 +15,9 @@ use crate::channex::{Message, Sender, Thread};
 use crate::events::{
     ids, Event, EventType, InquiryInfo, MessageInfo, PropertyInfo, ThreadSnapshot,
 };
-use crate::store::threads::{ThreadState, ALL_KNOWN};
+use std::collections::HashSet;
+
+use crate::store::threads::{ScanMark, ThreadState, ALL_KNOWN};
 
 /// Whether a listed thread differs from its snapshot (no snapshot: new, so changed).
 pub fn is_changed(state: Option<&ThreadState>, t: &Thread) -> bool {
@@ -22,6 +26,77 @@ pub fn is_changed(state: Option<&ThreadState>, t: &Thread) -> bool {
             || s.is_closed != t.is_closed
             || s.last_message_received_at != t.last_message_received_at
     })
+}
+
+/// What a listing across all configured properties does with one listed thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listed {
+    /// A thread of a kept property that differs from its snapshot: process it.
+    Changed,
+    /// Unchanged, or of a property not kept (not configured, or not baselined yet).
+    Skip,
+    /// Everything from here on is known: stop listing.
+    Stop,
+}
+
+/// One row of the `updated_at desc` listing across all properties. `complete_before` is
+/// the previous complete listing's [`ScanMark`] (only when Channex honours the order and
+/// the mark covers the same properties).
+///
+/// Why not simply stop at the first unchanged thread, as a one-property listing does:
+/// a nudged poll of one property refreshes its snapshots between two listings, so a
+/// thread of that property can be unchanged and newer than a change of another property
+/// that this listing has not reached yet. A thread last updated before the previous
+/// complete listing, though, cannot hide a change: any change after that listing moved
+/// its thread's `updated_at` past the mark.
+pub fn classify_across(
+    t: &Thread,
+    state: Option<&ThreadState>,
+    keep: &HashSet<String>,
+    complete_before: Option<DateTime<Utc>>,
+) -> Listed {
+    let kept = t.property_id.as_ref().is_some_and(|p| keep.contains(p));
+    if kept && is_changed(state, t) {
+        Listed::Changed
+    } else if complete_before.is_some_and(|mark| t.updated_at.is_some_and(|at| at < mark)) {
+        Listed::Stop
+    } else {
+        Listed::Skip
+    }
+}
+
+/// The mark a complete listing leaves: its newest `updated_at`, held back to the oldest
+/// `updated_at` of the threads that could not be processed (`failed`), so the next listing
+/// reaches them again. `None` (the next listing is a full one) when no listed thread had
+/// an `updated_at`, or a failed one had none.
+pub fn next_scan_mark(
+    properties: String,
+    newest_listed: Option<DateTime<Utc>>,
+    failed: &[Option<DateTime<Utc>>],
+) -> Option<ScanMark> {
+    let mut complete_before = newest_listed?;
+    for at in failed {
+        complete_before = complete_before.min((*at)?);
+    }
+    Some(ScanMark {
+        properties,
+        complete_before,
+    })
+}
+
+/// A stable fingerprint of a set of property ids (FNV-1a over the sorted ids), so a
+/// [`ScanMark`] is only trusted for the properties its listing covered.
+pub fn properties_fingerprint(properties: &HashSet<String>) -> String {
+    let mut sorted: Vec<&String> = properties.iter().collect();
+    sorted.sort();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in sorted {
+        for b in p.bytes().chain([0u8]) {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    format!("{}:{hash:016x}", properties.len())
 }
 
 /// Whether its messages must be read (a close alone changes nothing in them).
@@ -424,5 +499,72 @@ mod tests {
         let again = observe(&t, Some(&first.state), m(), ALL);
         let types: Vec<_> = again.events.iter().map(|e| e.event_type).collect();
         assert_eq!(types, [EventType::ThreadNewMessage]);
+    }
+
+    #[test]
+    fn a_listing_across_properties_stops_only_below_the_previous_complete_listing() {
+        let keep: HashSet<String> = ["p1".to_string()].into();
+        let mut t = thread(2, "2026-05-01T10:00:00Z");
+        t.updated_at = Some(at("2026-05-01T10:00:00Z"));
+        let known = detect(Observed {
+            thread: &t,
+            previous: None,
+            property_id: "p1".into(),
+            property: PropertyInfo::default(),
+            fresh: vec![],
+            emit_after: None,
+        })
+        .state;
+        let before = Some(at("2026-05-01T10:00:01Z"));
+        let after = Some(at("2026-05-01T09:59:59Z"));
+        // Unchanged, but newer than the mark (e.g. refreshed by a nudged poll): go on.
+        assert_eq!(
+            classify_across(&t, Some(&known), &keep, after),
+            Listed::Skip
+        );
+        assert_eq!(classify_across(&t, Some(&known), &keep, None), Listed::Skip);
+        assert_eq!(
+            classify_across(&t, Some(&known), &keep, before),
+            Listed::Stop
+        );
+        // Changed threads of kept properties are processed even below the mark.
+        assert_eq!(classify_across(&t, None, &keep, before), Listed::Changed);
+        // Other properties are never processed, but they do end the listing below the mark.
+        let mut other = t.clone();
+        other.property_id = Some("p9".into());
+        assert_eq!(classify_across(&other, None, &keep, after), Listed::Skip);
+        assert_eq!(classify_across(&other, None, &keep, before), Listed::Stop);
+        other.property_id = None;
+        assert_eq!(classify_across(&other, None, &keep, after), Listed::Skip);
+    }
+
+    #[test]
+    fn the_scan_mark_is_held_back_to_the_oldest_failed_thread() {
+        let newest = Some(at("2026-05-01T10:00:00Z"));
+        let failed = Some(at("2026-05-01T09:00:00Z"));
+        let mark = |f: &[Option<DateTime<Utc>>]| {
+            next_scan_mark("fp".into(), newest, f).map(|m| m.complete_before)
+        };
+        assert_eq!(mark(&[]), newest);
+        assert_eq!(mark(&[failed]), failed);
+        assert_eq!(
+            mark(&[failed, None]),
+            None,
+            "a failed thread without updated_at"
+        );
+        assert_eq!(next_scan_mark("fp".into(), None, &[]), None);
+    }
+
+    #[test]
+    fn the_properties_fingerprint_ignores_order_and_tells_sets_apart() {
+        let set = |ids: &[&str]| -> HashSet<String> { ids.iter().map(|s| s.to_string()).collect() };
+        let a = properties_fingerprint(&set(&["p1", "p2"]));
+        assert_eq!(a, properties_fingerprint(&set(&["p2", "p1"])));
+        assert_ne!(a, properties_fingerprint(&set(&["p1"])));
+        assert_ne!(a, properties_fingerprint(&set(&["p1p2"])));
+        assert_ne!(
+            properties_fingerprint(&set(&["ab", "c"])),
+            properties_fingerprint(&set(&["a", "bc"]))
+        );
     }
 }

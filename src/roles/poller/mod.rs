@@ -14,10 +14,21 @@
 //! store; [`nudge`] gates webhook nudges; the snapshots themselves live in
 //! [`crate::store::threads`]. Time comes from the injected [`Clock`].
 //!
-//! Economy: one `list_threads` pass per property per cycle (ceil(threads/100) calls, asking
-//! for `order[updated_at]=desc` and stopping at the first unchanged thread when Channex
-//! honours the order), then one messages call per changed thread (more only when more
-//! than 100 messages arrived). Decisions that are not in the contract:
+//! Economy: a cycle costs a number of Channex calls that does not grow with the number of
+//! configured properties. Each interval cycle is one listing of `GET /message_threads`
+//! across every property the key sees ([`Poller::poll_configured`]: no
+//! `filter[property_id]`, `order[updated_at]=desc`, 100 a page), keeping only threads of
+//! `channex.property_ids` and stopping at the first thread known to be unchanged since the
+//! previous complete listing (the [`ScanMark`] in KV, so this survives restarts); when
+//! Channex ignores the order, or no mark covers the same properties (first run, a property
+//! added or removed), the whole listing is read (ceil(threads/100) calls). Then one
+//! messages call per changed thread (more only when more than 100 messages arrived). A
+//! property not baselined yet is first polled alone (`filter[property_id]`, once in its
+//! life), as is the property of a webhook nudge ([`Poller::poll_once`]). With
+//! `property_ids = []` the cycle is one listing of scope `*` (every thread kept) stopping
+//! at the first unchanged thread, as a one-property poll does.
+//!
+//! Decisions that are not in the contract:
 //! - thread snapshots in events describe the thread as of the poll (freshest knowledge:
 //!   if staff answered in the same cycle, the guest message's event already says
 //!   `awaiting_reply: false`);
@@ -48,7 +59,7 @@ use crate::events::Event;
 use crate::store::audit::{AuditLog, AuditRecord};
 use crate::store::lease::{LeaderElection, Lease};
 use crate::store::nats::{NatsSource, StoreError};
-use crate::store::threads::{ThreadSnapshots, ThreadState, ALL_PROPERTIES};
+use crate::store::threads::{ScanMark, ThreadSnapshots, ThreadState, ALL_PROPERTIES};
 
 pub use detect::{inquiry_info, snapshot_of};
 pub use nudge::{nudge_subject, publish_nudges, NudgeGate, NUDGE_MIN_GAP};
@@ -93,6 +104,10 @@ pub struct Poller {
     /// In-memory copy of the snapshots; reloaded from KV on becoming leader.
     states: HashMap<String, ThreadState>,
     baselined: HashSet<String>,
+    /// `channex.property_ids`, for the listing across all of them.
+    configured: HashSet<String>,
+    /// The last complete listing across the configured properties (see [`ScanMark`]).
+    scan_mark: Option<ScanMark>,
     audit: AuditLog,
     /// `<kind>:<fingerprint>` of the malformed items already reported, so a broken thread
     /// that is listed every cycle is logged, counted and audited once.
@@ -163,6 +178,7 @@ impl Poller {
         backfill: Option<Duration>,
     ) -> Self {
         let audit = AuditLog::new(infra.js.clone(), &config.nats.prefix);
+        let configured = config.channex.property_ids.iter().cloned().collect();
         Poller {
             channex,
             js: infra.js.clone(),
@@ -175,6 +191,8 @@ impl Poller {
             clock: system_clock(),
             states: HashMap::new(),
             baselined: HashSet::new(),
+            configured,
+            scan_mark: None,
             audit,
             malformed_seen: HashSet::new(),
         }
@@ -269,7 +287,8 @@ impl Poller {
         true
     }
 
-    /// Poll what one wake-up asks for: the nudged property, or every configured one.
+    /// Poll what one wake-up asks for: the nudged property, or every configured one
+    /// (each not yet baselined on its own, then all of them in one listing).
     async fn sweep(
         &mut self,
         only: Option<String>,
@@ -277,32 +296,46 @@ impl Poller {
         shutdown: &watch::Receiver<bool>,
         leader: &watch::Receiver<bool>,
     ) {
+        let across = only.is_none() && !self.configured.is_empty();
         if only.is_none() {
-            // A full sweep (interval or nudge) also answers nudges without a property,
-            // even when it runs as one poll per configured property.
+            // A full sweep (interval or nudge) also answers nudges without a property.
             gate.polled(None, Instant::now());
         }
         let properties: Vec<Option<String>> = match only {
             Some(p) => vec![Some(p)],
-            None if self.config.channex.property_ids.is_empty() => vec![None],
-            None => self
-                .config
-                .channex
-                .property_ids
-                .iter()
-                .cloned()
-                .map(Some)
-                .collect(),
+            None if !across => vec![None],
+            None => self.unbaselined().into_iter().map(Some).collect(),
         };
+        let still_leading = || !*shutdown.borrow() && *leader.borrow();
         for property in properties {
-            if *shutdown.borrow() || !*leader.borrow() {
-                break;
+            if !still_leading() {
+                return;
             }
             gate.polled(property.as_deref(), Instant::now());
             if let Err(e) = self.poll_once(property.as_deref()).await {
                 tracing::warn!(property = property.as_deref().unwrap_or("*"), error = %e, "poll cycle failed; will retry next cycle");
             }
         }
+        if !across || !still_leading() {
+            return;
+        }
+        if let Err(e) = self.poll_configured().await {
+            tracing::warn!(error = %e, "poll cycle across the configured properties failed; will retry next cycle");
+            return;
+        }
+        let now = Instant::now();
+        for p in &self.config.channex.property_ids {
+            gate.polled(Some(p), now);
+        }
+    }
+
+    /// The configured properties without a baseline yet, in configuration order.
+    fn unbaselined(&self) -> Vec<String> {
+        let ids = &self.config.channex.property_ids;
+        ids.iter()
+            .filter(|p| !self.baselined.contains(*p))
+            .cloned()
+            .collect()
     }
 
     /// Load every snapshot from KV (on becoming leader; a previous leader wrote them).
@@ -312,6 +345,7 @@ impl Poller {
         let loaded = self.snapshots.load_all().await?;
         self.states = loaded.states;
         self.baselined = loaded.baselined;
+        self.scan_mark = loaded.scan_mark;
         Ok(())
     }
 
@@ -366,6 +400,106 @@ impl Poller {
         stats.api_calls = self.channex.stats().requests_sent - calls_before;
         log_cycle(&scope, &stats, started.elapsed());
         Ok(stats)
+    }
+
+    /// One poll of every configured, baselined property with a single listing across all
+    /// the properties the key sees (`updated_at desc`, no `filter[property_id]`): threads
+    /// of other properties are skipped, and the listing stops at the first thread known
+    /// to be unchanged since the previous complete listing (see
+    /// [`detect::classify_across`]), so a cycle costs the same at 1 or 1,000 properties.
+    /// Without a usable mark (first run, properties changed, order ignored) it lists all.
+    pub async fn poll_configured(&mut self) -> Result<CycleStats, PollerError> {
+        let started = Instant::now();
+        let calls_before = self.channex.stats().requests_sent;
+        let keep: HashSet<String> = self
+            .configured
+            .iter()
+            .filter(|p| self.baselined.contains(*p))
+            .cloned()
+            .collect();
+        let mut stats = CycleStats::default();
+        if keep.is_empty() {
+            return Ok(stats); // nothing baselined yet: nothing to list for
+        }
+        let fingerprint = detect::properties_fingerprint(&keep);
+        let listing = self.changed_across(&keep, &fingerprint, &mut stats).await?;
+        let mut changed = listing.changed;
+        stats.threads_changed = changed.len();
+        changed.sort_by_key(|t| t.last_message_received_at);
+        let mut failed = Vec::new();
+        for thread in changed {
+            match self.process_thread(&thread, None, false).await {
+                Ok((n, malformed)) => {
+                    stats.events_emitted += n;
+                    stats.malformed_items += malformed;
+                }
+                Err(PollerError::Channex(e)) => {
+                    stats.threads_failed += 1;
+                    failed.push(thread.updated_at);
+                    tracing::warn!(thread = %thread.id, error = %e, "thread skipped this cycle");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let mark = detect::next_scan_mark(fingerprint, listing.newest, &failed);
+        self.keep_scan_mark(mark).await?;
+        stats.api_calls = self.channex.stats().requests_sent - calls_before;
+        log_cycle("configured", &stats, started.elapsed());
+        Ok(stats)
+    }
+
+    /// The changed threads of `keep` in the listing across all properties, and the newest
+    /// `updated_at` listed.
+    async fn changed_across(
+        &mut self,
+        keep: &HashSet<String>,
+        fingerprint: &str,
+        stats: &mut CycleStats,
+    ) -> Result<AcrossListing, PollerError> {
+        let query = ThreadQuery::default().ordered_by("updated_at", OrderDirection::Desc);
+        let mark = self
+            .scan_mark
+            .as_ref()
+            .filter(|m| m.properties == fingerprint)
+            .map(|m| m.complete_before);
+        let mut listing = AcrossListing::default();
+        let mut page_no = 1;
+        loop {
+            let page = self.channex.list_threads_page(&query, page_no).await?;
+            stats.malformed_items += self.report_malformed(&page.skipped, None, None).await;
+            // Channex ignoring the order: no early stop, the whole listing is read.
+            let stop_mark = mark.filter(|_| query.order_honoured_by(&page.meta));
+            let n = page.items.len();
+            for t in page.items {
+                stats.threads_seen += 1;
+                listing.newest = listing.newest.max(t.updated_at);
+                match detect::classify_across(&t, self.states.get(&t.id), keep, stop_mark) {
+                    detect::Listed::Changed => listing.changed.push(t),
+                    detect::Listed::Skip => {}
+                    detect::Listed::Stop => return Ok(listing),
+                }
+            }
+            let limit = page.meta.limit.max(1) as u64;
+            if n == 0 || (page_no as u64) * limit >= page.meta.total {
+                return Ok(listing);
+            }
+            page_no += 1;
+        }
+    }
+
+    /// Remembers (in KV only when it moved) the mark of the listing just completed.
+    async fn keep_scan_mark(&mut self, mark: Option<ScanMark>) -> Result<(), PollerError> {
+        match mark {
+            Some(m) if self.scan_mark.as_ref() != Some(&m) => {
+                self.snapshots.put_scan_mark(&m).await?;
+                self.scan_mark = Some(m);
+            }
+            Some(_) => {}
+            // A stored older mark stays valid (it only stops later); this process lists
+            // everything next time.
+            None => self.scan_mark = None,
+        }
+        Ok(())
     }
 
     /// The listed threads that differ from their snapshots, paging through the listing
@@ -581,6 +715,13 @@ fn log_cycle(scope: &str, stats: &CycleStats, elapsed: Duration) {
         duration_ms = elapsed.as_millis() as u64,
         "poll cycle"
     );
+}
+
+/// What the listing across all properties found.
+#[derive(Default)]
+struct AcrossListing {
+    changed: Vec<Thread>,
+    newest: Option<DateTime<Utc>>,
 }
 
 /// How many malformed-item fingerprints are remembered before the memory is reset.
