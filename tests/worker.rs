@@ -1120,3 +1120,189 @@ async fn cooldown_is_judged_with_the_injected_clock() {
     // The record is stamped with the injected clock.
     assert_eq!(report.records[0].at, start + chrono::TimeDelta::minutes(61));
 }
+
+/// Channex requests recorded by the simulator since `clear_requests`, as `METHOD path`.
+fn requests(rig: &Rig) -> Vec<String> {
+    rig.sim
+        .sim
+        .requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect()
+}
+
+fn is_messages_read(request: &str) -> bool {
+    request.starts_with("GET ") && request.ends_with("/messages")
+}
+
+/// A worker whose Channex client's request counter the test can read.
+async fn counted_worker(rig: &Rig) -> (Worker, concierge::channex::ChannexClient) {
+    let channex = concierge::wiring::channex_client(&rig.config).unwrap();
+    let (worker, _live) = concierge::wiring::worker(&rig.config, &rig.infra, channex.clone())
+        .await
+        .unwrap();
+    (worker, channex)
+}
+
+#[tokio::test]
+async fn a_thread_unchanged_since_the_poll_is_answered_with_two_channex_calls() {
+    let mut rig = rig(
+        &[("10_faq.rhai", FAQ_RULE)],
+        &[("wifi.hbs", "Wifi: {{vars.wifi_name}}")],
+    )
+    .await;
+    let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
+    rig.sim.sim.guest_message(&thread, "wifi?");
+    let event = guest_event(&rig.poll().await);
+    let (worker, channex) = counted_worker(&rig).await;
+    rig.sim.sim.clear_requests();
+    let before = channex.stats().requests_sent;
+    let report = worker.process_event(&event, 1).await;
+    assert!(report.is_final());
+    assert_eq!(report.records[0].outcome, Outcome::Executed);
+    // The thread (closed? moved since the poll?), then the send: no read of the messages.
+    assert_eq!(channex.stats().requests_sent - before, 2);
+    let calls = requests(&rig);
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert!(
+        calls[0].starts_with("GET ") && !is_messages_read(&calls[0]),
+        "{calls:?}"
+    );
+    assert!(calls[1].starts_with("POST "), "{calls:?}");
+    assert_eq!(rig.sent().len(), 1);
+}
+
+#[tokio::test]
+async fn staff_answering_between_poll_and_send_moves_the_thread_and_skips_the_reply() {
+    let mut rig = rig(
+        &[("10_faq.rhai", FAQ_RULE)],
+        &[("wifi.hbs", "Wifi: {{vars.wifi_name}}")],
+    )
+    .await;
+    let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
+    rig.sim.sim.guest_message(&thread, "wifi?");
+    let event = guest_event(&rig.poll().await);
+    rig.sim.sim.staff_message(&thread, "On the fridge!");
+    let (worker, _channex) = counted_worker(&rig).await;
+    rig.sim.sim.clear_requests();
+    let report = worker.process_event(&event, 1).await;
+    assert!(report.is_final());
+    assert_eq!(report.records[0].outcome, Outcome::Skipped);
+    assert_eq!(report.records[0].reason, Some(Reason::Superseded));
+    // The thread moved since the poll, so its messages were read before deciding.
+    let calls = requests(&rig);
+    assert!(calls.iter().any(|c| is_messages_read(c)), "{calls:?}");
+    assert!(!calls.iter().any(|c| c.starts_with("POST ")), "{calls:?}");
+    assert!(rig.sent().is_empty());
+}
+
+#[tokio::test]
+async fn staff_answering_before_the_poll_supersedes_although_the_thread_did_not_move_since() {
+    let mut rig = rig(
+        &[("10_faq.rhai", FAQ_RULE)],
+        &[("wifi.hbs", "Wifi: {{vars.wifi_name}}")],
+    )
+    .await;
+    let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
+    rig.sim.sim.guest_message(&thread, "wifi?");
+    rig.sim.sim.staff_message(&thread, "On the fridge!");
+    // The guest message's event carries a snapshot that already counts the staff answer:
+    // the thread equals the snapshot, but its last message is not the guest's.
+    let event = guest_event(&rig.poll().await);
+    let (worker, _channex) = counted_worker(&rig).await;
+    let report = worker.process_event(&event, 1).await;
+    assert!(report.is_final());
+    assert_eq!(report.records[0].reason, Some(Reason::Superseded));
+    assert!(rig.sent().is_empty());
+}
+
+#[tokio::test]
+async fn the_poller_builds_the_event_of_our_own_reply_from_the_ledger_as_a_read_would() {
+    use concierge::roles::poller::detect;
+    use concierge::store::threads::ThreadSnapshots;
+    let mut rig = rig(
+        &[("10_faq.rhai", FAQ_RULE)],
+        &[("wifi.hbs", "Wifi:\n  {{vars.wifi_name}}  ")],
+    )
+    .await;
+    let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
+    rig.sim.sim.guest_message(&thread, "wifi?");
+    let event = guest_event(&rig.poll().await);
+    let (worker, _channex) = counted_worker(&rig).await;
+    assert!(worker.process_event(&event, 1).await.is_final());
+    assert_eq!(rig.sent().len(), 1);
+
+    // What a read of the messages would have produced, by the poller's own detection.
+    let previous = ThreadSnapshots::new(rig.infra.threads.clone())
+        .get(&thread)
+        .await
+        .unwrap()
+        .expect("snapshot");
+    let channex = concierge::wiring::channex_client(&rig.config).unwrap();
+    let listed = channex.get_thread(&thread).await.unwrap();
+    let read = channex
+        .list_thread_messages_page(&thread, 1, 100)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|m| !detect::knows(&previous, m))
+        .collect::<Vec<_>>();
+    assert_eq!(read.len(), 1);
+    let expected = detect::detect(detect::Observed {
+        thread: &listed,
+        previous: Some(&previous),
+        property_id: PROP.to_string(),
+        property: rig.config.property_info(PROP),
+        fresh: read,
+        emit_after: Some(chrono::DateTime::<chrono::Utc>::MIN_UTC),
+    });
+
+    rig.sim.sim.clear_requests();
+    let own = rig.poll().await;
+    let calls = requests(&rig);
+    assert!(!calls.iter().any(|c| is_messages_read(c)), "{calls:?}");
+    assert_eq!(own.len(), 1);
+    assert_eq!(
+        serde_json::to_value(&own[0]).unwrap(),
+        serde_json::to_value(&expected.events[0]).unwrap()
+    );
+    let stored = ThreadSnapshots::new(rig.infra.threads.clone())
+        .get(&thread)
+        .await
+        .unwrap();
+    assert_eq!(stored, Some(expected.state));
+    // And the worker still recognises it as ours.
+    let report = worker.process_event(&own[0], 1).await;
+    assert_eq!(report.records[0].reason, Some(Reason::OwnMessage));
+}
+
+#[tokio::test]
+async fn the_poller_reads_the_messages_when_more_than_our_reply_arrived() {
+    let mut rig = rig(
+        &[("10_faq.rhai", FAQ_RULE)],
+        &[("wifi.hbs", "Wifi: {{vars.wifi_name}}")],
+    )
+    .await;
+    let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
+    rig.sim.sim.guest_message(&thread, "wifi?");
+    let event = guest_event(&rig.poll().await);
+    let (worker, _channex) = counted_worker(&rig).await;
+    assert!(worker.process_event(&event, 1).await.is_final());
+    rig.sim.sim.guest_message(&thread, "thanks!");
+    rig.sim.sim.clear_requests();
+    let events = rig.poll().await;
+    let calls = requests(&rig);
+    assert!(calls.iter().any(|c| is_messages_read(c)), "{calls:?}");
+    let senders: Vec<_> = events
+        .iter()
+        .filter_map(|e| e.message.as_ref().map(|m| m.sender.clone()))
+        .collect();
+    assert_eq!(
+        senders,
+        vec![
+            concierge::events::Sender::Property,
+            concierge::events::Sender::Guest
+        ]
+    );
+}

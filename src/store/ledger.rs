@@ -17,7 +17,10 @@
 //! - `cool.<thread>.<template>`: last time a template went to a thread (cooldown);
 //! - `send.<sha256(thread, normalised text)>`: a reply about to be sent, written before the
 //!   POST so that the message is recognised as ours even if the process dies before
-//!   `own.` is written (see [`Ledger::is_pending_own`]).
+//!   `own.` is written (see [`Ledger::is_pending_own`]);
+//! - `last.<thread>`: the last reply sent to a thread as Channex returned it
+//!   ([`SentMessage`]), so the poller can build that message's event without reading the
+//!   thread's messages when the thread grew by exactly that message.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -57,6 +60,17 @@ impl LedgerError {
             "finish (claim taken over)" | "renew (claim taken over)"
         )
     }
+}
+
+/// The last reply concierge sent to a thread, as Channex's answer to the POST described
+/// it: what the poller needs to build that message's event without reading it back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentMessage {
+    pub id: String,
+    pub text: String,
+    pub inserted_at: DateTime<Utc>,
+    #[serde(default)]
+    pub attachments: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -418,6 +432,38 @@ impl Ledger {
             .map_err(|e| Self::err("read", &key, e))
     }
 
+    fn last_sent_key(thread_id: &str) -> String {
+        format!("last.{}", keys::encode(thread_id))
+    }
+
+    /// Remember `message` as the last reply sent to `thread_id` (after the POST, with what
+    /// Channex answered).
+    pub async fn record_last_reply(
+        &self,
+        thread_id: &str,
+        message: &SentMessage,
+    ) -> Result<(), LedgerError> {
+        let key = Self::last_sent_key(thread_id);
+        let body = serde_json::to_vec(message).map_err(|e| Self::codec_err("encode", &key, e))?;
+        self.store
+            .put(&key, body.into())
+            .await
+            .map(|_| ())
+            .map_err(|e| Self::err("record_last_reply", &key, e))
+    }
+
+    /// The last reply sent to `thread_id`, if one is recorded (one that does not decode is
+    /// treated as none: the caller then reads the thread).
+    pub async fn last_reply(&self, thread_id: &str) -> Result<Option<SentMessage>, LedgerError> {
+        let key = Self::last_sent_key(thread_id);
+        let value = self
+            .store
+            .get(key.clone())
+            .await
+            .map_err(|e| Self::err("read", &key, e))?;
+        Ok(value.and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
     fn sending_key(thread_id: &str, text: &str) -> String {
         let mut hasher = Sha256::new();
         hasher.update(thread_id.as_bytes());
@@ -495,8 +541,9 @@ impl Ledger {
     }
 
     /// Forget everything about one thread: its actions' entries (rendered texts) and their
-    /// own-message and sending marks, and its cooldown marks. Entries written before
-    /// entries recorded their thread cannot be found; they expire with `ledger_max_age`.
+    /// own-message and sending marks, its cooldown marks and its last reply. Entries
+    /// written before entries recorded their thread cannot be found; they expire with
+    /// `ledger_max_age`.
     /// Returns the number of keys removed.
     pub async fn purge_thread(&self, thread_id: &str) -> Result<usize, LedgerError> {
         use futures::TryStreamExt;
@@ -509,9 +556,10 @@ impl Ledger {
             .await
             .map_err(|e| Self::err("list", "*", e))?;
         let cooldowns = format!("cool.{}.", keys::encode(thread_id));
+        let last_reply = Self::last_sent_key(thread_id);
         let mut doomed: Vec<String> = keys
             .iter()
-            .filter(|k| k.starts_with(&cooldowns))
+            .filter(|k| k.starts_with(&cooldowns) || **k == last_reply)
             .cloned()
             .collect();
         for key in keys.iter().filter(|k| k.starts_with("act.")) {

@@ -38,7 +38,7 @@ use crate::plan::rules::Action;
 use crate::plan::PlanStep;
 use crate::store::audit::{ActionKind, ActionOutcome, ActionRef, AuditRecord, Outcome, Reason};
 use crate::store::claim::{ConfirmError, HeldClaim};
-use crate::store::ledger::{self, Claim, Ledger, LedgerEntry, LedgerError};
+use crate::store::ledger::{self, Claim, Ledger, LedgerEntry, LedgerError, SentMessage};
 use crate::store::timers::{FollowUpTimer, FollowUps};
 use alerts::{Alert, AlertSinks};
 
@@ -443,28 +443,23 @@ impl Executor {
             Ok(c) => c,
             Err(step) => return step,
         };
-        let messages = match self
-            .channex
-            .list_thread_messages_page(thread_id, 1, 100)
-            .await
-        {
-            Ok(page) => page.items,
-            Err(e) => return self.on_channex_error(claim, e, Some(text)).await,
-        };
+        // Only a takeover of an earlier claim needs the messages before anything else.
+        let mut messages = None;
+        if previous.is_some() {
+            match self.newest_messages(thread_id).await {
+                Ok(m) => messages = Some(m),
+                Err(e) => return self.on_channex_error(claim, e, Some(text)).await,
+            }
+        }
         // A takeover: the previous holder may have sent; if so, that is our outcome.
         let verified = previous
             .as_ref()
-            .and_then(|p| find_sent(&messages, text, p.claimed_at));
+            .zip(messages.as_deref())
+            .and_then(|(p, m)| find_sent(m, text, p.claimed_at).cloned());
         if let Some(sent) = verified {
-            let _ = self.ledger.mark_own_message(&sent.id).await;
-            let _ = self
-                .ledger
-                .mark_sent(thread_id, template, sent.inserted_at)
+            return self
+                .verified_sent(claim, thread_id, template, text, sent)
                 .await;
-            let mut f =
-                Finished::new(Outcome::Executed, Reason::VerifiedAfterInterruption).text(text);
-            f.channex_message_id = Some(sent.id.clone());
-            return self.finish(claim, f).await;
         }
         let thread = match self.channex.get_thread(thread_id).await {
             Ok(t) => t,
@@ -474,6 +469,15 @@ impl Executor {
             let f = Finished::new(Outcome::Skipped, Reason::ThreadClosed).text(text);
             return self.finish(claim, f).await;
         }
+        // The takeover check reads the messages only when the thread moved since the poll.
+        let messages = match messages {
+            Some(m) => m,
+            None if unmoved_since_poll(planned.event, &thread) => Vec::new(),
+            None => match self.newest_messages(thread_id).await {
+                Ok(m) => m,
+                Err(e) => return self.on_channex_error(claim, e, Some(text)).await,
+            },
+        };
         match self
             .reply_blocked(planned, thread_id, template, &messages)
             .await
@@ -486,6 +490,34 @@ impl Executor {
             return Step::Retry("injected crash after claim".into());
         }
         self.send_reply(claim, thread_id, template, text).await
+    }
+
+    /// A thread's newest messages, newest first (the takeover check and the verification
+    /// of an interrupted send read them).
+    async fn newest_messages(&self, thread_id: &str) -> Result<Vec<Message>, ChannexError> {
+        self.channex
+            .list_thread_messages_page(thread_id, 1, 100)
+            .await
+            .map(|page| page.items)
+    }
+
+    /// An interrupted send that did reach Channex: record it as ours and finish.
+    async fn verified_sent(
+        &self,
+        claim: HeldClaim,
+        thread_id: &str,
+        template: &str,
+        text: &str,
+        sent: Message,
+    ) -> Step {
+        let _ = self.ledger.mark_own_message(&sent.id).await;
+        let _ = self
+            .ledger
+            .mark_sent(thread_id, template, sent.inserted_at)
+            .await;
+        let mut f = Finished::new(Outcome::Executed, Reason::VerifiedAfterInterruption).text(text);
+        f.channex_message_id = Some(sent.id);
+        self.finish(claim, f).await
     }
 
     /// Why a reply must not go out although its thread is open: staff took the
@@ -564,6 +596,14 @@ impl Executor {
         if let Err(e) = self.ledger.mark_own_message(&sent.id).await {
             return e.into();
         }
+        // Saves the poller reading the message back; it reads when this is missing.
+        let last = SentMessage {
+            id: sent.id.clone(),
+            text: sent.text.clone(),
+            inserted_at: sent.inserted_at,
+            attachments: sent.attachments.clone(),
+        };
+        let _ = self.ledger.record_last_reply(thread_id, &last).await;
         let _ = self
             .ledger
             .mark_sent(thread_id, template, (self.clock)())
@@ -780,6 +820,27 @@ fn in_window(at: DateTime<Utc>, now: DateTime<Utc>, window: Duration) -> bool {
         .to_std()
         .map(|age| age < window)
         .unwrap_or(true)
+}
+
+/// Whether `thread`, read right before a send, is as the poll saw it when it emitted the
+/// guest message that triggered `event`, and that message is still the thread's last: then
+/// no message at all, so no staff message, is newer than the trigger, and the takeover
+/// check needs no read of the messages. Any doubt (no guest message in the event, no
+/// snapshot, a missing time) answers `false`, and the messages are read.
+fn unmoved_since_poll(event: &Event, thread: &crate::channex::Thread) -> bool {
+    let (Some(snapshot), Some(trigger)) = (event.thread.as_ref(), event.message.as_ref()) else {
+        return false;
+    };
+    let Some(last) = thread.last_message.as_ref() else {
+        return false;
+    };
+    trigger.sender == Sender::Guest
+        && thread.message_count == snapshot.message_count
+        && thread.last_message_received_at.is_some()
+        && thread.last_message_received_at == snapshot.last_message_received_at
+        && last.sender == Sender::Guest
+        && last.inserted_at == Some(trigger.inserted_at)
+        && last.text == trigger.text
 }
 
 /// A property message with our text, inserted around or after our claim.

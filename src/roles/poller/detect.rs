@@ -1,7 +1,8 @@
 //! The poller's change detection, pure: given what the poller stored about a thread and
 //! what Channex returned, which events to emit and what to store next.
 //!
-//! Owns: when a listed thread counts as changed, when its messages must be read, which
+//! Owns: when a listed thread counts as changed, when its messages must be read (not when
+//! its one new message is concierge's own reply as the ledger recorded it), which
 //! messages are new (the snapshot remembers the newest message time and the ids at that
 //! time, as timestamps can tie), the baseline record of a thread, the events of the new
 //! messages (`thread.new_message`, plus `inquiry.received` once per inquiry message), and
@@ -17,6 +18,7 @@ use crate::events::{
 };
 use std::collections::HashSet;
 
+use crate::store::ledger::SentMessage;
 use crate::store::threads::{ScanMark, ThreadState, ALL_KNOWN};
 
 /// Whether a listed thread differs from its snapshot (no snapshot: new, so changed).
@@ -105,6 +107,40 @@ pub fn needs_messages(previous: Option<&ThreadState>, t: &Thread) -> bool {
         p.message_count != t.message_count
             || p.last_message_received_at != t.last_message_received_at
     })
+}
+
+/// Whether the listing row says the thread grew by exactly one message, a property one,
+/// since its snapshot: it may be concierge's own last reply (see [`own_reply_alone`]).
+pub fn may_be_own_reply(previous: &ThreadState, t: &Thread) -> bool {
+    previous.message_count.checked_add(1) == Some(t.message_count)
+        && t.last_message
+            .as_ref()
+            .is_some_and(|m| m.sender == Sender::Property && m.inserted_at.is_some())
+}
+
+/// The thread's one new message when it is `sent`, concierge's last reply to it as the
+/// ledger recorded it (Channex's answer to the POST): the listing row grew by exactly one
+/// message, its `last_message` is that reply (time, text, attachments), and the reply is not
+/// known yet. Built as a read of the messages would have returned it, so its event is the
+/// same; `None` (read the messages) on any mismatch.
+pub fn own_reply_alone(previous: &ThreadState, t: &Thread, sent: &SentMessage) -> Option<Message> {
+    let last = t.last_message.as_ref()?;
+    let matches = may_be_own_reply(previous, t)
+        && last.inserted_at == Some(sent.inserted_at)
+        && last.text == sent.text
+        && last.attachments == sent.attachments;
+    let message = Message {
+        id: sent.id.clone(),
+        text: sent.text.clone(),
+        sender: Sender::Property,
+        attachments: sent.attachments.clone(),
+        inserted_at: sent.inserted_at,
+        updated_at: None,
+        thread_id: Some(t.id.clone()),
+        user_id: None,
+        meta: None,
+    };
+    (matches && !knows(previous, &message)).then_some(message)
 }
 
 /// Whether `m` was already emitted (or recorded by a baseline).

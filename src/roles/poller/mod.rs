@@ -22,7 +22,9 @@
 //! previous complete listing (the [`ScanMark`] in KV, so this survives restarts); when
 //! Channex ignores the order, or no mark covers the same properties (first run, a property
 //! added or removed), the whole listing is read (ceil(threads/100) calls). Then one
-//! messages call per changed thread (more only when more than 100 messages arrived). A
+//! messages call per changed thread (more only when more than 100 messages arrived), none
+//! for a thread whose one new message is concierge's own reply: the executor records the
+//! reply in the ledger ([`Ledger::last_reply`]) and its event is built from that record. A
 //! property not baselined yet is first polled alone (`filter[property_id]`, once in its
 //! life), as is the property of a webhook nudge ([`Poller::poll_once`]). With
 //! `property_ids = []` the cycle is one listing of scope `*` (every thread kept) stopping
@@ -58,6 +60,7 @@ use crate::config::Config;
 use crate::events::Event;
 use crate::store::audit::{AuditLog, AuditRecord};
 use crate::store::lease::{LeaderElection, Lease};
+use crate::store::ledger::Ledger;
 use crate::store::nats::{NatsSource, StoreError};
 use crate::store::threads::{ScanMark, ThreadSnapshots, ThreadState, ALL_PROPERTIES};
 
@@ -109,6 +112,8 @@ pub struct Poller {
     /// The last complete listing across the configured properties (see [`ScanMark`]).
     scan_mark: Option<ScanMark>,
     audit: AuditLog,
+    /// Read only: the last reply the executor sent to a thread ([`Ledger::last_reply`]).
+    ledger: Ledger,
     /// `<kind>:<fingerprint>` of the malformed items already reported, so a broken thread
     /// that is listed every cycle is logged, counted and audited once.
     malformed_seen: HashSet<String>,
@@ -194,6 +199,7 @@ impl Poller {
             configured,
             scan_mark: None,
             audit,
+            ledger: Ledger::new(infra.ledger.clone(), "poller", Duration::ZERO),
             malformed_seen: HashSet::new(),
         }
     }
@@ -601,8 +607,13 @@ impl Poller {
             return Ok((0, 0));
         }
         let (fresh, malformed) = if detect::needs_messages(previous.as_ref(), thread) {
-            let known = previous.clone().unwrap_or_default();
-            self.new_messages(thread, &known, &property_id).await?
+            match self.own_reply_alone(thread, previous.as_ref()).await {
+                Some(own) => (vec![own], 0),
+                None => {
+                    let known = previous.clone().unwrap_or_default();
+                    self.new_messages(thread, &known, &property_id).await?
+                }
+            }
         } else {
             (Vec::new(), 0)
         };
@@ -632,6 +643,24 @@ impl Poller {
         self.backfill
             .and_then(|d| chrono::Duration::from_std(d).ok())
             .map(|d| (self.clock)() - d)
+    }
+
+    /// Concierge's own reply, built from the executor's ledger record, when the listing row
+    /// shows it is the thread's one new message ([`detect::own_reply_alone`]): saves reading
+    /// it back. `None` (read the messages) when anything differs or the ledger cannot say.
+    async fn own_reply_alone(
+        &self,
+        thread: &Thread,
+        previous: Option<&ThreadState>,
+    ) -> Option<Message> {
+        let previous = previous.filter(|p| detect::may_be_own_reply(p, thread))?;
+        match self.ledger.last_reply(&thread.id).await {
+            Ok(sent) => detect::own_reply_alone(previous, thread, &sent?),
+            Err(e) => {
+                tracing::debug!(thread = %thread.id, error = %e, "last reply not readable; reading the messages");
+                None
+            }
+        }
     }
 
     /// The thread's messages newer than `known` knows of (newest first, until a known one),
