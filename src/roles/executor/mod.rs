@@ -924,4 +924,74 @@ mod tests {
             assert!(f.error.is_some());
         }
     }
+
+    fn guest_event_and_thread() -> (Event, crate::channex::Thread) {
+        let asked: DateTime<Utc> = "2024-07-01T12:00:00Z".parse().expect("time");
+        let event: Event = serde_json::from_value(serde_json::json!({
+            "id": "e1",
+            "type": "thread.new_message",
+            "occurred_at": "2024-07-01T12:00:00Z",
+            "property": {"id": "p1", "name": "Casa", "timezone": "UTC"},
+            "thread": {
+                "id": "t1", "title": "Maria", "provider": "booking_com", "is_closed": false,
+                "message_count": 3, "last_message_received_at": "2024-07-01T12:00:00Z",
+                "last_guest_message_at": "2024-07-01T12:00:00Z", "awaiting_reply": true
+            },
+            "message": {"id": "m3", "text": "wifi?", "sender": "guest",
+                        "inserted_at": "2024-07-01T12:00:00Z"}
+        }))
+        .expect("event");
+        let thread = crate::channex::Thread {
+            id: "t1".into(),
+            title: "Maria".into(),
+            is_closed: false,
+            provider: crate::channex::Provider::BookingCom,
+            message_count: 3,
+            last_message: Some(crate::channex::LastMessage {
+                text: "wifi?".into(),
+                sender: Sender::Guest,
+                inserted_at: Some(asked),
+                attachments: vec![],
+            }),
+            last_message_received_at: Some(asked),
+            inserted_at: None,
+            updated_at: None,
+            booking_id: None,
+            channel_id: None,
+            property_id: Some("p1".into()),
+        };
+        (event, thread)
+    }
+
+    #[test]
+    fn a_thread_as_polled_whose_last_message_is_the_trigger_has_not_moved() {
+        let (event, thread) = guest_event_and_thread();
+        assert!(unmoved_since_poll(&event, &thread));
+    }
+
+    #[test]
+    fn any_sign_of_a_newer_message_means_the_thread_moved() {
+        let (event, thread) = guest_event_and_thread();
+        let later: DateTime<Utc> = "2024-07-01T12:00:09Z".parse().expect("time");
+        let mut grown = thread.clone();
+        grown.message_count = 4;
+        assert!(!unmoved_since_poll(&event, &grown));
+        let mut received = thread.clone();
+        received.last_message_received_at = Some(later);
+        assert!(!unmoved_since_poll(&event, &received));
+        // Same count and time as the snapshot, but the last message is staff's (it came
+        // in the same poll as the guest's): not unmoved.
+        let mut staff_last = thread.clone();
+        if let Some(l) = staff_last.last_message.as_mut() {
+            l.sender = Sender::Property;
+        }
+        assert!(!unmoved_since_poll(&event, &staff_last));
+        let mut no_last = thread.clone();
+        no_last.last_message = None;
+        assert!(!unmoved_since_poll(&event, &no_last));
+        // An event without a guest message (a follow-up timer) always reads.
+        let mut timer = event.clone();
+        timer.message = None;
+        assert!(!unmoved_since_poll(&timer, &thread));
+    }
 }

@@ -603,4 +603,72 @@ mod tests {
             properties_fingerprint(&set(&["a", "bc"]))
         );
     }
+
+    /// A thread known up to one guest message, listed again with one more message: ours.
+    fn grown_by_our_reply() -> (ThreadState, Thread, SentMessage) {
+        let previous = ThreadState {
+            message_count: 1,
+            newest_message_at: Some(at("2024-07-01T10:00:00Z")),
+            newest_message_ids: vec!["g1".into()],
+            ..ThreadState::default()
+        };
+        let sent = SentMessage {
+            id: "r1".into(),
+            text: "Wifi: CasaAzul".into(),
+            inserted_at: at("2024-07-01T10:00:05Z"),
+            attachments: vec![],
+        };
+        let mut t = thread(2, "2024-07-01T10:00:05Z");
+        t.last_message = Some(crate::channex::LastMessage {
+            text: sent.text.clone(),
+            sender: Sender::Property,
+            inserted_at: Some(sent.inserted_at),
+            attachments: vec![],
+        });
+        (previous, t, sent)
+    }
+
+    #[test]
+    fn our_reply_as_the_one_new_message_is_built_from_its_record() {
+        let (previous, t, sent) = grown_by_our_reply();
+        assert!(may_be_own_reply(&previous, &t));
+        let m = own_reply_alone(&previous, &t, &sent).expect("our reply");
+        assert_eq!(m.id, "r1");
+        assert_eq!(m.sender, Sender::Property);
+        assert_eq!(m.text, sent.text);
+        assert_eq!(m.inserted_at, sent.inserted_at);
+    }
+
+    #[test]
+    fn anything_but_exactly_our_reply_means_reading_the_messages() {
+        let (previous, t, sent) = grown_by_our_reply();
+        // Two new messages.
+        let mut two = t.clone();
+        two.message_count = 3;
+        assert!(own_reply_alone(&previous, &two, &sent).is_none());
+        // The last message is someone else's (other text, time, or sender).
+        let mut other_text = t.clone();
+        if let Some(l) = other_text.last_message.as_mut() {
+            l.text = "staff wrote this".into();
+        }
+        assert!(own_reply_alone(&previous, &other_text, &sent).is_none());
+        let older = SentMessage {
+            inserted_at: at("2024-07-01T09:00:00Z"),
+            ..sent.clone()
+        };
+        assert!(own_reply_alone(&previous, &t, &older).is_none());
+        let mut guest = t.clone();
+        if let Some(l) = guest.last_message.as_mut() {
+            l.sender = Sender::Guest;
+        }
+        assert!(!may_be_own_reply(&previous, &guest));
+        assert!(own_reply_alone(&previous, &guest, &sent).is_none());
+        // Already known (emitted by an earlier read).
+        let known = ThreadState {
+            newest_message_at: Some(sent.inserted_at),
+            newest_message_ids: vec![sent.id.clone()],
+            ..previous.clone()
+        };
+        assert!(own_reply_alone(&known, &t, &sent).is_none());
+    }
 }
