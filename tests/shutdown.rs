@@ -69,7 +69,10 @@ vars = {{ wifi_name = "CasaAzul", wifi_password = "sardinhas" }}
     assert_eq!(guest.len(), 1);
     let event_id = guest[0].id.clone();
 
-    // Every Channex call now takes 1.5 s: the reply is GET messages, GET thread, POST.
+    // The guest writes again after the poll: the thread moved, so the reply reads the
+    // messages too (an unmoved thread is answered with the thread read and the POST alone).
+    rig.sim.sim.guest_message(&thread, "Also, is there parking?");
+    // Every Channex call now takes 1.5 s: the reply is GET thread, GET messages, POST.
     rig.sim.sim.clear_requests();
     rig.sim.sim.set_faults(FaultConfig {
         rate_429: 0.0,
@@ -89,16 +92,16 @@ vars = {{ wifi_name = "CasaAzul", wifi_password = "sardinhas" }}
     let pid = child.id().expect("pid").to_string();
     let worker_log = || std::fs::read_to_string(&stderr_path).unwrap_or_default();
 
-    // Wait until the first Channex call of the reply (reading the thread's messages) has
-    // been answered: the action is now between Channex calls, two slow ones still to go.
-    let messages_path = format!("/message_threads/{thread}/messages");
+    // Wait until the first Channex call of the reply (reading the thread) has been
+    // answered: the action is now between Channex calls, two slow ones still to go.
+    let thread_path = format!("/message_threads/{thread}");
     let started = Instant::now();
     while !rig
         .sim
         .sim
         .requests()
         .iter()
-        .any(|r| r.method == "GET" && r.path.ends_with(&messages_path))
+        .any(|r| r.method == "GET" && r.path.ends_with(&thread_path))
     {
         if let Ok(Some(status)) = child.try_wait() {
             panic!("worker exited early ({status}):\n{}", worker_log());
