@@ -45,6 +45,13 @@ async fn remember(ledger: &Ledger, timers: &FollowUps, audit: &AuditLog, event: 
         .unwrap();
     ledger.mark_sending(&thread, &text).await.unwrap();
     ledger.mark_sent(&thread, "wifi", Utc::now()).await.unwrap();
+    let reply = concierge::store::ledger::SentMessage {
+        id: format!("sent-{thread}"),
+        text: text.clone(),
+        inserted_at: Utc::now(),
+        attachments: vec![],
+    };
+    ledger.record_last_reply(&thread, &reply).await.unwrap();
     timers
         .arm(&FollowUpTimer {
             thread_id: thread.clone(),
@@ -93,8 +100,8 @@ async fn purge_deletes_one_threads_data_everywhere_and_keeps_the_others() {
     assert_eq!(report.timers, 1);
     assert_eq!(report.audit_records, 1);
     assert_eq!(report.events, 1);
-    // act., own., send. and cool. keys.
-    assert_eq!(report.ledger_keys, 4, "{report:?}");
+    // act., own., send., cool. and last. keys.
+    assert_eq!(report.ledger_keys, 5, "{report:?}");
 
     for (thread, present) in [(&doomed, false), (&kept, true)] {
         let event = events
@@ -122,6 +129,7 @@ async fn purge_deletes_one_threads_data_everywhere_and_keeps_the_others() {
             ledger.last_sent(thread, "wifi").await.unwrap().is_some(),
             present
         );
+        assert_eq!(ledger.last_reply(thread).await.unwrap().is_some(), present);
         assert_eq!(
             timers.get(thread, "delayed_reply").await.unwrap().is_some(),
             present

@@ -71,7 +71,9 @@ vars = {{ wifi_name = "CasaAzul", wifi_password = "sardinhas" }}
 
     // The guest writes again after the poll: the thread moved, so the reply reads the
     // messages too (an unmoved thread is answered with the thread read and the POST alone).
-    rig.sim.sim.guest_message(&thread, "Also, is there parking?");
+    rig.sim
+        .sim
+        .guest_message(&thread, "Also, is there parking?");
     // Every Channex call now takes 1.5 s: the reply is GET thread, GET messages, POST.
     rig.sim.sim.clear_requests();
     rig.sim.sim.set_faults(FaultConfig {

@@ -12,7 +12,11 @@
 //!   ([`crate::store::claim`]); a reply's text is noted for its thread before the POST, so the message
 //!   is known as ours even if the process dies before recording its id;
 //! - human takeover: a property-side message newer than the guest message that triggered
-//!   the event, not sent by us, skips the reply (`superseded`); a closed thread skips it;
+//!   the event, not sent by us, skips the reply (`superseded`); a closed thread skips it.
+//!   Right before the send the thread is read; its messages are read too only when the
+//!   thread moved since the poll (see `unmoved_since_poll`);
+//! - after a send, the reply as Channex returned it is recorded for its thread
+//!   ([`Ledger::record_last_reply`]), so the poller need not read it back;
 //! - cooldown per thread + template; `no_reply_needed` only on Booking.com;
 //! - a step marked dry-run (decided once, by [`crate::plan::plan`]) is audited without
 //!   calling out. Follow-up timers are internal state, armed even in dry-run so a dry run
