@@ -802,3 +802,147 @@ async fn one_listing_covers_every_configured_property() {
     let stats = with_p4.poll_configured().await.unwrap();
     assert_eq!((stats.events_emitted, stats.api_calls), (1, 2));
 }
+
+/// Messages of the stored events, in order.
+async fn event_texts(infra: &concierge::store::nats::Infra) -> Vec<String> {
+    common::stored_events(&infra.js, "concierge")
+        .await
+        .into_iter()
+        .filter_map(|e| e.message.map(|m| m.text))
+        .collect()
+}
+
+/// Review of issue 13 part 4, defect 1: Channex's `updated_at` is not an exact timeline.
+/// An update stamped late, just below the previous complete listing's newest `updated_at`,
+/// is still reached (the listing reads a lookback below the mark).
+#[tokio::test]
+async fn a_late_stamped_update_just_below_the_mark_is_still_read() {
+    let (_nats, infra, sim, config) = env().await;
+    let threads: Vec<String> = (0..3)
+        .map(|i| {
+            let t = sim
+                .sim
+                .open_thread(PROP, "BookingCom", &format!("guest {i}"), true);
+            sim.sim.guest_message(&t, "history");
+            t
+        })
+        .collect();
+    let mut p = poller(&config, &infra);
+    p.load_states().await.unwrap();
+    assert!(p.poll_once(Some(PROP)).await.unwrap().baseline);
+    assert_eq!(p.poll_configured().await.unwrap().api_calls, 1); // full listing: mark
+    let mark = threads
+        .iter()
+        .filter_map(|t| sim.sim.thread(t).and_then(|t| t.updated_at))
+        .max()
+        .expect("updated_at");
+    sim.sim.guest_message(&threads[0], "stamped late");
+    assert!(sim
+        .sim
+        .set_thread_updated_at(&threads[0], mark - chrono::Duration::seconds(1)));
+    let stats = p.poll_configured().await.unwrap();
+    assert_eq!((stats.events_emitted, stats.api_calls), (1, 2), "{stats:?}");
+    assert_eq!(event_texts(&infra).await, ["stamped late"]);
+}
+
+/// Defect 2: with `property_ids = []` (scope `*`) a nudged poll refreshes the top of the
+/// listing; the next `*` listing still reaches a change below it.
+#[tokio::test]
+async fn scope_all_reaches_a_change_below_a_thread_a_nudge_refreshed() {
+    let (_nats, infra, nats_cfg) = common::nats_infra().await;
+    let sim = common::sim().await;
+    let mut threads = HashMap::new();
+    for prop in ["pa", "pb"] {
+        sim.sim.add_property(prop, prop, true);
+        for i in 0..2 {
+            let t = sim
+                .sim
+                .open_thread(prop, "BookingCom", &format!("{prop} {i}"), true);
+            sim.sim.guest_message(&t, "history");
+            threads.insert((prop, i), t);
+        }
+    }
+    let config = common::config(&sim, &nats_cfg, &[]);
+    let mut p = poller(&config, &infra);
+    p.load_states().await.unwrap();
+    assert!(p.poll_once(None).await.unwrap().baseline);
+    assert_eq!(p.poll_once(None).await.unwrap().events_emitted, 0);
+    sim.sim.guest_message(&threads[&("pa", 0)], "first");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    sim.sim.guest_message(&threads[&("pb", 1)], "second");
+    assert_eq!(p.poll_once(Some("pb")).await.unwrap().events_emitted, 1);
+    assert_eq!(p.poll_once(None).await.unwrap().events_emitted, 1);
+    assert_eq!(event_texts(&infra).await, ["second", "first"]);
+    // Steady state: one listing call.
+    assert_eq!(p.poll_once(None).await.unwrap().api_calls, 1);
+}
+
+/// Defect 3: Channex ignoring `filter[property_id]`. A baseline of a new property does not
+/// swallow another property's change, and a nudge never emits for an unconfigured one.
+#[tokio::test]
+async fn rows_of_other_properties_in_a_filtered_listing_are_ignored() {
+    let (_nats, infra, nats_cfg) = common::nats_infra().await;
+    let sim = common::sim().await;
+    let mut threads = HashMap::new();
+    for prop in ["p1", "p2", "other"] {
+        sim.sim.add_property(prop, prop, true);
+        let t = sim.sim.open_thread(prop, "BookingCom", prop, true);
+        sim.sim.guest_message(&t, "history");
+        threads.insert(prop, t);
+    }
+    sim.sim.set_list_features(true, false);
+    let config = common::config(&sim, &nats_cfg, &["p1", "p2"]);
+    let mut p = poller(&config, &infra);
+    p.load_states().await.unwrap();
+    assert!(p.poll_once(Some("p1")).await.unwrap().baseline);
+    assert_eq!(p.poll_configured().await.unwrap().events_emitted, 0);
+    sim.sim.guest_message(&threads["p1"], "p1 guest");
+    let p2 = p.poll_once(Some("p2")).await.unwrap();
+    assert!(p2.baseline && p2.events_emitted == 0);
+    sim.sim.guest_message(&threads["other"], "not ours");
+    assert_eq!(p.poll_once(Some("p1")).await.unwrap().events_emitted, 1);
+    assert_eq!(p.poll_configured().await.unwrap().events_emitted, 0);
+    assert_eq!(event_texts(&infra).await, ["p1 guest"]);
+}
+
+/// Defect 5: a thread that keeps failing does not pin the mark: it is retried on its own
+/// for a few cycles, then audited (`malformed_item`, kind `message_thread`) and given up
+/// until it changes again; nothing of it is lost once it reads again.
+#[tokio::test]
+async fn a_thread_that_keeps_failing_is_retried_then_audited_and_given_up() {
+    use concierge::roles::poller::detect::RETRY_ATTEMPTS;
+    use concierge::sim::BrokenMessages;
+    let (_nats, infra, sim, config) = env().await;
+    let stuck = sim.sim.open_thread(PROP, "BookingCom", "stuck", true);
+    let fine = sim.sim.open_thread(PROP, "BookingCom", "fine", true);
+    sim.sim.guest_message(&stuck, "history");
+    sim.sim.guest_message(&fine, "history");
+    let quiet = sim.sim.open_thread(PROP, "BookingCom", "quiet", true);
+    let mut p = poller(&config, &infra);
+    p.load_states().await.unwrap();
+    p.poll_once(Some(PROP)).await.unwrap();
+    p.poll_configured().await.unwrap();
+    sim.sim
+        .break_messages(&stuck, Some(BrokenMessages::Malformed));
+    sim.sim.guest_message(&stuck, "unreadable for now");
+    for cycle in 1..=RETRY_ATTEMPTS {
+        sim.sim.guest_message(&fine, &format!("fine {cycle}"));
+        let stats = p.poll_configured().await.unwrap();
+        assert_eq!((stats.threads_failed, stats.events_emitted), (1, 1));
+        // One listing, the fine thread's messages, the stuck one's (and its own read).
+        assert!(stats.api_calls <= 4, "{stats:?}");
+    }
+    let audit = malformed_audit(&infra).await;
+    assert_eq!(audit.len(), 1, "{audit:#?}");
+    assert_eq!(audit[0].thread_id.as_deref(), Some(stuck.as_str()));
+    // Time passes: the thread falls below the listing's lookback (under a quiet thread
+    // the listing stops at) and is left alone.
+    let ago = |minutes| Utc::now() - chrono::Duration::minutes(minutes);
+    assert!(sim.sim.set_thread_updated_at(&quiet, ago(10)));
+    assert!(sim.sim.set_thread_updated_at(&stuck, ago(30)));
+    let stats = p.poll_configured().await.unwrap();
+    assert_eq!((stats.threads_failed, stats.api_calls), (0, 1), "{stats:?}");
+    sim.sim.break_messages(&stuck, None);
+    sim.sim.guest_message(&stuck, "readable again");
+    assert_eq!(p.poll_configured().await.unwrap().events_emitted, 2);
+}

@@ -294,6 +294,15 @@ impl Sim {
         self.lock().backdate_thread(thread_id, by)
     }
 
+    /// Sets a thread's `updated_at` alone (its messages keep theirs): a late-stamped update.
+    pub fn set_thread_updated_at(
+        &self,
+        thread_id: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> bool {
+        self.lock().set_thread_updated_at(thread_id, at)
+    }
+
     /// Makes a thread's message list misbehave (`None` heals it), to test that one broken
     /// thread does not stop the others.
     pub fn break_messages(&self, thread_id: &str, how: Option<BrokenMessages>) {

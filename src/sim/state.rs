@@ -288,6 +288,16 @@ impl Store {
         true
     }
 
+    /// Sets a thread's `updated_at` alone (an update Channex stamped late, or on a server
+    /// whose clock lags); `false` if it does not exist.
+    pub fn set_thread_updated_at(&mut self, thread_id: &str, at: DateTime<Utc>) -> bool {
+        let Some(thread) = self.threads.get_mut(thread_id) else {
+            return false;
+        };
+        thread.updated_at = at;
+        true
+    }
+
     fn push_message(
         &mut self,
         thread_id: &str,
