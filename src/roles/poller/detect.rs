@@ -620,13 +620,14 @@ mod tests {
 
     #[test]
     fn failed_threads_do_not_hold_the_mark_back_and_are_given_up_after_the_attempts() {
-        let newest = Some(at("2026-05-01T10:00:00Z"));
+        let newest_at = at("2026-05-01T10:00:00Z");
+        let newest = Some(newest_at);
         let stamp = Some(at("2026-05-01T09:00:00Z"));
         let failed = vec![("t9".to_string(), stamp)];
         let (first, gone) = next_scan_mark("fp".into(), None, newest, &failed);
         let first = first.expect("a mark");
         assert!(gone.is_empty());
-        assert_eq!(first.complete_before, newest.unwrap());
+        assert_eq!(first.complete_before, newest_at);
         assert_eq!(first.pending[0].attempts, 1);
         let mut mark = first;
         for attempt in 2..RETRY_ATTEMPTS {
@@ -634,22 +635,19 @@ mod tests {
             mark = next.expect("the mark stays");
             assert!(gone.is_empty());
             assert_eq!(mark.pending[0].attempts, attempt);
-            assert_eq!(
-                mark.complete_before,
-                newest.unwrap(),
-                "an incomplete listing"
-            );
+            assert_eq!(mark.complete_before, newest_at, "an incomplete listing");
         }
         let (last, gone) = next_scan_mark("fp".into(), Some(&mark), None, &failed);
         assert!(last.expect("mark").pending.is_empty());
         assert_eq!(gone.len(), 1);
         assert_eq!(gone[0].attempts, RETRY_ATTEMPTS);
         // Succeeding clears the pending entry; a newer listing moves the mark.
-        let later = Some(at("2026-05-01T11:00:00Z"));
+        let later_at = at("2026-05-01T11:00:00Z");
+        let later = Some(later_at);
         let (cleared, _) = next_scan_mark("fp".into(), Some(&mark), later, &[]);
         let cleared = cleared.expect("mark");
         assert!(cleared.pending.is_empty());
-        assert_eq!(cleared.complete_before, later.unwrap());
+        assert_eq!(cleared.complete_before, later_at);
         assert_eq!(next_scan_mark("fp".into(), None, None, &[]).0, None);
     }
 
