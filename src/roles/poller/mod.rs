@@ -19,14 +19,17 @@
 //! across every property the key sees ([`Poller::poll_configured`]: no
 //! `filter[property_id]`, `order[updated_at]=desc`, 100 a page), keeping only threads of
 //! `channex.property_ids` and stopping at the first thread known to be unchanged since the
-//! previous complete listing (the [`ScanMark`] in KV, so this survives restarts); when
+//! previous complete listing, less [`detect::SCAN_LOOKBACK`] (the [`ScanMark`] in KV, so
+//! this survives restarts; threads that failed are kept in it and retried on their own,
+//! then audited and given up after [`detect::RETRY_ATTEMPTS`] cycles); when
 //! Channex ignores the order, or no mark covers the same properties (first run, a property
 //! added or removed), the whole listing is read (ceil(threads/100) calls). Then one
 //! messages call per changed thread (more only when more than 100 messages arrived). A
 //! property not baselined yet is first polled alone (`filter[property_id]`, once in its
 //! life), as is the property of a webhook nudge ([`Poller::poll_once`]). With
-//! `property_ids = []` the cycle is one listing of scope `*` (every thread kept) stopping
-//! at the first unchanged thread, as a one-property poll does.
+//! `property_ids = []` the cycle is the same marked listing of scope `*` (every thread
+//! kept). A one-property listing drops rows of other properties (Channex ignoring
+//! `filter[property_id]`) and stops at the first unchanged thread.
 //!
 //! Decisions that are not in the contract:
 //! - thread snapshots in events describe the thread as of the poll (freshest knowledge:
