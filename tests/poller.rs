@@ -953,3 +953,22 @@ async fn a_thread_that_keeps_failing_is_retried_then_audited_and_given_up() {
     sim.sim.guest_message(&stuck, "readable again");
     assert_eq!(p.poll_configured().await.unwrap().events_emitted, 2);
 }
+
+/// Defect 4: a listed row without `property_id` counts for the property its snapshot
+/// recorded, instead of silently never being kept by the listing across properties.
+#[tokio::test]
+async fn a_row_without_property_id_is_kept_by_its_snapshot_property() {
+    let (_nats, infra, sim, config) = env().await;
+    let t = sim.sim.open_thread(PROP, "BookingCom", "Ann", true);
+    sim.sim.guest_message(&t, "history");
+    let mut p = poller(&config, &infra);
+    p.load_states().await.unwrap();
+    assert!(p.poll_once(Some(PROP)).await.unwrap().baseline);
+    p.poll_configured().await.unwrap();
+    sim.sim.hide_thread_property(&t, true);
+    sim.sim.guest_message(&t, "towels?");
+    assert_eq!(p.poll_configured().await.unwrap().events_emitted, 1);
+    let events = common::stored_events(&infra.js, "concierge").await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].property.id, PROP);
+}
