@@ -972,3 +972,31 @@ async fn a_row_without_property_id_is_kept_by_its_snapshot_property() {
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].property.id, PROP);
 }
+
+/// Review note: a listing Channex did not return in the order asked for proves nothing
+/// about `updated_at`, so it does not move the mark: the next ordered listing reads all.
+#[tokio::test]
+async fn a_listing_out_of_order_does_not_move_the_mark() {
+    let (_nats, infra, sim, config) = env().await;
+    let names = ["recent", "quiet", "changed"];
+    let ids: Vec<String> = names
+        .iter()
+        .map(|n| {
+            let t = sim.sim.open_thread(PROP, "BookingCom", n, true);
+            sim.sim.guest_message(&t, "history");
+            t
+        })
+        .collect();
+    let mut p = poller(&config, &infra);
+    p.load_states().await.unwrap();
+    assert!(p.poll_once(Some(PROP)).await.unwrap().baseline);
+    sim.sim.set_list_features(false, true);
+    assert_eq!(p.poll_configured().await.unwrap().events_emitted, 0);
+    sim.sim.set_list_features(true, true);
+    let ago = |minutes| Utc::now() - chrono::Duration::minutes(minutes);
+    sim.sim.guest_message(&ids[2], "far below");
+    assert!(sim.sim.set_thread_updated_at(&ids[1], ago(30)));
+    assert!(sim.sim.set_thread_updated_at(&ids[2], ago(60)));
+    assert_eq!(p.poll_configured().await.unwrap().events_emitted, 1);
+    assert_eq!(event_texts(&infra).await, ["far below"]);
+}
