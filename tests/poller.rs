@@ -802,3 +802,201 @@ async fn one_listing_covers_every_configured_property() {
     let stats = with_p4.poll_configured().await.unwrap();
     assert_eq!((stats.events_emitted, stats.api_calls), (1, 2));
 }
+
+/// Messages of the stored events, in order.
+async fn event_texts(infra: &concierge::store::nats::Infra) -> Vec<String> {
+    common::stored_events(&infra.js, "concierge")
+        .await
+        .into_iter()
+        .filter_map(|e| e.message.map(|m| m.text))
+        .collect()
+}
+
+/// Review of issue 13 part 4, defect 1: Channex's `updated_at` is not an exact timeline.
+/// An update stamped late, just below the previous complete listing's newest `updated_at`,
+/// is still reached (the listing reads a lookback below the mark).
+#[tokio::test]
+async fn a_late_stamped_update_just_below_the_mark_is_still_read() {
+    let (_nats, infra, sim, config) = env().await;
+    let threads: Vec<String> = (0..3)
+        .map(|i| {
+            let t = sim
+                .sim
+                .open_thread(PROP, "BookingCom", &format!("guest {i}"), true);
+            sim.sim.guest_message(&t, "history");
+            t
+        })
+        .collect();
+    let mut p = poller(&config, &infra);
+    p.load_states().await.unwrap();
+    assert!(p.poll_once(Some(PROP)).await.unwrap().baseline);
+    assert_eq!(p.poll_configured().await.unwrap().api_calls, 1); // full listing: mark
+    let mark = threads
+        .iter()
+        .filter_map(|t| sim.sim.thread(t).and_then(|t| t.updated_at))
+        .max()
+        .expect("updated_at");
+    sim.sim.guest_message(&threads[0], "stamped late");
+    assert!(sim
+        .sim
+        .set_thread_updated_at(&threads[0], mark - chrono::Duration::seconds(1)));
+    let stats = p.poll_configured().await.unwrap();
+    assert_eq!((stats.events_emitted, stats.api_calls), (1, 2), "{stats:?}");
+    assert_eq!(event_texts(&infra).await, ["stamped late"]);
+}
+
+/// Defect 2: with `property_ids = []` (scope `*`) a nudged poll refreshes page 1 of the
+/// listing; the next `*` listing still reaches a change on page 2.
+#[tokio::test]
+async fn scope_all_reaches_a_change_below_a_page_a_nudge_refreshed() {
+    let (_nats, infra, nats_cfg) = common::nats_infra().await;
+    let sim = common::sim().await;
+    sim.sim.add_property("pa", "pa", true);
+    sim.sim.add_property("pb", "pb", true);
+    let ta = sim.sim.open_thread("pa", "BookingCom", "pa guest", true);
+    sim.sim.guest_message(&ta, "history");
+    let pb: Vec<String> = (0..100)
+        .map(|i| {
+            let t = sim
+                .sim
+                .open_thread("pb", "BookingCom", &format!("pb {i}"), true);
+            sim.sim.guest_message(&t, "history");
+            t
+        })
+        .collect();
+    let config = common::config(&sim, &nats_cfg, &[]);
+    let mut p = poller(&config, &infra);
+    p.load_states().await.unwrap();
+    assert!(p.poll_once(None).await.unwrap().baseline);
+    assert_eq!(p.poll_once(None).await.unwrap().events_emitted, 0);
+    sim.sim.guest_message(&ta, "first");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    for t in &pb {
+        sim.sim.guest_message(t, "pb news");
+    }
+    // The nudge refreshes every thread on page 1; pa's change is now on page 2.
+    assert_eq!(p.poll_once(Some("pb")).await.unwrap().events_emitted, 100);
+    assert_eq!(p.poll_once(None).await.unwrap().events_emitted, 1);
+    let texts = event_texts(&infra).await;
+    assert_eq!(
+        (texts.len(), texts.last().map(String::as_str)),
+        (101, Some("first"))
+    );
+}
+
+/// Defect 3: Channex ignoring `filter[property_id]`. A baseline of a new property does not
+/// swallow another property's change, and a nudge never emits for an unconfigured one.
+#[tokio::test]
+async fn rows_of_other_properties_in_a_filtered_listing_are_ignored() {
+    let (_nats, infra, nats_cfg) = common::nats_infra().await;
+    let sim = common::sim().await;
+    let mut threads = HashMap::new();
+    for prop in ["p1", "p2", "other"] {
+        sim.sim.add_property(prop, prop, true);
+        let t = sim.sim.open_thread(prop, "BookingCom", prop, true);
+        sim.sim.guest_message(&t, "history");
+        threads.insert(prop, t);
+    }
+    sim.sim.set_list_features(true, false);
+    let config = common::config(&sim, &nats_cfg, &["p1", "p2"]);
+    let mut p = poller(&config, &infra);
+    p.load_states().await.unwrap();
+    assert!(p.poll_once(Some("p1")).await.unwrap().baseline);
+    assert_eq!(p.poll_configured().await.unwrap().events_emitted, 0);
+    sim.sim.guest_message(&threads["p1"], "p1 guest");
+    let p2 = p.poll_once(Some("p2")).await.unwrap();
+    assert!(p2.baseline && p2.events_emitted == 0);
+    sim.sim.guest_message(&threads["other"], "not ours");
+    assert_eq!(p.poll_once(Some("p1")).await.unwrap().events_emitted, 1);
+    assert_eq!(p.poll_configured().await.unwrap().events_emitted, 0);
+    assert_eq!(event_texts(&infra).await, ["p1 guest"]);
+}
+
+/// Defect 5: a thread that keeps failing does not pin the mark: it is retried on its own
+/// for a few cycles, then audited (`malformed_item`, kind `message_thread`) and given up
+/// until it changes again; nothing of it is lost once it reads again.
+#[tokio::test]
+async fn a_thread_that_keeps_failing_is_retried_then_audited_and_given_up() {
+    use concierge::roles::poller::detect::RETRY_ATTEMPTS;
+    use concierge::sim::BrokenMessages;
+    let (_nats, infra, sim, config) = env().await;
+    let stuck = sim.sim.open_thread(PROP, "BookingCom", "stuck", true);
+    let fine = sim.sim.open_thread(PROP, "BookingCom", "fine", true);
+    sim.sim.guest_message(&stuck, "history");
+    sim.sim.guest_message(&fine, "history");
+    let quiet = sim.sim.open_thread(PROP, "BookingCom", "quiet", true);
+    let mut p = poller(&config, &infra);
+    p.load_states().await.unwrap();
+    p.poll_once(Some(PROP)).await.unwrap();
+    p.poll_configured().await.unwrap();
+    sim.sim
+        .break_messages(&stuck, Some(BrokenMessages::Malformed));
+    sim.sim.guest_message(&stuck, "unreadable for now");
+    for cycle in 1..=RETRY_ATTEMPTS {
+        sim.sim.guest_message(&fine, &format!("fine {cycle}"));
+        let stats = p.poll_configured().await.unwrap();
+        assert_eq!((stats.threads_failed, stats.events_emitted), (1, 1));
+        // One listing, the fine thread's messages, the stuck one's (and its own read).
+        assert!(stats.api_calls <= 4, "{stats:?}");
+    }
+    let audit = malformed_audit(&infra).await;
+    assert_eq!(audit.len(), 1, "{audit:#?}");
+    assert_eq!(audit[0].thread_id.as_deref(), Some(stuck.as_str()));
+    // Time passes: the thread falls below the listing's lookback (under a quiet thread
+    // the listing stops at) and is left alone.
+    let ago = |minutes| Utc::now() - chrono::Duration::minutes(minutes);
+    assert!(sim.sim.set_thread_updated_at(&quiet, ago(10)));
+    assert!(sim.sim.set_thread_updated_at(&stuck, ago(30)));
+    let stats = p.poll_configured().await.unwrap();
+    assert_eq!((stats.threads_failed, stats.api_calls), (0, 1), "{stats:?}");
+    sim.sim.break_messages(&stuck, None);
+    sim.sim.guest_message(&stuck, "readable again");
+    assert_eq!(p.poll_configured().await.unwrap().events_emitted, 2);
+}
+
+/// Defect 4: a listed row without `property_id` counts for the property its snapshot
+/// recorded, instead of silently never being kept by the listing across properties.
+#[tokio::test]
+async fn a_row_without_property_id_is_kept_by_its_snapshot_property() {
+    let (_nats, infra, sim, config) = env().await;
+    let t = sim.sim.open_thread(PROP, "BookingCom", "Ann", true);
+    sim.sim.guest_message(&t, "history");
+    let mut p = poller(&config, &infra);
+    p.load_states().await.unwrap();
+    assert!(p.poll_once(Some(PROP)).await.unwrap().baseline);
+    p.poll_configured().await.unwrap();
+    sim.sim.hide_thread_property(&t, true);
+    sim.sim.guest_message(&t, "towels?");
+    assert_eq!(p.poll_configured().await.unwrap().events_emitted, 1);
+    let events = common::stored_events(&infra.js, "concierge").await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].property.id, PROP);
+}
+
+/// Review note: a listing Channex did not return in the order asked for proves nothing
+/// about `updated_at`, so it does not move the mark: the next ordered listing reads all.
+#[tokio::test]
+async fn a_listing_out_of_order_does_not_move_the_mark() {
+    let (_nats, infra, sim, config) = env().await;
+    let names = ["recent", "quiet", "changed"];
+    let ids: Vec<String> = names
+        .iter()
+        .map(|n| {
+            let t = sim.sim.open_thread(PROP, "BookingCom", n, true);
+            sim.sim.guest_message(&t, "history");
+            t
+        })
+        .collect();
+    let mut p = poller(&config, &infra);
+    p.load_states().await.unwrap();
+    assert!(p.poll_once(Some(PROP)).await.unwrap().baseline);
+    sim.sim.set_list_features(false, true);
+    assert_eq!(p.poll_configured().await.unwrap().events_emitted, 0);
+    sim.sim.set_list_features(true, true);
+    let ago = |minutes| Utc::now() - chrono::Duration::minutes(minutes);
+    sim.sim.guest_message(&ids[2], "far below");
+    assert!(sim.sim.set_thread_updated_at(&ids[1], ago(30)));
+    assert!(sim.sim.set_thread_updated_at(&ids[2], ago(60)));
+    assert_eq!(p.poll_configured().await.unwrap().events_emitted, 1);
+    assert_eq!(event_texts(&infra).await, ["far below"]);
+}

@@ -294,6 +294,25 @@ impl Sim {
         self.lock().backdate_thread(thread_id, by)
     }
 
+    /// Sets a thread's `updated_at` alone (its messages keep theirs): a late-stamped update.
+    pub fn set_thread_updated_at(
+        &self,
+        thread_id: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> bool {
+        self.lock().set_thread_updated_at(thread_id, at)
+    }
+
+    /// Whether a thread is answered without its property relationship (no `property_id`).
+    pub fn hide_thread_property(&self, thread_id: &str, hidden: bool) {
+        let mut store = self.lock();
+        if hidden {
+            store.property_hidden.insert(thread_id.to_string());
+        } else {
+            store.property_hidden.remove(thread_id);
+        }
+    }
+
     /// Makes a thread's message list misbehave (`None` heals it), to test that one broken
     /// thread does not stop the others.
     pub fn break_messages(&self, thread_id: &str, how: Option<BrokenMessages>) {

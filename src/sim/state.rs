@@ -5,7 +5,7 @@
 //! kept in step with messages) and the conversion to the shared wire models.
 //! Must not: do HTTP or hold its lock across an `.await` (every method is synchronous).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, SubsecRound, Utc};
@@ -152,6 +152,9 @@ pub(crate) struct Store {
     /// Raw bytes put verbatim into the first page of a list (fault injection: malformed
     /// items), keyed by the list they go into.
     pub raw_items: HashMap<RawList, Vec<Vec<u8>>>,
+    /// Threads listed without their property relationship (a row Channex sends without
+    /// `property_id`).
+    pub property_hidden: HashSet<String>,
     last_ts: DateTime<Utc>,
 }
 
@@ -198,6 +201,7 @@ impl Store {
             latency_jitter: Duration::ZERO,
             posts_in_flight: 0,
             raw_items: HashMap::new(),
+            property_hidden: HashSet::new(),
             last_ts: DateTime::<Utc>::MIN_UTC,
         }
     }
@@ -285,6 +289,16 @@ impl Store {
             m.inserted_at -= by;
             m.updated_at -= by;
         }
+        true
+    }
+
+    /// Sets a thread's `updated_at` alone (an update Channex stamped late, or on a server
+    /// whose clock lags); `false` if it does not exist.
+    pub fn set_thread_updated_at(&mut self, thread_id: &str, at: DateTime<Utc>) -> bool {
+        let Some(thread) = self.threads.get_mut(thread_id) else {
+            return false;
+        };
+        thread.updated_at = at;
         true
     }
 
@@ -644,7 +658,7 @@ impl Store {
                     .as_ref()
                     .map(|b| RelData::new(b.clone(), "booking")),
                 channel: Some(RelData::new(t.channel_id.clone(), "channel")),
-                property: Some(property),
+                property: (!self.property_hidden.contains(&t.id)).then_some(property),
                 message_thread: None,
                 user: None,
             },

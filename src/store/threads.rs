@@ -77,8 +77,23 @@ pub const SCAN_MARK_KEY: &str = "scan.all";
 pub struct ScanMark {
     /// Fingerprint of the set of properties that listing covered.
     pub properties: String,
-    /// Channex's own `updated_at` (not our clock), so clock skew does not matter.
+    /// Channex's own `updated_at` (not our clock); the poller still reads a lookback
+    /// below it, as Channex's stamps are not an exact account-wide timeline.
     pub complete_before: DateTime<Utc>,
+    /// Threads that could not be processed, retried on their own next cycle (the mark
+    /// moved past them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<PendingThread>,
+}
+
+/// A thread a listing found changed but could not process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingThread {
+    pub id: String,
+    /// Its `updated_at` when it failed.
+    pub updated_at: Option<DateTime<Utc>>,
+    /// Cycles it failed in, in a row.
+    pub attempts: u32,
 }
 
 /// Everything the snapshots bucket holds, as loaded by a new poller leader.
@@ -169,6 +184,15 @@ impl ThreadSnapshots {
             .put(SCAN_MARK_KEY, body.into())
             .await
             .map_err(|e| StoreError::nats(what(), e))?;
+        Ok(())
+    }
+
+    /// Forget the mark (the next listing is a full one, after a restart too).
+    pub async fn delete_scan_mark(&self) -> Result<(), StoreError> {
+        self.store
+            .delete(SCAN_MARK_KEY)
+            .await
+            .map_err(|e| StoreError::nats("scan mark: delete", e))?;
         Ok(())
     }
 

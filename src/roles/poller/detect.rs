@@ -7,7 +7,7 @@
 //! time, as timestamps can tie), the baseline record of a thread, the events of the new
 //! messages (`thread.new_message`, plus `inquiry.received` once per inquiry message), and
 //! where a listing across all configured properties may stop ([`classify_across`],
-//! [`ScanMark`]).
+//! [`ScanMark`], with a [`SCAN_LOOKBACK`]) and which failed threads it retries.
 //! Must not: do I/O, read a clock (the caller passes the backfill cutoff), or publish.
 
 use chrono::{DateTime, Utc};
@@ -19,7 +19,7 @@ use crate::events::{
 use std::collections::HashSet;
 
 use crate::store::ledger::SentMessage;
-use crate::store::threads::{ScanMark, ThreadState, ALL_KNOWN};
+use crate::store::threads::{PendingThread, ScanMark, ThreadState, ALL_KNOWN};
 
 /// Whether a listed thread differs from its snapshot (no snapshot: new, so changed).
 pub fn is_changed(state: Option<&ThreadState>, t: &Thread) -> bool {
@@ -41,6 +41,32 @@ pub enum Listed {
     Stop,
 }
 
+/// Which properties a listing across all of them keeps.
+#[derive(Debug, Clone, Copy)]
+pub enum Keep<'a> {
+    /// Scope `*` (`property_ids = []`): every thread.
+    All,
+    /// The configured, baselined properties.
+    Only(&'a HashSet<String>),
+}
+
+/// How far below the previous complete listing's newest `updated_at` a listing still
+/// reads before it stops. Channex's `updated_at` is stamped by its app servers: an update
+/// committed late (or stamped by a server whose clock lags) can carry a time just below
+/// the mark although the previous listing did not see it. The cost is the rows updated
+/// within this window, usually part of page 1.
+pub const SCAN_LOOKBACK: chrono::TimeDelta = chrono::TimeDelta::minutes(3);
+
+/// The property a listed thread belongs to: the listing's `property_id`, else the one its
+/// snapshot recorded (a row without one must not silently drop out of the listing).
+pub fn listed_property<'a>(t: &'a Thread, state: Option<&'a ThreadState>) -> Option<&'a str> {
+    t.property_id.as_deref().or_else(|| {
+        state
+            .map(|s| s.property_id.as_str())
+            .filter(|p| !p.is_empty())
+    })
+}
+
 /// One row of the `updated_at desc` listing across all properties. `complete_before` is
 /// the previous complete listing's [`ScanMark`] (only when Channex honours the order and
 /// the mark covers the same properties).
@@ -50,40 +76,71 @@ pub enum Listed {
 /// thread of that property can be unchanged and newer than a change of another property
 /// that this listing has not reached yet. A thread last updated before the previous
 /// complete listing, though, cannot hide a change: any change after that listing moved
-/// its thread's `updated_at` past the mark.
+/// its thread's `updated_at` past the mark, give or take [`SCAN_LOOKBACK`].
 pub fn classify_across(
     t: &Thread,
     state: Option<&ThreadState>,
-    keep: &HashSet<String>,
+    keep: Keep<'_>,
     complete_before: Option<DateTime<Utc>>,
 ) -> Listed {
-    let kept = t.property_id.as_ref().is_some_and(|p| keep.contains(p));
+    let kept = match keep {
+        Keep::All => true,
+        Keep::Only(set) => listed_property(t, state).is_some_and(|p| set.contains(p)),
+    };
+    let below = |mark: DateTime<Utc>| t.updated_at.is_some_and(|at| at < mark - SCAN_LOOKBACK);
     if kept && is_changed(state, t) {
         Listed::Changed
-    } else if complete_before.is_some_and(|mark| t.updated_at.is_some_and(|at| at < mark)) {
+    } else if complete_before.is_some_and(below) {
         Listed::Stop
     } else {
         Listed::Skip
     }
 }
 
-/// The mark a complete listing leaves: its newest `updated_at`, held back to the oldest
-/// `updated_at` of the threads that could not be processed (`failed`), so the next listing
-/// reaches them again. `None` (the next listing is a full one) when no listed thread had
-/// an `updated_at`, or a failed one had none.
+/// How many cycles a thread that cannot be processed is retried on its own before it is
+/// audited (`malformed_item`) and given up until it changes again.
+pub const RETRY_ATTEMPTS: u32 = 5;
+
+/// The mark a listing leaves, and the pending threads given up (after [`RETRY_ATTEMPTS`]).
+///
+/// `previous` is the mark this listing started from (same properties only); `newest_listed`
+/// is the newest `updated_at` of a *complete* listing (every page read, in order), `None`
+/// when the listing was cut short, which leaves the mark where it was. Threads that could
+/// not be processed (`failed`: id and `updated_at`) do not hold the mark back (one broken
+/// thread would make every listing a full one): they are kept in it, counted, and retried
+/// on their own next cycle.
 pub fn next_scan_mark(
     properties: String,
+    previous: Option<&ScanMark>,
     newest_listed: Option<DateTime<Utc>>,
-    failed: &[Option<DateTime<Utc>>],
-) -> Option<ScanMark> {
-    let mut complete_before = newest_listed?;
-    for at in failed {
-        complete_before = complete_before.min((*at)?);
-    }
-    Some(ScanMark {
+    failed: &[(String, Option<DateTime<Utc>>)],
+) -> (Option<ScanMark>, Vec<PendingThread>) {
+    let complete_before = match (previous.map(|m| m.complete_before), newest_listed) {
+        (Some(old), Some(new)) => old.max(new),
+        (old, new) => match old.or(new) {
+            Some(at) => at,
+            None => return (None, Vec::new()),
+        },
+    };
+    let attempts_before = |id: &str| {
+        previous
+            .and_then(|m| m.pending.iter().find(|p| p.id == id))
+            .map_or(0, |p| p.attempts)
+    };
+    let (pending, given_up) = failed
+        .iter()
+        .map(|(id, at)| PendingThread {
+            id: id.clone(),
+            updated_at: *at,
+            attempts: attempts_before(id) + 1,
+        })
+        .partition(|p| p.attempts < RETRY_ATTEMPTS);
+    let mark = ScanMark {
         properties,
         complete_before,
-    })
+        pending,
+    };
+    (Some(mark), given_up)
 }
 
 /// A stable fingerprint of a set of property ids (FNV-1a over the sorted ids), so a
@@ -539,7 +596,8 @@ mod tests {
 
     #[test]
     fn a_listing_across_properties_stops_only_below_the_previous_complete_listing() {
-        let keep: HashSet<String> = ["p1".to_string()].into();
+        let set: HashSet<String> = ["p1".to_string()].into();
+        let keep = Keep::Only(&set);
         let mut t = thread(2, "2026-05-01T10:00:00Z");
         t.updated_at = Some(at("2026-05-01T10:00:00Z"));
         let known = detect(Observed {
@@ -551,44 +609,82 @@ mod tests {
             emit_after: None,
         })
         .state;
-        let before = Some(at("2026-05-01T10:00:01Z"));
+        let lookback = |mark: DateTime<Utc>| Some(mark + SCAN_LOOKBACK);
+        // Past the lookback below the mark: stop.
+        let before = lookback(at("2026-05-01T10:00:01Z"));
+        // Below the mark but within the lookback (a late-stamped update): go on.
+        let within = Some(at("2026-05-01T10:00:01Z"));
         let after = Some(at("2026-05-01T09:59:59Z"));
         // Unchanged, but newer than the mark (e.g. refreshed by a nudged poll): go on.
+        assert_eq!(classify_across(&t, Some(&known), keep, after), Listed::Skip);
         assert_eq!(
-            classify_across(&t, Some(&known), &keep, after),
+            classify_across(&t, Some(&known), keep, within),
             Listed::Skip
         );
-        assert_eq!(classify_across(&t, Some(&known), &keep, None), Listed::Skip);
+        assert_eq!(classify_across(&t, Some(&known), keep, None), Listed::Skip);
         assert_eq!(
-            classify_across(&t, Some(&known), &keep, before),
+            classify_across(&t, Some(&known), keep, before),
             Listed::Stop
         );
         // Changed threads of kept properties are processed even below the mark.
-        assert_eq!(classify_across(&t, None, &keep, before), Listed::Changed);
+        assert_eq!(classify_across(&t, None, keep, before), Listed::Changed);
+        assert_eq!(
+            classify_across(&t, None, Keep::All, before),
+            Listed::Changed
+        );
         // Other properties are never processed, but they do end the listing below the mark.
         let mut other = t.clone();
         other.property_id = Some("p9".into());
-        assert_eq!(classify_across(&other, None, &keep, after), Listed::Skip);
-        assert_eq!(classify_across(&other, None, &keep, before), Listed::Stop);
+        assert_eq!(classify_across(&other, None, keep, after), Listed::Skip);
+        assert_eq!(classify_across(&other, None, keep, before), Listed::Stop);
+        assert_eq!(
+            classify_across(&other, None, Keep::All, after),
+            Listed::Changed
+        );
+        // A row without property_id falls back to its snapshot's property.
         other.property_id = None;
-        assert_eq!(classify_across(&other, None, &keep, after), Listed::Skip);
+        assert_eq!(classify_across(&other, None, keep, after), Listed::Skip);
+        let mut changed_state = known.clone();
+        changed_state.message_count = 1;
+        assert_eq!(
+            classify_across(&other, Some(&changed_state), keep, after),
+            Listed::Changed
+        );
+        assert_eq!(listed_property(&other, Some(&known)), Some("p1"));
+        assert_eq!(listed_property(&other, None), None);
     }
 
     #[test]
-    fn the_scan_mark_is_held_back_to_the_oldest_failed_thread() {
-        let newest = Some(at("2026-05-01T10:00:00Z"));
-        let failed = Some(at("2026-05-01T09:00:00Z"));
-        let mark = |f: &[Option<DateTime<Utc>>]| {
-            next_scan_mark("fp".into(), newest, f).map(|m| m.complete_before)
-        };
-        assert_eq!(mark(&[]), newest);
-        assert_eq!(mark(&[failed]), failed);
-        assert_eq!(
-            mark(&[failed, None]),
-            None,
-            "a failed thread without updated_at"
-        );
-        assert_eq!(next_scan_mark("fp".into(), None, &[]), None);
+    fn failed_threads_do_not_hold_the_mark_back_and_are_given_up_after_the_attempts() {
+        let newest_at = at("2026-05-01T10:00:00Z");
+        let newest = Some(newest_at);
+        let stamp = Some(at("2026-05-01T09:00:00Z"));
+        let failed = vec![("t9".to_string(), stamp)];
+        let (first, gone) = next_scan_mark("fp".into(), None, newest, &failed);
+        let first = first.expect("a mark");
+        assert!(gone.is_empty());
+        assert_eq!(first.complete_before, newest_at);
+        assert_eq!(first.pending[0].attempts, 1);
+        let mut mark = first;
+        for attempt in 2..RETRY_ATTEMPTS {
+            let (next, gone) = next_scan_mark("fp".into(), Some(&mark), None, &failed);
+            mark = next.expect("the mark stays");
+            assert!(gone.is_empty());
+            assert_eq!(mark.pending[0].attempts, attempt);
+            assert_eq!(mark.complete_before, newest_at, "an incomplete listing");
+        }
+        let (last, gone) = next_scan_mark("fp".into(), Some(&mark), None, &failed);
+        assert!(last.expect("mark").pending.is_empty());
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].attempts, RETRY_ATTEMPTS);
+        // Succeeding clears the pending entry; a newer listing moves the mark.
+        let later_at = at("2026-05-01T11:00:00Z");
+        let later = Some(later_at);
+        let (cleared, _) = next_scan_mark("fp".into(), Some(&mark), later, &[]);
+        let cleared = cleared.expect("mark");
+        assert!(cleared.pending.is_empty());
+        assert_eq!(cleared.complete_before, later_at);
+        assert_eq!(next_scan_mark("fp".into(), None, None, &[]).0, None);
     }
 
     #[test]

@@ -19,7 +19,9 @@
 //! across every property the key sees ([`Poller::poll_configured`]: no
 //! `filter[property_id]`, `order[updated_at]=desc`, 100 a page), keeping only threads of
 //! `channex.property_ids` and stopping at the first thread known to be unchanged since the
-//! previous complete listing (the [`ScanMark`] in KV, so this survives restarts); when
+//! previous complete listing, less [`detect::SCAN_LOOKBACK`] (the [`ScanMark`] in KV, so
+//! this survives restarts; threads that failed are kept in it and retried on their own,
+//! then audited and given up after [`detect::RETRY_ATTEMPTS`] cycles); when
 //! Channex ignores the order, or no mark covers the same properties (first run, a property
 //! added or removed), the whole listing is read (ceil(threads/100) calls). Then one
 //! messages call per changed thread (more only when more than 100 messages arrived), none
@@ -27,8 +29,9 @@
 //! reply in the ledger ([`Ledger::last_reply`]) and its event is built from that record. A
 //! property not baselined yet is first polled alone (`filter[property_id]`, once in its
 //! life), as is the property of a webhook nudge ([`Poller::poll_once`]). With
-//! `property_ids = []` the cycle is one listing of scope `*` (every thread kept) stopping
-//! at the first unchanged thread, as a one-property poll does.
+//! `property_ids = []` the cycle is the same marked listing of scope `*` (every thread
+//! kept). A one-property listing drops rows of other properties (Channex ignoring
+//! `filter[property_id]`) and stops at the first unchanged thread.
 //!
 //! Decisions that are not in the contract:
 //! - thread snapshots in events describe the thread as of the poll (freshest knowledge:
@@ -62,7 +65,9 @@ use crate::store::audit::{AuditLog, AuditRecord};
 use crate::store::lease::{LeaderElection, Lease};
 use crate::store::ledger::Ledger;
 use crate::store::nats::{NatsSource, StoreError};
-use crate::store::threads::{ScanMark, ThreadSnapshots, ThreadState, ALL_PROPERTIES};
+use crate::store::threads::{
+    PendingThread, ScanMark, ThreadSnapshots, ThreadState, ALL_PROPERTIES,
+};
 
 pub use detect::{inquiry_info, snapshot_of};
 pub use nudge::{nudge_subject, publish_nudges, NudgeGate, NUDGE_MIN_GAP};
@@ -117,6 +122,8 @@ pub struct Poller {
     /// `<kind>:<fingerprint>` of the malformed items already reported, so a broken thread
     /// that is listed every cycle is logged, counted and audited once.
     malformed_seen: HashSet<String>,
+    /// Whether Channex ignoring `filter[property_id]` was reported (once).
+    warned_foreign_rows: bool,
 }
 
 /// What woke the run loop up.
@@ -201,6 +208,7 @@ impl Poller {
             audit,
             ledger: Ledger::new(infra.ledger.clone(), "poller", Duration::ZERO),
             malformed_seen: HashSet::new(),
+            warned_foreign_rows: false,
         }
     }
 
@@ -372,10 +380,15 @@ impl Poller {
 
     /// One poll of one property (`None`: every property the key sees).
     pub async fn poll_once(&mut self, property: Option<&str>) -> Result<CycleStats, PollerError> {
+        let baseline = self.is_baseline(property);
+        if property.is_none() && !baseline {
+            // Scope `*` after its baseline: the same marked listing as the configured
+            // properties use (a nudged poll may have refreshed the top of the listing).
+            return self.poll_across(None).await;
+        }
         let started = Instant::now();
         let calls_before = self.channex.stats().requests_sent;
         let scope = property.unwrap_or(ALL_PROPERTIES).to_string();
-        let baseline = self.is_baseline(property);
         let mut stats = CycleStats {
             baseline,
             ..Default::default()
@@ -410,29 +423,50 @@ impl Poller {
 
     /// One poll of every configured, baselined property with a single listing across all
     /// the properties the key sees (`updated_at desc`, no `filter[property_id]`): threads
-    /// of other properties are skipped, and the listing stops at the first thread known
-    /// to be unchanged since the previous complete listing (see
-    /// [`detect::classify_across`]), so a cycle costs the same at 1 or 1,000 properties.
-    /// Without a usable mark (first run, properties changed, order ignored) it lists all.
+    /// of other properties are skipped, and the listing stops below the previous complete
+    /// listing (see [`detect::classify_across`]), so a cycle costs the same at 1 or 1,000
+    /// properties. Without a usable mark (first run, properties changed, order ignored)
+    /// it lists all.
     pub async fn poll_configured(&mut self) -> Result<CycleStats, PollerError> {
-        let started = Instant::now();
-        let calls_before = self.channex.stats().requests_sent;
         let keep: HashSet<String> = self
             .configured
             .iter()
             .filter(|p| self.baselined.contains(*p))
             .cloned()
             .collect();
-        let mut stats = CycleStats::default();
         if keep.is_empty() {
-            return Ok(stats); // nothing baselined yet: nothing to list for
+            return Ok(CycleStats::default()); // nothing baselined yet: nothing to list for
         }
-        let fingerprint = detect::properties_fingerprint(&keep);
-        let listing = self.changed_across(&keep, &fingerprint, &mut stats).await?;
-        let mut changed = listing.changed;
+        self.poll_across(Some(keep)).await
+    }
+
+    /// One listing across every property, keeping the threads of `keep` (`None`: scope
+    /// `*`, every thread), then the pending threads of the previous listing one by one,
+    /// then the new [`ScanMark`]. A page error still processes the changed threads found
+    /// before it and leaves the mark where it was; the error is returned after.
+    async fn poll_across(
+        &mut self,
+        keep: Option<HashSet<String>>,
+    ) -> Result<CycleStats, PollerError> {
+        let started = Instant::now();
+        let calls_before = self.channex.stats().requests_sent;
+        let mut stats = CycleStats::default();
+        let fingerprint = keep.as_ref().map_or_else(
+            || ALL_PROPERTIES.to_string(),
+            detect::properties_fingerprint,
+        );
+        let previous = self
+            .scan_mark
+            .clone()
+            .filter(|m| m.properties == fingerprint);
+        let rule = keep.as_ref().map_or(detect::Keep::All, detect::Keep::Only);
+        let mut listing = self
+            .changed_across(rule, previous.as_ref(), &mut stats)
+            .await;
+        self.retry_pending(&mut listing, previous.as_ref()).await;
+        let mut changed = std::mem::take(&mut listing.changed);
         stats.threads_changed = changed.len();
         changed.sort_by_key(|t| t.last_message_received_at);
-        let mut failed = Vec::new();
         for thread in changed {
             match self.process_thread(&thread, None, false).await {
                 Ok((n, malformed)) => {
@@ -440,60 +474,146 @@ impl Poller {
                     stats.malformed_items += malformed;
                 }
                 Err(PollerError::Channex(e)) => {
-                    stats.threads_failed += 1;
-                    failed.push(thread.updated_at);
-                    tracing::warn!(thread = %thread.id, error = %e, "thread skipped this cycle");
+                    tracing::warn!(thread = %thread.id, error = %e, "thread skipped this cycle; retried on its own next cycle");
+                    listing
+                        .failed
+                        .push((thread.id.clone(), thread.updated_at, e.to_string()));
                 }
                 Err(e) => return Err(e),
             }
         }
-        let mark = detect::next_scan_mark(fingerprint, listing.newest, &failed);
+        stats.threads_failed = listing.failed.len();
+        let failed: Vec<_> = listing
+            .failed
+            .iter()
+            .map(|(id, at, _)| (id.clone(), *at))
+            .collect();
+        let newest = listing.newest.filter(|_| listing.complete);
+        let (mark, given_up) =
+            detect::next_scan_mark(fingerprint, previous.as_ref(), newest, &failed);
+        self.give_up(&given_up, &listing.failed).await;
         self.keep_scan_mark(mark).await?;
         stats.api_calls = self.channex.stats().requests_sent - calls_before;
-        log_cycle("configured", &stats, started.elapsed());
-        Ok(stats)
+        let scope = if keep.is_some() {
+            "configured"
+        } else {
+            ALL_PROPERTIES
+        };
+        log_cycle(scope, &stats, started.elapsed());
+        match listing.error {
+            Some(e) => Err(e.into()),
+            None => Ok(stats),
+        }
     }
 
-    /// The changed threads of `keep` in the listing across all properties, and the newest
-    /// `updated_at` listed.
+    /// The changed threads of `keep` in the listing across all properties, the newest
+    /// `updated_at` listed and whether the listing was complete (every page read in order).
     async fn changed_across(
         &mut self,
-        keep: &HashSet<String>,
-        fingerprint: &str,
+        keep: detect::Keep<'_>,
+        previous: Option<&ScanMark>,
         stats: &mut CycleStats,
-    ) -> Result<AcrossListing, PollerError> {
+    ) -> AcrossListing {
         let query = ThreadQuery::default().ordered_by("updated_at", OrderDirection::Desc);
-        let mark = self
-            .scan_mark
-            .as_ref()
-            .filter(|m| m.properties == fingerprint)
-            .map(|m| m.complete_before);
-        let mut listing = AcrossListing::default();
+        let mark = previous.map(|m| m.complete_before);
+        let mut listing = AcrossListing {
+            complete: true,
+            ..AcrossListing::default()
+        };
         let mut page_no = 1;
         loop {
-            let page = self.channex.list_threads_page(&query, page_no).await?;
+            let page = match self.channex.list_threads_page(&query, page_no).await {
+                Ok(page) => page,
+                Err(e) => {
+                    listing.complete = false;
+                    listing.error = Some(e);
+                    return listing;
+                }
+            };
             stats.malformed_items += self.report_malformed(&page.skipped, None, None).await;
-            // Channex ignoring the order: no early stop, the whole listing is read.
-            let stop_mark = mark.filter(|_| query.order_honoured_by(&page.meta));
+            // Channex ignoring the order: no early stop, the whole listing is read, and
+            // the mark does not move (the listing proves nothing about `updated_at`).
+            let honoured = query.order_honoured_by(&page.meta);
+            listing.complete &= honoured;
+            let stop_mark = mark.filter(|_| honoured);
             let n = page.items.len();
-            for t in page.items {
+            for mut t in page.items {
                 stats.threads_seen += 1;
                 listing.newest = listing.newest.max(t.updated_at);
-                match detect::classify_across(&t, self.states.get(&t.id), keep, stop_mark) {
-                    detect::Listed::Changed => listing.changed.push(t),
+                let state = self.states.get(&t.id);
+                match detect::classify_across(&t, state, keep, stop_mark) {
+                    detect::Listed::Changed => {
+                        if t.property_id.is_none() {
+                            t.property_id = detect::listed_property(&t, state).map(str::to_string);
+                        }
+                        listing.changed.push(t);
+                    }
                     detect::Listed::Skip => {}
-                    detect::Listed::Stop => return Ok(listing),
+                    detect::Listed::Stop => return listing,
                 }
             }
             let limit = page.meta.limit.max(1) as u64;
             if n == 0 || (page_no as u64) * limit >= page.meta.total {
-                return Ok(listing);
+                return listing;
             }
             page_no += 1;
         }
     }
 
-    /// Remembers (in KV only when it moved) the mark of the listing just completed.
+    /// Reads the pending threads of the previous mark that this listing did not find
+    /// changed (one call each: they may be below where it stopped) and adds the changed
+    /// ones; a failed read counts as a failed attempt.
+    async fn retry_pending(&mut self, listing: &mut AcrossListing, previous: Option<&ScanMark>) {
+        let Some(previous) = previous else { return };
+        for pending in &previous.pending {
+            if listing.changed.iter().any(|t| t.id == pending.id) {
+                continue;
+            }
+            match self.channex.get_thread(&pending.id).await {
+                Ok(t) if detect::is_changed(self.states.get(&t.id), &t) => listing.changed.push(t),
+                Ok(_) => {}
+                Err(e) => {
+                    let failure = (pending.id.clone(), pending.updated_at, e.to_string());
+                    listing.failed.push(failure);
+                }
+            }
+        }
+    }
+
+    /// Audits (`skipped`, reason `malformed_item`, kind `message_thread`) and forgets the
+    /// threads that failed [`detect::RETRY_ATTEMPTS`] cycles in a row; a later change of
+    /// such a thread lists it again.
+    async fn give_up(
+        &mut self,
+        threads: &[PendingThread],
+        failed: &[(String, Option<DateTime<Utc>>, String)],
+    ) {
+        if threads.is_empty() {
+            return;
+        }
+        let now = (self.clock)();
+        let kind = ItemKind::Thread.as_str();
+        let records: Vec<AuditRecord> = threads
+            .iter()
+            .map(|p| {
+                let error = failed.iter().find(|f| f.0 == p.id).map_or("", |f| f.2.as_str());
+                let why = format!("not processed in {} cycles: {error}", p.attempts);
+                tracing::warn!(thread = %p.id, error = %why, "thread given up until it changes again");
+                let property = self.states.get(&p.id).map(|s| s.property_id.as_str());
+                let stamp = p.updated_at.map_or(0, |at| at.timestamp_millis());
+                let fingerprint = format!("{}@{stamp}", p.id);
+                AuditRecord::malformed_item(kind, &fingerprint, Some(&p.id), property.filter(|s| !s.is_empty()), Some(&p.id), &why, now)
+            })
+            .collect();
+        for (r, result) in records.iter().zip(self.audit.record_all(&records).await) {
+            if let Err(e) = result {
+                tracing::warn!(id = %r.id, error = %e, "could not audit a thread given up");
+            }
+        }
+    }
+
+    /// Remembers (in KV only when it moved) the mark of the listing just completed;
+    /// `None` deletes the stored one, so a restarted poller lists everything too.
     async fn keep_scan_mark(&mut self, mark: Option<ScanMark>) -> Result<(), PollerError> {
         match mark {
             Some(m) if self.scan_mark.as_ref() != Some(&m) => {
@@ -501,9 +621,11 @@ impl Poller {
                 self.scan_mark = Some(m);
             }
             Some(_) => {}
-            // A stored older mark stays valid (it only stops later); this process lists
-            // everything next time.
-            None => self.scan_mark = None,
+            None => {
+                if self.scan_mark.take().is_some() {
+                    self.snapshots.delete_scan_mark().await?;
+                }
+            }
         }
         Ok(())
     }
@@ -531,6 +653,9 @@ impl Poller {
             let n = page.items.len();
             for t in page.items {
                 stats.threads_seen += 1;
+                if self.is_foreign(property, &t) {
+                    continue;
+                }
                 if detect::is_changed(self.states.get(&t.id), &t) {
                     changed.push(t);
                 } else if honoured && !baseline {
@@ -544,6 +669,26 @@ impl Poller {
             }
             page_no += 1;
         }
+    }
+
+    /// Whether a row of a one-property listing belongs to another property (Channex
+    /// ignoring `filter[property_id]`): such rows are dropped, so a baseline does not
+    /// swallow another property's change and a nudge never emits for an unconfigured
+    /// one. Warns once per process.
+    fn is_foreign(&mut self, property: Option<&str>, t: &Thread) -> bool {
+        let foreign = match (property, t.property_id.as_deref()) {
+            (Some(p), Some(q)) => p != q,
+            _ => false,
+        };
+        if foreign && !self.warned_foreign_rows {
+            self.warned_foreign_rows = true;
+            tracing::warn!(
+                property = property.unwrap_or("*"),
+                listed = t.property_id.as_deref().unwrap_or("?"),
+                "Channex returned threads of another property for filter[property_id]; they are ignored"
+            );
+        }
+        foreign
     }
 
     /// Logs, counts (`concierge_channex_malformed_items_total{kind}`) and audits
@@ -750,7 +895,13 @@ fn log_cycle(scope: &str, stats: &CycleStats, elapsed: Duration) {
 #[derive(Default)]
 struct AcrossListing {
     changed: Vec<Thread>,
+    /// Threads that could not be read or processed: id, `updated_at`, error.
+    failed: Vec<(String, Option<DateTime<Utc>>, String)>,
     newest: Option<DateTime<Utc>>,
+    /// Every page read, each in the order asked for (only then may the mark move).
+    complete: bool,
+    /// The page error that cut the listing short.
+    error: Option<ChannexError>,
 }
 
 /// How many malformed-item fingerprints are remembered before the memory is reset.
