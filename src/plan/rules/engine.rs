@@ -18,7 +18,7 @@ use rhai::packages::{
 };
 use rhai::{Dynamic, Engine, EvalAltResult, Map as RMap, Position, Scope};
 
-use super::api::{self, CallGuard, CallState, RegexCache};
+use super::api::{self, CallGuard, CallState, RegexCache, WordsCache};
 use super::source;
 use super::{
     meta, CompiledRule, EvalContext, Evaluation, RuleLimits, RuleOutcome, RuleProblem, RuleSet,
@@ -93,7 +93,11 @@ impl RuleEngine {
                     None
                 }
             });
-        api::register(&mut engine, Arc::new(RegexCache::default()));
+        api::register(
+            &mut engine,
+            Arc::new(RegexCache::default()),
+            Arc::new(WordsCache::default()),
+        );
         RuleEngine { engine, limits }
     }
 
@@ -156,6 +160,7 @@ impl RuleEngine {
             Tz::UTC
         });
         let blocks = scope_blocks(event_json);
+        let mut scope = rule_scope(&blocks);
         let guard = CallGuard::install(CallState {
             now: ctx.now,
             tz,
@@ -168,7 +173,7 @@ impl RuleEngine {
             if !rule.meta.enabled {
                 continue;
             }
-            let outcome = self.run_rule(rule, &blocks, &guard);
+            let outcome = self.run_rule(rule, &mut scope, &blocks, &guard);
             let stopped = outcome.stopped;
             outcomes.push(outcome);
             if stopped {
@@ -193,20 +198,30 @@ impl RuleEngine {
             .map_err(|e| EvaluationError::Interrupted(e.to_string()))
     }
 
-    /// One rule on the prepared scope blocks. A panic inside it (a bug in a helper or in
-    /// Rhai) is caught here and becomes this rule's error: the evaluation goes on.
-    fn run_rule(&self, rule: &CompiledRule, blocks: &[Dynamic], guard: &CallGuard) -> RuleOutcome {
+    /// One rule on the evaluation's scope. A panic inside it (a bug in a helper or in Rhai)
+    /// is caught here and becomes this rule's error: the evaluation goes on.
+    fn run_rule(
+        &self,
+        rule: &CompiledRule,
+        scope: &mut Scope<'static>,
+        blocks: &[Dynamic; 5],
+        guard: &CallGuard,
+    ) -> RuleOutcome {
         let started = Instant::now();
         guard.begin_rule(started + self.limits.max_wall_time);
-        let mut scope = Scope::new();
-        for (name, value) in SCOPE_VARS.iter().zip(blocks.iter()) {
-            scope.push_dynamic(*name, value.clone());
-        }
         // The engine is only read during a run and the per-rule state is reset by
         // begin_rule, so nothing a panic interrupted is observed afterwards.
         let result = panic::catch_unwind(AssertUnwindSafe(|| {
-            self.engine.run_ast_with_scope(&mut scope, rule.ast())
+            self.engine.run_ast_with_scope(scope, rule.ast())
         }));
+        // The event's variables are constants, which no rule can change: dropping what the
+        // rule declared leaves the scope as the next rule must find it. After a panic the
+        // scope is rebuilt, as nothing about its state can be assumed.
+        if result.is_ok() {
+            scope.rewind(SCOPE_VARS.len());
+        } else {
+            *scope = rule_scope(blocks);
+        }
         let (actions, stop_called) = guard.end_rule();
         let (actions, error, stopped) = match result {
             Ok(Ok(())) => (actions, None, stop_called),
@@ -309,7 +324,18 @@ pub enum EvaluationError {
     Interrupted(String),
 }
 
-/// The event as the maps rules see, in [`SCOPE_VARS`] order.
+/// The scope every rule of one evaluation runs in: the event's maps as constants, so a rule
+/// that assigns to one (`message.text = ..`, `property.vars.clear()`) fails with an error
+/// naming the constant, and the next rule reuses the same values without a copy.
+fn rule_scope(blocks: &[Dynamic; 5]) -> Scope<'static> {
+    let mut scope = Scope::with_capacity(SCOPE_VARS.len() + 8);
+    for (name, value) in SCOPE_VARS.iter().zip(blocks.iter()) {
+        scope.push_constant_dynamic(*name, value.clone());
+    }
+    scope
+}
+
+/// The event as the maps rules see, in [`SCOPE_VARS`] order (built once per evaluation).
 fn scope_blocks(event_json: &serde_json::Map<String, serde_json::Value>) -> [Dynamic; 5] {
     let event_map = match rhai::serde::to_dynamic(event_json) {
         Ok(d) => d.try_cast::<RMap>().unwrap_or_default(),
@@ -325,13 +351,9 @@ fn scope_blocks(event_json: &serde_json::Map<String, serde_json::Value>) -> [Dyn
             .and_then(|d| d.clone().try_cast::<RMap>())
             .unwrap_or_default()
     };
-    [
-        Dynamic::from_map(event_map.clone()),
-        Dynamic::from_map(block("thread")),
-        Dynamic::from_map(block("message")),
-        Dynamic::from_map(block("inquiry")),
-        Dynamic::from_map(block("property")),
-    ]
+    let [thread, message, inquiry, property] =
+        ["thread", "message", "inquiry", "property"].map(|key| Dynamic::from_map(block(key)));
+    [Dynamic::from_map(event_map), thread, message, inquiry, property]
 }
 
 fn is_marker(v: &Dynamic, marker: &str) -> bool {
