@@ -448,7 +448,10 @@ fn rules_cannot_leak_state_between_rules_or_events() {
     for _ in 0..2 {
         let e = run(&engine, &set, &ev, "2024-07-01T10:00:00Z");
         // The event's maps are constants: the write is refused, not silently kept or lost.
-        let refused = e.rules[0].error.as_ref().expect("writing to `event` is an error");
+        let refused = e.rules[0]
+            .error
+            .as_ref()
+            .expect("writing to `event` is an error");
         assert!(
             refused.message.contains("Cannot modify constant event"),
             "{refused}"

@@ -13,6 +13,10 @@
 //! `rules::source`, so `thread.provider`, `event.thread` and `#{thread: ..}` all work.)
 //! **Timestamps in these maps stay strings** (as in the event JSON): call `parse_time(s)` to
 //! get a `Time`.
+//! **These variables are read-only constants**, built once per event and shared by all rules
+//! without a copy: changing one in place (`message.text = ..`, `property.vars.clear()`) is a
+//! runtime error ("Cannot modify constant message") that fails that rule alone. A copy is the
+//! rule's own (`let vars = property.vars; vars.x = 1;`, or a function argument).
 //!
 //! # Actions (collected in order; discarded if the rule later fails)
 //! `reply(template [, vars])`, `no_reply_needed()`, `close_thread()`,
@@ -711,5 +715,32 @@ mod tests {
         assert!(!contains_any_words("swift", &w(&["wifi", "if"])));
         assert!(!contains_any_words("anything", &w(&["", "  "])));
         assert!(contains_any_words("Obrigado!", &w(&["obrigado"])));
+    }
+
+    #[test]
+    fn a_word_list_is_built_once_and_the_cache_stays_bounded() {
+        let cache = WordsCache::default();
+        let never = || false;
+        let list = w(&["Wifi ", "wi-fi", "wifi"]);
+        assert_eq!(search_words("the WIFI?", &list, &never, &cache), Ok(true));
+        assert_eq!(search_words("swift", &list, &never, &cache), Ok(false));
+        let first = cache.get(&list).expect("built");
+        assert!(Arc::ptr_eq(&first, &cache.get(&list).expect("cached")));
+        assert_eq!(first.needles, ["wi-fi", "wifi"]);
+        // An oversized list is refused, not cached; many lists never grow the cache unbounded.
+        let huge = vec!["x".repeat(MAX_WORD_BYTES + 1)];
+        assert_eq!(
+            search_words("x", &huge, &never, &cache),
+            Err(HelperLimit::TooManyWords)
+        );
+        for i in 0..WORDS_CACHE_MAX + 10 {
+            let _ = search_words("a", &[format!("w{i}")], &never, &cache);
+        }
+        let entries = cache
+            .inner
+            .read()
+            .map(|c| c.map.len())
+            .unwrap_or(usize::MAX);
+        assert!(entries <= WORDS_CACHE_MAX, "{entries}");
     }
 }

@@ -353,7 +353,13 @@ fn scope_blocks(event_json: &serde_json::Map<String, serde_json::Value>) -> [Dyn
     };
     let [thread, message, inquiry, property] =
         ["thread", "message", "inquiry", "property"].map(|key| Dynamic::from_map(block(key)));
-    [Dynamic::from_map(event_map), thread, message, inquiry, property]
+    [
+        Dynamic::from_map(event_map),
+        thread,
+        message,
+        inquiry,
+        property,
+    ]
 }
 
 fn is_marker(v: &Dynamic, marker: &str) -> bool {
