@@ -129,8 +129,9 @@ pub fn plan(
     now: DateTime<Utc>,
     dry_run: bool,
 ) -> Plan {
-    let event_json = event_json(event);
-    let evaluation = engine.evaluate_json(&content.rules, event, &event_json, &EvalContext { now });
+    let evaluation = engine.evaluate(&content.rules, event, &EvalContext { now });
+    // Serialised for templates only, once, and only when a step has text to render.
+    let event_json = std::cell::OnceCell::new();
     let rules = evaluation
         .rules
         .into_iter()
@@ -180,7 +181,7 @@ pub async fn plan_in_pool(
         .map_err(|e| EvaluationError::Interrupted(e.to_string()))
 }
 
-/// The event as the JSON object rules and templates see (serialised once per plan).
+/// The event as the JSON object templates see (serialised at most once per plan).
 pub(crate) fn event_json(event: &Event) -> Map<String, Value> {
     match serde_json::to_value(event) {
         Ok(Value::Object(map)) => map,
@@ -196,12 +197,13 @@ pub(crate) fn event_json(event: &Event) -> Map<String, Value> {
 fn render_action(
     templates: &Templates,
     event: &Event,
-    event_json: &Map<String, Value>,
+    event_json: &std::cell::OnceCell<Map<String, Value>>,
     action: &Action,
 ) -> Option<Result<String, TemplateError>> {
     match action {
         Action::Reply { template, vars } | Action::Alert { template, vars } => {
-            Some(templates.render_json(template, event, event_json, vars))
+            let json = event_json.get_or_init(|| crate::plan::event_json(event));
+            Some(templates.render_json(template, event, json, vars))
         }
         _ => None,
     }

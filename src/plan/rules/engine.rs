@@ -139,18 +139,6 @@ impl RuleEngine {
     /// the evaluation. Synchronous and CPU-bound for up to the wall-time budget per rule: from
     /// async code use [`RuleEngine::evaluate_in_pool`].
     pub fn evaluate(&self, rules: &RuleSet, event: &Event, ctx: &EvalContext) -> Evaluation {
-        self.evaluate_json(rules, event, &crate::plan::event_json(event), ctx)
-    }
-
-    /// [`RuleEngine::evaluate`] with the event already serialised (`event_json` must be
-    /// `event` as JSON): [`crate::plan::plan`] serialises once for rules and templates.
-    pub(crate) fn evaluate_json(
-        &self,
-        rules: &RuleSet,
-        event: &Event,
-        event_json: &serde_json::Map<String, serde_json::Value>,
-        ctx: &EvalContext,
-    ) -> Evaluation {
         let tz = crate::base::time::parse_tz(&event.property.timezone).unwrap_or_else(|| {
             tracing::warn!(
                 property = %event.property.id,
@@ -159,8 +147,7 @@ impl RuleEngine {
             );
             Tz::UTC
         });
-        let blocks = scope_blocks(event_json);
-        let mut scope = rule_scope(&blocks);
+        let mut scope = rule_scope(event);
         let guard = CallGuard::install(CallState {
             now: ctx.now,
             tz,
@@ -173,7 +160,7 @@ impl RuleEngine {
             if !rule.meta.enabled {
                 continue;
             }
-            let outcome = self.run_rule(rule, &mut scope, &blocks, &guard);
+            let outcome = self.run_rule(rule, &mut scope, event, &guard);
             let stopped = outcome.stopped;
             outcomes.push(outcome);
             if stopped {
@@ -204,7 +191,7 @@ impl RuleEngine {
         &self,
         rule: &CompiledRule,
         scope: &mut Scope<'static>,
-        blocks: &[Dynamic; 5],
+        event: &Event,
         guard: &CallGuard,
     ) -> RuleOutcome {
         let started = Instant::now();
@@ -220,7 +207,7 @@ impl RuleEngine {
         if result.is_ok() {
             scope.rewind(SCOPE_VARS.len());
         } else {
-            *scope = rule_scope(blocks);
+            *scope = rule_scope(event);
         }
         let (actions, stop_called) = guard.end_rule();
         let (actions, error, stopped) = match result {
@@ -324,20 +311,12 @@ pub enum EvaluationError {
     Interrupted(String),
 }
 
-/// The scope every rule of one evaluation runs in: the event's maps as constants, so a rule
-/// that assigns to one (`message.text = ..`, `property.vars.clear()`) fails with an error
-/// naming the constant, and the next rule reuses the same values without a copy.
-fn rule_scope(blocks: &[Dynamic; 5]) -> Scope<'static> {
-    let mut scope = Scope::with_capacity(SCOPE_VARS.len() + 8);
-    for (name, value) in SCOPE_VARS.iter().zip(blocks.iter()) {
-        scope.push_constant_dynamic(*name, value.clone());
-    }
-    scope
-}
-
-/// The event as the maps rules see, in [`SCOPE_VARS`] order (built once per evaluation).
-fn scope_blocks(event_json: &serde_json::Map<String, serde_json::Value>) -> [Dynamic; 5] {
-    let event_map = match rhai::serde::to_dynamic(event_json) {
+/// The scope every rule of one evaluation runs in: the event's maps, in [`SCOPE_VARS`] order,
+/// as constants, so a rule that assigns to one (`message.text = ..`, `property.vars.clear()`)
+/// fails with an error naming the constant, and the next rule reuses the same values without
+/// a copy. Built straight from the event (no JSON value in between).
+fn rule_scope(event: &Event) -> Scope<'static> {
+    let event_map = match rhai::serde::to_dynamic(event) {
         Ok(d) => d.try_cast::<RMap>().unwrap_or_default(),
         Err(e) => {
             // Cannot happen for the Event type; keep going with an empty map and say so.
@@ -345,21 +324,27 @@ fn scope_blocks(event_json: &serde_json::Map<String, serde_json::Value>) -> [Dyn
             RMap::new()
         }
     };
-    let block = |key: &str| -> RMap {
-        event_map
+    let block = |key: &str| -> Dynamic {
+        let map = event_map
             .get(key)
             .and_then(|d| d.clone().try_cast::<RMap>())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        Dynamic::from_map(map)
     };
     let [thread, message, inquiry, property] =
-        ["thread", "message", "inquiry", "property"].map(|key| Dynamic::from_map(block(key)));
-    [
+        ["thread", "message", "inquiry", "property"].map(block);
+    let blocks = [
         Dynamic::from_map(event_map),
         thread,
         message,
         inquiry,
         property,
-    ]
+    ];
+    let mut scope = Scope::with_capacity(SCOPE_VARS.len() + 8);
+    for (name, value) in SCOPE_VARS.into_iter().zip(blocks) {
+        scope.push_constant_dynamic(name, value);
+    }
+    scope
 }
 
 fn is_marker(v: &Dynamic, marker: &str) -> bool {
