@@ -690,7 +690,7 @@ fn nats_server_pid(port: u16) -> Option<u32> {
             let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
             let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
             let is_server = args.first().is_some_and(|a| a.ends_with(b"nats-server"));
-            (is_server && args.iter().any(|a| *a == port.as_bytes())).then_some(pid)
+            (is_server && args.contains(&port.as_bytes())).then_some(pid)
         })
 }
 

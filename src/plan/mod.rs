@@ -13,13 +13,15 @@
 //!   template, a missing variable, an empty result): a render error is data in the plan,
 //!   the executor turns it into a `failed` / `template_error` record.
 //!
-//! The event is serialised to JSON once per plan and that one value feeds both the Rhai
-//! scope and every template render.
+//! The event is turned into Rhai values once per plan, shared read-only by every rule, and
+//! serialised to JSON at most once, when a step has text to render.
 //!
 //! It must stay pure: no I/O, no NATS, no Channex, no clock of its own (the evaluation time
 //! `now` comes from the caller), no audit writing. It is synchronous and CPU-bound for up to
-//! the rules' wall-time budget: async callers run it on the blocking pool ([`plan_in_pool`]).
+//! the rules' wall-time budget: async callers run it on the planning threads
+//! ([`plan_in_pool`], see [`pool`]).
 
+pub mod pool;
 pub mod rules;
 pub mod templates;
 
@@ -166,8 +168,8 @@ pub fn plan(
     Plan { rules }
 }
 
-/// [`plan`] on tokio's blocking pool, so a rule burning its wall-time budget never holds an
-/// async worker thread (heartbeats, leases and other events keep running).
+/// [`plan`] on the planning threads ([`pool`]), so a rule burning its wall-time budget never
+/// holds an async worker thread (heartbeats, leases and other events keep running).
 pub async fn plan_in_pool(
     engine: &Arc<RuleEngine>,
     content: &Arc<Content>,
@@ -176,9 +178,9 @@ pub async fn plan_in_pool(
     dry_run: bool,
 ) -> Result<Plan, EvaluationError> {
     let (engine, content, event) = (engine.clone(), content.clone(), event.clone());
-    tokio::task::spawn_blocking(move || plan(&engine, &content, &event, now, dry_run))
+    pool::run(move || plan(&engine, &content, &event, now, dry_run))
         .await
-        .map_err(|e| EvaluationError::Interrupted(e.to_string()))
+        .map_err(|pool::PoolError::Interrupted(e)| EvaluationError::Interrupted(e))
 }
 
 /// The event as the JSON object templates see (serialised at most once per plan).

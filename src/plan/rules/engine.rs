@@ -171,8 +171,9 @@ impl RuleEngine {
         Evaluation { rules: outcomes }
     }
 
-    /// [`RuleEngine::evaluate`] on tokio's blocking pool, so a rule burning its budget never
-    /// holds an async worker thread (heartbeats, leases and other events keep running).
+    /// [`RuleEngine::evaluate`] on the planning threads ([`crate::plan::pool`]), so a rule
+    /// burning its budget never holds an async worker thread (heartbeats, leases and other
+    /// events keep running).
     pub async fn evaluate_in_pool(
         self: &Arc<Self>,
         rules: &RuleSet,
@@ -180,9 +181,9 @@ impl RuleEngine {
         ctx: &EvalContext,
     ) -> Result<Evaluation, EvaluationError> {
         let (engine, rules, event, ctx) = (self.clone(), rules.clone(), event.clone(), *ctx);
-        tokio::task::spawn_blocking(move || engine.evaluate(&rules, &event, &ctx))
+        crate::plan::pool::run(move || engine.evaluate(&rules, &event, &ctx))
             .await
-            .map_err(|e| EvaluationError::Interrupted(e.to_string()))
+            .map_err(|crate::plan::pool::PoolError::Interrupted(e)| EvaluationError::Interrupted(e))
     }
 
     /// One rule on the evaluation's scope. A panic inside it (a bug in a helper or in Rhai)
@@ -306,7 +307,7 @@ impl RuleEngine {
 /// Why [`RuleEngine::evaluate_in_pool`] has no evaluation to give.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EvaluationError {
-    /// The blocking task was cancelled (runtime shutting down) or died.
+    /// The planning job panicked (outside any rule) or the planning threads are gone.
     #[error("rule evaluation did not finish: {0}")]
     Interrupted(String),
 }
