@@ -12,6 +12,8 @@
 //!    Each run gets its own durable consumer; the clock stops when the consumer's ack floor
 //!    reaches the last event and nothing is pending or unacknowledged, so the time covers
 //!    processing and acks, not just delivery. Rounds are interleaved; the median rate wins.
+//!    Each run also reports the CPU it cost per event (this process + the private
+//!    nats-server, from `/proc`), which other load on a shared machine disturbs far less.
 //! 2. Latency: `RuleEngine::evaluate` with the same 20 rules over the same event mix.
 //!
 //! `cargo bench --bench worker`; `BENCH_EVENTS`, `BENCH_ROUNDS`, `BENCH_EVALS` override the
@@ -487,10 +489,15 @@ async fn run() {
     let kinds = [Consumer::BareAck, Consumer::Worker, Consumer::BareDoubleAck];
     let mut results: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut redelivered: BTreeMap<&str, usize> = BTreeMap::new();
+    // CPU per event (this process + the private nats-server): steadier than events/s on a
+    // shared machine, where other load takes cores away from the wall clock.
+    let mut cpu_us: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let server_pid = nats_server_pid(nats.port);
     for round in 0..rounds {
         for kind in kinds {
             let mut cfg = worker_cfg.clone();
             cfg.consumer = format!("bench-{}-{round}", kind.key().replace('_', "-"));
+            let cpu_before = cpu_seconds(server_pid);
             let (secs, redeliveries) = match kind {
                 Consumer::Worker => {
                     let mut config = config.clone();
@@ -499,14 +506,16 @@ async fn run() {
                 }
                 _ => run_bare(kind, &infra.js, &cfg, n, last_seq).await,
             };
+            let cpu = (cpu_seconds(server_pid) - cpu_before) * 1e6 / n as f64;
             let rate = n as f64 / secs;
             println!(
-                "round {}: {:<52} {:>9.0} events/s ({:.0} ms)",
+                "round {}: {:<52} {:>9.0} events/s ({:.0} ms, {cpu:.0} µs CPU/event)",
                 round + 1,
                 kind.label(),
                 rate,
                 secs * 1000.0
             );
+            cpu_us.entry(kind.key()).or_default().push(cpu);
             results.entry(kind.key()).or_default().push(rate);
             *redelivered.entry(kind.key()).or_default() += redeliveries;
         }
@@ -538,6 +547,7 @@ async fn run() {
         "events/s (median)",
         "rounds",
         "ratio to BASELINE",
+        "CPU µs/event (bench + nats-server)",
         "target",
         "met",
     ]);
@@ -557,6 +567,10 @@ async fn run() {
                 .collect::<Vec<_>>()
                 .join(" / "),
             format!("{r:.2}"),
+            format!(
+                "{:.0}",
+                median(cpu_us.get(kind.key()).map(Vec::as_slice).unwrap_or(&[]))
+            ),
             target,
             met,
         ]);
@@ -655,6 +669,7 @@ async fn run() {
             "ratio_worker_to_double_ack": worker_rate / double,
             "audit_outcomes": outcomes,
             "redeliveries": redelivered,
+            "cpu_us_per_event_bench_and_nats_server": cpu_us,
             "evaluation_latency": lat_json,
             "targets": {
                 "ratio_min": TARGET_RATIO, "ratio_met": ratio_met,
@@ -663,6 +678,41 @@ async fn run() {
         }),
     );
     drop(nats);
+}
+
+/// The private nats-server's pid, found by its port on the command line (`None`: its CPU is
+/// not counted, and the CPU column covers this process alone).
+fn nats_server_pid(port: u16) -> Option<u32> {
+    let port = port.to_string();
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            let is_server = args.first().is_some_and(|a| a.ends_with(b"nats-server"));
+            (is_server && args.contains(&port.as_bytes())).then_some(pid)
+        })
+}
+
+/// User + system CPU seconds used so far by this process and by `server` (from
+/// `/proc/<pid>/stat`, in clock ticks of 1/100 s, Linux's USER_HZ).
+fn cpu_seconds(server: Option<u32>) -> f64 {
+    let read = |stat: String| -> Option<f64> {
+        let text = std::fs::read_to_string(stat).ok()?;
+        // Fields after the `)` that closes the command name start at field 3 (`state`):
+        // utime and stime are fields 14 and 15.
+        let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
+        let user: f64 = fields.get(11)?.parse().ok()?;
+        let system: f64 = fields.get(12)?.parse().ok()?;
+        Some((user + system) / 100.0)
+    };
+    let own = read("/proc/self/stat".into()).unwrap_or(0.0);
+    let server = server
+        .and_then(|pid| read(format!("/proc/{pid}/stat")))
+        .unwrap_or(0.0);
+    own + server
 }
 
 /// Waits until the consumer has acked everything up to `last_seq`; returns the consumer

@@ -446,8 +446,79 @@ fn rules_cannot_leak_state_between_rules_or_events() {
     ]);
     let ev = message_event("x", "guest", "airbnb");
     for _ in 0..2 {
-        let a = only_actions(&run(&engine, &set, &ev, "2024-07-01T10:00:00Z"));
-        assert_eq!(a.len(), 1);
+        let e = run(&engine, &set, &ev, "2024-07-01T10:00:00Z");
+        // The event's maps are constants: the write is refused, not silently kept or lost.
+        let refused = e.rules[0]
+            .error
+            .as_ref()
+            .expect("writing to `event` is an error");
+        assert!(
+            refused.message.contains("Cannot modify constant event"),
+            "{refused}"
+        );
+        assert!(e.rules[1].error.is_none(), "{:?}", e.rules[1].error);
+        assert_eq!(e.actions().count(), 1);
+    }
+}
+
+/// The event's maps are shared read-only by all rules: changing one in place is an error
+/// naming the variable, while a copy (`let`, a function argument) may be changed freely, and
+/// no later rule (or event) ever sees a change.
+#[test]
+fn a_rule_changing_its_inputs_gets_an_error_and_copies_are_its_own() {
+    let writes = [
+        "event.type = \"changed\";",
+        "message.sender = \"property\";",
+        "property.vars.wifi_password = \"x\";",
+        "event.thread.provider = \"x\";",
+        "message.text += \"!\";",
+        "property.vars.clear();",
+        "thread.remove(\"provider\");",
+        "message.sender.clear();",
+    ];
+    let copies = "let m = message; m.sender = \"property\"; let v = property.vars; v.clear();\n\
+                  let e = event; e.type = \"x\"; e.thread.provider = \"x\";\n\
+                  fn spoil(m) { m.sender = \"property\"; m } let s = spoil(message);\n\
+                  if s.sender == \"property\" && m.sender == \"property\" { reply(\"copies\"); }";
+    let read = "if event.type == \"thread.new_message\" && message.sender == \"guest\" \
+                && event.thread.provider == \"airbnb\" && thread.provider == \"airbnb\" \
+                && message.text == \"x\" { reply(\"intact\"); }";
+    let mut files: Vec<(String, String)> = writes
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (format!("{:02}_write.rhai", 10 + i), w.to_string()))
+        .collect();
+    files.push(("80_copies.rhai".into(), copies.into()));
+    files.push(("90_read.rhai".into(), read.into()));
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let (_d, engine, set) = load(&refs);
+    let ev = message_event("x", "guest", "airbnb");
+    for _ in 0..2 {
+        let e = run(&engine, &set, &ev, "2024-07-01T10:00:00Z");
+        for (outcome, write) in e.rules.iter().zip(writes) {
+            let problem = outcome
+                .error
+                .as_ref()
+                .unwrap_or_else(|| panic!("{write}: no error"));
+            assert!(
+                problem.message.to_lowercase().contains("constant"),
+                "{write}: {problem}"
+            );
+        }
+        for later in &e.rules[writes.len()..] {
+            assert!(later.error.is_none(), "{}: {:?}", later.rule, later.error);
+        }
+        let templates: Vec<String> = e
+            .actions()
+            .map(|(_, a)| match a {
+                Action::Reply { template, .. } => template.clone(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(templates, ["copies", "intact"]);
     }
 }
 

@@ -13,13 +13,15 @@
 //!   template, a missing variable, an empty result): a render error is data in the plan,
 //!   the executor turns it into a `failed` / `template_error` record.
 //!
-//! The event is serialised to JSON once per plan and that one value feeds both the Rhai
-//! scope and every template render.
+//! The event is turned into Rhai values once per plan, shared read-only by every rule, and
+//! serialised to JSON at most once, when a step has text to render.
 //!
 //! It must stay pure: no I/O, no NATS, no Channex, no clock of its own (the evaluation time
 //! `now` comes from the caller), no audit writing. It is synchronous and CPU-bound for up to
-//! the rules' wall-time budget: async callers run it on the blocking pool ([`plan_in_pool`]).
+//! the rules' wall-time budget: async callers run it on the planning threads
+//! ([`plan_in_pool`], see [`pool`]).
 
+pub mod pool;
 pub mod rules;
 pub mod templates;
 
@@ -129,8 +131,9 @@ pub fn plan(
     now: DateTime<Utc>,
     dry_run: bool,
 ) -> Plan {
-    let event_json = event_json(event);
-    let evaluation = engine.evaluate_json(&content.rules, event, &event_json, &EvalContext { now });
+    let evaluation = engine.evaluate(&content.rules, event, &EvalContext { now });
+    // Serialised for templates only, once, and only when a step has text to render.
+    let event_json = std::cell::OnceCell::new();
     let rules = evaluation
         .rules
         .into_iter()
@@ -165,8 +168,8 @@ pub fn plan(
     Plan { rules }
 }
 
-/// [`plan`] on tokio's blocking pool, so a rule burning its wall-time budget never holds an
-/// async worker thread (heartbeats, leases and other events keep running).
+/// [`plan`] on the planning threads ([`pool`]), so a rule burning its wall-time budget never
+/// holds an async worker thread (heartbeats, leases and other events keep running).
 pub async fn plan_in_pool(
     engine: &Arc<RuleEngine>,
     content: &Arc<Content>,
@@ -175,12 +178,12 @@ pub async fn plan_in_pool(
     dry_run: bool,
 ) -> Result<Plan, EvaluationError> {
     let (engine, content, event) = (engine.clone(), content.clone(), event.clone());
-    tokio::task::spawn_blocking(move || plan(&engine, &content, &event, now, dry_run))
+    pool::run(move || plan(&engine, &content, &event, now, dry_run))
         .await
-        .map_err(|e| EvaluationError::Interrupted(e.to_string()))
+        .map_err(|pool::PoolError::Interrupted(e)| EvaluationError::Interrupted(e))
 }
 
-/// The event as the JSON object rules and templates see (serialised once per plan).
+/// The event as the JSON object templates see (serialised at most once per plan).
 pub(crate) fn event_json(event: &Event) -> Map<String, Value> {
     match serde_json::to_value(event) {
         Ok(Value::Object(map)) => map,
@@ -196,12 +199,13 @@ pub(crate) fn event_json(event: &Event) -> Map<String, Value> {
 fn render_action(
     templates: &Templates,
     event: &Event,
-    event_json: &Map<String, Value>,
+    event_json: &std::cell::OnceCell<Map<String, Value>>,
     action: &Action,
 ) -> Option<Result<String, TemplateError>> {
     match action {
         Action::Reply { template, vars } | Action::Alert { template, vars } => {
-            Some(templates.render_json(template, event, event_json, vars))
+            let json = event_json.get_or_init(|| crate::plan::event_json(event));
+            Some(templates.render_json(template, event, json, vars))
         }
         _ => None,
     }

@@ -1,6 +1,6 @@
 //! The worker role: a durable pull consumer on `CONCIERGE_EVENTS` shared by every worker
 //! process; for each event it takes the current content snapshot, calls
-//! [`crate::plan::plan`] (on the blocking pool), hands each rendered step to the executor,
+//! [`crate::plan::plan`] (on the planning threads), hands each rendered step to the executor,
 //! audits every decision and acks only when every step has a final outcome.
 //!
 //! Owns delivery semantics: explicit acks, progress heartbeats while an event is being
@@ -459,7 +459,7 @@ impl Worker {
         }
         let started = Instant::now();
         let dry_run = self.executor.dry_run_configured(&event.property.id);
-        // On the blocking pool: a rule spending its whole budget must not hold this thread.
+        // On the planning threads: a rule spending its whole budget must not hold this thread.
         let plan = match plan_in_pool(&self.engine, content, event, now, dry_run).await {
             Ok(plan) => plan,
             Err(e) => {

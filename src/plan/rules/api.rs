@@ -13,6 +13,10 @@
 //! `rules::source`, so `thread.provider`, `event.thread` and `#{thread: ..}` all work.)
 //! **Timestamps in these maps stay strings** (as in the event JSON): call `parse_time(s)` to
 //! get a `Time`.
+//! **These variables are read-only constants**, built once per event and shared by all rules
+//! without a copy: changing one in place (`message.text = ..`, `property.vars.clear()`) is a
+//! runtime error ("Cannot modify constant message") that fails that rule alone. A copy is the
+//! rule's own (`let vars = property.vars; vars.x = 1;`, or a function argument).
 //!
 //! # Actions (collected in order; discarded if the rule later fails)
 //! `reply(template [, vars])`, `no_reply_needed()`, `close_thread()`,
@@ -207,7 +211,7 @@ fn map_json_at(m: &RMap, depth: usize) -> Map<String, Value> {
 /// Case-insensitive whole-word (or phrase) search with an optional plural `s`.
 pub fn contains_any_words(text: &str, words: &[String]) -> bool {
     // Without a budget the search cannot be cut short; an oversized list is "no match".
-    search_words(text, words, &|| false).unwrap_or(false)
+    search_words(text, words, &|| false, &WordsCache::default()).unwrap_or(false)
 }
 
 /// Why a helper gave up before it had an answer.
@@ -225,6 +229,82 @@ pub(crate) const MAX_WORD_BYTES: usize = 256 * 1024;
 /// How many candidate matches are checked between two looks at the clock.
 const MATCHES_PER_DEADLINE_CHECK: usize = 256;
 
+/// A word list made ready for searching: its normalised words and their automaton.
+struct WordMatcher {
+    needles: Vec<String>,
+    automaton: Option<aho_corasick::AhoCorasick>,
+}
+
+impl WordMatcher {
+    /// Lower-cased, trimmed, deduplicated words and one automaton over them.
+    fn build(words: &[String]) -> Result<WordMatcher, HelperLimit> {
+        let mut needles: Vec<String> = words
+            .iter()
+            .map(|w| w.trim().to_lowercase())
+            .filter(|w| !w.is_empty())
+            .collect();
+        // Repeated words would each report every candidate match again.
+        needles.sort_unstable();
+        needles.dedup();
+        if needles.iter().map(String::len).sum::<usize>() > MAX_WORD_BYTES {
+            return Err(HelperLimit::TooManyWords);
+        }
+        if needles.is_empty() {
+            return Ok(WordMatcher {
+                needles,
+                automaton: None,
+            });
+        }
+        // Only fails past aho-corasick's own size limits, which MAX_WORD_BYTES stays under.
+        let automaton =
+            aho_corasick::AhoCorasick::new(&needles).map_err(|_| HelperLimit::TooManyWords)?;
+        Ok(WordMatcher {
+            needles,
+            automaton: Some(automaton),
+        })
+    }
+}
+
+/// Built `contains_any` matchers by word list, shared by all evaluations: a rule asks the
+/// same lists for every event, and building the automaton costs far more than searching a
+/// message with it. Bounded by entries and by word bytes; cleared when full.
+#[derive(Default)]
+pub(crate) struct WordsCache {
+    inner: RwLock<WordsCacheInner>,
+}
+
+#[derive(Default)]
+struct WordsCacheInner {
+    map: HashMap<Vec<String>, Arc<WordMatcher>>,
+    word_bytes: usize,
+}
+
+const WORDS_CACHE_MAX: usize = 1024;
+const WORDS_CACHE_MAX_BYTES: usize = 4 * MAX_WORD_BYTES;
+
+impl WordsCache {
+    fn get(&self, words: &[String]) -> Result<Arc<WordMatcher>, HelperLimit> {
+        if let Ok(inner) = self.inner.read() {
+            if let Some(m) = inner.map.get(words) {
+                return Ok(m.clone());
+            }
+        }
+        let matcher = Arc::new(WordMatcher::build(words)?);
+        let bytes: usize = words.iter().map(String::len).sum();
+        if let Ok(mut inner) = self.inner.write() {
+            if inner.map.len() >= WORDS_CACHE_MAX
+                || inner.word_bytes + bytes > WORDS_CACHE_MAX_BYTES
+            {
+                inner.map.clear();
+                inner.word_bytes = 0;
+            }
+            inner.word_bytes += bytes;
+            inner.map.insert(words.to_vec(), matcher.clone());
+        }
+        Ok(matcher)
+    }
+}
+
 /// One Aho-Corasick pass over the text for all words at once: linear in the text plus the
 /// candidate matches, never text × words. A pathological list (`a`, `aa`, `aaa`, ..) can
 /// still yield many candidates, so `over_budget` is polled while they are checked.
@@ -232,34 +312,26 @@ pub(crate) fn search_words(
     text: &str,
     words: &[String],
     over_budget: &dyn Fn() -> bool,
+    cache: &WordsCache,
 ) -> Result<bool, HelperLimit> {
-    let mut needles: Vec<String> = words
-        .iter()
-        .map(|w| w.trim().to_lowercase())
-        .filter(|w| !w.is_empty())
-        .collect();
-    // Repeated words would each report every candidate match again.
-    needles.sort_unstable();
-    needles.dedup();
-    if needles.iter().map(String::len).sum::<usize>() > MAX_WORD_BYTES {
-        return Err(HelperLimit::TooManyWords);
-    }
-    if needles.is_empty() {
+    let matcher = cache.get(words)?;
+    let Some(automaton) = &matcher.automaton else {
         return Ok(false);
-    }
-    let Ok(matcher) = aho_corasick::AhoCorasick::new(&needles) else {
-        // Only fails past aho-corasick's own size limits, which MAX_WORD_BYTES stays under.
-        return Err(HelperLimit::TooManyWords);
     };
     if over_budget() {
         return Err(HelperLimit::WallTime);
     }
     let hay = text.to_lowercase();
-    for (n, m) in matcher.find_overlapping_iter(&hay).enumerate() {
+    for (n, m) in automaton.find_overlapping_iter(&hay).enumerate() {
         if n % MATCHES_PER_DEADLINE_CHECK == MATCHES_PER_DEADLINE_CHECK - 1 && over_budget() {
             return Err(HelperLimit::WallTime);
         }
-        if is_whole_word(&hay, &needles[m.pattern().as_usize()], m.start(), m.end()) {
+        if is_whole_word(
+            &hay,
+            &matcher.needles[m.pattern().as_usize()],
+            m.start(),
+            m.end(),
+        ) {
             return Ok(true);
         }
     }
@@ -408,8 +480,8 @@ fn wall_time_exceeded() -> Box<EvalAltResult> {
     ))
 }
 
-fn contains_any(text: &str, words: &Array) -> RResult<bool> {
-    match search_words(text, &words_of(words), &past_deadline) {
+fn contains_any(text: &str, words: &Array, cache: &WordsCache) -> RResult<bool> {
+    match search_words(text, &words_of(words), &past_deadline, cache) {
         Ok(found) => Ok(found),
         Err(HelperLimit::WallTime) => Err(wall_time_exceeded()),
         Err(HelperLimit::TooManyWords) => Err(format!(
@@ -444,12 +516,12 @@ fn template_name(t: &str) -> RResult<String> {
 }
 
 /// Registers types, actions and helpers on `engine`.
-pub(crate) fn register(engine: &mut Engine, regexes: Arc<RegexCache>) {
+pub(crate) fn register(engine: &mut Engine, regexes: Arc<RegexCache>, words: Arc<WordsCache>) {
     engine
         .register_type_with_name::<RuleTime>("Time")
         .register_type_with_name::<RuleDuration>("Duration");
     register_actions(engine);
-    register_text(engine, regexes);
+    register_text(engine, regexes, words);
     register_time(engine);
     register_time_ops(engine);
 }
@@ -508,11 +580,11 @@ fn register_actions(engine: &mut Engine) {
         });
 }
 
-fn register_text(engine: &mut Engine, regexes: Arc<RegexCache>) {
+fn register_text(engine: &mut Engine, regexes: Arc<RegexCache>, words_cache: Arc<WordsCache>) {
     let re = regexes;
     engine
-        .register_fn("contains_any", |text: &str, words: Array| {
-            contains_any(text, &words)
+        .register_fn("contains_any", move |text: &str, words: Array| {
+            contains_any(text, &words, &words_cache)
         })
         .register_fn("contains_any", |_: (), _: Array| false)
         .register_fn(
@@ -643,5 +715,32 @@ mod tests {
         assert!(!contains_any_words("swift", &w(&["wifi", "if"])));
         assert!(!contains_any_words("anything", &w(&["", "  "])));
         assert!(contains_any_words("Obrigado!", &w(&["obrigado"])));
+    }
+
+    #[test]
+    fn a_word_list_is_built_once_and_the_cache_stays_bounded() {
+        let cache = WordsCache::default();
+        let never = || false;
+        let list = w(&["Wifi ", "wi-fi", "wifi"]);
+        assert_eq!(search_words("the WIFI?", &list, &never, &cache), Ok(true));
+        assert_eq!(search_words("swift", &list, &never, &cache), Ok(false));
+        let first = cache.get(&list).expect("built");
+        assert!(Arc::ptr_eq(&first, &cache.get(&list).expect("cached")));
+        assert_eq!(first.needles, ["wi-fi", "wifi"]);
+        // An oversized list is refused, not cached; many lists never grow the cache unbounded.
+        let huge = vec!["x".repeat(MAX_WORD_BYTES + 1)];
+        assert_eq!(
+            search_words("x", &huge, &never, &cache),
+            Err(HelperLimit::TooManyWords)
+        );
+        for i in 0..WORDS_CACHE_MAX + 10 {
+            let _ = search_words("a", &[format!("w{i}")], &never, &cache);
+        }
+        let entries = cache
+            .inner
+            .read()
+            .map(|c| c.map.len())
+            .unwrap_or(usize::MAX);
+        assert!(entries <= WORDS_CACHE_MAX, "{entries}");
     }
 }

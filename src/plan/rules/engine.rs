@@ -18,7 +18,7 @@ use rhai::packages::{
 };
 use rhai::{Dynamic, Engine, EvalAltResult, Map as RMap, Position, Scope};
 
-use super::api::{self, CallGuard, CallState, RegexCache};
+use super::api::{self, CallGuard, CallState, RegexCache, WordsCache};
 use super::source;
 use super::{
     meta, CompiledRule, EvalContext, Evaluation, RuleLimits, RuleOutcome, RuleProblem, RuleSet,
@@ -93,7 +93,11 @@ impl RuleEngine {
                     None
                 }
             });
-        api::register(&mut engine, Arc::new(RegexCache::default()));
+        api::register(
+            &mut engine,
+            Arc::new(RegexCache::default()),
+            Arc::new(WordsCache::default()),
+        );
         RuleEngine { engine, limits }
     }
 
@@ -135,18 +139,6 @@ impl RuleEngine {
     /// the evaluation. Synchronous and CPU-bound for up to the wall-time budget per rule: from
     /// async code use [`RuleEngine::evaluate_in_pool`].
     pub fn evaluate(&self, rules: &RuleSet, event: &Event, ctx: &EvalContext) -> Evaluation {
-        self.evaluate_json(rules, event, &crate::plan::event_json(event), ctx)
-    }
-
-    /// [`RuleEngine::evaluate`] with the event already serialised (`event_json` must be
-    /// `event` as JSON): [`crate::plan::plan`] serialises once for rules and templates.
-    pub(crate) fn evaluate_json(
-        &self,
-        rules: &RuleSet,
-        event: &Event,
-        event_json: &serde_json::Map<String, serde_json::Value>,
-        ctx: &EvalContext,
-    ) -> Evaluation {
         let tz = crate::base::time::parse_tz(&event.property.timezone).unwrap_or_else(|| {
             tracing::warn!(
                 property = %event.property.id,
@@ -155,7 +147,7 @@ impl RuleEngine {
             );
             Tz::UTC
         });
-        let blocks = scope_blocks(event_json);
+        let mut scope = rule_scope(event);
         let guard = CallGuard::install(CallState {
             now: ctx.now,
             tz,
@@ -168,7 +160,7 @@ impl RuleEngine {
             if !rule.meta.enabled {
                 continue;
             }
-            let outcome = self.run_rule(rule, &blocks, &guard);
+            let outcome = self.run_rule(rule, &mut scope, event, &guard);
             let stopped = outcome.stopped;
             outcomes.push(outcome);
             if stopped {
@@ -179,8 +171,9 @@ impl RuleEngine {
         Evaluation { rules: outcomes }
     }
 
-    /// [`RuleEngine::evaluate`] on tokio's blocking pool, so a rule burning its budget never
-    /// holds an async worker thread (heartbeats, leases and other events keep running).
+    /// [`RuleEngine::evaluate`] on the planning threads ([`crate::plan::pool`]), so a rule
+    /// burning its budget never holds an async worker thread (heartbeats, leases and other
+    /// events keep running).
     pub async fn evaluate_in_pool(
         self: &Arc<Self>,
         rules: &RuleSet,
@@ -188,25 +181,35 @@ impl RuleEngine {
         ctx: &EvalContext,
     ) -> Result<Evaluation, EvaluationError> {
         let (engine, rules, event, ctx) = (self.clone(), rules.clone(), event.clone(), *ctx);
-        tokio::task::spawn_blocking(move || engine.evaluate(&rules, &event, &ctx))
+        crate::plan::pool::run(move || engine.evaluate(&rules, &event, &ctx))
             .await
-            .map_err(|e| EvaluationError::Interrupted(e.to_string()))
+            .map_err(|crate::plan::pool::PoolError::Interrupted(e)| EvaluationError::Interrupted(e))
     }
 
-    /// One rule on the prepared scope blocks. A panic inside it (a bug in a helper or in
-    /// Rhai) is caught here and becomes this rule's error: the evaluation goes on.
-    fn run_rule(&self, rule: &CompiledRule, blocks: &[Dynamic], guard: &CallGuard) -> RuleOutcome {
+    /// One rule on the evaluation's scope. A panic inside it (a bug in a helper or in Rhai)
+    /// is caught here and becomes this rule's error: the evaluation goes on.
+    fn run_rule(
+        &self,
+        rule: &CompiledRule,
+        scope: &mut Scope<'static>,
+        event: &Event,
+        guard: &CallGuard,
+    ) -> RuleOutcome {
         let started = Instant::now();
         guard.begin_rule(started + self.limits.max_wall_time);
-        let mut scope = Scope::new();
-        for (name, value) in SCOPE_VARS.iter().zip(blocks.iter()) {
-            scope.push_dynamic(*name, value.clone());
-        }
         // The engine is only read during a run and the per-rule state is reset by
         // begin_rule, so nothing a panic interrupted is observed afterwards.
         let result = panic::catch_unwind(AssertUnwindSafe(|| {
-            self.engine.run_ast_with_scope(&mut scope, rule.ast())
+            self.engine.run_ast_with_scope(scope, rule.ast())
         }));
+        // The event's variables are constants, which no rule can change: dropping what the
+        // rule declared leaves the scope as the next rule must find it. After a panic the
+        // scope is rebuilt, as nothing about its state can be assumed.
+        if result.is_ok() {
+            scope.rewind(SCOPE_VARS.len());
+        } else {
+            *scope = rule_scope(event);
+        }
         let (actions, stop_called) = guard.end_rule();
         let (actions, error, stopped) = match result {
             Ok(Ok(())) => (actions, None, stop_called),
@@ -304,14 +307,17 @@ impl RuleEngine {
 /// Why [`RuleEngine::evaluate_in_pool`] has no evaluation to give.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EvaluationError {
-    /// The blocking task was cancelled (runtime shutting down) or died.
+    /// The planning job panicked (outside any rule) or the planning threads are gone.
     #[error("rule evaluation did not finish: {0}")]
     Interrupted(String),
 }
 
-/// The event as the maps rules see, in [`SCOPE_VARS`] order.
-fn scope_blocks(event_json: &serde_json::Map<String, serde_json::Value>) -> [Dynamic; 5] {
-    let event_map = match rhai::serde::to_dynamic(event_json) {
+/// The scope every rule of one evaluation runs in: the event's maps, in [`SCOPE_VARS`] order,
+/// as constants, so a rule that assigns to one (`message.text = ..`, `property.vars.clear()`)
+/// fails with an error naming the constant, and the next rule reuses the same values without
+/// a copy. Built straight from the event (no JSON value in between).
+fn rule_scope(event: &Event) -> Scope<'static> {
+    let event_map = match rhai::serde::to_dynamic(event) {
         Ok(d) => d.try_cast::<RMap>().unwrap_or_default(),
         Err(e) => {
             // Cannot happen for the Event type; keep going with an empty map and say so.
@@ -319,19 +325,27 @@ fn scope_blocks(event_json: &serde_json::Map<String, serde_json::Value>) -> [Dyn
             RMap::new()
         }
     };
-    let block = |key: &str| -> RMap {
-        event_map
+    let block = |key: &str| -> Dynamic {
+        let map = event_map
             .get(key)
             .and_then(|d| d.clone().try_cast::<RMap>())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        Dynamic::from_map(map)
     };
-    [
-        Dynamic::from_map(event_map.clone()),
-        Dynamic::from_map(block("thread")),
-        Dynamic::from_map(block("message")),
-        Dynamic::from_map(block("inquiry")),
-        Dynamic::from_map(block("property")),
-    ]
+    let [thread, message, inquiry, property] =
+        ["thread", "message", "inquiry", "property"].map(block);
+    let blocks = [
+        Dynamic::from_map(event_map),
+        thread,
+        message,
+        inquiry,
+        property,
+    ];
+    let mut scope = Scope::with_capacity(SCOPE_VARS.len() + 8);
+    for (name, value) in SCOPE_VARS.into_iter().zip(blocks) {
+        scope.push_constant_dynamic(name, value);
+    }
+    scope
 }
 
 fn is_marker(v: &Dynamic, marker: &str) -> bool {

@@ -10,8 +10,8 @@
 //! time comes in through [`EvalContext`]), no audit writing. Whatever acts on a plan lives
 //! in `executor`. Evaluation is total: every registered function checks its input (no
 //! chrono overflow panics), helpers keep to the wall-time budget, and a panic anyway becomes
-//! that rule's error. Async callers evaluate on the blocking pool
-//! ([`RuleEngine::evaluate_in_pool`]).
+//! that rule's error. Async callers evaluate on the planning threads
+//! ([`RuleEngine::evaluate_in_pool`], [`crate::plan::pool`]).
 //!
 //! # Rule files
 //!
