@@ -114,6 +114,14 @@ async fn run() {
             .open_thread(PROP, "BookingCom", &format!("Guest {i}"), true);
         sim.sim
             .guest_message(&id, "Hello! We are looking forward to our stay.");
+        // A real account's threads were last touched over past weeks, not in this second:
+        // spread them over the last days, so the poller's listing (which re-reads what
+        // changed within its look-back below the mark) sees a realistic history.
+        let minutes_ago = 60 + i64::try_from(i).unwrap_or(i64::MAX / 120);
+        sim.sim.set_thread_updated_at(
+            &id,
+            chrono::Utc::now() - chrono::Duration::minutes(minutes_ago),
+        );
     }
     let thread_ids = sim.sim.thread_ids();
     let mut next = 0usize;
