@@ -392,6 +392,13 @@ async fn properties_cycle(n: usize) -> PropertiesRow {
                 .sim
                 .open_thread(id, "BookingCom", &format!("Guest {t}"), true);
             sim.sim.guest_message(&thread, "Hello!");
+            // Last touched in the past days, as in a real account: the listing re-reads
+            // only what changed within its look-back below the previous listing's mark.
+            let minutes_ago = 60 + i64::try_from(threads.len()).unwrap_or(i64::MAX / 120);
+            sim.sim.set_thread_updated_at(
+                &thread,
+                chrono::Utc::now() - chrono::Duration::minutes(minutes_ago),
+            );
             threads.push(thread);
         }
     }

@@ -527,9 +527,15 @@ async fn run() {
         .await
         .unwrap_or_else(|e| fail(&format!("reading the audit stream: {e}")));
     let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+    let mut by_action: BTreeMap<String, usize> = BTreeMap::new();
     for r in &records {
         *outcomes.entry(r.outcome.to_string()).or_default() += 1;
+        let action = r.action.as_ref().map_or("-", |a| a.as_str());
+        *by_action
+            .entry(format!("{action}:{}", r.outcome))
+            .or_default() += 1;
     }
+    println!("audit records by action:outcome: {by_action:?}");
     let bad = outcomes.get("rule_error").copied().unwrap_or(0)
         + outcomes.get("failed").copied().unwrap_or(0)
         + outcomes.get("rule_rejected").copied().unwrap_or(0);
