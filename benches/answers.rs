@@ -644,19 +644,7 @@ async fn worker_drained(infra: &Infra) -> bool {
 
 /// VmRSS / VmHWM of another process.
 fn proc_mem(pid: u32) -> Mem {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    };
-    Mem {
-        rss_kb: field("VmRSS:"),
-        hwm_kb: field("VmHWM:"),
-    }
+    Mem::of(&pid.to_string())
 }
 
 fn role_config_toml(sim: &SimServer, nats_url: &str, root: &std::path::Path) -> String {

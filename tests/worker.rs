@@ -92,6 +92,13 @@ async fn rig(rules: &[(&str, &str)], templates: &[(&str, &str)]) -> Rig {
 }
 
 impl Rig {
+    /// Maria opens a Booking.com thread and asks for the wifi; the poller emits her message.
+    async fn wifi_question(&mut self) -> (String, Event) {
+        let thread = self.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
+        self.sim.sim.guest_message(&thread, "wifi?");
+        (thread, guest_event(&self.poll().await))
+    }
+
     async fn worker(&self) -> (Worker, Arc<concierge::content::LiveRules>) {
         let channex = concierge::wiring::channex_client(&self.config).unwrap();
         concierge::wiring::worker(&self.config, &self.infra, channex)
@@ -269,9 +276,7 @@ async fn duplicate_delivery_and_racing_workers_send_one_reply() {
         &[("wifi.hbs", "Wifi: {{vars.wifi_name}}")],
     )
     .await;
-    let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
-    rig.sim.sim.guest_message(&thread, "wifi?");
-    let event = guest_event(&rig.poll().await);
+    let (_, event) = rig.wifi_question().await;
     let (a, _la) = rig.worker().await;
     let (b, _lb) = rig.worker().await;
     let (ra, rb) = tokio::join!(a.process_event(&event, 1), b.process_event(&event, 1));
@@ -298,9 +303,7 @@ async fn crash_after_send_is_resolved_by_reading_the_thread_not_by_resending() {
     .await;
     rig.config.worker.ack_wait = Duration::from_secs(1); // claim timeout
     rig.config.channex.timeout = Duration::from_millis(500); // a send fits in a claim
-    let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
-    rig.sim.sim.guest_message(&thread, "wifi?");
-    let event = guest_event(&rig.poll().await);
+    let (_, event) = rig.wifi_question().await;
 
     let (crashing, _l) = rig.worker().await;
     let crashing = crashing.with_crash_point(CrashPoint::AfterSend);
@@ -329,9 +332,7 @@ async fn crash_after_claim_before_send_sends_once_on_redelivery() {
     .await;
     rig.config.worker.ack_wait = Duration::from_secs(1);
     rig.config.channex.timeout = Duration::from_millis(500);
-    let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
-    rig.sim.sim.guest_message(&thread, "wifi?");
-    let event = guest_event(&rig.poll().await);
+    let (_, event) = rig.wifi_question().await;
     let (crashing, _l) = rig.worker().await;
     let report = crashing
         .with_crash_point(CrashPoint::AfterClaim)
@@ -353,9 +354,7 @@ async fn staff_reply_newer_than_the_guest_message_supersedes_the_auto_reply() {
         &[("wifi.hbs", "Wifi: {{vars.wifi_name}}")],
     )
     .await;
-    let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
-    rig.sim.sim.guest_message(&thread, "wifi?");
-    let event = guest_event(&rig.poll().await);
+    let (thread, event) = rig.wifi_question().await;
     rig.sim
         .sim
         .staff_message(&thread, "Hi Maria, the wifi is on the fridge!");
@@ -413,9 +412,7 @@ async fn endless_loop_rule_is_a_rule_error_and_other_rules_still_act() {
         &[("wifi.hbs", "Wifi: {{vars.wifi_name}}")],
     )
     .await;
-    let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
-    rig.sim.sim.guest_message(&thread, "wifi?");
-    let event = guest_event(&rig.poll().await);
+    let (_, event) = rig.wifi_question().await;
     let (worker, _l) = rig.worker().await;
     let report = worker.process_event(&event, 1).await;
     assert!(report.is_final());
@@ -445,9 +442,7 @@ async fn missing_template_variable_fails_the_action_and_sends_nothing() {
         )],
     )
     .await;
-    let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
-    rig.sim.sim.guest_message(&thread, "wifi?");
-    let event = guest_event(&rig.poll().await);
+    let (_, event) = rig.wifi_question().await;
     let (worker, _l) = rig.worker().await;
     let report = worker.process_event(&event, 1).await;
     assert!(report.is_final());
@@ -804,9 +799,7 @@ async fn an_action_claimed_by_another_worker_is_waited_for_not_given_up() {
     rig.config.worker.max_deliver = 2;
     rig.config.worker.retry_delay = Duration::from_millis(100);
     rig.config.worker.ack_wait = Duration::from_secs(3); // also the claim timeout
-    let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
-    rig.sim.sim.guest_message(&thread, "wifi?");
-    let event = guest_event(&rig.poll().await);
+    let (_, event) = rig.wifi_question().await;
     let other = concierge::store::ledger::Ledger::new(
         rig.infra.ledger.clone(),
         "a-worker-that-went-quiet",
@@ -864,9 +857,7 @@ async fn a_holder_whose_claim_was_taken_over_does_not_send_a_second_reply() {
     .await;
     // Renewals every 10 s never happen within this test: only the stepped clock counts.
     rig.config.worker.ack_wait = Duration::from_secs(30);
-    let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
-    rig.sim.sim.guest_message(&thread, "wifi?");
-    let event = guest_event(&rig.poll().await);
+    let (_, event) = rig.wifi_question().await;
     let offset = Arc::new(std::sync::atomic::AtomicI64::new(0));
     let clock: concierge::base::clock::Clock = {
         let offset = offset.clone();
@@ -921,9 +912,7 @@ async fn a_held_claim_is_renewed_and_not_taken_over_while_its_holder_works() {
     .await;
     rig.config.worker.ack_wait = Duration::from_millis(1200); // claim timeout
     rig.config.channex.timeout = Duration::from_millis(500);
-    let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
-    rig.sim.sim.guest_message(&thread, "wifi?");
-    let event = guest_event(&rig.poll().await);
+    let (_, event) = rig.wifi_question().await;
     let (hook, reached, go) = pause_before_send();
     let (a, _la) = rig.worker().await;
     let a = a.map_executor(|e| e.with_before_send(hook));
@@ -972,9 +961,7 @@ if event.type == "thread.new_message" && message.sender == "property" {
     .await;
     rig.config.worker.ack_wait = Duration::from_secs(1);
     rig.config.channex.timeout = Duration::from_millis(500);
-    let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
-    rig.sim.sim.guest_message(&thread, "wifi?");
-    let event = guest_event(&rig.poll().await);
+    let (thread, event) = rig.wifi_question().await;
 
     let (killed, _l) = rig.worker().await;
     let killed = killed.with_crash_point(CrashPoint::AfterSendBeforeMarks);
@@ -1038,9 +1025,7 @@ async fn an_unreadable_ledger_outcome_is_a_failed_record_not_executed() {
         &[("wifi.hbs", "The wifi is {{vars.wifi_name}}.\n")],
     )
     .await;
-    let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
-    rig.sim.sim.guest_message(&thread, "wifi?");
-    let event = guest_event(&rig.poll().await);
+    let (thread, event) = rig.wifi_question().await;
 
     let ledger = concierge::store::ledger::Ledger::new(
         rig.infra.ledger.clone(),
@@ -1151,9 +1136,7 @@ async fn a_thread_unchanged_since_the_poll_is_answered_with_two_channex_calls() 
         &[("wifi.hbs", "Wifi: {{vars.wifi_name}}")],
     )
     .await;
-    let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
-    rig.sim.sim.guest_message(&thread, "wifi?");
-    let event = guest_event(&rig.poll().await);
+    let (_, event) = rig.wifi_question().await;
     let (worker, channex) = counted_worker(&rig).await;
     rig.sim.sim.clear_requests();
     let before = channex.stats().requests_sent;
@@ -1179,9 +1162,7 @@ async fn staff_answering_between_poll_and_send_moves_the_thread_and_skips_the_re
         &[("wifi.hbs", "Wifi: {{vars.wifi_name}}")],
     )
     .await;
-    let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
-    rig.sim.sim.guest_message(&thread, "wifi?");
-    let event = guest_event(&rig.poll().await);
+    let (thread, event) = rig.wifi_question().await;
     rig.sim.sim.staff_message(&thread, "On the fridge!");
     let (worker, _channex) = counted_worker(&rig).await;
     rig.sim.sim.clear_requests();
@@ -1225,9 +1206,7 @@ async fn the_poller_builds_the_event_of_our_own_reply_from_the_ledger_as_a_read_
         &[("wifi.hbs", "Wifi:\n  {{vars.wifi_name}}  ")],
     )
     .await;
-    let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
-    rig.sim.sim.guest_message(&thread, "wifi?");
-    let event = guest_event(&rig.poll().await);
+    let (thread, event) = rig.wifi_question().await;
     let (worker, _channex) = counted_worker(&rig).await;
     assert!(worker.process_event(&event, 1).await.is_final());
     assert_eq!(rig.sent().len(), 1);
@@ -1284,9 +1263,7 @@ async fn the_poller_reads_the_messages_when_more_than_our_reply_arrived() {
         &[("wifi.hbs", "Wifi: {{vars.wifi_name}}")],
     )
     .await;
-    let thread = rig.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
-    rig.sim.sim.guest_message(&thread, "wifi?");
-    let event = guest_event(&rig.poll().await);
+    let (thread, event) = rig.wifi_question().await;
     let (worker, _channex) = counted_worker(&rig).await;
     assert!(worker.process_event(&event, 1).await.is_final());
     rig.sim.sim.guest_message(&thread, "thanks!");

@@ -18,8 +18,14 @@ pub struct Mem {
 }
 
 impl Mem {
+    /// This process's memory.
     pub fn read() -> Mem {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        Mem::of("self")
+    }
+
+    /// The memory of process `pid` (`"self"` for this one), from `/proc/<pid>/status`.
+    pub fn of(pid: &str) -> Mem {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         let field = |name: &str| {
             status
                 .lines()
