@@ -85,11 +85,7 @@ impl ModeResult {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| fail(&format!("cannot start the tokio runtime: {e}")));
-    runtime.block_on(run());
+    common::block_on(run());
 }
 
 async fn run() {
@@ -217,9 +213,7 @@ async fn run_mode(
     );
     let nats = common::nats_server();
     let config = bench_config(sim, &nats, mode.poll_interval);
-    let infra = Infra::setup(&config.nats)
-        .await
-        .unwrap_or_else(|e| fail(&format!("JetStream setup on the private server: {e}")));
+    let infra = common::infra(&config.nats).await;
     let client = |what: &str| {
         concierge::wiring::channex_client(&config)
             .unwrap_or_else(|e| fail(&format!("Channex client for the {what}: {e:#}")))
@@ -525,9 +519,7 @@ async fn memory(sim: &SimServer, thread_ids: &[String], next: &mut usize, per_cy
     }
     let nats = common::nats_server();
     let nats_cfg = nats.config();
-    let infra = Infra::setup(&nats_cfg)
-        .await
-        .unwrap_or_else(|e| fail(&format!("JetStream setup on the private server: {e}")));
+    let infra = common::infra(&nats_cfg).await;
     let dir = common::results_dir().join("memory-run");
     let _ = std::fs::create_dir_all(&dir);
     let config_path = dir.join("concierge.toml");

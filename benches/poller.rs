@@ -24,7 +24,6 @@ use common::{fail, median, ms, yes_no, Mem, Table};
 use concierge::config::{Config, Secret};
 use concierge::roles::poller::Poller;
 use concierge::sim::{Sim, SimOptions, SimServer};
-use concierge::store::nats::Infra;
 use serde_json::json;
 
 const PROP: &str = "bench-prop";
@@ -104,11 +103,28 @@ impl Measured {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| fail(&format!("cannot start the tokio runtime: {e}")));
-    runtime.block_on(run());
+    common::block_on(run());
+}
+
+/// A poller of `property_ids` on the simulator and the private server `nats`, with the
+/// client it polls through (its call counters).
+async fn poller_on(
+    nats: &concierge::store::nats::PrivateNatsServer,
+    sim: &SimServer,
+    property_ids: Vec<String>,
+) -> (concierge::channex::ChannexClient, Poller) {
+    let nats_cfg = nats.config();
+    let infra = common::infra(&nats_cfg).await;
+    let mut config = Config::default();
+    config.channex.base_url = sim.base_url.clone();
+    config.channex.api_key = Secret::new(KEY);
+    config.channex.property_ids = property_ids;
+    config.channex.requests_per_minute = REQUESTS_PER_MINUTE;
+    config.nats = nats_cfg;
+    let channex = concierge::wiring::channex_client(&config)
+        .unwrap_or_else(|e| fail(&format!("Channex client: {e:#}")));
+    let poller = Poller::new(channex.clone(), &infra, Arc::new(config), None);
+    (channex, poller)
 }
 
 async fn run() {
@@ -403,19 +419,7 @@ async fn properties_cycle(n: usize) -> PropertiesRow {
         }
     }
     let nats = common::nats_server();
-    let nats_cfg = nats.config();
-    let infra = Infra::setup(&nats_cfg)
-        .await
-        .unwrap_or_else(|e| fail(&format!("JetStream setup on the private server: {e}")));
-    let mut config = Config::default();
-    config.channex.base_url = sim.base_url.clone();
-    config.channex.api_key = Secret::new(KEY);
-    config.channex.property_ids = ids.clone();
-    config.channex.requests_per_minute = REQUESTS_PER_MINUTE;
-    config.nats = nats_cfg;
-    let channex = concierge::wiring::channex_client(&config)
-        .unwrap_or_else(|e| fail(&format!("Channex client: {e:#}")));
-    let mut poller = Poller::new(channex.clone(), &infra, Arc::new(config), None);
+    let (_, mut poller) = poller_on(&nats, &sim, ids.clone()).await;
     poller.load_states().await.unwrap_or_else(poll_failed);
     for id in &ids {
         poller.poll_once(Some(id)).await.unwrap_or_else(poll_failed);
@@ -491,19 +495,7 @@ async fn run_mode(
     next_changed: &mut usize,
 ) -> Vec<Measured> {
     let nats = common::nats_server();
-    let nats_cfg = nats.config();
-    let infra = Infra::setup(&nats_cfg)
-        .await
-        .unwrap_or_else(|e| fail(&format!("JetStream setup on the private server: {e}")));
-    let mut config = Config::default();
-    config.channex.base_url = sim.base_url.clone();
-    config.channex.api_key = Secret::new(KEY);
-    config.channex.property_ids = vec![PROP.to_string()];
-    config.channex.requests_per_minute = REQUESTS_PER_MINUTE;
-    config.nats = nats_cfg;
-    let channex = concierge::wiring::channex_client(&config)
-        .unwrap_or_else(|e| fail(&format!("Channex client: {e:#}")));
-    let mut poller = Poller::new(channex.clone(), &infra, Arc::new(config), None);
+    let (channex, mut poller) = poller_on(&nats, sim, vec![PROP.to_string()]).await;
     poller
         .load_states()
         .await

@@ -362,11 +362,7 @@ fn nth_event(catalog: &[(&'static str, Event)], i: usize) -> Event {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| fail(&format!("cannot start the tokio runtime: {e}")));
-    runtime.block_on(run());
+    common::block_on(run());
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -406,9 +402,7 @@ async fn run() {
     let (rules_dir, templates_dir) = write_rules(dir.path());
     let nats = common::nats_server();
     let nats_cfg = nats.config();
-    let infra = Infra::setup(&nats_cfg)
-        .await
-        .unwrap_or_else(|e| fail(&format!("JetStream setup on the private server: {e}")));
+    let infra = common::infra(&nats_cfg).await;
 
     let mut config = Config::default();
     // Dry-run: the executor never calls Channex, so this address is never used.

@@ -157,6 +157,22 @@ pub fn nats_server() -> PrivateNatsServer {
     }
 }
 
+/// The streams and buckets every role uses, on the private server at `cfg`.
+pub async fn infra(cfg: &concierge::config::NatsConfig) -> concierge::store::nats::Infra {
+    concierge::store::nats::Infra::setup(cfg)
+        .await
+        .unwrap_or_else(|e| fail(&format!("JetStream setup on the private server: {e}")))
+}
+
+/// Runs a bench's `main` future on a multi-threaded tokio runtime.
+pub fn block_on(bench: impl std::future::Future<Output = ()>) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| fail(&format!("cannot start the tokio runtime: {e}")));
+    runtime.block_on(bench);
+}
+
 /// Prints `error: <message>` and exits 1 (benches have no test harness to report to).
 pub fn fail(message: &str) -> ! {
     eprintln!("error: {message}");
