@@ -122,6 +122,11 @@ pub struct ThreadSnapshot {
     /// The newest guest message is newer than the newest property message.
     #[serde(default)]
     pub awaiting_reply: bool,
+    /// The guest's language, lower-case ISO 639-1 (`de`, `pt`): the booking's when known,
+    /// else detected from the guest's messages ([`crate::base::language`]); absent when
+    /// unknown (templates then use the default file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
 }
 
 impl ThreadSnapshot {
@@ -216,6 +221,10 @@ pub struct MessageInfo {
     #[serde(default)]
     pub attachments: Vec<String>,
     pub inserted_at: DateTime<Utc>,
+    /// The language of this message (ISO 639-1) as resolved for the thread at this message:
+    /// a short "ok" carries the thread's language so far. Absent when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -73,6 +73,7 @@ fn thread(provider: &str, now: DateTime<Utc>, awaiting_reply: bool) -> ThreadSna
         last_guest_message_at: Some(guest_at),
         last_property_message_at: Some(staff_at),
         awaiting_reply,
+        language: None,
     }
 }
 
@@ -115,6 +116,7 @@ pub fn message_event(
         sender: crate::events::contract_sender(sender),
         attachments: Vec::new(),
         inserted_at: now,
+        language: None,
     });
     ev.thread = Some(t);
     ev
@@ -137,6 +139,7 @@ pub fn inquiry_event(property: &PropertyInfo, now: DateTime<Utc>) -> Event {
         sender: crate::events::Sender::System,
         attachments: Vec::new(),
         inserted_at: now,
+        language: None,
     });
     ev.inquiry = Some(sample_inquiry(now));
     ev

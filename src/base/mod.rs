@@ -5,12 +5,14 @@
 //!   rules and templates), DST resolution, formatting in a zone, cron specs;
 //! - [`clock`]: the one injectable source of "now";
 //! - [`keys`]: the encoding of outside data into NATS KV key tokens;
-//! - [`diagnostics`]: problems with source files, reload reports, content versions.
+//! - [`diagnostics`]: problems with source files, reload reports, content versions;
+//! - [`language`]: the guest's language (ISO 639-1), detected offline or read from a booking.
 //!
 //! Must not: do I/O, log, or use anything of the crate: it sits below every other module
-//! and depends on std and pure crates (chrono, chrono-tz, cron, serde, sha2) only.
+//! and depends on std and pure crates (chrono, chrono-tz, cron, serde, sha2, whatlang) only.
 
 pub mod clock;
 pub mod diagnostics;
 pub mod keys;
+pub mod language;
 pub mod time;

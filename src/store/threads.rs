@@ -38,6 +38,10 @@ pub struct ThreadState {
     pub last_property_message_at: Option<DateTime<Utc>>,
     /// The inquiry message already announced with `inquiry.received`.
     pub inquiry_message_id: Option<String>,
+    /// The guest's language so far (ISO 639-1), so a short "ok" keeps it; absent in
+    /// snapshots written before languages were detected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
 }
 
 /// In `newest_message_ids`: every message at `newest_message_at` is known (a baseline

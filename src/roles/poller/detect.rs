@@ -12,6 +12,7 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::base::language::resolve_language;
 use crate::channex::{Message, Sender, Thread};
 use crate::events::{
     ids, Event, EventType, InquiryInfo, MessageInfo, PropertyInfo, ThreadSnapshot,
@@ -266,6 +267,7 @@ pub fn snapshot_of(t: &Thread, state: &ThreadState) -> ThreadSnapshot {
             state.last_guest_message_at,
             state.last_property_message_at,
         ),
+        language: state.language.clone(),
     }
 }
 
@@ -337,9 +339,16 @@ pub fn detect(o: Observed<'_>) -> Detected {
             .then_with(|| a.id.cmp(&b.id))
     });
     advance_state(&mut state, o.thread, &fresh);
-    let snapshot = snapshot_of(o.thread, &state);
+    let mut snapshot = snapshot_of(o.thread, &state);
     let mut events = Vec::new();
     for m in &fresh {
+        // The thread's language as of this message (the booking's language is wired in
+        // with the booking block; until then `None`).
+        let message_language = (m.sender == Sender::Guest).then(|| {
+            state.language = resolve_language(None, &m.text, state.language.as_deref());
+            state.language.clone()
+        });
+        snapshot.language.clone_from(&state.language);
         let inquiry = (o.thread.booking_id.is_none() && m.is_inquiry())
             .then(|| inquiry_info(m))
             .flatten();
@@ -351,10 +360,10 @@ pub fn detect(o: Observed<'_>) -> Detected {
         }
         let announced = o.previous.and_then(|p| p.inquiry_message_id.as_deref()) == Some(&m.id);
         events.extend(message_events(
-            o.thread,
             m,
             inquiry,
             announced,
+            message_language.flatten(),
             &o.property,
             &snapshot,
         ));
@@ -385,19 +394,21 @@ fn advance_state(state: &mut ThreadState, t: &Thread, fresh: &[Message]) {
 /// `thread.new_message` for `m`, followed by `inquiry.received` when it is an inquiry not
 /// announced before.
 fn message_events(
-    t: &Thread,
     m: &Message,
     inquiry: Option<InquiryInfo>,
     already_announced: bool,
+    language: Option<String>,
     property: &PropertyInfo,
     snapshot: &ThreadSnapshot,
 ) -> Vec<Event> {
+    let t = snapshot;
     let message_info = MessageInfo {
         id: m.id.clone(),
         text: m.text.clone(),
         sender: m.sender.clone(),
         attachments: m.attachments.clone(),
         inserted_at: m.inserted_at,
+        language,
     };
     let mut events = vec![Event {
         id: ids::new_message(&t.id, &m.id),
@@ -540,6 +551,66 @@ mod tests {
             Some(&d.state),
             &thread(4, "2026-05-01T10:03:00Z")
         ));
+    }
+
+    #[test]
+    fn the_guest_language_is_detected_and_short_texts_keep_it() {
+        let t = thread(3, "2026-05-01T10:02:00Z");
+        let said = |id: &str, at: &str, sender: Sender, text: &str| Message {
+            text: text.into(),
+            ..message(id, at, sender)
+        };
+        let fresh = vec![
+            said(
+                "m1",
+                "2026-05-01T10:00:00Z",
+                Sender::Guest,
+                "Hallo! Wie lautet das WLAN-Passwort für die Wohnung?",
+            ),
+            said(
+                "m2",
+                "2026-05-01T10:01:00Z",
+                Sender::Property,
+                "Sure, here it is: casa1234",
+            ),
+            said("m3", "2026-05-01T10:02:00Z", Sender::Guest, "ok"),
+        ];
+        let d = observe(&t, None, fresh, ALL);
+        let langs: Vec<_> = d
+            .events
+            .iter()
+            .map(|e| {
+                let m = e.message.as_ref().expect("message");
+                (
+                    e.thread.as_ref().and_then(|t| t.language.as_deref()),
+                    m.language.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            langs,
+            [
+                (Some("de"), Some("de")),
+                (Some("de"), None),
+                (Some("de"), Some("de"))
+            ]
+        );
+        assert_eq!(d.state.language.as_deref(), Some("de"));
+        // The next cycle starts from the stored language.
+        let later = thread(4, "2026-05-01T10:03:00Z");
+        let d2 = observe(
+            &later,
+            Some(&d.state),
+            vec![said("m4", "2026-05-01T10:03:00Z", Sender::Guest, "Danke!")],
+            ALL,
+        );
+        assert_eq!(
+            d2.events[0]
+                .thread
+                .as_ref()
+                .and_then(|t| t.language.as_deref()),
+            Some("de")
+        );
     }
 
     #[test]
