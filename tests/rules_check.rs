@@ -196,6 +196,45 @@ fn check_uses_the_configured_properties_vars_and_overrides() {
 }
 
 #[test]
+fn check_renders_every_language_variant_and_names_the_broken_one() {
+    let d = dirs(
+        &[
+            (
+                "10_wifi.rhai",
+                "if message.sender == \"guest\" { reply(\"wifi\"); }",
+            ),
+            // Named literally, reached by no sample event.
+            (
+                "20_never.rhai",
+                "if event.type == \"thread.closed\" { reply(\"bye\"); }",
+            ),
+        ],
+        &[
+            ("wifi.hbs", "Wifi: {{vars.wifi_password}}"),
+            ("wifi.pt.hbs", "Senha do wifi: {{vars.wifi_password}}"),
+            ("wifi.de.hbs", "WLAN-Passwort: {{vars.wlan_passwort}}"),
+            ("p7/wifi.fr.hbs", "Wifi : {{vars.mot_de_passe}}"),
+            ("bye.hbs", "Bye {{property.name}}"),
+            ("bye.es.hbs", "Adiós {{vars.despedida}}"),
+        ],
+    );
+    let text = check(&d.rules, &d.templates).to_string();
+    for (file, var) in [
+        (d.templates.join("wifi.de.hbs"), "vars.wlan_passwort"),
+        (
+            d.templates.join("p7").join("wifi.fr.hbs"),
+            "vars.mot_de_passe",
+        ),
+        (d.templates.join("bye.es.hbs"), "vars.despedida"),
+    ] {
+        assert!(has(&text, &file, None, var), "{}: {text}", file.display());
+    }
+    assert!(!text.contains("wifi.pt.hbs"), "{text}");
+    assert!(!text.contains("wifi.hbs:"), "{text}");
+    assert!(text.ends_with("3 problems"), "{text}");
+}
+
+#[test]
 fn fixture_failures_show_a_diff_and_counts() {
     let d = dirs(
         &[(

@@ -23,7 +23,7 @@ use crate::base::time;
 use crate::content::load_content;
 use crate::events::{Event, PropertyInfo};
 use crate::plan::rules::{Action, RuleEngine, RuleLimits, RuleProblem};
-use crate::plan::templates::{TemplateError, Templates};
+use crate::plan::templates::{TemplateError, TemplateFile, Templates};
 use crate::plan::{plan, Content};
 
 /// Options for [`check_with`].
@@ -201,20 +201,19 @@ fn check_uses(templates: &Templates, templates_dir: &Path, found: &mut Findings)
             found.bad_rules.insert(u.rule_file.clone());
             continue;
         };
-        // The file the plan rendered, then every per-property override of it.
+        // The file the plan rendered, then every other file of the template: per-property
+        // overrides and language variants, each rendered exactly, for its property and in
+        // its language.
         let mut results = vec![(
             file.file.clone(),
             u.event.property.id.clone(),
             u.rendered.clone(),
         )];
         for o in templates.files() {
-            if o.name == u.template {
-                if let Some(pid) = &o.property_id {
-                    let mut ev = u.event.clone();
-                    ev.property.id = pid.clone();
-                    let rendered = templates.render(&u.template, &ev, &u.vars);
-                    results.push((o.file.clone(), pid.clone(), rendered));
-                }
+            if o.name == u.template && o.file != file.file {
+                let ev = variant_event(&u.event, o);
+                let rendered = templates.render_file(o, &ev, &u.vars);
+                results.push((o.file.clone(), ev.property.id, rendered));
             }
         }
         for (file, property_id, rendered) in results {
@@ -265,40 +264,57 @@ fn check_literals(
             if found.uses.iter().any(|u| u.template == name) || found.rendered_ok.contains(&name) {
                 continue;
             }
-            match first_render_error(templates, &name, properties) {
-                None => {
-                    found.rendered_ok.insert(name);
+            let mut all_ok = true;
+            for f in templates.files().filter(|f| f.name == name) {
+                if let Some(e) = first_render_error(templates, f, properties) {
+                    all_ok = false;
+                    found.problems.push(RuleProblem::new(
+                        &f.file,
+                        None,
+                        format!(
+                            "{e} (named in {}:{line}; no sample event renders it)",
+                            rule.file.display()
+                        ),
+                    ));
+                    found.bad_templates.insert(f.file.clone());
                 }
-                Some(e) => {
-                    if let Some(f) = templates.files().find(|f| f.name == name) {
-                        found.problems.push(RuleProblem::new(
-                            &f.file,
-                            None,
-                            format!(
-                                "{e} (named in {}:{line}; no sample event renders it)",
-                                rule.file.display()
-                            ),
-                        ));
-                        found.bad_templates.insert(f.file.clone());
-                    }
-                }
+            }
+            if all_ok {
+                found.rendered_ok.insert(name);
             }
         }
     }
 }
 
-/// `None` if `name` renders (without rule vars) against at least one daytime sample event
+/// `sample` as the event `file` is rendered for: its property (an override) and its
+/// language (a variant).
+fn variant_event(sample: &Event, file: &TemplateFile) -> Event {
+    let mut ev = sample.clone();
+    if let Some(pid) = &file.property_id {
+        ev.property.id.clone_from(pid);
+    }
+    if let Some(t) = ev.thread.as_mut() {
+        t.language.clone_from(&file.language);
+    }
+    if let Some(m) = ev.message.as_mut() {
+        m.language.clone_from(&file.language);
+    }
+    ev
+}
+
+/// `None` if `file` renders (without rule vars) against at least one daytime sample event
 /// of some property; otherwise the first render error.
 fn first_render_error(
     templates: &Templates,
-    name: &str,
+    file: &TemplateFile,
     properties: &[PropertyInfo],
 ) -> Option<TemplateError> {
     let mut first_err = None;
     let ok = properties.iter().any(|p| {
         samples::sample_events(p, sample_times(p)[0])
             .into_iter()
-            .any(|(_, ev)| match templates.render(name, &ev, &Map::new()) {
+            .map(|(_, ev)| variant_event(&ev, file))
+            .any(|ev| match templates.render_file(file, &ev, &Map::new()) {
                 Ok(_) => true,
                 Err(e) => {
                     first_err.get_or_insert(e);

@@ -1,6 +1,7 @@
 //! Reading the host's content from disk: the rule files (`<rules>/*.rhai`, in file-name
 //! order) and the template files (`<templates>/*.hbs` and per-property overrides
-//! `<templates>/<property_id>/*.hbs`), compiled through `plan`.
+//! `<templates>/<property_id>/*.hbs`; `<name>.<lang>.hbs` is the variant of `<name>` in
+//! language `<lang>`, two lower-case letters, ISO 639-1), compiled through `plan`.
 //!
 //! Owns the file-system side of loading: listing the directories (hidden files and editor
 //! backups are not rule/template files), reading bytes, and the problems of that side
@@ -136,12 +137,13 @@ fn is_rule_file(path: &Path) -> bool {
 fn template_sources(dir: &Path) -> Result<Vec<TemplateSource>, SourceProblem> {
     Ok(template_files(dir)?
         .into_iter()
-        .map(|(name, property_id, file)| {
+        .map(|((name, language), property_id, file)| {
             let bytes = std::fs::read(&file)
                 .map_err(|e| SourceProblem::new(&file, None, format!("cannot read: {e}")));
             TemplateSource {
                 name,
                 property_id,
+                language,
                 file,
                 bytes,
             }
@@ -149,8 +151,12 @@ fn template_sources(dir: &Path) -> Result<Vec<TemplateSource>, SourceProblem> {
         .collect())
 }
 
-/// `(name, property_id, path)` of every template file under `dir`, sorted.
-fn template_files(dir: &Path) -> Result<Vec<(String, Option<String>, PathBuf)>, SourceProblem> {
+/// A template file's name and language: `faq_wifi.de.hbs` → `("faq_wifi", Some("de"))`.
+type NameLang = (String, Option<String>);
+
+/// `((name, language), property_id, path)` of every template file under `dir`, sorted.
+#[allow(clippy::type_complexity)]
+fn template_files(dir: &Path) -> Result<Vec<(NameLang, Option<String>, PathBuf)>, SourceProblem> {
     let entries = std::fs::read_dir(dir).map_err(|e| {
         SourceProblem::new(dir, None, format!("cannot read templates directory: {e}"))
     })?;
@@ -181,14 +187,29 @@ fn template_files(dir: &Path) -> Result<Vec<(String, Option<String>, PathBuf)>, 
     Ok(out)
 }
 
-/// The template name of a `*.hbs` file (not hidden, not a directory).
-fn template_stem(path: &Path) -> Option<String> {
+/// The template name and language of a `*.hbs` file (not hidden, not a directory).
+fn template_stem(path: &Path) -> Option<NameLang> {
     let fname = path.file_name()?.to_str()?;
     if fname.starts_with('.') || !path.is_file() {
         return None;
     }
     let stem = fname.strip_suffix(".hbs")?;
-    (!stem.is_empty()).then(|| stem.to_string())
+    (!stem.is_empty()).then(|| split_language(stem))
+}
+
+/// `faq_wifi.de` → `("faq_wifi", Some("de"))`; a stem without a two-letter lower-case
+/// suffix is a name on its own (`faq_wifi`, `notes.v2`).
+fn split_language(stem: &str) -> NameLang {
+    match stem.rsplit_once('.') {
+        Some((name, lang))
+            if !name.is_empty()
+                && lang.len() == 2
+                && lang.chars().all(|c| c.is_ascii_lowercase()) =>
+        {
+            (name.to_string(), Some(lang.to_string()))
+        }
+        _ => (stem.to_string(), None),
+    }
 }
 
 #[cfg(test)]
@@ -234,6 +255,48 @@ mod tests {
         assert_eq!(content.templates.files().count(), 2);
         let p1 = content.templates.resolve("wifi", "p1").expect("override");
         assert_eq!(p1.property_id.as_deref(), Some("p1"));
+    }
+
+    #[test]
+    fn language_variants_are_read_from_the_file_name() {
+        assert_eq!(
+            split_language("faq_wifi.de"),
+            ("faq_wifi".into(), Some("de".into()))
+        );
+        assert_eq!(split_language("faq_wifi"), ("faq_wifi".into(), None));
+        assert_eq!(split_language("notes.v2"), ("notes.v2".into(), None));
+        assert_eq!(split_language("notes.DE"), ("notes.DE".into(), None));
+        assert_eq!(split_language(".de"), (".de".into(), None));
+    }
+
+    #[test]
+    fn templates_resolve_property_and_language_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t = dir.path();
+        std::fs::create_dir_all(t.join("p1")).expect("mkdir");
+        for (file, text) in [
+            ("wifi.hbs", "default"),
+            ("wifi.de.hbs", "deutsch"),
+            ("wifi.fr.hbs", "français"),
+            ("p1/wifi.hbs", "p1 default"),
+            ("p1/wifi.fr.hbs", "p1 français"),
+        ] {
+            std::fs::write(t.join(file), text).expect("write");
+        }
+        let (templates, problems) = load_templates(t);
+        assert!(problems.is_empty(), "{problems:?}");
+        let resolved = |pid: &str, lang: Option<&str>| {
+            let f = templates.resolve_in("wifi", pid, lang).expect("resolves");
+            f.file.strip_prefix(t).expect("inside").to_path_buf()
+        };
+        assert_eq!(resolved("p1", Some("fr")), Path::new("p1/wifi.fr.hbs"));
+        assert_eq!(resolved("p1", Some("de")), Path::new("wifi.de.hbs"));
+        assert_eq!(resolved("p1", Some("it")), Path::new("p1/wifi.hbs"));
+        assert_eq!(resolved("p1", None), Path::new("p1/wifi.hbs"));
+        assert_eq!(resolved("p2", Some("fr")), Path::new("wifi.fr.hbs"));
+        assert_eq!(resolved("p2", Some("it")), Path::new("wifi.hbs"));
+        assert_eq!(templates.names(), ["wifi"]);
+        assert_eq!(templates.languages("wifi"), ["de", "fr"]);
     }
 
     #[test]

@@ -245,6 +245,7 @@ mod tests {
             .map(|(name, text)| TemplateSource {
                 name: name.to_string(),
                 property_id: None,
+                language: None,
                 file: format!("templates/{name}.hbs").into(),
                 bytes: Ok(text.as_bytes().to_vec()),
             })

@@ -1,9 +1,15 @@
 //! Message templates: handlebars files rendered in strict mode into the text of replies and
 //! alerts.
 //!
-//! Owns compiling template sources — `<dir>/<name>.hbs` and per-property overrides
-//! `<dir>/<property_id>/<name>.hbs` (the override wins) — keeping the last good version of a
-//! file that stops parsing on an update, the render context and the date helpers. It must
+//! Owns compiling template sources — `<dir>/<name>.hbs`, per-property overrides
+//! `<dir>/<property_id>/<name>.hbs` and per-language variants `<name>.<lang>.hbs` (ISO
+//! 639-1, e.g. `faq_wifi.de.hbs`) of both — keeping the last good version of a file that
+//! stops parsing on an update, the lookup order, the render context and the date helpers.
+//!
+//! Lookup for an event of property `pid` in language `lang` (`thread.language`, else
+//! `message.language`): `<pid>/<name>.<lang>.hbs`, `<name>.<lang>.hbs`, `<pid>/<name>.hbs`,
+//! `<name>.hbs`, first found. An unknown language (no variant) or none uses the default
+//! file. It must
 //! not read files (`content` lists and reads them and hands over [`TemplateSource`]s), send
 //! anything, read the clock, or decide which template to use (rules do that). The service
 //! renders through [`crate::plan::plan`], which serialises the event once and hands it to
@@ -56,6 +62,8 @@ pub struct TemplateSource {
     pub name: String,
     /// `Some(id)` for an override in `<dir>/<id>/`.
     pub property_id: Option<String>,
+    /// `Some("de")` for a language variant `<name>.de.hbs`.
+    pub language: Option<String>,
     pub file: PathBuf,
     /// The file's content, or why it could not be read.
     pub bytes: Result<Vec<u8>, SourceProblem>,
@@ -68,6 +76,8 @@ pub struct TemplateFile {
     pub name: String,
     /// `Some(id)` for an override in `<dir>/<id>/`.
     pub property_id: Option<String>,
+    /// `Some("de")` for a language variant `<name>.de.hbs`.
+    pub language: Option<String>,
     pub file: PathBuf,
     /// Short sha256 of the content.
     pub version: String,
@@ -76,15 +86,34 @@ pub struct TemplateFile {
 
 impl TemplateFile {
     fn key(&self) -> String {
-        key_of(&self.name, self.property_id.as_deref())
+        key_of(
+            &self.name,
+            self.property_id.as_deref(),
+            self.language.as_deref(),
+        )
     }
 }
 
-fn key_of(name: &str, property_id: Option<&str>) -> String {
-    match property_id {
+/// Registry key: `[<property_id>/]<name>[.<lang>]`.
+fn key_of(name: &str, property_id: Option<&str>, language: Option<&str>) -> String {
+    let base = match property_id {
         Some(p) => format!("{p}/{name}"),
         None => name.to_string(),
+    };
+    match language {
+        Some(l) => format!("{base}.{l}"),
+        None => base,
     }
+}
+
+/// The language an event's templates are looked up in: `thread.language`, else
+/// `message.language`.
+pub fn event_language(event: &Event) -> Option<&str> {
+    event
+        .thread
+        .as_ref()
+        .and_then(|t| t.language.as_deref())
+        .or_else(|| event.message.as_ref().and_then(|m| m.language.as_deref()))
 }
 
 /// The loaded templates. Cheap to clone.
@@ -129,7 +158,11 @@ impl Templates {
         let mut changes = Changes::default();
         let mut files = BTreeMap::new();
         for source in sources {
-            let key = key_of(&source.name, source.property_id.as_deref());
+            let key = key_of(
+                &source.name,
+                source.property_id.as_deref(),
+                source.language.as_deref(),
+            );
             let previous = self.inner.files.get(&key);
             match self.updated_file(source, previous, &mut changes) {
                 Some(file) => {
@@ -165,6 +198,7 @@ impl Templates {
         let TemplateSource {
             name,
             property_id,
+            language,
             file,
             bytes,
         } = source;
@@ -185,6 +219,7 @@ impl Templates {
                 Some(TemplateFile {
                     name,
                     property_id,
+                    language,
                     file,
                     version,
                     compiled,
@@ -221,12 +256,41 @@ impl Templates {
         self.inner.files.values()
     }
 
-    /// The file that `name` resolves to for `property_id` (override first).
+    /// The file that `name` resolves to for `property_id` without a language (override
+    /// first).
     pub fn resolve(&self, name: &str, property_id: &str) -> Option<&TemplateFile> {
-        self.inner
+        self.resolve_in(name, property_id, None)
+    }
+
+    /// The file that `name` resolves to for `property_id` in `language`:
+    /// `<pid>/<name>.<lang>`, `<name>.<lang>`, `<pid>/<name>`, `<name>`.
+    pub fn resolve_in(
+        &self,
+        name: &str,
+        property_id: &str,
+        language: Option<&str>,
+    ) -> Option<&TemplateFile> {
+        let files = &self.inner.files;
+        let variant = language.and_then(|l| {
+            files
+                .get(&key_of(name, Some(property_id), Some(l)))
+                .or_else(|| files.get(&key_of(name, None, Some(l))))
+        });
+        variant
+            .or_else(|| files.get(&key_of(name, Some(property_id), None)))
+            .or_else(|| files.get(name))
+    }
+
+    /// The languages `name` has variants in (global or for any property), sorted.
+    pub fn languages(&self, name: &str) -> Vec<String> {
+        let set: BTreeSet<_> = self
+            .inner
             .files
-            .get(&key_of(name, Some(property_id)))
-            .or_else(|| self.inner.files.get(name))
+            .values()
+            .filter(|f| f.name == name)
+            .filter_map(|f| f.language.clone())
+            .collect();
+        set.into_iter().collect()
     }
 
     pub fn has(&self, name: &str, property_id: &str) -> bool {
@@ -257,12 +321,34 @@ impl Templates {
         event_json: &Map<String, Value>,
         rule_vars: &Map<String, Value>,
     ) -> Result<String, TemplateError> {
-        let file =
-            self.resolve(name, &event.property.id)
-                .ok_or_else(|| TemplateError::NotFound {
-                    template: name.to_string(),
-                    property_id: event.property.id.clone(),
-                })?;
+        let file = self
+            .resolve_in(name, &event.property.id, event_language(event))
+            .ok_or_else(|| TemplateError::NotFound {
+                template: name.to_string(),
+                property_id: event.property.id.clone(),
+            })?;
+        self.render_file_json(file, event, event_json, rule_vars)
+    }
+
+    /// Renders exactly `file` (one variant or override, whatever the event's property and
+    /// language): `rules check` renders every file of a template this way.
+    pub fn render_file(
+        &self,
+        file: &TemplateFile,
+        event: &Event,
+        rule_vars: &Map<String, Value>,
+    ) -> Result<String, TemplateError> {
+        self.render_file_json(file, event, &crate::plan::event_json(event), rule_vars)
+    }
+
+    fn render_file_json(
+        &self,
+        file: &TemplateFile,
+        event: &Event,
+        event_json: &Map<String, Value>,
+        rule_vars: &Map<String, Value>,
+    ) -> Result<String, TemplateError> {
+        let name = file.name.as_str();
         let render_err = |message: String| TemplateError::Render {
             template: name.to_string(),
             message,
@@ -414,6 +500,7 @@ mod tests {
         TemplateSource {
             name: name.to_string(),
             property_id: None,
+            language: None,
             file: PathBuf::from(format!("templates/{name}.hbs")),
             bytes: Ok(text.as_bytes().to_vec()),
         }
