@@ -104,7 +104,8 @@ fn every_action_function_is_planned_in_order() {
         Action::Reply {
             template: "faq_wifi".into(),
             vars: serde_json::from_value(json!({"extra": 1, "when": "2024-07-01T12:00:00Z"}))
-                .unwrap()
+                .unwrap(),
+            attachments: vec![],
         }
     );
     assert_eq!(
@@ -390,7 +391,8 @@ fn stop_ends_evaluation_and_keeps_actions() {
         only_actions(&e),
         [Action::Reply {
             template: "one".into(),
-            vars: Default::default()
+            vars: Default::default(),
+            attachments: vec![],
         }]
     );
 

@@ -352,7 +352,7 @@ fn run_sample(
         for step in &rule_plan.steps {
             match (&step.action, &step.rendered) {
                 (
-                    Action::Reply { template, vars } | Action::Alert { template, vars },
+                    Action::Reply { template, vars, .. } | Action::Alert { template, vars },
                     Some(rendered),
                 ) => found.uses.push(Use {
                     template: template.clone(),

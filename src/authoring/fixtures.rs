@@ -86,7 +86,7 @@ impl ExpectedAction {
                 .none_or(|w| w.iter().all(|(k, v)| have.get(k) == Some(v)))
         };
         match action {
-            Action::Reply { template, vars } | Action::Alert { template, vars } => {
+            Action::Reply { template, vars, .. } | Action::Alert { template, vars } => {
                 self.template.as_ref().none_or(|t| t == template)
                     && subset(&self.vars, vars)
                     && self.name.is_none()
@@ -151,7 +151,7 @@ impl<T> NoneOr<T> for Option<T> {
 fn describe(rule: &str, action: &Action) -> String {
     let mut s = format!("{rule} {}", action.kind());
     match action {
-        Action::Reply { template, vars } | Action::Alert { template, vars } => {
+        Action::Reply { template, vars, .. } | Action::Alert { template, vars } => {
             s.push_str(&format!(" {template}"));
             if !vars.is_empty() {
                 s.push_str(&format!(" vars {}", Value::Object(vars.clone())));

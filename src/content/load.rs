@@ -8,6 +8,8 @@
 //! (unreadable/missing directory, unreadable file, rule not valid UTF-8). [`load_content`]
 //! is the one way every caller (`rules check`, `rules test`, `replay`, benches, tests) loads
 //! both directories at once; the live reloader uses the same listing and reading.
+//! Attachments (`<attachments>/<name>` and overrides `<attachments>/<property_id>/<name>`)
+//! live in the folder next to the templates folder: [`attachments_dir`].
 //! Must not: compile or render anything itself (that is `plan`), decide what a problem means
 //! (callers report them), or watch files (the reloader in this module's parent does).
 
@@ -15,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::base::diagnostics::{Changes, SourceProblem};
+use crate::plan::attachments::{AttachmentSource, Attachments};
 use crate::plan::rules::{CompiledRule, RuleEngine, RuleProblem, RuleSet};
 use crate::plan::templates::{TemplateSource, Templates};
 use crate::plan::Content;
@@ -28,16 +31,31 @@ pub struct LoadProblems {
     /// Template files that could not be read or parsed, or the unreadable templates
     /// directory.
     pub templates: Vec<SourceProblem>,
+    /// Attachment files that could not be read or are over the size limit (a missing
+    /// attachments folder is no problem: no attachments).
+    pub attachments: Vec<SourceProblem>,
 }
 
 impl LoadProblems {
     pub fn is_empty(&self) -> bool {
-        self.rules.is_empty() && self.templates.is_empty()
+        self.rules.is_empty() && self.templates.is_empty() && self.attachments.is_empty()
     }
 
     /// Every problem, rules first.
     pub fn all(&self) -> impl Iterator<Item = &SourceProblem> {
-        self.rules.iter().chain(self.templates.iter())
+        self.rules
+            .iter()
+            .chain(self.templates.iter())
+            .chain(self.attachments.iter())
+    }
+}
+
+/// The attachments folder that goes with `templates_dir`: `attachments/` next to it
+/// (`<root>/templates` → `<root>/attachments`).
+pub fn attachments_dir(templates_dir: &Path) -> PathBuf {
+    match templates_dir.parent() {
+        Some(parent) => parent.join("attachments"),
+        None => PathBuf::from("attachments"),
     }
 }
 
@@ -50,11 +68,73 @@ pub fn load_content(
 ) -> (Content, LoadProblems) {
     let (rules, rule_problems) = load_rules(engine, rules_dir);
     let (templates, template_problems) = load_templates(templates_dir);
+    let (attachments, attachment_changes) =
+        reload_attachments(&Attachments::default(), &attachments_dir(templates_dir));
     let problems = LoadProblems {
         rules: rule_problems,
         templates: template_problems,
+        attachments: attachment_changes.rejected,
     };
-    (Content::new(rules, templates), problems)
+    let content = Content::new(rules, templates).with_attachments(attachments);
+    (content, problems)
+}
+
+/// Re-reads the attachments folder `dir` against `current` (see [`Attachments::update`]).
+/// A missing folder means no attachments.
+pub fn reload_attachments(current: &Attachments, dir: &Path) -> (Attachments, Changes) {
+    current.update(attachment_sources(dir))
+}
+
+/// Every attachment file in `dir` and its direct sub-folders (per-property overrides),
+/// sorted; hidden files are skipped.
+fn attachment_sources(dir: &Path) -> Vec<AttachmentSource> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.filter_map(|e| e.ok()) {
+        let path = entry.path();
+        let Some(fname) = visible_name(&path) else {
+            continue;
+        };
+        if path.is_dir() {
+            let Ok(sub) = std::fs::read_dir(&path) else {
+                continue;
+            };
+            for e in sub.filter_map(|e| e.ok()) {
+                let p = e.path();
+                if let Some(name) = visible_name(&p).filter(|_| p.is_file()) {
+                    out.push(attachment_source(name, Some(fname.clone()), p));
+                }
+            }
+        } else if path.is_file() {
+            out.push(attachment_source(fname, None, path));
+        }
+    }
+    out.sort_by(|a, b| a.file.cmp(&b.file));
+    out
+}
+
+fn visible_name(path: &Path) -> Option<String> {
+    let name = path.file_name()?.to_str()?;
+    (!name.starts_with('.') && !name.ends_with('~')).then(|| name.to_string())
+}
+
+fn attachment_source(name: String, property_id: Option<String>, file: PathBuf) -> AttachmentSource {
+    // Bounded read: a file far over the limit is not read whole into memory.
+    let limit = crate::plan::attachments::MAX_ATTACHMENT_BYTES as u64 + 1;
+    let bytes = std::fs::File::open(&file)
+        .and_then(|f| {
+            let mut buf = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::Read::take(f, limit), &mut buf).map(|_| buf)
+        })
+        .map_err(|e| SourceProblem::new(&file, None, format!("cannot read: {e}")));
+    AttachmentSource {
+        name,
+        property_id,
+        file,
+        bytes,
+    }
 }
 
 /// Compiles every `*.rhai` in `dir` (not recursive), sorted by file name. Files that cannot

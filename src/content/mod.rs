@@ -23,6 +23,7 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use crate::base::diagnostics::{content_version, Changes};
+use crate::plan::attachments::Attachments;
 use crate::plan::rules::{CompiledRule, RuleEngine, RuleSet};
 use crate::plan::templates::Templates;
 use crate::plan::Content;
@@ -30,7 +31,8 @@ use crate::plan::Content;
 pub mod load;
 
 pub use load::{
-    compile_rule_file, load_content, load_rules, load_templates, reload_templates, LoadProblems,
+    attachments_dir, compile_rule_file, load_content, load_rules, load_templates,
+    reload_attachments, reload_templates, LoadProblems,
 };
 
 /// Debounce window for file events.
@@ -131,6 +133,8 @@ impl Drop for LiveRules {
 struct Reloader {
     rules_dir: PathBuf,
     templates_dir: PathBuf,
+    /// `attachments/` next to the templates folder ([`attachments_dir`]).
+    attachments_dir: PathBuf,
     engine: Arc<RuleEngine>,
     state: RwLock<Arc<Content>>,
     /// Serialises rescans and remembers what was last reported as rejected, so a file that
@@ -141,6 +145,7 @@ struct Reloader {
 impl Reloader {
     fn new(rules_dir: PathBuf, templates_dir: PathBuf, engine: Arc<RuleEngine>) -> Self {
         Reloader {
+            attachments_dir: attachments_dir(&templates_dir),
             rules_dir,
             templates_dir,
             engine,
@@ -167,6 +172,8 @@ impl Reloader {
         let mut report = ReloadReport::default();
         let rules = self.rescan_rules(&before.rules, &mut rejected_book, &mut report);
         let templates = self.rescan_templates(&before.templates, &mut rejected_book, &mut report);
+        let attachments =
+            self.rescan_attachments(&before.attachments, &mut rejected_book, &mut report);
 
         // Forget rejections of files that are gone, so a broken file that comes back is
         // reported again.
@@ -175,10 +182,11 @@ impl Reloader {
         }
         rejected_book.retain(|f, _| f.exists() || *f == self.rules_dir || *f == self.templates_dir);
 
-        if rules.is_some() || templates.is_some() {
+        if rules.is_some() || templates.is_some() || attachments.is_some() {
             let snapshot = Arc::new(Content {
                 rules: rules.map_or_else(|| before.rules.clone(), Arc::new),
                 templates: templates.map_or_else(|| before.templates.clone(), Arc::new),
+                attachments: attachments.map_or_else(|| before.attachments.clone(), Arc::new),
             });
             match self.state.write() {
                 Ok(mut g) => *g = snapshot,
@@ -287,6 +295,18 @@ impl Reloader {
         })
     }
 
+    /// The attachments folder against the running attachments: `Some(new attachments)`
+    /// when a file was accepted or removed.
+    fn rescan_attachments(
+        &self,
+        old: &Attachments,
+        rejected_book: &mut HashMap<PathBuf, String>,
+        report: &mut ReloadReport,
+    ) -> Option<Attachments> {
+        let (attachments, changes) = load::reload_attachments(old, &self.attachments_dir);
+        merge_changes(changes, rejected_book, report).then_some(attachments)
+    }
+
     /// The templates directory against the running templates: `Some(new templates)` when
     /// one was accepted or removed.
     fn rescan_templates(
@@ -296,23 +316,33 @@ impl Reloader {
         report: &mut ReloadReport,
     ) -> Option<Templates> {
         let (templates, changes) = load::reload_templates(old_templates, &self.templates_dir);
-        let changed = !changes.accepted.is_empty() || !changes.removed.is_empty();
-        for (file, version) in changes.accepted {
-            rejected_book.remove(&file);
-            report.accepted.push((file, version));
-        }
-        for file in changes.removed {
-            rejected_book.remove(&file);
-            report.removed.push(file);
-        }
-        for problem in changes.rejected {
-            if rejected_book.get(&problem.file) != Some(&problem.message) {
-                rejected_book.insert(problem.file.clone(), problem.message.clone());
-                report.rejected.push(problem);
-            }
-        }
-        changed.then_some(templates)
+        merge_changes(changes, rejected_book, report).then_some(templates)
     }
+}
+
+/// Adds one folder's changes to `report` (a file that stays broken is reported once);
+/// whether anything was accepted or removed.
+fn merge_changes(
+    changes: Changes,
+    rejected_book: &mut HashMap<PathBuf, String>,
+    report: &mut ReloadReport,
+) -> bool {
+    let changed = !changes.accepted.is_empty() || !changes.removed.is_empty();
+    for (file, version) in changes.accepted {
+        rejected_book.remove(&file);
+        report.accepted.push((file, version));
+    }
+    for file in changes.removed {
+        rejected_book.remove(&file);
+        report.removed.push(file);
+    }
+    for problem in changes.rejected {
+        if rejected_book.get(&problem.file) != Some(&problem.message) {
+            rejected_book.insert(problem.file.clone(), problem.message.clone());
+            report.rejected.push(problem);
+        }
+    }
+    changed
 }
 
 fn watch_loop(reloader: &Reloader, stop: &AtomicBool, tx: &mpsc::Sender<ReloadReport>) {
@@ -324,7 +354,12 @@ fn watch_loop(reloader: &Reloader, stop: &AtomicBool, tx: &mpsc::Sender<ReloadRe
             None
         }
     };
-    let dirs = watch_targets(&reloader.rules_dir, &reloader.templates_dir);
+    let mut dirs = watch_targets(&reloader.rules_dir, &reloader.templates_dir);
+    // Attachments and their per-property folders, when the folder exists at start (one
+    // created later is picked up by the periodic rescan).
+    if reloader.attachments_dir.is_dir() {
+        dirs.push((reloader.attachments_dir.clone(), RecursiveMode::Recursive));
+    }
     let mut watching = rewatch(debouncer.as_mut(), &dirs);
     while !stop.load(Ordering::SeqCst) {
         let period = if watching {

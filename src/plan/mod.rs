@@ -21,6 +21,7 @@
 //! the rules' wall-time budget: async callers run it on the planning threads
 //! ([`plan_in_pool`], see [`pool`]).
 
+pub mod attachments;
 pub mod pool;
 pub mod rules;
 pub mod templates;
@@ -32,24 +33,34 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use crate::events::Event;
+use attachments::{AttachmentError, AttachmentFile, Attachments};
 use rules::{Action, EvalContext, EvaluationError, RuleEngine, RuleProblem, RuleSet};
 use templates::{TemplateError, Templates};
 
-/// One consistent snapshot of the host's content: the compiled rules and the templates they
-/// render. Cheap to clone and share (two `Arc`s); the live reloader publishes a new
-/// `Arc<Content>` on every accepted change.
+/// One consistent snapshot of the host's content: the compiled rules, the templates they
+/// render and the files replies attach. Cheap to clone and share (`Arc`s); the live
+/// reloader publishes a new `Arc<Content>` on every accepted change.
 #[derive(Debug, Clone, Default)]
 pub struct Content {
     pub rules: Arc<RuleSet>,
     pub templates: Arc<Templates>,
+    pub attachments: Arc<Attachments>,
 }
 
 impl Content {
+    /// Rules and templates, no attachments.
     pub fn new(rules: RuleSet, templates: Templates) -> Self {
         Content {
             rules: Arc::new(rules),
             templates: Arc::new(templates),
+            attachments: Arc::default(),
         }
+    }
+
+    /// The same content with `attachments`.
+    pub fn with_attachments(mut self, attachments: Attachments) -> Self {
+        self.attachments = Arc::new(attachments);
+        self
     }
 }
 
@@ -99,6 +110,9 @@ pub struct PlanStep {
     /// `reply` / `alert`: the rendered text or why it could not be rendered; `None` for the
     /// actions that have no template.
     pub rendered: Option<Result<String, TemplateError>>,
+    /// `reply` with `attachments`: each file as resolved for the event's property (the
+    /// override first), or why it cannot be; empty for every other step.
+    pub attachments: Vec<Result<AttachmentFile, AttachmentError>>,
 }
 
 impl PlanStep {
@@ -145,6 +159,7 @@ pub fn plan(
                 .enumerate()
                 .map(|(index, action)| {
                     let rendered = render_action(&content.templates, event, &event_json, &action);
+                    let attachments = attachments_of(&content.attachments, event, &action);
                     PlanStep {
                         rule: outcome.rule.clone(),
                         version: outcome.version.clone(),
@@ -152,6 +167,7 @@ pub fn plan(
                         action,
                         dry_run: step_dry_run,
                         rendered,
+                        attachments,
                     }
                 })
                 .collect();
@@ -196,6 +212,23 @@ pub(crate) fn event_json(event: &Event) -> Map<String, Value> {
     }
 }
 
+/// The files a `reply` attaches, resolved for the event's property.
+fn attachments_of(
+    attachments: &Attachments,
+    event: &Event,
+    action: &Action,
+) -> Vec<Result<AttachmentFile, AttachmentError>> {
+    match action {
+        Action::Reply {
+            attachments: names, ..
+        } => names
+            .iter()
+            .map(|n| attachments.get(n, &event.property.id))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 fn render_action(
     templates: &Templates,
     event: &Event,
@@ -203,7 +236,7 @@ fn render_action(
     action: &Action,
 ) -> Option<Result<String, TemplateError>> {
     match action {
-        Action::Reply { template, vars } | Action::Alert { template, vars } => {
+        Action::Reply { template, vars, .. } | Action::Alert { template, vars } => {
             let json = event_json.get_or_init(|| crate::plan::event_json(event));
             Some(templates.render_json(template, event, json, vars))
         }

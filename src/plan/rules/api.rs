@@ -508,6 +508,29 @@ fn follow_up_in(name: &str, d: RuleDuration, data: Map<String, Value>) -> RResul
     follow_up_at(name, at.0, data)
 }
 
+/// The `attachments` of a reply's options: a list of plain file names from `attachments/`
+/// (absent: none).
+fn reply_attachments(value: Option<Value>) -> RResult<Vec<String>> {
+    let err = |m: String| -> RResult<Vec<String>> { Err(m.into()) };
+    let items = match value {
+        None => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(_) => return err("reply: `attachments` must be a list of file names".into()),
+    };
+    let mut names = Vec::with_capacity(items.len());
+    for item in items {
+        match item {
+            Value::String(n) if crate::plan::attachments::valid_name(&n) => names.push(n),
+            other => {
+                return err(format!(
+                    "reply: attachment {other} is not a file name of attachments/ (no folders, not hidden)"
+                ))
+            }
+        }
+    }
+    Ok(names)
+}
+
 fn template_name(t: &str) -> RResult<String> {
     if t.trim().is_empty() {
         return Err("the template name must not be empty".into());
@@ -532,12 +555,16 @@ fn register_actions(engine: &mut Engine) {
             push(Action::Reply {
                 template: template_name(t)?,
                 vars: Map::new(),
+                attachments: Vec::new(),
             })
         })
         .register_fn("reply", |t: &str, vars: RMap| -> RResult<()> {
+            let mut vars = map_to_json(&vars);
+            let attachments = reply_attachments(vars.remove("attachments"))?;
             push(Action::Reply {
                 template: template_name(t)?,
-                vars: map_to_json(&vars),
+                vars,
+                attachments,
             })
         })
         .register_fn("alert", |t: &str| -> RResult<()> {

@@ -53,6 +53,10 @@ pub enum Action {
         template: String,
         #[serde(default)]
         vars: Map<String, Value>,
+        /// File names from `attachments/` sent after the text, in order (the rule's
+        /// `#{ attachments: [..] }`; not a template variable).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        attachments: Vec<String>,
     },
     NoReplyNeeded,
     CloseThread,
