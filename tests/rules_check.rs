@@ -235,6 +235,53 @@ fn check_renders_every_language_variant_and_names_the_broken_one() {
 }
 
 #[test]
+fn check_fails_on_a_missing_or_oversized_attachment() {
+    let d = dirs(
+        &[(
+            "10_guide.rhai",
+            "if message.sender == \"guest\" {\n    reply(\"hello\", #{ attachments: [\"guide.pdf\", \"map.pdf\", \"huge.pdf\"] });\n}\n",
+        )],
+        &[("hello.hbs", "Hello from {{property.name}}")],
+    );
+    let attachments = d.templates.parent().unwrap().join("attachments");
+    std::fs::create_dir_all(attachments.join("p1")).unwrap();
+    std::fs::write(attachments.join("guide.pdf"), b"%PDF-1.4 guide").unwrap();
+    // An override only: exists for one property, not globally (the sample property has none).
+    std::fs::write(attachments.join("p1").join("map.pdf"), b"%PDF-1.4 map").unwrap();
+    let huge = std::fs::File::create(attachments.join("huge.pdf")).unwrap();
+    huge.set_len(concierge::plan::attachments::MAX_ATTACHMENT_BYTES as u64 + 1)
+        .unwrap();
+    let text = check(&d.rules, &d.templates).to_string();
+    let rule = d.rules.join("10_guide.rhai");
+    assert!(
+        has(&text, &attachments.join("huge.pdf"), None, "over the limit"),
+        "{text}"
+    );
+    assert!(
+        has(
+            &text,
+            &rule,
+            Some(2),
+            "attachment `huge.pdf` does not exist"
+        ),
+        "{text}"
+    );
+    // Named for the sample property, which has no map.pdf: found by planning the samples.
+    assert!(
+        has(&text, &rule, None, "attachment `map.pdf` not found"),
+        "{text}"
+    );
+    assert!(!text.contains("`guide.pdf`"), "{text}");
+
+    std::fs::remove_file(attachments.join("huge.pdf")).unwrap();
+    std::fs::write(attachments.join("map.pdf"), b"%PDF-1.4 map").unwrap();
+    let rule_ok = "if message.sender == \"guest\" {\n    reply(\"hello\", #{ attachments: [\"guide.pdf\", \"map.pdf\"] });\n}\n";
+    std::fs::write(&rule, rule_ok).unwrap();
+    let ok = check(&d.rules, &d.templates);
+    assert!(ok.is_ok(), "{ok}");
+}
+
+#[test]
 fn fixture_failures_show_a_diff_and_counts() {
     let d = dirs(
         &[(

@@ -7,7 +7,11 @@
 //! sources for string-literal template names (`reply("x"`, `alert("x"`, `template: "x"`).
 //! Samples are planned with [`crate::plan::plan`] (the function the worker uses), so what
 //! `rules check` sees rendered is what a guest would get.
-//! It must not send anything or touch NATS; it only reads the two directories.
+//! Attachments (`attachments/` next to the templates folder): a file that cannot be read or
+//! is over the size limit is a problem of that file; a file name a rule writes literally
+//! (`attachments: ["checkin-guide.pdf"]`) or a sample plan resolves must exist (globally
+//! or for some property), else a problem at the rule's line.
+//! It must not send anything or touch NATS; it only reads the three directories.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -118,6 +122,7 @@ pub fn check_with(rules_dir: &Path, templates_dir: &Path, opts: &CheckOptions) -
         .bad_templates
         .extend(problems.templates.iter().map(|p| p.file.clone()));
     found.problems.extend(problems.templates);
+    found.problems.extend(problems.attachments);
 
     let properties = if opts.properties.is_empty() {
         vec![samples::sample_property()]
@@ -134,6 +139,8 @@ pub fn check_with(rules_dir: &Path, templates_dir: &Path, opts: &CheckOptions) -
     check_uses(&content.templates, templates_dir, &mut found);
     // 4. Template names written literally in rule sources.
     check_literals(&content, templates_dir, &properties, &mut found);
+    // 5. Attachment names written literally in rule sources.
+    check_attachment_literals(&content, templates_dir, &mut found);
 
     let rules_ok = content
         .rules
@@ -350,6 +357,14 @@ fn run_sample(
             continue;
         };
         for step in &rule_plan.steps {
+            for missing in step.attachments.iter().filter_map(|a| a.as_ref().err()) {
+                found.problems.push(RuleProblem::new(
+                    &rule.file,
+                    None,
+                    format!("{missing} (on sample {label})"),
+                ));
+                found.bad_rules.insert(rule.file.clone());
+            }
             match (&step.action, &step.rendered) {
                 (
                     Action::Reply { template, vars, .. } | Action::Alert { template, vars },
@@ -404,6 +419,53 @@ pub fn literal_templates(source: &str) -> Vec<(usize, String)> {
         for cap in literal_regex().captures_iter(code) {
             if let Some(m) = cap.get(1).or_else(|| cap.get(2)) {
                 out.push((idx + 1, m.as_str().to_string()));
+            }
+        }
+    }
+    out
+}
+
+/// Every attachment name a rule writes literally must be a file of `attachments/` (global
+/// or a property's) that loaded (readable, within the size limit).
+fn check_attachment_literals(content: &Content, templates_dir: &Path, found: &mut Findings) {
+    let dir = crate::content::attachments_dir(templates_dir);
+    for rule in content.rules.rules() {
+        let Ok(source) = std::fs::read_to_string(&rule.file) else {
+            continue;
+        };
+        for (line, name) in literal_attachments(&source) {
+            if !content.attachments.exists_anywhere(&name) {
+                found.problems.push(RuleProblem::new(
+                    &rule.file,
+                    Some(line),
+                    format!(
+                        "attachment `{name}` does not exist or is over the size limit (expected {})",
+                        dir.join(&name).display()
+                    ),
+                ));
+                found.bad_rules.insert(rule.file.clone());
+            }
+        }
+    }
+}
+
+/// `(line, name)` of every string in an `attachments: [..]` list of a rule source (the
+/// list on one line).
+pub fn literal_attachments(source: &str) -> Vec<(usize, String)> {
+    static LIST: OnceLock<Regex> = OnceLock::new();
+    static STRING: OnceLock<Regex> = OnceLock::new();
+    let list = LIST
+        .get_or_init(|| Regex::new(r#"attachments"?\s*:\s*\[([^\]]*)\]"#).expect("valid regex"));
+    let string = STRING.get_or_init(|| Regex::new(r#""([^"]*)""#).expect("valid regex"));
+    let mut out = Vec::new();
+    for (idx, line) in source.lines().enumerate() {
+        let code = line.split("//").next().unwrap_or("");
+        for cap in list.captures_iter(code) {
+            let Some(items) = cap.get(1) else { continue };
+            for s in string.captures_iter(items.as_str()) {
+                if let Some(m) = s.get(1) {
+                    out.push((idx + 1, m.as_str().to_string()));
+                }
             }
         }
     }

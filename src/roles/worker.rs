@@ -482,14 +482,17 @@ impl Worker {
                 continue;
             }
             for step in &rule.steps {
-                match self.executor.execute(event, step, delivery).await {
-                    ActionResult::Final(record) => finals.push(*record),
-                    ActionResult::Retry { reason } => report
-                        .pending
-                        .push(format!("{}: {reason}", step.key(&event.id))),
-                    ActionResult::Wait { reason } => report
-                        .waiting
-                        .push(format!("{}: {reason}", step.key(&event.id))),
+                // The step, then the files of a reply that went out.
+                for result in self.executor.execute_step(event, step, delivery).await {
+                    match result {
+                        ActionResult::Final(record) => finals.push(*record),
+                        ActionResult::Retry { reason } => report
+                            .pending
+                            .push(format!("{}: {reason}", step.key(&event.id))),
+                        ActionResult::Wait { reason } => report
+                            .waiting
+                            .push(format!("{}: {reason}", step.key(&event.id))),
+                    }
                 }
             }
         }

@@ -75,6 +75,8 @@ pub enum ActionKind {
     Alert,
     FollowUp,
     CancelFollowUp,
+    /// One file of a reply's `attachments`, sent after the text.
+    Attachment,
     Evaluate,
     Reload,
     Event,
@@ -82,13 +84,14 @@ pub enum ActionKind {
 }
 
 impl ActionKind {
-    const KNOWN: [ActionKind; 9] = [
+    const KNOWN: [ActionKind; 10] = [
         ActionKind::Reply,
         ActionKind::NoReplyNeeded,
         ActionKind::CloseThread,
         ActionKind::Alert,
         ActionKind::FollowUp,
         ActionKind::CancelFollowUp,
+        ActionKind::Attachment,
         ActionKind::Evaluate,
         ActionKind::Reload,
         ActionKind::Event,
@@ -121,6 +124,7 @@ impl ActionKind {
             ActionKind::Alert => "alert",
             ActionKind::FollowUp => "follow_up",
             ActionKind::CancelFollowUp => "cancel_follow_up",
+            ActionKind::Attachment => "attachment",
             ActionKind::Evaluate => "evaluate",
             ActionKind::Reload => "reload",
             ActionKind::Event => "event",
@@ -178,6 +182,10 @@ pub enum Reason {
     TemplateError,
     /// `no_thread`: the event has no thread to act on.
     NoThread,
+    /// `attachment_missing`: a reply names a file that is not in `attachments/` (or is over
+    /// the size limit); nothing of the reply is sent.
+    AttachmentMissing,
+
     /// `dry_run`: planned and audited, not carried out.
     DryRun,
     /// `verified_after_interruption`: a previous holder sent it; found by reading the thread.
@@ -222,7 +230,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    const FIXED: [(Reason, &'static str); 23] = [
+    const FIXED: [(Reason, &'static str); 24] = [
         (Reason::MalformedEvent, "malformed_event"),
         (Reason::MaxDeliver, "max_deliver"),
         (Reason::OwnMessage, "own_message"),
@@ -231,6 +239,7 @@ impl Reason {
         (Reason::CompileError, "compile_error"),
         (Reason::TemplateError, "template_error"),
         (Reason::NoThread, "no_thread"),
+        (Reason::AttachmentMissing, "attachment_missing"),
         (Reason::DryRun, "dry_run"),
         (
             Reason::VerifiedAfterInterruption,

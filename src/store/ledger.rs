@@ -18,6 +18,8 @@
 //! - `send.<sha256(thread, normalised text)>`: a reply about to be sent, written before the
 //!   POST so that the message is recognised as ours even if the process dies before
 //!   `own.` is written (see [`Ledger::is_pending_own`]);
+//! - `upl.<sha256 of a file>`: the Channex attachment id a file with that content was
+//!   uploaded as (uploads are reused across replies; see [`Ledger::uploaded_attachment`]);
 //! - `last.<thread>`: the last reply sent to a thread as Channex returned it
 //!   ([`SentMessage`]), so the poller can build that message's event without reading the
 //!   thread's messages when the thread grew by exactly that message.
@@ -412,6 +414,44 @@ impl Ledger {
             .await
             .map(|_| ())
             .map_err(|e| Self::err("release", &key, e))
+    }
+
+    fn upload_key(sha256: &str) -> String {
+        format!("upl.{}", keys::encode(sha256))
+    }
+
+    /// The Channex attachment id a file with content hash `sha256` was uploaded as, if it
+    /// was.
+    pub async fn uploaded_attachment(&self, sha256: &str) -> Result<Option<String>, LedgerError> {
+        let key = Self::upload_key(sha256);
+        let value = self
+            .store
+            .get(key.clone())
+            .await
+            .map_err(|e| Self::err("read", &key, e))?;
+        Ok(value
+            .and_then(|b| String::from_utf8(b.to_vec()).ok())
+            .filter(|id| !id.is_empty()))
+    }
+
+    /// Remember that the file with content hash `sha256` is Channex attachment `id`.
+    pub async fn record_upload(&self, sha256: &str, id: &str) -> Result<(), LedgerError> {
+        let key = Self::upload_key(sha256);
+        self.store
+            .put(&key, id.to_string().into_bytes().into())
+            .await
+            .map(|_| ())
+            .map_err(|e| Self::err("record_upload", &key, e))
+    }
+
+    /// Forget the upload of `sha256` (Channex refused its id: the next send uploads again).
+    pub async fn forget_upload(&self, sha256: &str) -> Result<(), LedgerError> {
+        let key = Self::upload_key(sha256);
+        self.store
+            .put(&key, Vec::new().into())
+            .await
+            .map(|_| ())
+            .map_err(|e| Self::err("forget_upload", &key, e))
     }
 
     pub async fn mark_own_message(&self, message_id: &str) -> Result<(), LedgerError> {

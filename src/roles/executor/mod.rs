@@ -28,6 +28,7 @@
 //! at a time and acks the event once every step has a final outcome.
 
 pub mod alerts;
+mod attach;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,6 +55,8 @@ pub enum CrashPoint {
     /// The POST reached Channex, nothing was recorded yet (not even `own.`).
     AfterSendBeforeMarks,
     AfterSend,
+    /// An attachment was uploaded (and its upload recorded), it was not sent yet.
+    AfterUpload,
 }
 
 /// A test hook awaited right before a reply's pre-send confirmation: lets a test hold a
@@ -291,8 +294,6 @@ impl Executor {
         let kind = planned.kind().label();
         match outcome {
             Step::Done(f) => {
-                metrics::counter!("concierge_actions_total", "kind" => kind, "outcome" => f.outcome.as_str())
-                    .increment(1);
                 let key = planned.key();
                 let action = ActionRef {
                     key: &key,
@@ -301,14 +302,7 @@ impl Executor {
                     action: planned.kind(),
                     template: step.template(),
                 };
-                ActionResult::Final(Box::new(AuditRecord::action_outcome(
-                    event,
-                    action,
-                    f.into_outcome(),
-                    u32::try_from(delivery).unwrap_or(u32::MAX),
-                    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-                    (self.clock)(),
-                )))
+                self.final_record(event, action, f, delivery, started)
             }
             Step::Retry(reason) => {
                 metrics::counter!("concierge_action_retries_total", "kind" => kind).increment(1);
@@ -321,6 +315,27 @@ impl Executor {
                 ActionResult::Wait { reason }
             }
         }
+    }
+
+    /// The audit record of a finished action (and its metric).
+    fn final_record(
+        &self,
+        event: &Event,
+        action: ActionRef<'_>,
+        f: Finished,
+        delivery: u64,
+        started: Instant,
+    ) -> ActionResult {
+        metrics::counter!("concierge_actions_total", "kind" => action.action.label(), "outcome" => f.outcome.as_str())
+            .increment(1);
+        ActionResult::Final(Box::new(AuditRecord::action_outcome(
+            event,
+            action,
+            f.into_outcome(),
+            u32::try_from(delivery).unwrap_or(u32::MAX),
+            u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            (self.clock)(),
+        )))
     }
 
     async fn carry_out(&self, planned: &PlannedAction<'_>) -> Step {
@@ -338,6 +353,10 @@ impl Executor {
                     .error("the step carries no rendered text"),
             )
         };
+        // A reply whose attachment is missing sends nothing: not the text without the file.
+        if let Some(Err(e)) = step.attachments.iter().find(|a| a.is_err()) {
+            return Step::Done(Finished::new(Outcome::Failed, Reason::AttachmentMissing).error(e));
+        }
         match &step.action {
             Action::Reply { template, .. } => match step.text() {
                 Some(text) => self.reply(planned, template, text, dry_run).await,
@@ -366,8 +385,17 @@ impl Executor {
         planned: &PlannedAction<'_>,
         text: Option<&str>,
     ) -> Result<(HeldClaim, Option<LedgerEntry>), Step> {
-        let key = planned.key();
-        let thread = Self::thread_id(planned);
+        self.claim_key(planned.key(), Self::thread_id(planned), text)
+            .await
+    }
+
+    /// Claim the action `key` (of `thread`); `Err` carries the step to return at once.
+    async fn claim_key(
+        &self,
+        key: String,
+        thread: Option<&str>,
+        text: Option<&str>,
+    ) -> Result<(HeldClaim, Option<LedgerEntry>), Step> {
         match self.ledger.claim_in(&key, thread, text).await {
             Ok(Claim::Won { revision, previous }) => Ok((
                 HeldClaim::hold(
