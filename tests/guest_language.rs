@@ -247,6 +247,39 @@ async fn an_attachment_is_sent_once_across_a_crash_between_upload_and_send() {
 }
 
 #[tokio::test]
+async fn a_crash_after_the_attachment_was_sent_is_resolved_by_reading_the_thread() {
+    let mut rig = with_attachments(&[("guide.pdf", GUIDE)]).await;
+    rig.config.worker.ack_wait = std::time::Duration::from_secs(1); // claim timeout
+    rig.config.channex.timeout = std::time::Duration::from_millis(500);
+    let (thread, event) = rig.guest_says("Maria", "What is the wifi?").await;
+    let (crashing, _l) = rig.worker().await;
+    let report = crashing
+        .with_crash_point(CrashPoint::AfterAttachmentSend)
+        .process_event(&event, 1)
+        .await;
+    assert!(!report.is_final());
+    assert_eq!(rig.attachment_messages(&thread).await.len(), 1);
+
+    // Another process takes the stale claim over and finds the file in the thread.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (fresh, _l2) = rig.worker().await;
+    let report = fresh.process_event(&event, 2).await;
+    assert!(report.is_final(), "{report:?}");
+    assert_eq!(
+        rig.attachment_messages(&thread).await.len(),
+        1,
+        "not sent twice"
+    );
+    assert_eq!(rig.uploads(), 1);
+    let record = report
+        .records
+        .iter()
+        .find(|r| r.action == Some(ActionKind::Attachment))
+        .expect("an attachment record");
+    assert_eq!(record.reason, Some(Reason::VerifiedAfterInterruption));
+}
+
+#[tokio::test]
 async fn one_upload_is_reused_by_replies_with_the_same_file() {
     let mut rig = with_attachments(&[("guide.pdf", GUIDE)]).await;
     let (worker, _live) = rig.worker().await;
@@ -282,4 +315,39 @@ async fn a_reply_whose_attachment_is_missing_sends_nothing_and_says_why() {
             .is_some_and(|e| e.contains("guide.pdf")),
         "{record:?}"
     );
+}
+
+#[tokio::test]
+async fn live_reload_covers_the_attachments_folder() {
+    use concierge::content::LiveRules;
+    use concierge::plan::rules::RuleEngine;
+    let dir = tempfile::tempdir().unwrap();
+    let (rules, templates) = (dir.path().join("rules"), dir.path().join("templates"));
+    let attachments = dir.path().join("attachments");
+    for d in [&rules, &templates, &attachments] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let (live, _reports) = LiveRules::watch(&rules, &templates, Arc::new(RuleEngine::default()));
+    let size = |pid: &str| {
+        live.current()
+            .attachments
+            .resolve("guide.pdf", pid)
+            .map(|f| f.size)
+    };
+    let within = std::time::Duration::from_secs(8);
+
+    std::fs::write(attachments.join("guide.pdf"), b"v1").unwrap();
+    common::eventually("the new file", within, || async { size("p1") == Some(2) }).await;
+    std::fs::create_dir_all(attachments.join("p1")).unwrap();
+    std::fs::write(attachments.join("p1").join("guide.pdf"), b"casa v1").unwrap();
+    common::eventually("the property's override", within, || async {
+        size("p1") == Some(7)
+    })
+    .await;
+    assert_eq!(size("p2"), Some(2));
+    std::fs::remove_file(attachments.join("guide.pdf")).unwrap();
+    common::eventually("the deleted file gone", within, || async {
+        size("p2").is_none()
+    })
+    .await;
 }

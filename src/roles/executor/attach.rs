@@ -187,6 +187,9 @@ impl Executor {
                 ));
             }
         };
+        if self.settings.crash_at == Some(CrashPoint::AfterAttachmentSend) {
+            return Step::Retry("injected crash after the attachment was sent".into());
+        }
         // Loop safety and the takeover check of later replies depend on this mark.
         if let Err(e) = self.ledger.mark_own_message(&sent.id).await {
             return e.into();

@@ -57,6 +57,8 @@ pub enum CrashPoint {
     AfterSend,
     /// An attachment was uploaded (and its upload recorded), it was not sent yet.
     AfterUpload,
+    /// An attachment's POST reached Channex, nothing was recorded yet.
+    AfterAttachmentSend,
 }
 
 /// A test hook awaited right before a reply's pre-send confirmation: lets a test hold a
