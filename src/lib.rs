@@ -13,17 +13,17 @@
 //!                  │              roles::scheduler ──────┘    pure, rendered steps)             │
 //!                  ▼                  (timers, cron)                                            ▼
 //!            store: thread snapshots · leases · follow-up timers · ledger + claims · audit log (<PREFIX>_AUDIT)
-//!  content: rules/ + templates/ on disk ──live reload──▶ Arc<Content> ──▶ worker, authoring (check, test, replay)
+//!  content: rules/ + templates/ + attachments/ ──live reload──▶ Arc<Content> ──▶ worker, authoring (check, test, replay)
 //! ```
 //!
 //! | layer | owns | may use |
 //! |---|---|---|
-//! | [`base`] | time (Channex timestamps, DST, formatting, cron specs), the injected [`base::clock::Clock`], KV key encoding, diagnostics | std and pure crates |
+//! | [`base`] | time (Channex timestamps, DST, formatting, cron specs), the injected [`base::clock::Clock`], KV key encoding, diagnostics, the guest's language | std and pure crates |
 //! | [`channex`] | the typed Channex client: wire shapes, models, errors, the pure retry policy | `base` |
 //! | [`events`] | the event JSON with typed provider / sender / event type, subjects, ids | `base`, `channex` models |
 //! | [`config`] | `concierge.toml` + the environment overrides `cli` hands in, validated once (cron specs parsed here) | `base`, `channex`, `events` |
 //! | [`plan`] | rules (Rhai engine, API, metadata) + templates, and the one pure `plan(engine, content, event, now, dry_run)` | `base`, `events`: no I/O, no clock |
-//! | [`content`] | reading rules/ and templates/ and live-reloading them into `Arc<Content>` snapshots | `base`, `events`, `plan` |
+//! | [`content`] | reading rules/, templates/ and attachments/ and live-reloading them into `Arc<Content>` snapshots | `base`, `events`, `plan` |
 //! | [`store`] | NATS infra and the one NATS failure classification, ledger + claims, follow-up timers, thread snapshots, leases, the audit log (typed action / outcome / reason), purge | `base`, `events`, `config`, Channex models |
 //! | [`authoring`] | `rules check`, `rules test` fixtures, samples, `replay`: all through `plan()` | `plan`, `content`, `store` (read) |
 //! | [`roles`] | poller (pure change detection + run loop), worker, executor (the only writer to Channex and alert sinks), scheduler | everything above |
