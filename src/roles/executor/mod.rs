@@ -18,7 +18,7 @@
 //! - after a send, the reply as Channex returned it is recorded for its thread
 //!   ([`Ledger::record_last_reply`]), so the poller need not read it back;
 //! - a reply's attachments go after its text, each effectively once, uploaded once per
-//!   content hash ([`attach`]); a reply naming a missing file sends nothing
+//!   content hash (the `attach` module); a reply naming a missing file sends nothing
 //!   (`attachment_missing`);
 //! - cooldown per thread + template; `no_reply_needed` only on Booking.com;
 //! - a step marked dry-run (decided once, by [`crate::plan::plan`]) is audited without
