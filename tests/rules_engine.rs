@@ -587,3 +587,42 @@ fn engine_is_shareable_across_threads() {
     }
     let _ = Path::new("");
 }
+
+#[test]
+fn reply_attachments_are_file_names_not_template_vars() {
+    let (_d, engine, set) = load(&[(
+        "10_guide.rhai",
+        r#"reply("checkin", #{ attachments: ["checkin-guide.pdf", "map.png"], door: "blue" });"#,
+    )]);
+    let e = run(
+        &engine,
+        &set,
+        &message_event("x", "guest", "airbnb"),
+        "2024-07-01T10:00:00Z",
+    );
+    assert_eq!(
+        only_actions(&e),
+        [Action::Reply {
+            template: "checkin".into(),
+            vars: serde_json::from_value(json!({"door": "blue"})).unwrap(),
+            attachments: vec!["checkin-guide.pdf".into(), "map.png".into()],
+        }]
+    );
+    for bad in [
+        r#"reply("x", #{ attachments: "guide.pdf" });"#,
+        r#"reply("x", #{ attachments: ["../secrets.txt"] });"#,
+        r#"reply("x", #{ attachments: ["a/b.pdf"] });"#,
+        r#"reply("x", #{ attachments: [42] });"#,
+    ] {
+        let (_d, engine, set) = load(&[("10_bad.rhai", bad)]);
+        let e = run(
+            &engine,
+            &set,
+            &message_event("x", "guest", "airbnb"),
+            "2024-07-01T10:00:00Z",
+        );
+        let p = e.rules[0].error.as_ref().expect("a rule error");
+        assert!(p.message.contains("attachment"), "{bad}: {p}");
+        assert_eq!(e.actions().count(), 0, "{bad}");
+    }
+}

@@ -166,6 +166,11 @@ fn describe(rule: &str, action: &Action) -> String {
         Action::CancelFollowUp { name } => s.push_str(&format!(" {name}")),
         Action::NoReplyNeeded | Action::CloseThread => {}
     }
+    if let Action::Reply { attachments, .. } = action {
+        if !attachments.is_empty() {
+            s.push_str(&format!(" attachments [{}]", attachments.join(", ")));
+        }
+    }
     s
 }
 
