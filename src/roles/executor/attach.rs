@@ -175,7 +175,7 @@ impl Executor {
             Ok(Ok(m)) => m,
             Ok(Err(e)) => {
                 if !e.is_ambiguous() && !e.is_transient() {
-                    // Channex refused the id (expired, deleted): the next try uploads again.
+                    // Channex refused the id (expired, deleted): the next reply with this file uploads it again.
                     let _ = self.ledger.forget_upload(&file.sha256).await;
                 }
                 return self.on_channex_error(claim, e, Some(name)).await;
