@@ -318,7 +318,7 @@ async fn a_reply_whose_attachment_is_missing_sends_nothing_and_says_why() {
 }
 
 #[tokio::test]
-async fn live_reload_covers_the_attachments_folder() {
+async fn live_reload_covers_the_attachments_folder_and_template_variants() {
     use concierge::content::LiveRules;
     use concierge::plan::rules::RuleEngine;
     let dir = tempfile::tempdir().unwrap();
@@ -350,4 +350,19 @@ async fn live_reload_covers_the_attachments_folder() {
         size("p2").is_none()
     })
     .await;
+
+    // Language variants of templates reload like any template.
+    std::fs::write(templates.join("wifi.hbs"), "Wifi").unwrap();
+    std::fs::write(templates.join("wifi.de.hbs"), "WLAN").unwrap();
+    let file_for = |lang: &str| {
+        live.current()
+            .templates
+            .resolve_in("wifi", "p1", Some(lang))
+            .map(|f| f.file.clone())
+    };
+    common::eventually("the German variant", within, || async {
+        file_for("de") == Some(templates.join("wifi.de.hbs"))
+    })
+    .await;
+    assert_eq!(file_for("fr"), Some(templates.join("wifi.hbs")));
 }
