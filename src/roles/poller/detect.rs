@@ -5,7 +5,8 @@
 //! its one new message is concierge's own reply as the ledger recorded it), which
 //! messages are new (the snapshot remembers the newest message time and the ids at that
 //! time, as timestamps can tie), the baseline record of a thread, the events of the new
-//! messages (`thread.new_message`, plus `inquiry.received` once per inquiry message), and
+//! messages (`thread.new_message`, plus `inquiry.received` once per inquiry message), the
+//! guest's language as of each message ([`resolve_language`], remembered in the snapshot), and
 //! where a listing across all configured properties may stop ([`classify_across`],
 //! [`ScanMark`], with a [`SCAN_LOOKBACK`]) and which failed threads it retries.
 //! Must not: do I/O, read a clock (the caller passes the backfill cutoff), or publish.
