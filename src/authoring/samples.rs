@@ -87,6 +87,8 @@ fn base(event_type: EventType, id: String, now: DateTime<Utc>, property: &Proper
         inquiry: None,
         follow_up: None,
         schedule: None,
+        booking: None,
+        booking_change: None,
     }
 }
 

@@ -366,6 +366,8 @@ impl Scheduler {
                 data: t.data.clone(),
             }),
             schedule: None,
+            booking: None,
+            booking_change: None,
         };
         self.publish(&event).await?;
         let removed = self
@@ -480,6 +482,8 @@ impl Scheduler {
                     schedule: Some(ScheduleInfo {
                         name: schedule.name.clone(),
                     }),
+                    booking: None,
+                    booking_change: None,
                 };
                 self.publish(&event).await?;
                 events += 1;

@@ -6,7 +6,7 @@
 //!
 //! # Variables
 //! `event` (the whole event as a map), and shortcuts `thread`, `message`, `inquiry`,
-//! `property` (each an empty map when the event has no such block, so
+//! `property`, `booking` (each an empty map when the event has no such block, so
 //! `message.sender == "guest"` is safe everywhere; a missing key reads as `()`). The
 //! follow-up block is `event.follow_up`, the schedule block `event.schedule`.
 //! (`thread` is a reserved word in Rhai; the loader rewrites it transparently, see

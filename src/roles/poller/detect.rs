@@ -409,6 +409,8 @@ fn message_events(
         inquiry: inquiry.clone(),
         follow_up: None,
         schedule: None,
+        booking: None,
+        booking_change: None,
     }];
     if let Some(inquiry) = inquiry.filter(|_| !already_announced) {
         events.push(Event {
@@ -421,6 +423,8 @@ fn message_events(
             inquiry: Some(inquiry),
             follow_up: None,
             schedule: None,
+            booking: None,
+            booking_change: None,
         });
     }
     events
