@@ -332,6 +332,27 @@ pub struct Booking {
 }
 
 impl Booking {
+    /// The block of a Channex booking: status in the contract's spelling, nights from the
+    /// dates, the customer's language normalised (see [`normalise_language`]).
+    pub fn from_channex(b: &crate::channex::BookingRecord) -> Booking {
+        Booking {
+            id: b.id.clone(),
+            status: BookingStatus::parse(&b.status.trim().to_ascii_lowercase()),
+            arrival_date: b.arrival_date.clone(),
+            departure_date: b.departure_date.clone(),
+            nights: b.nights(),
+            ota_name: b.ota_name.clone(),
+            guest_name: b.guest_name.clone(),
+            adults: b.adults,
+            children: b.children,
+            language: b.language.as_deref().and_then(normalise_language),
+        }
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.status == BookingStatus::Cancelled
+    }
+
     /// The dates and status a `booking.changed` compares.
     pub fn stay(&self) -> BookingStay {
         BookingStay {

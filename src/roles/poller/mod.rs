@@ -919,6 +919,7 @@ fn malformed_record(
     let thread_id = match item.kind {
         ItemKind::Thread => item.id.as_deref(),
         ItemKind::Message => thread,
+        ItemKind::Booking => None,
     };
     AuditRecord::malformed_item(
         item.kind.as_str(),
