@@ -192,6 +192,7 @@ async fn follow_ups_list_and_cancel_against_nats() {
     store
         .arm(&concierge::store::timers::FollowUpTimer {
             thread_id: "thread-1".into(),
+            booking_id: None,
             property_id: "p1".into(),
             name: "inquiry_alert".into(),
             due_at: "2031-01-01T10:00:00Z".parse().unwrap(),

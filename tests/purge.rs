@@ -55,6 +55,7 @@ async fn remember(ledger: &Ledger, timers: &FollowUps, audit: &AuditLog, event: 
     timers
         .arm(&FollowUpTimer {
             thread_id: thread.clone(),
+            booking_id: None,
             property_id: PROP.into(),
             name: "delayed_reply".into(),
             due_at: Utc::now() + chrono::Duration::hours(1),
@@ -187,6 +188,7 @@ async fn the_purge_command_deletes_a_threads_timers_and_reports_what_went() {
         timers
             .arm(&FollowUpTimer {
                 thread_id: thread.into(),
+                booking_id: None,
                 property_id: "p1".into(),
                 name: "delayed_reply".into(),
                 due_at: Utc::now() + chrono::Duration::hours(1),

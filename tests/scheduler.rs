@@ -312,6 +312,7 @@ fn timer(thread: &str, name: &str, due_at: DateTime<Utc>) -> FollowUpTimer {
     data.insert("template".into(), "nudge".into());
     FollowUpTimer {
         thread_id: thread.into(),
+        booking_id: None,
         property_id: "p1".into(),
         name: name.into(),
         due_at,

@@ -99,6 +99,28 @@ pub struct PlanStep {
     /// `reply` / `alert`: the rendered text or why it could not be rendered; `None` for the
     /// actions that have no template.
     pub rendered: Option<Result<String, TemplateError>>,
+    /// Decided here, carried out (as `skipped`) by the executor: why this step must not act.
+    pub skip: Option<StepSkip>,
+}
+
+/// Why [`plan`] marks a step as not to be carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepSkip {
+    /// A `reply` of a `follow_up.due` whose booking (as read when the timer fired) is
+    /// cancelled, the follow-up not armed with `#{ on_cancelled: true }`: a stale stay is
+    /// never messaged. Alerts and timer actions still run.
+    BookingCancelled,
+}
+
+/// The follow-up data key that lets a stay message go out for a cancelled booking.
+pub const ON_CANCELLED: &str = "on_cancelled";
+
+/// Whether `event` is a follow-up of a cancelled booking whose replies must be skipped.
+pub fn stale_stay(event: &Event) -> Option<StepSkip> {
+    let follow_up = event.follow_up.as_ref()?;
+    let cancelled = event.booking.as_ref().is_some_and(|b| b.is_cancelled());
+    let allowed = follow_up.data.get(ON_CANCELLED) == Some(&Value::Bool(true));
+    (cancelled && !allowed).then_some(StepSkip::BookingCancelled)
 }
 
 impl PlanStep {
@@ -132,6 +154,7 @@ pub fn plan(
     dry_run: bool,
 ) -> Plan {
     let evaluation = engine.evaluate(&content.rules, event, &EvalContext { now });
+    let stale = stale_stay(event);
     // Serialised for templates only, once, and only when a step has text to render.
     let event_json = std::cell::OnceCell::new();
     let rules = evaluation
@@ -145,6 +168,9 @@ pub fn plan(
                 .enumerate()
                 .map(|(index, action)| {
                     let rendered = render_action(&content.templates, event, &event_json, &action);
+                    let skip = matches!(action, Action::Reply { .. })
+                        .then_some(stale)
+                        .flatten();
                     PlanStep {
                         rule: outcome.rule.clone(),
                         version: outcome.version.clone(),
@@ -152,6 +178,7 @@ pub fn plan(
                         action,
                         dry_run: step_dry_run,
                         rendered,
+                        skip,
                     }
                 })
                 .collect();
@@ -280,6 +307,38 @@ mod tests {
         assert!(err.to_string().contains("missing variable"), "{err}");
         assert!(steps[2].rendered.is_none());
         assert!(steps.iter().all(|s| !s.dry_run));
+    }
+
+    #[test]
+    fn a_follow_up_of_a_cancelled_booking_skips_its_replies_unless_armed_for_it() {
+        let content = content(
+            &[("70_stay.rhai", "reply(\"wifi\");\nalert(\"wifi\");\n")],
+            &[("wifi", "Wifi: {{vars.wifi}}")],
+        );
+        let due = |status: &str, data: Value| -> Event {
+            serde_json::from_value(serde_json::json!({
+                "id": "f1", "type": "follow_up.due", "occurred_at": "2024-07-01T12:00:00Z",
+                "property": {"id": "p1", "vars": {"wifi": "casa"}},
+                "follow_up": {"name": "checkin", "due_at": "2024-07-01T12:00:00Z", "data": data},
+                "booking": {"id": "b1", "status": status, "arrival_date": "2024-07-02",
+                            "departure_date": "2024-07-04"}
+            }))
+            .expect("event")
+        };
+        let skips = |e: &Event| {
+            plan(&RuleEngine::default(), &content, e, now(), false)
+                .steps()
+                .map(|s| s.skip)
+                .collect::<Vec<_>>()
+        };
+        let empty = serde_json::json!({});
+        assert_eq!(
+            skips(&due("cancelled", empty.clone())),
+            [Some(StepSkip::BookingCancelled), None]
+        );
+        assert_eq!(skips(&due("modified", empty)), [None, None]);
+        let allowed = serde_json::json!({ "on_cancelled": true });
+        assert_eq!(skips(&due("cancelled", allowed)), [None, None]);
     }
 
     #[test]

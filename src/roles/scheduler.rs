@@ -335,29 +335,42 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Fire one timer now: fresh snapshot, publish, then delete if unchanged.
+    /// Fire one timer now: fresh thread snapshot and booking, publish, then delete if
+    /// unchanged. A booking timer's event carries the booking as it is now (a cancelled
+    /// one included: whether to message it is `plan()`'s decision, see
+    /// [`crate::plan::stale_stay`]).
     pub async fn fire_follow_up(
         &self,
         stored: &StoredTimer,
     ) -> Result<FollowUpOutcome, SchedulerError> {
         let t = &stored.timer;
-        let snapshot = self
-            .directory
-            .snapshot(&t.property_id, &t.thread_id)
-            .await?;
-        let Some(thread) = snapshot else {
-            tracing::info!(thread = %t.thread_id, name = %t.name, "follow-up dropped: thread is gone");
-            self.followups
-                .remove_if_unchanged(&stored.key, stored.revision)
-                .await?;
-            return Ok(FollowUpOutcome::ThreadGone);
+        let thread = match t.thread_id.as_str() {
+            "" => None,
+            id => match self.directory.snapshot(&t.property_id, id).await? {
+                Some(snapshot) => Some(snapshot),
+                None => return self.drop_timer(stored, "thread is gone").await,
+            },
+        };
+        let booking = match &t.booking_id {
+            None => None,
+            Some(id) => match self.directory.booking(id).await? {
+                Some(b) => Some(b),
+                None if thread.is_none() => {
+                    return self.drop_timer(stored, "booking is gone").await
+                }
+                None => None,
+            },
+        };
+        let owner = match (&t.booking_id, t.thread_id.as_str()) {
+            (Some(b), "") => format!("booking-{b}"),
+            _ => t.thread_id.clone(),
         };
         let event = Event {
-            id: ids::follow_up(&t.thread_id, &t.name, t.due_at),
+            id: ids::follow_up(&owner, &t.name, t.due_at),
             event_type: EventType::FollowUpDue,
             occurred_at: t.due_at,
             property: self.directory.property(&t.property_id),
-            thread: Some(thread),
+            thread,
             message: None,
             inquiry: None,
             follow_up: Some(FollowUpInfo {
@@ -366,7 +379,7 @@ impl Scheduler {
                 data: t.data.clone(),
             }),
             schedule: None,
-            booking: None,
+            booking,
             booking_change: None,
         };
         self.publish(&event).await?;
@@ -376,6 +389,20 @@ impl Scheduler {
             .await?;
         tracing::info!(id = %event.id, removed, "follow-up fired");
         Ok(FollowUpOutcome::Fired { removed })
+    }
+
+    /// A timer whose thread (or threadless booking) no longer exists: dropped, no event.
+    async fn drop_timer(
+        &self,
+        stored: &StoredTimer,
+        why: &str,
+    ) -> Result<FollowUpOutcome, SchedulerError> {
+        let t = &stored.timer;
+        tracing::info!(thread = %t.thread_id, booking = ?t.booking_id, name = %t.name, "follow-up dropped: {why}");
+        self.followups
+            .remove_if_unchanged(&stored.key, stored.revision)
+            .await?;
+        Ok(FollowUpOutcome::ThreadGone)
     }
 
     /// Fire one cron tick (claim its mark, publish one event per open thread, mark done).
@@ -700,6 +727,7 @@ mod tests {
             revision,
             timer: FollowUpTimer {
                 thread_id: "t1".into(),
+                booking_id: None,
                 property_id: "p1".into(),
                 name: key.into(),
                 due_at,

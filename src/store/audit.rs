@@ -75,6 +75,7 @@ pub enum ActionKind {
     Alert,
     FollowUp,
     CancelFollowUp,
+    CancelAllFollowUps,
     Evaluate,
     Reload,
     Event,
@@ -82,13 +83,14 @@ pub enum ActionKind {
 }
 
 impl ActionKind {
-    const KNOWN: [ActionKind; 9] = [
+    const KNOWN: [ActionKind; 10] = [
         ActionKind::Reply,
         ActionKind::NoReplyNeeded,
         ActionKind::CloseThread,
         ActionKind::Alert,
         ActionKind::FollowUp,
         ActionKind::CancelFollowUp,
+        ActionKind::CancelAllFollowUps,
         ActionKind::Evaluate,
         ActionKind::Reload,
         ActionKind::Event,
@@ -121,6 +123,7 @@ impl ActionKind {
             ActionKind::Alert => "alert",
             ActionKind::FollowUp => "follow_up",
             ActionKind::CancelFollowUp => "cancel_follow_up",
+            ActionKind::CancelAllFollowUps => "cancel_all_follow_ups",
             ActionKind::Evaluate => "evaluate",
             ActionKind::Reload => "reload",
             ActionKind::Event => "event",
@@ -204,6 +207,11 @@ pub enum Reason {
     BeyondRetention,
     /// `not_armed`: cancelling a follow-up that is not armed.
     NotArmed,
+    /// `booking_cancelled`: a stay message of a follow-up whose booking is cancelled
+    /// (when the timer fired) and that was not armed with `#{ on_cancelled: true }`.
+    BookingCancelled,
+    /// `cancelled_all <n>`: `cancel_all_follow_ups()` removed this many timers.
+    CancelledAll(usize),
     /// `ledger_unreadable`: the ledger says the action is done but its outcome cannot be
     /// read, so what happened is unknown.
     LedgerUnreadable,
@@ -222,7 +230,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    const FIXED: [(Reason, &'static str); 23] = [
+    const FIXED: [(Reason, &'static str); 24] = [
         (Reason::MalformedEvent, "malformed_event"),
         (Reason::MaxDeliver, "max_deliver"),
         (Reason::OwnMessage, "own_message"),
@@ -247,6 +255,7 @@ impl Reason {
         (Reason::AlertFailed, "alert_failed"),
         (Reason::BeyondRetention, "beyond_retention"),
         (Reason::NotArmed, "not_armed"),
+        (Reason::BookingCancelled, "booking_cancelled"),
         (Reason::LedgerUnreadable, "ledger_unreadable"),
         (Reason::ChannexError, "channex_error"),
     ];
@@ -258,6 +267,7 @@ impl Reason {
             Reason::Delivered(sinks) => Cow::Owned(format!("delivered: {sinks}")),
             Reason::Armed { name, due_at } => Cow::Owned(format!("armed {name} for {due_at}")),
             Reason::Cancelled(name) => Cow::Owned(format!("cancelled {name}")),
+            Reason::CancelledAll(n) => Cow::Owned(format!("cancelled_all {n}")),
             Reason::Channex(code) | Reason::Other(code) => Cow::Owned(code.clone()),
             fixed => Cow::Borrowed(
                 Self::FIXED
@@ -284,6 +294,12 @@ impl Reason {
                 name: name.to_string(),
                 due_at: due_at.to_string(),
             };
+        }
+        if let Some(n) = s
+            .strip_prefix("cancelled_all ")
+            .and_then(|n| n.parse().ok())
+        {
+            return Reason::CancelledAll(n);
         }
         if let Some(name) = s.strip_prefix("cancelled ") {
             return Reason::Cancelled(name.to_string());
