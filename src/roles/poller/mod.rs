@@ -10,6 +10,9 @@
 //! - the snapshot remembers the newest message seen (time and the ids at that time), so a
 //!   restart emits exactly the messages that arrived while it was down.
 //!
+//! Bookings (with `poller.bookings = true`): see [`bookings`] for the `booking` block of
+//! thread events, `booking.changed` and their cost.
+//!
 //! Parts: [`detect`] decides, purely, which events a changed thread yields and what to
 //! store; [`nudge`] gates webhook nudges; the snapshots themselves live in
 //! [`crate::store::threads`]. Time comes from the injected [`Clock`].
@@ -43,6 +46,7 @@
 //!
 //! It must not evaluate rules or write to Channex. Only the lease holder polls.
 
+pub mod bookings;
 pub mod detect;
 pub mod nudge;
 
@@ -124,6 +128,8 @@ pub struct Poller {
     malformed_seen: HashSet<String>,
     /// Whether Channex ignoring `filter[property_id]` was reported (once).
     warned_foreign_rows: bool,
+    /// The booking cache (read and written only with `poller.bookings`).
+    bookings: crate::store::bookings::BookingCache,
 }
 
 /// What woke the run loop up.
@@ -209,6 +215,7 @@ impl Poller {
             ledger: Ledger::new(infra.ledger.clone(), "poller", Duration::ZERO),
             malformed_seen: HashSet::new(),
             warned_foreign_rows: false,
+            bookings: crate::store::bookings::BookingCache::new(infra.threads.clone()),
         }
     }
 
@@ -330,16 +337,23 @@ impl Poller {
                 tracing::warn!(property = property.as_deref().unwrap_or("*"), error = %e, "poll cycle failed; will retry next cycle");
             }
         }
-        if !across || !still_leading() {
-            return;
+        if across && still_leading() {
+            match self.poll_configured().await {
+                Ok(_) => {
+                    let now = Instant::now();
+                    for p in &self.config.channex.property_ids {
+                        gate.polled(Some(p), now);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "poll cycle across the configured properties failed; will retry next cycle");
+                }
+            }
         }
-        if let Err(e) = self.poll_configured().await {
-            tracing::warn!(error = %e, "poll cycle across the configured properties failed; will retry next cycle");
-            return;
-        }
-        let now = Instant::now();
-        for p in &self.config.channex.property_ids {
-            gate.polled(Some(p), now);
+        if self.config.poller.bookings && still_leading() {
+            if let Err(e) = self.poll_bookings().await {
+                tracing::warn!(error = %e, "bookings listing failed; will retry next cycle");
+            }
         }
     }
 
@@ -775,7 +789,12 @@ impl Poller {
             },
         });
         let emitted = detected.events.len();
-        for event in detected.events {
+        let booking = match (&thread.booking_id, emitted) {
+            (Some(id), 1..) if self.config.poller.bookings => self.booking_block(id).await,
+            _ => None,
+        };
+        for mut event in detected.events {
+            event.booking = booking.clone();
             self.publish(event).await?;
         }
         // Only now, with every event acknowledged, remember the thread.
