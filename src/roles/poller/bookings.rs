@@ -3,10 +3,10 @@
 //!
 //! Owns: reading a thread's booking (the KV cache, else `GET /bookings/:id` then cached),
 //! the changed-bookings listing of each cycle and the comparison that decides a change.
-//! Cost per cycle: one `GET /bookings?order[updated_at]=desc&filter[updated_at][gte]=<mark
-//! - BOOKING_LOOKBACK>` when nothing changed (more pages only when more than 100 bookings
-//! changed within the look-back), plus one `GET /bookings/:id` per booking of a thread
-//! event that is not cached yet. The first listing (no mark in KV) is the bookings'
+//! Cost per cycle: one `GET /bookings?order[updated_at]=desc&filter[updated_at][gte]=<since>`
+//! (`since` = the mark less [`BOOKING_LOOKBACK`]) when nothing changed (more pages only when
+//! more than 100 bookings changed within the look-back), plus one `GET /bookings/:id` per
+//! booking of a thread event that is not cached yet. The first listing (no mark in KV) is the bookings'
 //! baseline: it caches every booking and emits nothing.
 //!
 //! A change is measured against the stay the poller last announced (or first saw), not
