@@ -114,6 +114,8 @@ impl Poller {
             }
             page_no += 1;
         }
+        // An account without bookings still leaves its baseline: its first booking is new.
+        let newest = newest.or_else(|| cycle.baseline.then(|| (self.clock)()));
         if let Some(n) = newest {
             self.bookings
                 .put_mark(&BookingsMark {
