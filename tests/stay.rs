@@ -268,11 +268,19 @@ async fn thread_events_carry_the_booking_and_a_cancelled_stay_gets_no_message() 
         timer_due(&followups, &booking, "checkin_instructions").await == Some(due)
     })
     .await;
-    let events = common::stored_events(&infra.js, "concierge").await;
-    let on_thread = events
-        .iter()
-        .find(|e| e.event_type == EventType::ThreadNewMessage && e.thread_id() == Some(&thread))
-        .expect("the guest message's event");
+    let guest_event = || async {
+        common::stored_events(&infra.js, "concierge")
+            .await
+            .into_iter()
+            .find(|e| e.event_type == EventType::ThreadNewMessage && e.thread_id() == Some(&thread))
+    };
+    common::eventually(
+        "the guest message's event",
+        Duration::from_secs(10),
+        || async { guest_event().await.is_some() },
+    )
+    .await;
+    let on_thread = guest_event().await.expect("the guest message's event");
     let block = on_thread.booking.as_ref().expect("booking block");
     assert_eq!(block.id, booking);
     assert_eq!(block.status, BookingStatus::New);
