@@ -71,7 +71,8 @@ pub async fn purge_thread(
 async fn purge_timers(store: &FollowUps, thread_id: &str) -> Result<usize, PurgeError> {
     let mut removed = 0;
     for timer in store.list().await? {
-        if timer.thread_id == thread_id && store.cancel(thread_id, &timer.name).await? {
+        // A thread's timers include its booking's (keyed `b.<booking>.<name>`).
+        if timer.thread_id == thread_id && store.cancel_in(timer.scope(), &timer.name).await? {
             removed += 1;
         }
     }
