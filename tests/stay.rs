@@ -348,3 +348,53 @@ async fn thread_events_carry_the_booking_and_a_cancelled_stay_gets_no_message() 
     assert!(sim.sim.booking_acks().is_empty());
     service.stop().await;
 }
+
+#[tokio::test]
+async fn a_quiet_bookings_cycle_is_one_call_and_a_malformed_booking_is_audited_once() {
+    let (_nats, infra, nats_cfg) = common::nats_infra().await;
+    let sim = common::sim().await;
+    sim.sim.add_property(PROP, "Casa Azul", true);
+    let config = stay_config(&sim, &nats_cfg);
+    let channex = concierge::wiring::channex_client(&config).unwrap();
+    let mut poller = concierge::wiring::poller(&config, &infra, channex, None);
+    let (booking, _) = sim
+        .sim
+        .create_booking(&new_booking("Eva Rossi", &day(10), &day(12), false))
+        .unwrap();
+    let first = poller.poll_bookings().await.unwrap();
+    assert!(first.baseline);
+    assert_eq!((first.listed, first.events_emitted), (1, 0));
+
+    // Nothing changed: one call, no event.
+    sim.sim.clear_requests();
+    let quiet = poller.poll_bookings().await.unwrap();
+    assert_eq!((quiet.pages, quiet.events_emitted), (1, 0));
+    assert_eq!(sim.sim.requests().len(), 1);
+
+    // A booking Channex sends broken sits next to one that changed.
+    let broken = serde_json::json!({"id": "broken-1", "type": "booking",
+        "attributes": {"status": "new", "arrival_date": "soon", "departure_date": "2030-01-02"}});
+    sim.sim.inject_raw_item(
+        concierge::sim::RawList::Bookings,
+        serde_json::to_vec(&broken).unwrap(),
+    );
+    let change = BookingChangeRequest {
+        departure_date: Some(day(13)),
+        ..Default::default()
+    };
+    sim.sim.modify_booking(&booking, &change).unwrap();
+    let changed = poller.poll_bookings().await.unwrap();
+    assert_eq!(changed.events_emitted, 1);
+    let again = poller.poll_bookings().await.unwrap();
+    assert_eq!(again.events_emitted, 0);
+    let records = audit::query(&infra.js, "concierge", &AuditFilter::default())
+        .await
+        .unwrap();
+    let malformed: Vec<_> = records
+        .iter()
+        .filter(|r| r.reason == Some(Reason::MalformedItem))
+        .collect();
+    assert_eq!(malformed.len(), 1, "{malformed:#?}");
+    assert!(malformed[0].error.as_deref().unwrap_or("").contains("soon"));
+    assert!(sim.sim.booking_acks().is_empty());
+}

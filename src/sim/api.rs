@@ -253,7 +253,7 @@ async fn list_threads(State(sim): State<Sim>, Query(p): Params) -> Response {
         .iter()
         .filter(|(list, _)| match list {
             RawList::Threads { property_id } => filter.is_none_or(|f| f == property_id),
-            RawList::Messages { .. } => false,
+            RawList::Messages { .. } | RawList::Bookings => false,
         })
         .flat_map(|(_, items)| items.iter().cloned())
         .collect();
@@ -262,7 +262,7 @@ async fn list_threads(State(sim): State<Sim>, Query(p): Params) -> Response {
 }
 
 /// Like [`respond`], with `raw` spliced verbatim in front of the document's `data` items.
-fn respond_with_raw<T: Serialize>(
+pub(crate) fn respond_with_raw<T: Serialize>(
     r: Result<Document<Vec<T>>, Refusal>,
     raw: &[Vec<u8>],
 ) -> Response {

@@ -200,9 +200,17 @@ impl Stays {
 
 type Params = Query<HashMap<String, String>>;
 
+/// The listing, with raw items injected into `RawList::Bookings` spliced into page 1.
 pub(crate) async fn list_bookings(State(sim): State<Sim>, Query(p): Params) -> Response {
-    let doc = sim.lock().stays.list(&p);
-    Json(doc).into_response()
+    let store = sim.lock();
+    let doc = store.stays.list(&p);
+    let first_page = doc.meta.as_ref().is_some_and(|m| m.page == 1);
+    let raw = match store.raw_items.get(&super::RawList::Bookings) {
+        Some(items) if first_page => items.clone(),
+        _ => Vec::new(),
+    };
+    drop(store);
+    super::api::respond_with_raw(Ok(doc), &raw)
 }
 
 pub(crate) async fn get_booking(State(sim): State<Sim>, Path(id): Path<String>) -> Response {

@@ -282,6 +282,7 @@ async fn sent(State(sim): State<Sim>) -> Response {
 enum RawListName {
     Threads,
     Messages,
+    Bookings,
 }
 
 #[derive(Deserialize)]
@@ -308,6 +309,7 @@ async fn inject_raw_item(State(sim): State<Sim>, body: Bytes) -> Response {
             property_id: b.scope,
         },
         RawListName::Messages => RawList::Messages { thread_id: b.scope },
+        RawListName::Bookings => RawList::Bookings,
     };
     sim.inject_raw_item(list, raw);
     StatusCode::NO_CONTENT.into_response()

@@ -58,7 +58,7 @@
 //! | POST | `/_sim/bookings` | `{property_id, ota_name, arrival_date, departure_date, guest_name, language?, adults?, children?, with_thread?}` → `{id, thread_id}` (a thread with `booking` relationship when `with_thread`) |
 //! | POST | `/_sim/bookings/:id` | `{arrival_date?, departure_date?, status?}` → `{id, revision_id}`: a new revision (status `modified` unless given, e.g. `cancelled`) |
 //! | GET | `/_sim/booking_acks` | → `{count}` of revision acks received |
-//! | POST/DELETE | `/_sim/raw_items` | `{list: "threads"\|"messages", scope: <property or thread id>, raw_base64}`: inject one raw (possibly malformed) item into page 1 of that list / clear all |
+//! | POST/DELETE | `/_sim/raw_items` | `{list: "threads"\|"messages"\|"bookings", scope: <property or thread id; ignored for bookings>, raw_base64}`: inject one raw (possibly malformed) item into page 1 of that list / clear all |
 
 mod api;
 mod bookings;

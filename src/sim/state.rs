@@ -167,6 +167,8 @@ pub enum RawList {
     Threads { property_id: String },
     /// `GET /message_threads/:id/messages` of this thread.
     Messages { thread_id: String },
+    /// `GET /bookings` (any filter).
+    Bookings,
 }
 
 /// How a thread's message list misbehaves (see [`super::Sim::break_messages`]).
