@@ -258,6 +258,17 @@ pub struct FollowUpInfo {
     pub due_at: DateTime<Utc>,
     #[serde(default)]
     pub data: Map<String, Value>,
+    /// The booking's dates when the timer was armed (a booking's timer only): a stay that
+    /// moved since is not messaged at the old time (see [`crate::plan::stale_stay`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub armed_stay: Option<StayDates>,
+}
+
+/// A stay's dates, as a booking timer remembers them from when it was armed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StayDates {
+    pub arrival_date: String,
+    pub departure_date: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -351,6 +362,14 @@ impl Booking {
 
     pub fn is_cancelled(&self) -> bool {
         self.status == BookingStatus::Cancelled
+    }
+
+    /// The stay's dates (what a booking timer remembers when armed).
+    pub fn stay_dates(&self) -> StayDates {
+        StayDates {
+            arrival_date: self.arrival_date.clone(),
+            departure_date: self.departure_date.clone(),
+        }
     }
 
     /// The dates and status a `booking.changed` compares.

@@ -199,6 +199,7 @@ async fn follow_ups_list_and_cancel_against_nats() {
             data: Default::default(),
             armed_at: chrono::Utc::now(),
             armed_by_event: "e1".into(),
+            stay: None,
         })
         .await
         .unwrap();

@@ -79,6 +79,7 @@ async fn follow_up_timers_with_odd_names_round_trip_through_kv() {
         data: Default::default(),
         armed_at: at,
         armed_by_event: "e1".into(),
+        stay: None,
     };
     for name in ["delayed.reply", "delayed_reply", "delayed=2Ereply", "a b>*"] {
         timers.arm(&timer(name)).await.unwrap();

@@ -62,6 +62,7 @@ async fn remember(ledger: &Ledger, timers: &FollowUps, audit: &AuditLog, event: 
             data: serde_json::Map::new(),
             armed_at: Utc::now(),
             armed_by_event: event.id.clone(),
+            stay: None,
         })
         .await
         .unwrap();
@@ -194,6 +195,7 @@ async fn the_purge_command_deletes_a_threads_timers_and_reports_what_went() {
                 due_at: Utc::now() + chrono::Duration::hours(1),
                 data: serde_json::Map::new(),
                 armed_at: Utc::now(),
+                stay: None,
                 armed_by_event: "e1".into(),
             })
             .await

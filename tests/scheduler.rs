@@ -319,6 +319,7 @@ fn timer(thread: &str, name: &str, due_at: DateTime<Utc>) -> FollowUpTimer {
         data,
         armed_at: Utc::now(),
         armed_by_event: "thread.new_message:t1:m1".into(),
+        stay: None,
     }
 }
 

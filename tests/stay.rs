@@ -68,16 +68,25 @@ fn stay_config(sim: &SimServer, nats: &concierge::config::NatsConfig) -> Config 
 
 /// Poller and worker on the real clock (rules see real "now"), the scheduler on `clock`.
 async fn start(config: &Config, infra: &Infra) -> Service {
-    let (stop, shutdown) = watch::channel(false);
-    let mut tasks = tokio::task::JoinSet::new();
     let channex = concierge::wiring::channex_client(config).unwrap();
-    let poller = concierge::wiring::poller(config, infra, channex.clone(), None);
+    let poller = concierge::wiring::poller(config, infra, channex, None);
+    let mut service = start_without_poller(config, infra).await;
     let (nudges_tx, nudges) = mpsc::channel(1);
-    let s = shutdown.clone();
-    tasks.spawn(async move {
+    let s = service.stop.subscribe();
+    service.tasks.spawn(async move {
         let _keep = nudges_tx;
         poller.run(s, nudges).await.unwrap();
     });
+    // The first poll is the threads' baseline.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    service
+}
+
+/// The worker and the scheduler (on a manual clock); the test drives the poller.
+async fn start_without_poller(config: &Config, infra: &Infra) -> Service {
+    let (stop, shutdown) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    let channex = concierge::wiring::channex_client(config).unwrap();
     let clock = ManualClock::starting_at(Utc::now());
     let shared = Arc::new(config.clone());
     let directory = Arc::new(ChannexDirectory::new(channex.clone(), infra, shared));
@@ -102,8 +111,6 @@ async fn start(config: &Config, infra: &Infra) -> Service {
         let _live = live;
         worker.run(&js, "concierge", s).await.unwrap()
     });
-    // The first poll is the threads' baseline.
-    tokio::time::sleep(Duration::from_millis(600)).await;
     Service { stop, tasks, clock }
 }
 
@@ -318,6 +325,7 @@ async fn thread_events_carry_the_booking_and_a_cancelled_stay_gets_no_message() 
             data: Default::default(),
             armed_at: Utc::now(),
             armed_by_event: "test".into(),
+            stay: None,
         })
         .await
         .unwrap();
@@ -397,4 +405,85 @@ async fn a_quiet_bookings_cycle_is_one_call_and_a_malformed_booking_is_audited_o
     assert_eq!(malformed.len(), 1, "{malformed:#?}");
     assert!(malformed[0].error.as_deref().unwrap_or("").contains("soon"));
     assert!(sim.sim.booking_acks().is_empty());
+}
+
+fn replies_with(records: &[audit::AuditRecord], reason: Reason) -> usize {
+    records
+        .iter()
+        .filter(|r| r.action == Some(ActionKind::Reply) && r.reason == Some(reason.clone()))
+        .count()
+}
+
+/// The guest moves the stay after the timer was armed, and the timer fires before the
+/// poller has seen the move: the old time sends nothing (`booking_moved`), the re-armed
+/// timer sends once at the new time.
+#[tokio::test]
+async fn a_timer_firing_before_the_move_is_seen_sends_nothing_then_once_at_the_new_time() {
+    let (_nats, infra, nats_cfg) = common::nats_infra().await;
+    let sim = common::sim().await;
+    sim.sim.add_property(PROP, "Casa Azul", true);
+    let config = stay_config(&sim, &nats_cfg);
+    let service = start_without_poller(&config, &infra).await;
+    let channex = concierge::wiring::channex_client(&config).unwrap();
+    let mut poller = concierge::wiring::poller(&config, &infra, channex, None);
+    assert!(poller.poll_bookings().await.unwrap().baseline);
+    let followups = FollowUps::new(infra.followups.clone());
+    let (arrival, new_arrival) = (day(3), day(4));
+    let (booking, _) = sim
+        .sim
+        .create_booking(&new_booking("Lena Vogel", &arrival, &day(6), false))
+        .unwrap();
+    assert_eq!(poller.poll_bookings().await.unwrap().events_emitted, 1);
+    let old_due = eve_at(&arrival, 10, 0);
+    common::eventually("check-in timer armed", Duration::from_secs(10), || async {
+        timer_due(&followups, &booking, "checkin_instructions").await == Some(old_due)
+    })
+    .await;
+
+    // Moved; the listing has not run yet when the old time comes.
+    let change = BookingChangeRequest {
+        arrival_date: Some(new_arrival.clone()),
+        ..Default::default()
+    };
+    sim.sim.modify_booking(&booking, &change).unwrap();
+    service.clock.set(old_due + chrono::Duration::minutes(1));
+    let audit_of = || async {
+        audit::query(&infra.js, "concierge", &AuditFilter::default())
+            .await
+            .unwrap()
+    };
+    common::eventually("old timer handled", Duration::from_secs(10), || async {
+        timer_due(&followups, &booking, "checkin_instructions")
+            .await
+            .is_none()
+            && !audit_of()
+                .await
+                .iter()
+                .all(|r| r.action != Some(ActionKind::Reply))
+    })
+    .await;
+    assert!(
+        sim.sim.sent_by_api().is_empty(),
+        "{:?}",
+        sim.sim.sent_by_api()
+    );
+    assert_eq!(replies_with(&audit_of().await, Reason::BookingMoved), 1);
+
+    // The listing sees the move: re-armed, sent once at the new time.
+    assert_eq!(poller.poll_bookings().await.unwrap().events_emitted, 1);
+    let new_due = eve_at(&new_arrival, 10, 0);
+    common::eventually("re-armed", Duration::from_secs(10), || async {
+        timer_due(&followups, &booking, "checkin_instructions").await == Some(new_due)
+    })
+    .await;
+    service.clock.set(new_due + chrono::Duration::minutes(1));
+    common::eventually("sent", Duration::from_secs(10), || async {
+        !sim.sim.sent_by_api().is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let sent = sim.sim.sent_by_api();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(sent[0].1.contains(&new_arrival), "{}", sent[0].1);
+    service.stop().await;
 }

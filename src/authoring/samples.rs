@@ -262,6 +262,7 @@ pub fn follow_up_event(
         name: name.into(),
         due_at: now,
         data,
+        armed_stay: None,
     });
     ev
 }

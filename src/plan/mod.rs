@@ -110,6 +110,10 @@ pub enum StepSkip {
     /// cancelled, the follow-up not armed with `#{ on_cancelled: true }`: a stale stay is
     /// never messaged. Alerts and timer actions still run.
     BookingCancelled,
+    /// A `reply` of a `follow_up.due` whose booking's dates (as read when the timer fired)
+    /// differ from those it was armed with: the stay moved, and the `booking.changed` that
+    /// reports it re-arms the timer for the new dates. Never sent at the old time.
+    BookingMoved,
 }
 
 /// The follow-up data key that lets a stay message go out for a cancelled booking.
@@ -118,9 +122,16 @@ pub const ON_CANCELLED: &str = "on_cancelled";
 /// Whether `event` is a follow-up of a cancelled booking whose replies must be skipped.
 pub fn stale_stay(event: &Event) -> Option<StepSkip> {
     let follow_up = event.follow_up.as_ref()?;
-    let cancelled = event.booking.as_ref().is_some_and(|b| b.is_cancelled());
+    let booking = event.booking.as_ref()?;
     let allowed = follow_up.data.get(ON_CANCELLED) == Some(&Value::Bool(true));
-    (cancelled && !allowed).then_some(StepSkip::BookingCancelled)
+    if booking.is_cancelled() && !allowed {
+        return Some(StepSkip::BookingCancelled);
+    }
+    let moved = follow_up
+        .armed_stay
+        .as_ref()
+        .is_some_and(|armed| *armed != booking.stay_dates());
+    moved.then_some(StepSkip::BookingMoved)
 }
 
 impl PlanStep {
@@ -339,6 +350,27 @@ mod tests {
         assert_eq!(skips(&due("modified", empty)), [None, None]);
         let allowed = serde_json::json!({ "on_cancelled": true });
         assert_eq!(skips(&due("cancelled", allowed)), [None, None]);
+    }
+
+    #[test]
+    fn a_follow_up_of_a_moved_stay_skips_its_replies() {
+        let event = |arrival: &str| -> Event {
+            serde_json::from_value(serde_json::json!({
+                "id": "f1", "type": "follow_up.due", "occurred_at": "2024-07-01T12:00:00Z",
+                "property": {"id": "p1"},
+                "follow_up": {"name": "checkin", "due_at": "2024-07-01T12:00:00Z",
+                              "armed_stay": {"arrival_date": "2024-07-02",
+                                             "departure_date": "2024-07-04"}},
+                "booking": {"id": "b1", "status": "modified", "arrival_date": arrival,
+                            "departure_date": "2024-07-04"}
+            }))
+            .expect("event")
+        };
+        assert_eq!(
+            stale_stay(&event("2024-07-20")),
+            Some(StepSkip::BookingMoved)
+        );
+        assert_eq!(stale_stay(&event("2024-07-02")), None);
     }
 
     #[test]

@@ -377,6 +377,7 @@ impl Scheduler {
                 name: t.name.clone(),
                 due_at: t.due_at,
                 data: t.data.clone(),
+                armed_stay: t.stay.as_deref().cloned(),
             }),
             schedule: None,
             booking,
@@ -734,6 +735,7 @@ mod tests {
                 data: Default::default(),
                 armed_at: due_at,
                 armed_by_event: "ev".into(),
+                stay: None,
             },
         }
     }

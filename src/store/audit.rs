@@ -210,6 +210,9 @@ pub enum Reason {
     /// `booking_cancelled`: a stay message of a follow-up whose booking is cancelled
     /// (when the timer fired) and that was not armed with `#{ on_cancelled: true }`.
     BookingCancelled,
+    /// `booking_moved`: a stay message of a follow-up whose booking's dates changed since
+    /// it was armed (the re-armed timer sends it at the new time).
+    BookingMoved,
     /// `cancelled_all <n>`: `cancel_all_follow_ups()` removed this many timers.
     CancelledAll(usize),
     /// `ledger_unreadable`: the ledger says the action is done but its outcome cannot be
@@ -230,7 +233,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    const FIXED: [(Reason, &'static str); 24] = [
+    const FIXED: [(Reason, &'static str); 25] = [
         (Reason::MalformedEvent, "malformed_event"),
         (Reason::MaxDeliver, "max_deliver"),
         (Reason::OwnMessage, "own_message"),
@@ -256,6 +259,7 @@ impl Reason {
         (Reason::BeyondRetention, "beyond_retention"),
         (Reason::NotArmed, "not_armed"),
         (Reason::BookingCancelled, "booking_cancelled"),
+        (Reason::BookingMoved, "booking_moved"),
         (Reason::LedgerUnreadable, "ledger_unreadable"),
         (Reason::ChannexError, "channex_error"),
     ];

@@ -38,6 +38,10 @@ pub struct FollowUpTimer {
     pub armed_at: DateTime<Utc>,
     /// Id of the event whose rule armed it (for the audit trail).
     pub armed_by_event: String,
+    /// A booking's timer: the stay's dates when armed (the fired event carries them, so a
+    /// stay moved since is skipped as `booking_moved`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stay: Option<Box<crate::events::StayDates>>,
 }
 
 /// KV key of a timer: `<thread>.<name>`, each a [`keys::encode`] token.

@@ -331,8 +331,12 @@ impl Executor {
         if let Some(Err(e)) = &step.rendered {
             return Step::Done(Finished::new(Outcome::Failed, Reason::TemplateError).error(e));
         }
-        if let Some(crate::plan::StepSkip::BookingCancelled) = step.skip {
-            let mut f = Finished::new(Outcome::Skipped, Reason::BookingCancelled);
+        if let Some(skip) = step.skip {
+            let reason = match skip {
+                crate::plan::StepSkip::BookingCancelled => Reason::BookingCancelled,
+                crate::plan::StepSkip::BookingMoved => Reason::BookingMoved,
+            };
+            let mut f = Finished::new(Outcome::Skipped, reason);
             f.text = step.text().map(str::to_string);
             return Step::Done(f);
         }
@@ -807,6 +811,14 @@ impl Executor {
             data: data.clone(),
             armed_at: (self.clock)(),
             armed_by_event: planned.event.id.clone(),
+            stay: match scope {
+                TimerScope::Booking(_) => planned
+                    .event
+                    .booking
+                    .as_ref()
+                    .map(|b| Box::new(b.stay_dates())),
+                TimerScope::Thread(_) => None,
+            },
         };
         match self.followups.arm(&timer).await {
             Ok(()) => Step::Done(Finished::new(
