@@ -361,12 +361,8 @@ impl Scheduler {
                 None => None,
             },
         };
-        let owner = match (&t.booking_id, t.thread_id.as_str()) {
-            (Some(b), "") => format!("booking-{b}"),
-            _ => t.thread_id.clone(),
-        };
         let event = Event {
-            id: ids::follow_up(&owner, &t.name, t.due_at),
+            id: follow_up_event_id(t),
             event_type: EventType::FollowUpDue,
             occurred_at: t.due_at,
             property: self.directory.property(&t.property_id),
@@ -706,6 +702,17 @@ impl Scheduler {
     }
 }
 
+/// The id of a timer's `follow_up.due` event. A booking's timer is owned by the booking
+/// (`b.<booking>`) whether or not it was armed with a thread, so the same stay message
+/// (booking, name, due time) is one event id whichever event armed it.
+pub fn follow_up_event_id(t: &FollowUpTimer) -> String {
+    let owner = match &t.booking_id {
+        Some(b) => format!("b.{b}"),
+        None => t.thread_id.clone(),
+    };
+    ids::follow_up(&owner, &t.name, t.due_at)
+}
+
 fn is_shutdown(rx: &watch::Receiver<bool>) -> bool {
     *rx.borrow() || rx.has_changed().is_err()
 }
@@ -738,6 +745,24 @@ mod tests {
                 stay: None,
             },
         }
+    }
+
+    #[test]
+    fn a_booking_timer_has_one_event_id_with_or_without_a_thread() {
+        let due = at("2026-05-01T09:00:00Z");
+        let mut with_thread = stored("checkin_instructions", 1, due).timer;
+        with_thread.booking_id = Some("bk1".into());
+        let mut threadless = with_thread.clone();
+        threadless.thread_id = String::new();
+        assert_eq!(
+            follow_up_event_id(&with_thread),
+            follow_up_event_id(&threadless)
+        );
+        let thread_timer = stored("checkin_instructions", 1, due).timer;
+        assert_ne!(
+            follow_up_event_id(&thread_timer),
+            follow_up_event_id(&threadless)
+        );
     }
 
     #[test]
