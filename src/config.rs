@@ -240,12 +240,17 @@ pub struct PollerConfig {
     /// Leader lease time-to-live; a standby takes over within about this long.
     #[serde(deserialize_with = "duration")]
     pub lease_ttl: Duration,
+    /// Read bookings: attach the `booking` block to events of threads with a booking and
+    /// emit `booking.changed` (one `GET /bookings` per cycle, plus one `GET /bookings/:id`
+    /// per booking not cached yet). Off by default: hosts without stay rules pay nothing.
+    pub bookings: bool,
 }
 
 impl Default for PollerConfig {
     fn default() -> Self {
         PollerConfig {
             lease_ttl: Duration::from_secs(5),
+            bookings: false,
         }
     }
 }

@@ -29,14 +29,17 @@ pub enum EventType {
     FollowUpDue,
     #[serde(rename = "schedule.tick")]
     ScheduleTick,
+    #[serde(rename = "booking.changed")]
+    BookingChanged,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 4] = [
+    pub const ALL: [EventType; 5] = [
         EventType::ThreadNewMessage,
         EventType::InquiryReceived,
         EventType::FollowUpDue,
         EventType::ScheduleTick,
+        EventType::BookingChanged,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -45,6 +48,7 @@ impl EventType {
             EventType::InquiryReceived => "inquiry.received",
             EventType::FollowUpDue => "follow_up.due",
             EventType::ScheduleTick => "schedule.tick",
+            EventType::BookingChanged => "booking.changed",
         }
     }
 
@@ -78,6 +82,12 @@ pub struct Event {
     pub follow_up: Option<FollowUpInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<ScheduleInfo>,
+    /// The booking of the thread (or of a `booking.changed`), as last read from Channex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub booking: Option<Booking>,
+    /// `booking.changed` only: the dates and status before and after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub booking_change: Option<BookingChange>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -257,11 +267,153 @@ pub struct FollowUpInfo {
     pub due_at: DateTime<Utc>,
     #[serde(default)]
     pub data: Map<String, Value>,
+    /// The booking's dates when the timer was armed (a booking's timer only): a stay that
+    /// moved since is not messaged at the old time (see [`crate::plan::stale_stay`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub armed_stay: Option<StayDates>,
+}
+
+/// A stay's dates, as a booking timer remembers them from when it was armed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StayDates {
+    pub arrival_date: String,
+    pub departure_date: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ScheduleInfo {
     pub name: String,
+}
+
+/// A booking's status as events spell it: `new`, `modified`, `cancelled`; any other value
+/// Channex sends is carried as `Other` and written back unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub enum BookingStatus {
+    #[default]
+    New,
+    Modified,
+    Cancelled,
+    Other(String),
+}
+
+impl BookingStatus {
+    pub fn parse(s: &str) -> BookingStatus {
+        match s {
+            "new" => BookingStatus::New,
+            "modified" => BookingStatus::Modified,
+            "cancelled" => BookingStatus::Cancelled,
+            other => BookingStatus::Other(other.to_string()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            BookingStatus::New => "new",
+            BookingStatus::Modified => "modified",
+            BookingStatus::Cancelled => "cancelled",
+            BookingStatus::Other(s) => s,
+        }
+    }
+}
+
+impl Serialize for BookingStatus {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for BookingStatus {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(|raw| BookingStatus::parse(&raw))
+    }
+}
+
+/// The `booking` block: a Channex booking as rules and templates see it. Dates are
+/// `YYYY-MM-DD` strings (the property's local calendar dates, as Channex gives them);
+/// `language` is a lower-case ISO 639-1 code (`de`) or absent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Booking {
+    pub id: String,
+    pub status: BookingStatus,
+    pub arrival_date: String,
+    pub departure_date: String,
+    #[serde(default)]
+    pub nights: u32,
+    #[serde(default)]
+    pub ota_name: String,
+    #[serde(default)]
+    pub guest_name: String,
+    #[serde(default)]
+    pub adults: u32,
+    #[serde(default)]
+    pub children: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+}
+
+impl Booking {
+    /// The block of a Channex booking: status in the contract's spelling, nights from the
+    /// dates, the customer's language normalised (see [`normalise_language`]).
+    pub fn from_channex(b: &crate::channex::BookingRecord) -> Booking {
+        Booking {
+            id: b.id.clone(),
+            status: BookingStatus::parse(&b.status.trim().to_ascii_lowercase()),
+            arrival_date: b.arrival_date.clone(),
+            departure_date: b.departure_date.clone(),
+            nights: b.nights(),
+            ota_name: b.ota_name.clone(),
+            guest_name: b.guest_name.clone(),
+            adults: b.adults,
+            children: b.children,
+            language: b.language.as_deref().and_then(normalise_language),
+        }
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.status == BookingStatus::Cancelled
+    }
+
+    /// The stay's dates (what a booking timer remembers when armed).
+    pub fn stay_dates(&self) -> StayDates {
+        StayDates {
+            arrival_date: self.arrival_date.clone(),
+            departure_date: self.departure_date.clone(),
+        }
+    }
+
+    /// The dates and status a `booking.changed` compares.
+    pub fn stay(&self) -> BookingStay {
+        BookingStay {
+            arrival_date: self.arrival_date.clone(),
+            departure_date: self.departure_date.clone(),
+            status: self.status.clone(),
+        }
+    }
+}
+
+/// What `booking.changed` compares: the stay's dates and the booking's status.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BookingStay {
+    pub arrival_date: String,
+    pub departure_date: String,
+    pub status: BookingStatus,
+}
+
+/// `event.booking_change`: `before` is absent (`()` in rules) for a booking seen for the
+/// first time after the poller's baseline (a new booking).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BookingChange {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<BookingStay>,
+    pub after: BookingStay,
+}
+
+/// A Channex language value (`de`, `DE`, `de-DE`, `pt_BR`) as a lower-case ISO 639-1 code;
+/// `None` for anything else (empty, `german`, digits).
+pub fn normalise_language(raw: &str) -> Option<String> {
+    let primary = raw.trim().split(['-', '_']).next().unwrap_or_default();
+    (primary.len() == 2 && primary.bytes().all(|b| b.is_ascii_alphabetic()))
+        .then(|| primary.to_ascii_lowercase())
 }
 
 impl Event {
@@ -272,6 +424,14 @@ impl Event {
 
     pub fn thread_id(&self) -> Option<&str> {
         self.thread.as_ref().map(|t| t.id.as_str())
+    }
+
+    /// The booking this event is about: its `booking` block, else the thread's `booking_id`.
+    pub fn booking_id(&self) -> Option<&str> {
+        self.booking
+            .as_ref()
+            .map(|b| b.id.as_str())
+            .or_else(|| self.thread.as_ref().and_then(|t| t.booking_id.as_deref()))
     }
 }
 
@@ -317,6 +477,12 @@ pub mod ids {
         )
     }
 
+    /// One id per booking revision (or `updated_at` when Channex gives no revision), so a
+    /// change seen twice (restart, two cycles) is one event.
+    pub fn booking_changed(booking_id: &str, revision: &str) -> String {
+        format!("booking.changed:{booking_id}:{revision}")
+    }
+
     pub fn schedule_tick(schedule: &str, tick_at: DateTime<Utc>, thread_id: &str) -> String {
         format!(
             "schedule.tick:{schedule}:{}:{thread_id}",
@@ -350,6 +516,8 @@ mod tests {
             inquiry: None,
             follow_up: None,
             schedule: None,
+            booking: None,
+            booking_change: None,
         };
         let json = serde_json::to_value(&ev).unwrap();
         assert_eq!(json["type"], "thread.new_message");
@@ -422,6 +590,38 @@ mod tests {
             None
         ));
         assert!(!ThreadSnapshot::compute_awaiting_reply(None, None));
+    }
+
+    #[test]
+    fn the_booking_block_and_change_round_trip_and_languages_normalise() {
+        let json = serde_json::json!({
+            "id": "booking.changed:b1:r2", "type": "booking.changed",
+            "occurred_at": "2024-07-01T03:00:00Z",
+            "property": {"id": "p1", "name": "", "timezone": "UTC", "vars": {}},
+            "booking": {"id": "b1", "status": "modified", "arrival_date": "2024-08-02",
+                        "departure_date": "2024-08-05", "nights": 3, "ota_name": "Airbnb",
+                        "guest_name": "Anna", "adults": 2, "children": 0, "language": "de"},
+            "booking_change": {
+                "before": {"arrival_date": "2024-08-01", "departure_date": "2024-08-04",
+                           "status": "new"},
+                "after": {"arrival_date": "2024-08-02", "departure_date": "2024-08-05",
+                          "status": "modified"}}
+        });
+        let ev: Event = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(ev.event_type, EventType::BookingChanged);
+        assert_eq!(ev.booking_id(), Some("b1"));
+        let b = ev.booking.as_ref().unwrap();
+        assert_eq!(b.status, BookingStatus::Modified);
+        assert_eq!(serde_json::to_value(&ev).unwrap(), json);
+        assert_eq!(
+            BookingStatus::parse("tentative"),
+            BookingStatus::Other("tentative".into())
+        );
+        assert_eq!(normalise_language("de-DE").as_deref(), Some("de"));
+        assert_eq!(normalise_language(" PT_br").as_deref(), Some("pt"));
+        assert_eq!(normalise_language("german"), None);
+        assert_eq!(normalise_language(""), None);
+        assert_eq!(ev.subject("c"), "c.events.booking.changed.p1");
     }
 
     #[test]

@@ -24,7 +24,7 @@
 //! | [`config`] | `concierge.toml` + the environment overrides `cli` hands in, validated once (cron specs parsed here) | `base`, `channex`, `events` |
 //! | [`plan`] | rules (Rhai engine, API, metadata) + templates, and the one pure `plan(engine, content, event, now, dry_run)` | `base`, `events`: no I/O, no clock |
 //! | [`content`] | reading rules/, templates/ and attachments/ and live-reloading them into `Arc<Content>` snapshots | `base`, `events`, `plan` |
-//! | [`store`] | NATS infra and the one NATS failure classification, ledger + claims, follow-up timers, thread snapshots, leases, the audit log (typed action / outcome / reason), purge | `base`, `events`, `config`, Channex models |
+//! | [`store`] | NATS infra and the one NATS failure classification, ledger + claims, follow-up timers (per thread or per booking), thread snapshots, the booking cache, leases, the audit log (typed action / outcome / reason), purge | `base`, `events`, `config`, Channex models |
 //! | [`authoring`] | `rules check`, `rules test` fixtures, samples, `replay`: all through `plan()` | `plan`, `content`, `store` (read) |
 //! | [`roles`] | poller (pure change detection + run loop), worker, executor (the only writer to Channex and alert sinks), scheduler | everything above |
 //! | [`wiring`], [`http`], [`sim`], [`demo`], [`cli`] | building each role from config, `/metrics` `/healthz` `/readyz` `/webhooks/channex`, the Channex simulator, the showcase, the command line (the only reader of argv and the environment) | everything |

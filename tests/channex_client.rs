@@ -761,3 +761,68 @@ async fn ten_thousand_threads_full_scan() {
         .all(|t| t.last_message_received_at.is_none()));
     assert!(took < Duration::from_secs(20), "full scan took {took:?}");
 }
+
+fn booking_request(arrival: &str) -> concierge::sim::NewBooking {
+    serde_json::from_value(serde_json::json!({
+        "property_id": "p1", "ota_name": "Booking.com", "arrival_date": arrival,
+        "departure_date": "2030-01-20", "guest_name": "Eva Rossi", "language": "it",
+    }))
+    .expect("booking request")
+}
+
+#[tokio::test]
+async fn bookings_are_read_by_id_and_listed_newest_update_first_in_pages() {
+    let server = sim().await;
+    let c = client(&server);
+    let mut ids = Vec::new();
+    for day in 10..15 {
+        let (id, _) = server
+            .sim
+            .create_booking(&booking_request(&format!("2030-01-{day}")))
+            .expect("created");
+        ids.push(id);
+    }
+    // The oldest booking changes last: it lists first.
+    let change = concierge::sim::BookingChangeRequest {
+        arrival_date: Some("2030-01-09".into()),
+        ..Default::default()
+    };
+    server
+        .sim
+        .modify_booking(&ids[0], &change)
+        .expect("modified");
+    let q = concierge::channex::BookingQuery {
+        limit: 2,
+        ..Default::default()
+    };
+    let first = c.list_bookings_page(&q, 1).await.expect("page 1");
+    assert_eq!(first.meta.order_by, "updated_at");
+    assert_eq!(first.meta.total, 5);
+    assert_eq!(first.items[0].id, ids[0]);
+    assert_eq!(first.items[0].status, "modified");
+    let third = c.list_bookings_page(&q, 3).await.expect("page 3");
+    assert_eq!(third.items.len(), 1);
+    // Only what changed since a time: the filter Channex documents.
+    let since = |at| concierge::channex::BookingQuery {
+        updated_since: Some(at),
+        ..Default::default()
+    };
+    let last = first.items[0].updated_at.expect("updated_at");
+    let later = c
+        .list_bookings_page(&since(last + chrono::Duration::hours(1)), 1)
+        .await
+        .expect("nothing changed since");
+    assert!(later.items.is_empty());
+    let earlier = c
+        .list_bookings_page(&since(last - chrono::Duration::hours(1)), 1)
+        .await
+        .expect("all changed since");
+    assert_eq!(earlier.items.len(), 5);
+
+    let b = c.get_booking(&ids[0]).await.expect("booking");
+    assert_eq!((b.arrival_date.as_str(), b.nights()), ("2030-01-09", 11));
+    assert_eq!(b.guest_name, "Eva Rossi");
+    let missing = c.get_booking("no-such-booking").await.unwrap_err();
+    assert_eq!(api_code(&missing).0, 404);
+    assert!(server.sim.booking_acks().is_empty());
+}

@@ -3,8 +3,8 @@
 //! inserted) never panic the parser, and the valid items in them still parse.
 
 use concierge::channex::parse::{
-    parse_error, parse_message_document, parse_message_page, parse_thread_document,
-    parse_thread_page,
+    parse_booking_document, parse_booking_page, parse_error, parse_message_document,
+    parse_message_page, parse_thread_document, parse_thread_page,
 };
 use proptest::prelude::*;
 use reqwest::Url;
@@ -26,6 +26,25 @@ fn fixture(name: &str) -> Value {
 /// The first item of a seed list (a valid thread or message).
 fn seed_item(name: &str) -> Value {
     fixture(name)["data"][0].clone()
+}
+
+/// A booking as the Bookings Collection page documents it (the fields concierge reads and
+/// a few it does not).
+fn booking_item() -> Value {
+    json!({
+        "id": "0f9f2bd8-booking", "type": "booking",
+        "attributes": {
+            "id": "0f9f2bd8-booking", "property_id": "p1", "revision_id": "rev-1",
+            "status": "new", "ota_name": "Booking.com", "ota_reservation_code": "4242",
+            "arrival_date": "2024-08-01", "departure_date": "2024-08-04",
+            "arrival_hour": "15:00", "amount": "300.00", "currency": "EUR",
+            "occupancy": {"adults": 2, "children": 1, "infants": 0},
+            "customer": {"name": "Anna", "surname": "Schmidt", "language": "de-DE",
+                         "mail": "anna@example.com"},
+            "rooms": [], "services": [],
+            "inserted_at": "2024-07-01T10:00:00.000000", "updated_at": "2024-07-01T10:00:00.000000"
+        }
+    })
 }
 
 /// Odd JSON values: edges of numbers, odd strings, nesting.
@@ -137,6 +156,8 @@ proptest! {
         let _ = parse_message_page(&bytes, &base(), 1, 100);
         let _ = parse_thread_document(&bytes, &base());
         let _ = parse_message_document(&bytes, &base());
+        let _ = parse_booking_page(&bytes, 1, 100);
+        let _ = parse_booking_document(&bytes);
         let _ = parse_error(422, &bytes);
     }
 
@@ -148,6 +169,8 @@ proptest! {
             let _ = parse_message_page(&body, &base(), 1, 100);
             let _ = parse_thread_document(&body, &base());
             let _ = parse_message_document(&body, &base());
+            let _ = parse_booking_page(&body, 1, 100);
+            let _ = parse_booking_document(&body);
             let _ = parse_error(404, &body);
         }
     }
@@ -160,6 +183,18 @@ proptest! {
         let page = parse_thread_page(&body, &base(), 1, 100).expect("page decodes");
         for id in &ids {
             prop_assert!(page.items.iter().any(|t| &t.id == id), "{id} lost");
+        }
+        prop_assert_eq!(page.items.len() + page.skipped.len(), valid + 1);
+    }
+
+    #[test]
+    fn a_mutated_booking_never_hides_the_valid_ones(
+        valid in 1usize..4, pick in any::<prop::sample::Index>(), m in mutation(),
+    ) {
+        let (body, ids) = page_with_mutant(&booking_item(), valid, pick, &m);
+        let page = parse_booking_page(&body, 1, 100).expect("page decodes");
+        for id in &ids {
+            prop_assert!(page.items.iter().any(|b| &b.id == id), "{id} lost");
         }
         prop_assert_eq!(page.items.len() + page.skipped.len(), valid + 1);
     }
@@ -212,4 +247,30 @@ proptest! {
         prop_assert_eq!(page.skipped.len(), 1);
         prop_assert_eq!(page.skipped[0].id.as_deref(), Some("damaged"));
     }
+}
+
+#[test]
+fn a_documented_booking_reads_into_the_booking_block() {
+    let body = serde_json::to_vec(&json!({"data": booking_item()})).unwrap();
+    let b = parse_booking_document(&body).expect("booking");
+    assert_eq!(b.guest_name, "Anna Schmidt");
+    assert_eq!((b.adults, b.children, b.nights()), (2, 1, 3));
+    assert_eq!(b.revision(), "rev-1");
+    let block = concierge::events::Booking::from_channex(&b);
+    assert_eq!(block.language.as_deref(), Some("de"));
+    assert_eq!(block.status, concierge::events::BookingStatus::New);
+    // A bad date or a missing status skips the booking, never invents a stay.
+    let mut bad = booking_item();
+    bad["attributes"]["arrival_date"] = json!("01/08/2024");
+    let mut no_status = booking_item();
+    no_status["id"] = json!("b2");
+    no_status["attributes"]
+        .as_object_mut()
+        .unwrap()
+        .remove("status");
+    let page = serde_json::to_vec(&json!({"data": [bad, no_status, booking_item()]})).unwrap();
+    let page = parse_booking_page(&page, 1, 100).expect("page");
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.skipped.len(), 2);
+    assert!(page.skipped.iter().all(|s| s.kind.as_str() == "booking"));
 }

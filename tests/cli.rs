@@ -192,12 +192,14 @@ async fn follow_ups_list_and_cancel_against_nats() {
     store
         .arm(&concierge::store::timers::FollowUpTimer {
             thread_id: "thread-1".into(),
+            booking_id: None,
             property_id: "p1".into(),
             name: "inquiry_alert".into(),
             due_at: "2031-01-01T10:00:00Z".parse().unwrap(),
             data: Default::default(),
             armed_at: chrono::Utc::now(),
             armed_by_event: "e1".into(),
+            stay: None,
         })
         .await
         .unwrap();

@@ -72,12 +72,14 @@ async fn follow_up_timers_with_odd_names_round_trip_through_kv() {
     let at = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
     let timer = |name: &str| FollowUpTimer {
         thread_id: "t.1".into(),
+        booking_id: None,
         property_id: "p1".into(),
         name: name.into(),
         due_at: at,
         data: Default::default(),
         armed_at: at,
         armed_by_event: "e1".into(),
+        stay: None,
     };
     for name in ["delayed.reply", "delayed_reply", "delayed=2Ereply", "a b>*"] {
         timers.arm(&timer(name)).await.unwrap();

@@ -55,12 +55,14 @@ async fn remember(ledger: &Ledger, timers: &FollowUps, audit: &AuditLog, event: 
     timers
         .arm(&FollowUpTimer {
             thread_id: thread.clone(),
+            booking_id: None,
             property_id: PROP.into(),
             name: "delayed_reply".into(),
             due_at: Utc::now() + chrono::Duration::hours(1),
             data: serde_json::Map::new(),
             armed_at: Utc::now(),
             armed_by_event: event.id.clone(),
+            stay: None,
         })
         .await
         .unwrap();
@@ -187,11 +189,13 @@ async fn the_purge_command_deletes_a_threads_timers_and_reports_what_went() {
         timers
             .arm(&FollowUpTimer {
                 thread_id: thread.into(),
+                booking_id: None,
                 property_id: "p1".into(),
                 name: "delayed_reply".into(),
                 due_at: Utc::now() + chrono::Duration::hours(1),
                 data: serde_json::Map::new(),
                 armed_at: Utc::now(),
+                stay: None,
                 armed_by_event: "e1".into(),
             })
             .await
@@ -293,4 +297,60 @@ async fn purge_takes_records_of_kinds_this_version_does_not_know() {
         .await
         .unwrap();
     assert_eq!(stream.cached_info().state.messages, 0);
+}
+
+/// A thread with a booking: the purge also takes the booking's cached copy (it holds the
+/// guest's name), its booking-keyed timers (armed with or without the thread) and the
+/// booking's `booking.changed` events.
+#[tokio::test]
+async fn purge_takes_the_threads_booking_cache_timers_and_booking_events() {
+    let (_nats, infra, nats_cfg) = common::nats_infra().await;
+    let sim = common::sim().await;
+    sim.sim.add_property(PROP, "Casa Azul", true);
+    let mut config = common::config(&sim, &nats_cfg, &[PROP]);
+    config.poller.bookings = true;
+    let channex = concierge::wiring::channex_client(&config).unwrap();
+    let mut poller = Poller::new(channex, &infra, Arc::new(config.clone()), None);
+    poller.poll_once(Some(PROP)).await.unwrap(); // baseline
+    poller.poll_bookings().await.unwrap();
+    let new_booking = serde_json::from_value(serde_json::json!({
+        "property_id": PROP, "ota_name": "BookingCom", "arrival_date": "2030-05-02",
+        "departure_date": "2030-05-04", "guest_name": "Maria Silva", "with_thread": true,
+    }))
+    .unwrap();
+    let (booking, thread) = sim.sim.create_booking(&new_booking).unwrap();
+    let thread = thread.unwrap();
+    sim.sim.guest_message(&thread, "Olá!");
+    poller.poll_once(Some(PROP)).await.unwrap();
+    poller.poll_bookings().await.unwrap();
+    let cache = concierge::store::bookings::BookingCache::new(infra.threads.clone());
+    assert!(cache.get(&booking).await.unwrap().is_some());
+    let about_booking = |e: &Event| e.booking.as_ref().is_some_and(|b| b.id == booking);
+    let events = common::stored_events(&infra.js, "concierge").await;
+    assert!(events
+        .iter()
+        .any(|e| e.thread.is_none() && about_booking(e)));
+    let timers = FollowUps::new(infra.followups.clone());
+    timers
+        .arm(&FollowUpTimer {
+            thread_id: String::new(),
+            booking_id: Some(booking.clone()),
+            property_id: PROP.into(),
+            name: "checkin_instructions".into(),
+            due_at: Utc::now() + chrono::Duration::hours(1),
+            data: serde_json::Map::new(),
+            armed_at: Utc::now(),
+            armed_by_event: "booking.changed:x".into(),
+            stay: None,
+        })
+        .await
+        .unwrap();
+
+    concierge::store::purge::purge_thread(&infra, "concierge", &thread, Some(PROP))
+        .await
+        .unwrap();
+    assert!(cache.get(&booking).await.unwrap().is_none());
+    assert!(timers.list().await.unwrap().is_empty());
+    let left = common::stored_events(&infra.js, "concierge").await;
+    assert!(!left.iter().any(about_booking), "{left:#?}");
 }

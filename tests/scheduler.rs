@@ -312,12 +312,14 @@ fn timer(thread: &str, name: &str, due_at: DateTime<Utc>) -> FollowUpTimer {
     data.insert("template".into(), "nudge".into());
     FollowUpTimer {
         thread_id: thread.into(),
+        booking_id: None,
         property_id: "p1".into(),
         name: name.into(),
         due_at,
         data,
         armed_at: Utc::now(),
         armed_by_event: "thread.new_message:t1:m1".into(),
+        stay: None,
     }
 }
 

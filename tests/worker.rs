@@ -1234,6 +1234,7 @@ async fn the_poller_builds_the_event_of_our_own_reply_from_the_ledger_as_a_read_
         property_id: PROP.to_string(),
         property: rig.config.property_info(PROP),
         fresh: read,
+        booking_language: None,
         emit_after: Some(chrono::DateTime::<chrono::Utc>::MIN_UTC),
     });
 

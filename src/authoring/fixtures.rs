@@ -105,7 +105,7 @@ impl ExpectedAction {
                     && self.template.is_none()
                     && self.due_at.is_none()
             }
-            Action::NoReplyNeeded | Action::CloseThread => {
+            Action::NoReplyNeeded | Action::CloseThread | Action::CancelAllFollowUps => {
                 self.template.is_none() && self.name.is_none() && self.due_at.is_none()
             }
         }
@@ -164,7 +164,7 @@ fn describe(rule: &str, action: &Action) -> String {
             }
         }
         Action::CancelFollowUp { name } => s.push_str(&format!(" {name}")),
-        Action::NoReplyNeeded | Action::CloseThread => {}
+        Action::NoReplyNeeded | Action::CloseThread | Action::CancelAllFollowUps => {}
     }
     if let Action::Reply { attachments, .. } = action {
         if !attachments.is_empty() {

@@ -1,5 +1,7 @@
 //! Built-in sample events used by `rules check`: every event type, both providers, several
-//! FAQ-ish guest texts, staff replies, an Airbnb inquiry and a stale thread for the daily tick.
+//! FAQ-ish guest texts, staff replies, an Airbnb inquiry, a stale thread for the daily tick,
+//! and bookings (the `booking` block on threads that have one; `booking.changed` for moved
+//! dates, a cancellation and a new Airbnb booking).
 //!
 //! Plain data only; it must not read files, the clock or the network (the times are fixed
 //! and relative to a caller-supplied `now`).
@@ -9,7 +11,8 @@ use serde_json::{json, Map, Value};
 
 use crate::events::{ids, Event};
 use crate::events::{
-    EventType, FollowUpInfo, InquiryInfo, MessageInfo, PropertyInfo, ScheduleInfo, ThreadSnapshot,
+    Booking, BookingChange, BookingStatus, EventType, FollowUpInfo, InquiryInfo, MessageInfo,
+    PropertyInfo, ScheduleInfo, ThreadSnapshot,
 };
 
 /// Guest texts a FAQ rule set should recognise (or deliberately not).
@@ -77,6 +80,80 @@ fn thread(provider: &str, now: DateTime<Utc>, awaiting_reply: bool) -> ThreadSna
     }
 }
 
+/// The booking of the sample threads that have one: arriving in 3 days for 3 nights.
+pub fn sample_booking(
+    id: &str,
+    ota_name: &str,
+    status: BookingStatus,
+    now: DateTime<Utc>,
+) -> Booking {
+    let day = |n: i64| (now + TimeDelta::days(n)).format("%Y-%m-%d").to_string();
+    Booking {
+        id: id.into(),
+        status,
+        arrival_date: day(3),
+        departure_date: day(6),
+        nights: 3,
+        ota_name: ota_name.into(),
+        guest_name: "Ana Silva".into(),
+        adults: 2,
+        children: 0,
+        language: Some("pt".into()),
+    }
+}
+
+/// The `booking` block of an event on thread `t`.
+fn booking_of(t: &ThreadSnapshot, now: DateTime<Utc>) -> Option<Booking> {
+    let ota = crate::events::provider_str(&t.provider).to_string();
+    t.booking_id
+        .as_deref()
+        .map(|id| sample_booking(id, &ota, BookingStatus::Modified, now))
+}
+
+/// A `booking.changed` of a booking without a thread: `before` absent for a new booking.
+pub fn booking_changed_event(
+    property: &PropertyInfo,
+    booking: Booking,
+    before: Option<crate::events::BookingStay>,
+    now: DateTime<Utc>,
+) -> Event {
+    let mut ev = base(
+        EventType::BookingChanged,
+        ids::booking_changed(&booking.id, "sample-revision"),
+        now,
+        property,
+    );
+    ev.booking_change = Some(BookingChange {
+        before,
+        after: booking.stay(),
+    });
+    ev.booking = Some(booking);
+    ev
+}
+
+fn booking_samples(property: &PropertyInfo, now: DateTime<Utc>) -> Vec<(String, Event)> {
+    let moved = sample_booking("sample-booking", "BookingCom", BookingStatus::Modified, now);
+    let mut earlier = moved.stay();
+    earlier.arrival_date = (now + TimeDelta::days(2)).format("%Y-%m-%d").to_string();
+    let mut cancelled = moved.clone();
+    cancelled.status = BookingStatus::Cancelled;
+    let fresh = sample_booking("sample-airbnb-booking", "Airbnb", BookingStatus::New, now);
+    vec![
+        (
+            "booking.changed, dates moved".into(),
+            booking_changed_event(property, moved.clone(), Some(earlier), now),
+        ),
+        (
+            "booking.changed, cancelled".into(),
+            booking_changed_event(property, cancelled, Some(moved.stay()), now),
+        ),
+        (
+            "booking.changed, new Airbnb booking".into(),
+            booking_changed_event(property, fresh, None, now),
+        ),
+    ]
+}
+
 fn base(event_type: EventType, id: String, now: DateTime<Utc>, property: &PropertyInfo) -> Event {
     Event {
         id,
@@ -88,6 +165,8 @@ fn base(event_type: EventType, id: String, now: DateTime<Utc>, property: &Proper
         inquiry: None,
         follow_up: None,
         schedule: None,
+        booking: None,
+        booking_change: None,
     }
 }
 
@@ -118,6 +197,7 @@ pub fn message_event(
         inserted_at: now,
         language: None,
     });
+    ev.booking = booking_of(&t, now);
     ev.thread = Some(t);
     ev
 }
@@ -179,11 +259,13 @@ pub fn follow_up_event(
     if provider == "airbnb" && name.contains("inquiry") {
         ev.inquiry = Some(sample_inquiry(now - TimeDelta::hours(18)));
     }
+    ev.booking = booking_of(&t, now);
     ev.thread = Some(t);
     ev.follow_up = Some(FollowUpInfo {
         name: name.into(),
         due_at: now,
         data,
+        armed_stay: None,
     });
     ev
 }
@@ -221,6 +303,7 @@ pub fn sample_events(property: &PropertyInfo, now: DateTime<Utc>) -> Vec<(String
         ));
     }
     out.push(("airbnb inquiry".into(), inquiry_event(property, now)));
+    out.extend(booking_samples(property, now));
     for days in [1, 30] {
         out.push((
             format!("schedule.tick, thread idle {days} days"),

@@ -30,7 +30,7 @@ use reqwest::{Method, Url};
 use serde_json::json;
 
 use super::error::ChannexError;
-use super::model::{Listing, Message, Page, Thread, ThreadQuery};
+use super::model::{BookingQuery, BookingRecord, Listing, Message, Page, Thread, ThreadQuery};
 use super::parse;
 use super::retry::{self, AttemptOutcome, RequestKind, RetryDecision, RetryPolicy};
 
@@ -367,6 +367,57 @@ impl ChannexClient {
             attachment_body(attachment_id, text),
         )
         .await
+    }
+
+    // -- bookings (read only) ----------------------------------------------------------
+
+    /// `GET /bookings/:id`: the booking at its latest revision.
+    pub async fn get_booking(&self, booking_id: &str) -> Result<BookingRecord, ChannexError> {
+        let body = self
+            .call(
+                Method::GET,
+                &["bookings", booking_id],
+                &[],
+                None,
+                RequestKind::Idempotent,
+            )
+            .await?;
+        parse::parse_booking_document(&body)
+    }
+
+    /// One page (from 1) of `GET /bookings`, most recently updated first
+    /// (`order[updated_at]=desc`; `meta.order_by` says whether Channex honoured it).
+    pub async fn list_bookings_page(
+        &self,
+        q: &BookingQuery,
+        page: u32,
+    ) -> Result<Page<BookingRecord>, ChannexError> {
+        let page = page.max(1);
+        let limit = q.effective_limit();
+        let mut query = vec![
+            ("pagination[page]".to_string(), page.to_string()),
+            ("pagination[limit]".to_string(), limit.to_string()),
+            ("order[updated_at]".to_string(), "desc".to_string()),
+        ];
+        if let Some(p) = &q.property_id {
+            query.push(("filter[property_id]".to_string(), p.clone()));
+        }
+        if let Some(since) = q.updated_since {
+            query.push((
+                "filter[updated_at][gte]".to_string(),
+                since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            ));
+        }
+        let body = self
+            .call(
+                Method::GET,
+                &["bookings"],
+                &query,
+                None,
+                RequestKind::Idempotent,
+            )
+            .await?;
+        parse::parse_booking_page(&body, page, limit)
     }
 
     // -- booking messages --------------------------------------------------------------

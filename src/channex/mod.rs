@@ -1,5 +1,7 @@
 //! Typed client of the Channex Messages API (message threads, thread and booking
-//! messages, attachments, close, no-reply-needed).
+//! messages, attachments, close, no-reply-needed) and the read-only part of the Bookings
+//! API (`GET /bookings/:id`, `GET /bookings`). The booking revisions feed and its ack
+//! endpoint are never called: the host's PMS owns that feed.
 //!
 //! Owns: the wire models ([`wire`], shared with the simulator), the domain types
 //! ([`model`]), response decoding ([`parse`]), typed errors ([`error`]), the retry policy
@@ -47,6 +49,7 @@ pub mod wire;
 pub use client::{ApiKey, ChannexClient, ClientOptions, ClientStats};
 pub use error::{ChannexError, ErrorCode};
 pub use model::{
-    absolute_url, BookingDetails, ItemKind, LastMessage, Listing, Message, MessageMeta,
-    OrderDirection, Page, PageMeta, Provider, Sender, SkippedItem, Thread, ThreadQuery,
+    absolute_url, BookingDetails, BookingQuery, BookingRecord, ItemKind, LastMessage, Listing,
+    Message, MessageMeta, OrderDirection, Page, PageMeta, Provider, Sender, SkippedItem, Thread,
+    ThreadQuery,
 };

@@ -279,6 +279,104 @@ fn absolute_urls(base: &Url, raw: Vec<String>) -> Vec<String> {
     raw.iter().map(|u| absolute_url(base, u)).collect()
 }
 
+/// A Channex booking (the latest revision), as concierge reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookingRecord {
+    pub id: String,
+    pub property_id: Option<String>,
+    /// The revision the booking is at (changes with every modification).
+    pub revision_id: Option<String>,
+    /// `new`, `modified`, `cancelled` (as Channex spells it).
+    pub status: String,
+    pub arrival_date: String,
+    pub departure_date: String,
+    pub ota_name: String,
+    /// `name surname` of the customer, trimmed.
+    pub guest_name: String,
+    pub adults: u32,
+    pub children: u32,
+    /// As Channex gives it (`de`, `de-DE`, ...); normalised by the events layer.
+    pub language: Option<String>,
+    pub inserted_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl BookingRecord {
+    pub fn from_wire(r: wire::BookingResource) -> BookingRecord {
+        let a = r.attributes;
+        let customer = a.customer.unwrap_or_default();
+        let guest_name = [customer.name, customer.surname]
+            .into_iter()
+            .flatten()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let occupancy = a.occupancy.unwrap_or_default();
+        BookingRecord {
+            property_id: a.property_id.or_else(|| r.relationships.property_id()),
+            id: r.id,
+            revision_id: a.revision_id,
+            status: a.status,
+            arrival_date: a.arrival_date,
+            departure_date: a.departure_date,
+            ota_name: a.ota_name.unwrap_or_default(),
+            guest_name,
+            adults: occupancy.adults.unwrap_or(0),
+            children: occupancy.children.unwrap_or(0),
+            language: customer.language.filter(|l| !l.trim().is_empty()),
+            inserted_at: a.inserted_at,
+            updated_at: a.updated_at,
+        }
+    }
+
+    /// Nights between arrival and departure (0 when the dates are inverted).
+    pub fn nights(&self) -> u32 {
+        let parse = |d: &str| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok();
+        match (parse(&self.arrival_date), parse(&self.departure_date)) {
+            (Some(a), Some(d)) => u32::try_from((d - a).num_days()).unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    /// What identifies this state of the booking: the revision, else `updated_at`.
+    pub fn revision(&self) -> String {
+        self.revision_id.clone().unwrap_or_else(|| {
+            self.updated_at
+                .map(|t| t.timestamp_millis().to_string())
+                .unwrap_or_default()
+        })
+    }
+}
+
+/// Query of `GET /bookings` (read-only: concierge never touches the revisions feed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookingQuery {
+    /// `filter[property_id]=`.
+    pub property_id: Option<String>,
+    /// `filter[updated_at][gte]=` (callers still stop at the first older row: Channex may
+    /// ignore a filter).
+    pub updated_since: Option<DateTime<Utc>>,
+    /// `pagination[limit]`, clamped to 1..=100.
+    pub limit: u32,
+}
+
+impl Default for BookingQuery {
+    fn default() -> Self {
+        BookingQuery {
+            property_id: None,
+            updated_since: None,
+            limit: 100,
+        }
+    }
+}
+
+impl BookingQuery {
+    pub fn effective_limit(&self) -> u32 {
+        self.limit.clamp(1, 100)
+    }
+}
+
 /// `meta` of a list page.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageMeta {
@@ -294,6 +392,7 @@ pub struct PageMeta {
 pub enum ItemKind {
     Thread,
     Message,
+    Booking,
 }
 
 impl ItemKind {
@@ -302,6 +401,7 @@ impl ItemKind {
         match self {
             ItemKind::Thread => "message_thread",
             ItemKind::Message => "message",
+            ItemKind::Booking => "booking",
         }
     }
 }

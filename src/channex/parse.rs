@@ -20,7 +20,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::error::{ChannexError, ErrorCode};
-use super::model::{ItemKind, Message, Page, PageMeta, SkippedItem, Thread};
+use super::model::{BookingRecord, ItemKind, Message, Page, PageMeta, SkippedItem, Thread};
 use super::wire;
 
 fn decode_value(body: &[u8]) -> Result<Value, ChannexError> {
@@ -227,6 +227,29 @@ pub fn parse_message_page(
     parse_list(body, ItemKind::Message, page, limit, |w| {
         Message::from_wire(w, base)
     })
+}
+
+/// `GET /bookings` body. A booking with a bad date, no status or an insane id is skipped
+/// (reported in `skipped`), the rest of the page kept.
+pub fn parse_booking_page(
+    body: &[u8],
+    page: u32,
+    limit: u32,
+) -> Result<Page<BookingRecord>, ChannexError> {
+    parse_list(
+        body,
+        ItemKind::Booking,
+        page,
+        limit,
+        BookingRecord::from_wire,
+    )
+}
+
+/// `{"data": <booking>}` (`GET /bookings/:id`).
+pub fn parse_booking_document(body: &[u8]) -> Result<BookingRecord, ChannexError> {
+    let what = "booking";
+    let w = checked(parse_single::<wire::BookingResource>(body, what)?, what)?;
+    Ok(BookingRecord::from_wire(w))
 }
 
 fn parse_single<W: DeserializeOwned>(body: &[u8], what: &str) -> Result<W, ChannexError> {

@@ -267,6 +267,77 @@ pub struct BookingDetailsWire {
     pub room_type_id: Option<String>,
 }
 
+/// Attributes of a `booking` resource (`GET /bookings/:id`, `GET /bookings`), as the
+/// Bookings Collection page documents them. Strict only where a stay would be meaningless
+/// without it: `status`, `arrival_date` and `departure_date` (`YYYY-MM-DD`, departure not
+/// before arrival is checked by the model). Everything else is optional and lenient.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BookingAttributes {
+    pub status: String,
+    #[serde(with = "date_str")]
+    pub arrival_date: String,
+    #[serde(with = "date_str")]
+    pub departure_date: String,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub revision_id: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub property_id: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub ota_name: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub ota_reservation_code: Option<String>,
+    #[serde(default, deserialize_with = "lenient_opt")]
+    pub occupancy: Option<OccupancyWire>,
+    #[serde(default, deserialize_with = "lenient_opt")]
+    pub customer: Option<CustomerWire>,
+    #[serde(default, with = "ts_opt")]
+    pub inserted_at: Option<DateTime<Utc>>,
+    #[serde(default, with = "ts_opt")]
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// `attributes.occupancy` of a booking.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct OccupancyWire {
+    #[serde(default, deserialize_with = "lenient_u32")]
+    pub adults: Option<u32>,
+    #[serde(default, deserialize_with = "lenient_u32")]
+    pub children: Option<u32>,
+    #[serde(default, deserialize_with = "lenient_u32")]
+    pub infants: Option<u32>,
+}
+
+/// `attributes.customer` of a booking (only the fields concierge reads).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CustomerWire {
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub surname: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub language: Option<String>,
+}
+
+pub type BookingResource = Resource<BookingAttributes>;
+
+/// A calendar date `YYYY-MM-DD`, kept as the string Channex sent (a date-time such as
+/// `2024-08-01T00:00:00` is cut to its date); anything else is an error.
+pub mod date_str {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(d: &str, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(d)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        let raw = String::deserialize(d)?;
+        let date = raw.trim().get(..10).unwrap_or_default();
+        chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d")
+            .map(|d| d.format("%Y-%m-%d").to_string())
+            .map_err(|_| serde::de::Error::custom(format!("{raw:?} is not a YYYY-MM-DD date")))
+    }
+}
+
 /// Request body of the send-message endpoints:
 /// `{"message": {"message": "..."}}` or `{"message": {"attachment_id": "...", "message"?: "..."}}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -351,7 +351,7 @@ pub enum FollowUpsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Cancel one pending follow-up.
+    /// Cancel one pending follow-up (of a thread, or `booking:<id>` for a booking's).
     Cancel { thread_id: String, name: String },
 }
 
@@ -367,10 +367,14 @@ pub async fn follow_ups(config: &Config, cmd: FollowUpsCommand) -> anyhow::Resul
             } else {
                 println!("{:<22} {:<38} {:<20} PROPERTY", "DUE", "THREAD", "NAME");
                 for t in &timers {
+                    let owner = match &t.booking_id {
+                        Some(b) => format!("booking:{b}"),
+                        None => t.thread_id.clone(),
+                    };
                     println!(
                         "{:<22} {:<38} {:<20} {}",
                         t.due_at.format("%Y-%m-%d %H:%M:%S"),
-                        t.thread_id,
+                        owner,
                         t.name,
                         t.property_id
                     );
@@ -379,7 +383,11 @@ pub async fn follow_ups(config: &Config, cmd: FollowUpsCommand) -> anyhow::Resul
             }
         }
         FollowUpsCommand::Cancel { thread_id, name } => {
-            if store.cancel(&thread_id, &name).await? {
+            let scope = match thread_id.strip_prefix("booking:") {
+                Some(b) => crate::store::timers::TimerScope::Booking(b),
+                None => crate::store::timers::TimerScope::Thread(&thread_id),
+            };
+            if store.cancel_in(scope, &name).await? {
                 println!("cancelled {name} on thread {thread_id}");
             } else {
                 anyhow::bail!("no pending follow-up {name:?} on thread {thread_id}");

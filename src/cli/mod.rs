@@ -256,8 +256,8 @@ async fn purge(config: &Config, args: PurgeArgs) -> anyhow::Result<()> {
     )
     .await?;
     println!(
-        "purged thread {}: ledger_keys={} timers={} audit_records={} events={}",
-        args.thread, r.ledger_keys, r.timers, r.audit_records, r.events
+        "purged thread {}: ledger_keys={} timers={} audit_records={} events={} bookings={}",
+        args.thread, r.ledger_keys, r.timers, r.audit_records, r.events, r.bookings
     );
     Ok(())
 }

@@ -42,6 +42,8 @@ pub fn demo_config(base_url: &str, nats_url: &str, prefix: &str, now: DateTime<U
     c.worker.shutdown_timeout = Duration::from_secs(5);
     c.poller.lease_ttl = Duration::from_secs(2);
     c.alerts.log = false;
+    // Bookings are read (booking block, booking.changed) for the stay scene.
+    c.poller.bookings = true;
     // Quiet hours are an example rule: keep them away from "now" so the demo's replies are
     // immediate whatever the time of day (the rule's own fixtures test the quiet case).
     let lisbon: chrono_tz::Tz = chrono_tz::Europe::Lisbon;
@@ -63,6 +65,11 @@ pub fn demo_config(base_url: &str, nats_url: &str, prefix: &str, now: DateTime<U
         "close_after_days": 14,
         "inquiry_alert_before_hours": 2,
         "delayed_reply_minutes": 0.1,
+        // The day-before-arrival message goes out a few seconds into the demo (stay scene).
+        "checkin_message_time": (now + super::stay::CHECKIN_MESSAGE_AFTER)
+            .with_timezone(&lisbon)
+            .format("%H:%M:%S")
+            .to_string(),
     })
     .as_object()
     .cloned()

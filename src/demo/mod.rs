@@ -2,13 +2,14 @@
 //!
 //! Starts (or reuses) NATS, the Channex simulator, the poller, two workers and the
 //! scheduler with the example rules in `rules/` and `templates/`, then plays a script — FAQ
-//! questions, a Booking.com "thanks", a staff takeover of a delayed reply, an Airbnb inquiry
+//! questions, a stay whose dates move (its check-in instructions go out at the new time),
+//! a Booking.com "thanks", a staff takeover of a delayed reply, an Airbnb inquiry
 //! whose alert falls due within seconds, a stale thread — and prints a timeline of events and
 //! audit records as they happen, then a summary. Exits non-zero if an expected outcome did
 //! not happen within its time limit.
 //!
 //! Parts: [`config`] (the demo's configuration), [`timeline`] (printing what happens),
-//! [`script`] (the scenes), [`summary`] (the closing report).
+//! [`script`] (the scenes), [`stay`] (the stay scene), [`summary`] (the closing report).
 //!
 //! It must not depend on anything outside the process but `nats-server`: given a NATS URL
 //! ([`DemoOptions::nats_url`], which the CLI takes from `NATS_URL`) it uses that server
@@ -17,6 +18,7 @@
 
 mod config;
 mod script;
+mod stay;
 mod summary;
 mod timeline;
 

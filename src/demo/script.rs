@@ -24,6 +24,7 @@ pub struct Script<'a> {
 impl Script<'_> {
     /// Every scene in order; the first unmet expectation ends the script.
     pub async fn play(&self, stale_thread: &str) -> anyhow::Result<()> {
+        self.stay().await?;
         self.housekeeping(stale_thread).await?;
         self.wifi_and_thanks().await?;
         self.parking().await?;
@@ -61,7 +62,7 @@ impl Script<'_> {
 
     async fn housekeeping(&self, stale: &str) -> anyhow::Result<()> {
         println!(
-            "— 1. The housekeeping schedule (every 5 s here) closes a thread idle for 3 weeks"
+            "\n— 1. The housekeeping schedule (every 5 s here) closes a thread idle for 3 weeks"
         );
         let limit = Duration::from_secs(20);
         self.expect(

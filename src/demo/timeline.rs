@@ -157,6 +157,22 @@ fn describe_event(ev: &Event, sim: &Sim) -> String {
             "🕘 schedule \"{}\" tick: one event per open thread",
             ev.schedule.as_ref().map(|s| s.name.as_str()).unwrap_or("")
         ),
+        (_, EventType::BookingChanged) => {
+            let b = ev.booking.clone().unwrap_or_default();
+            let change = ev.booking_change.as_ref();
+            let before = change
+                .and_then(|c| c.before.as_ref())
+                .map(|s| format!("{} → {}, ", s.arrival_date, s.departure_date))
+                .unwrap_or_else(|| "new, ".into());
+            format!(
+                "📅 booking of {} ({}) changed: {before}now {} → {} ({})",
+                b.guest_name,
+                b.ota_name,
+                b.arrival_date,
+                b.departure_date,
+                b.status.as_str()
+            )
+        }
         (_, other) => format!("📨 {who} · {other}"),
     }
 }

@@ -113,6 +113,39 @@ pub struct PlanStep {
     /// `reply` with `attachments`: each file as resolved for the event's property (the
     /// override first), or why it cannot be; empty for every other step.
     pub attachments: Vec<Result<AttachmentFile, AttachmentError>>,
+    /// Decided here, carried out (as `skipped`) by the executor: why this step must not act.
+    pub skip: Option<StepSkip>,
+}
+
+/// Why [`plan`] marks a step as not to be carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepSkip {
+    /// A `reply` of a `follow_up.due` whose booking (as read when the timer fired) is
+    /// cancelled, the follow-up not armed with `#{ on_cancelled: true }`: a stale stay is
+    /// never messaged. Alerts and timer actions still run.
+    BookingCancelled,
+    /// A `reply` of a `follow_up.due` whose booking's dates (as read when the timer fired)
+    /// differ from those it was armed with: the stay moved, and the `booking.changed` that
+    /// reports it re-arms the timer for the new dates. Never sent at the old time.
+    BookingMoved,
+}
+
+/// The follow-up data key that lets a stay message go out for a cancelled booking.
+pub const ON_CANCELLED: &str = "on_cancelled";
+
+/// Whether `event` is a follow-up of a cancelled booking whose replies must be skipped.
+pub fn stale_stay(event: &Event) -> Option<StepSkip> {
+    let follow_up = event.follow_up.as_ref()?;
+    let booking = event.booking.as_ref()?;
+    let allowed = follow_up.data.get(ON_CANCELLED) == Some(&Value::Bool(true));
+    if booking.is_cancelled() && !allowed {
+        return Some(StepSkip::BookingCancelled);
+    }
+    let moved = follow_up
+        .armed_stay
+        .as_ref()
+        .is_some_and(|armed| *armed != booking.stay_dates());
+    moved.then_some(StepSkip::BookingMoved)
 }
 
 impl PlanStep {
@@ -146,6 +179,7 @@ pub fn plan(
     dry_run: bool,
 ) -> Plan {
     let evaluation = engine.evaluate(&content.rules, event, &EvalContext { now });
+    let stale = stale_stay(event);
     // Serialised for templates only, once, and only when a step has text to render.
     let event_json = std::cell::OnceCell::new();
     let rules = evaluation
@@ -160,6 +194,9 @@ pub fn plan(
                 .map(|(index, action)| {
                     let rendered = render_action(&content.templates, event, &event_json, &action);
                     let attachments = attachments_of(&content.attachments, event, &action);
+                    let skip = matches!(action, Action::Reply { .. })
+                        .then_some(stale)
+                        .flatten();
                     PlanStep {
                         rule: outcome.rule.clone(),
                         version: outcome.version.clone(),
@@ -168,6 +205,7 @@ pub fn plan(
                         dry_run: step_dry_run,
                         rendered,
                         attachments,
+                        skip,
                     }
                 })
                 .collect();
@@ -314,6 +352,59 @@ mod tests {
         assert!(err.to_string().contains("missing variable"), "{err}");
         assert!(steps[2].rendered.is_none());
         assert!(steps.iter().all(|s| !s.dry_run));
+    }
+
+    #[test]
+    fn a_follow_up_of_a_cancelled_booking_skips_its_replies_unless_armed_for_it() {
+        let content = content(
+            &[("70_stay.rhai", "reply(\"wifi\");\nalert(\"wifi\");\n")],
+            &[("wifi", "Wifi: {{vars.wifi}}")],
+        );
+        let due = |status: &str, data: Value| -> Event {
+            serde_json::from_value(serde_json::json!({
+                "id": "f1", "type": "follow_up.due", "occurred_at": "2024-07-01T12:00:00Z",
+                "property": {"id": "p1", "vars": {"wifi": "casa"}},
+                "follow_up": {"name": "checkin", "due_at": "2024-07-01T12:00:00Z", "data": data},
+                "booking": {"id": "b1", "status": status, "arrival_date": "2024-07-02",
+                            "departure_date": "2024-07-04"}
+            }))
+            .expect("event")
+        };
+        let skips = |e: &Event| {
+            plan(&RuleEngine::default(), &content, e, now(), false)
+                .steps()
+                .map(|s| s.skip)
+                .collect::<Vec<_>>()
+        };
+        let empty = serde_json::json!({});
+        assert_eq!(
+            skips(&due("cancelled", empty.clone())),
+            [Some(StepSkip::BookingCancelled), None]
+        );
+        assert_eq!(skips(&due("modified", empty)), [None, None]);
+        let allowed = serde_json::json!({ "on_cancelled": true });
+        assert_eq!(skips(&due("cancelled", allowed)), [None, None]);
+    }
+
+    #[test]
+    fn a_follow_up_of_a_moved_stay_skips_its_replies() {
+        let event = |arrival: &str| -> Event {
+            serde_json::from_value(serde_json::json!({
+                "id": "f1", "type": "follow_up.due", "occurred_at": "2024-07-01T12:00:00Z",
+                "property": {"id": "p1"},
+                "follow_up": {"name": "checkin", "due_at": "2024-07-01T12:00:00Z",
+                              "armed_stay": {"arrival_date": "2024-07-02",
+                                             "departure_date": "2024-07-04"}},
+                "booking": {"id": "b1", "status": "modified", "arrival_date": arrival,
+                            "departure_date": "2024-07-04"}
+            }))
+            .expect("event")
+        };
+        assert_eq!(
+            stale_stay(&event("2024-07-20")),
+            Some(StepSkip::BookingMoved)
+        );
+        assert_eq!(stale_stay(&event("2024-07-02")), None);
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! Owns: fresh thread snapshots for follow-ups (thread + its newest messages, straight from
 //! Channex: freshness matters more than API calls there) and the open threads of a property
 //! for schedule ticks (one listing, sender times from the poller's stored snapshots, no
-//! extra calls). Must not: write anything (snapshots belong to the poller), nor publish.
+//! extra calls), and a booking as it is when a follow-up fires (`GET /bookings/:id`, which
+//! also refreshes the booking cache). Must not: write thread snapshots (they belong to the
+//! poller), nor publish.
 //! It sits beside the roles rather than in one, so neither the poller nor the scheduler
 //! implements the other's trait.
 
@@ -14,8 +16,9 @@ use futures::future::BoxFuture;
 
 use crate::channex::{ChannexClient, ChannexError, ThreadQuery};
 use crate::config::Config;
-use crate::events::{PropertyInfo, ThreadSnapshot};
+use crate::events::{Booking, PropertyInfo, ThreadSnapshot};
 use crate::roles::poller::detect::{fold_senders, snapshot_of};
+use crate::store::bookings::{BookingCache, CachedBooking};
 use crate::store::nats::Infra;
 use crate::store::threads::{DirectoryError, ThreadDirectory, ThreadSnapshots, ThreadState};
 
@@ -37,6 +40,7 @@ pub async fn fresh_snapshot(
 pub struct ChannexDirectory {
     channex: ChannexClient,
     snapshots: ThreadSnapshots,
+    bookings: BookingCache,
     config: Arc<Config>,
 }
 
@@ -45,6 +49,7 @@ impl ChannexDirectory {
         ChannexDirectory {
             channex,
             snapshots: ThreadSnapshots::new(infra.threads.clone()),
+            bookings: BookingCache::new(infra.threads.clone()),
             config,
         }
     }
@@ -99,6 +104,25 @@ impl ThreadDirectory for ChannexDirectory {
 
     fn property(&self, property_id: &str) -> PropertyInfo {
         self.config.property_info(property_id)
+    }
+
+    fn booking(&self, booking_id: &str) -> BoxFuture<'_, Result<Option<Booking>, DirectoryError>> {
+        let booking_id = booking_id.to_string();
+        Box::pin(async move {
+            let record = match self.channex.get_booking(&booking_id).await {
+                Ok(r) => r,
+                Err(e) if e.status() == Some(404) => return Ok(None),
+                Err(e) => return Err(DirectoryError::new(e)),
+            };
+            let booking = Booking::from_channex(&record);
+            // The refresh keeps what the poller announced, so it still sees the change.
+            let previous = self.bookings.get(&booking_id).await.ok().flatten();
+            let cached = CachedBooking::refreshed(previous.as_ref(), &record);
+            if let Err(e) = self.bookings.put(&cached).await {
+                tracing::debug!(booking = %booking_id, error = %e, "booking cache not refreshed");
+            }
+            Ok(Some(booking))
+        })
     }
 
     fn properties(&self) -> Vec<String> {

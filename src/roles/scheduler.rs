@@ -335,37 +335,49 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Fire one timer now: fresh snapshot, publish, then delete if unchanged.
+    /// Fire one timer now: fresh thread snapshot and booking, publish, then delete if
+    /// unchanged. A booking timer's event carries the booking as it is now (a cancelled
+    /// one included: whether to message it is `plan()`'s decision, see
+    /// [`crate::plan::stale_stay`]).
     pub async fn fire_follow_up(
         &self,
         stored: &StoredTimer,
     ) -> Result<FollowUpOutcome, SchedulerError> {
         let t = &stored.timer;
-        let snapshot = self
-            .directory
-            .snapshot(&t.property_id, &t.thread_id)
-            .await?;
-        let Some(thread) = snapshot else {
-            tracing::info!(thread = %t.thread_id, name = %t.name, "follow-up dropped: thread is gone");
-            self.followups
-                .remove_if_unchanged(&stored.key, stored.revision)
-                .await?;
-            return Ok(FollowUpOutcome::ThreadGone);
+        let thread = match t.thread_id.as_str() {
+            "" => None,
+            id => match self.directory.snapshot(&t.property_id, id).await? {
+                Some(snapshot) => Some(snapshot),
+                None => return self.drop_timer(stored, "thread is gone").await,
+            },
+        };
+        let booking = match &t.booking_id {
+            None => None,
+            Some(id) => match self.directory.booking(id).await? {
+                Some(b) => Some(b),
+                None if thread.is_none() => {
+                    return self.drop_timer(stored, "booking is gone").await
+                }
+                None => None,
+            },
         };
         let event = Event {
-            id: ids::follow_up(&t.thread_id, &t.name, t.due_at),
+            id: follow_up_event_id(t),
             event_type: EventType::FollowUpDue,
             occurred_at: t.due_at,
             property: self.directory.property(&t.property_id),
-            thread: Some(thread),
+            thread,
             message: None,
             inquiry: None,
             follow_up: Some(FollowUpInfo {
                 name: t.name.clone(),
                 due_at: t.due_at,
                 data: t.data.clone(),
+                armed_stay: t.stay.as_deref().cloned(),
             }),
             schedule: None,
+            booking,
+            booking_change: None,
         };
         self.publish(&event).await?;
         let removed = self
@@ -374,6 +386,20 @@ impl Scheduler {
             .await?;
         tracing::info!(id = %event.id, removed, "follow-up fired");
         Ok(FollowUpOutcome::Fired { removed })
+    }
+
+    /// A timer whose thread (or threadless booking) no longer exists: dropped, no event.
+    async fn drop_timer(
+        &self,
+        stored: &StoredTimer,
+        why: &str,
+    ) -> Result<FollowUpOutcome, SchedulerError> {
+        let t = &stored.timer;
+        tracing::info!(thread = %t.thread_id, booking = ?t.booking_id, name = %t.name, "follow-up dropped: {why}");
+        self.followups
+            .remove_if_unchanged(&stored.key, stored.revision)
+            .await?;
+        Ok(FollowUpOutcome::ThreadGone)
     }
 
     /// Fire one cron tick (claim its mark, publish one event per open thread, mark done).
@@ -480,6 +506,8 @@ impl Scheduler {
                     schedule: Some(ScheduleInfo {
                         name: schedule.name.clone(),
                     }),
+                    booking: None,
+                    booking_change: None,
                 };
                 self.publish(&event).await?;
                 events += 1;
@@ -674,6 +702,17 @@ impl Scheduler {
     }
 }
 
+/// The id of a timer's `follow_up.due` event. A booking's timer is owned by the booking
+/// (`b.<booking>`) whether or not it was armed with a thread, so the same stay message
+/// (booking, name, due time) is one event id whichever event armed it.
+pub fn follow_up_event_id(t: &FollowUpTimer) -> String {
+    let owner = match &t.booking_id {
+        Some(b) => format!("b.{b}"),
+        None => t.thread_id.clone(),
+    };
+    ids::follow_up(&owner, &t.name, t.due_at)
+}
+
 fn is_shutdown(rx: &watch::Receiver<bool>) -> bool {
     *rx.borrow() || rx.has_changed().is_err()
 }
@@ -696,14 +735,34 @@ mod tests {
             revision,
             timer: FollowUpTimer {
                 thread_id: "t1".into(),
+                booking_id: None,
                 property_id: "p1".into(),
                 name: key.into(),
                 due_at,
                 data: Default::default(),
                 armed_at: due_at,
                 armed_by_event: "ev".into(),
+                stay: None,
             },
         }
+    }
+
+    #[test]
+    fn a_booking_timer_has_one_event_id_with_or_without_a_thread() {
+        let due = at("2026-05-01T09:00:00Z");
+        let mut with_thread = stored("checkin_instructions", 1, due).timer;
+        with_thread.booking_id = Some("bk1".into());
+        let mut threadless = with_thread.clone();
+        threadless.thread_id = String::new();
+        assert_eq!(
+            follow_up_event_id(&with_thread),
+            follow_up_event_id(&threadless)
+        );
+        let thread_timer = stored("checkin_instructions", 1, due).timer;
+        assert_ne!(
+            follow_up_event_id(&thread_timer),
+            follow_up_event_id(&threadless)
+        );
     }
 
     #[test]

@@ -45,6 +45,16 @@ pub(crate) fn router(sim: Sim) -> Router {
             &r("/bookings/{id}/messages"),
             get(list_booking_messages).post(send_booking_message),
         )
+        .route(&r("/bookings"), get(super::bookings::list_bookings))
+        .route(&r("/bookings/{id}"), get(super::bookings::get_booking))
+        .route(
+            &r("/booking_revisions/feed"),
+            get(super::bookings::revisions_feed),
+        )
+        .route(
+            &r("/booking_revisions/{id}/ack"),
+            post(super::bookings::ack_revision),
+        )
         .route(&r("/attachments"), post(upload_attachment))
         .route(&r("/attachments/{id}"), get(download_attachment))
         .route(&r("/{*rest}"), get(not_found).post(not_found))
@@ -194,7 +204,7 @@ async fn gate(State(sim): State<Sim>, req: Request, next: Next) -> Response {
 
 type Params = Query<HashMap<String, String>>;
 
-fn pagination(p: &HashMap<String, String>) -> (u32, u32) {
+pub(crate) fn pagination(p: &HashMap<String, String>) -> (u32, u32) {
     let page = p
         .get("pagination[page]")
         .and_then(|v| v.trim().parse::<u32>().ok())
@@ -243,7 +253,7 @@ async fn list_threads(State(sim): State<Sim>, Query(p): Params) -> Response {
         .iter()
         .filter(|(list, _)| match list {
             RawList::Threads { property_id } => filter.is_none_or(|f| f == property_id),
-            RawList::Messages { .. } => false,
+            RawList::Messages { .. } | RawList::Bookings => false,
         })
         .flat_map(|(_, items)| items.iter().cloned())
         .collect();
@@ -252,7 +262,7 @@ async fn list_threads(State(sim): State<Sim>, Query(p): Params) -> Response {
 }
 
 /// Like [`respond`], with `raw` spliced verbatim in front of the document's `data` items.
-fn respond_with_raw<T: Serialize>(
+pub(crate) fn respond_with_raw<T: Serialize>(
     r: Result<Document<Vec<T>>, Refusal>,
     raw: &[Vec<u8>],
 ) -> Response {
@@ -372,7 +382,7 @@ async fn send_booking_message(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let thread = sim.lock().booking_thread(&id);
+    let thread = sim.lock().booking_thread_or_open(&id);
     match thread {
         Ok(t) => send_to(&sim, &t, &body),
         Err(e) => refusal(e),

@@ -26,6 +26,9 @@ pub(crate) fn router(sim: Sim) -> Router {
         .route("/_sim/threads/{id}/guest_messages", post(guest_message))
         .route("/_sim/threads/{id}/staff_messages", post(staff_message))
         .route("/_sim/threads/{id}/no_reply_needed", get(no_reply_marks))
+        .route("/_sim/bookings", post(super::bookings::create_booking))
+        .route("/_sim/bookings/{id}", post(super::bookings::modify_booking))
+        .route("/_sim/booking_acks", get(super::bookings::acks))
         .route("/_sim/faults", put(set_faults).get(get_faults))
         .route("/_sim/posts_in_flight", get(posts_in_flight))
         .route("/_sim/list_features", put(set_list_features))
@@ -279,6 +282,7 @@ async fn sent(State(sim): State<Sim>) -> Response {
 enum RawListName {
     Threads,
     Messages,
+    Bookings,
 }
 
 #[derive(Deserialize)]
@@ -305,6 +309,7 @@ async fn inject_raw_item(State(sim): State<Sim>, body: Bytes) -> Response {
             property_id: b.scope,
         },
         RawListName::Messages => RawList::Messages { thread_id: b.scope },
+        RawListName::Bookings => RawList::Bookings,
     };
     sim.inject_raw_item(list, raw);
     StatusCode::NO_CONTENT.into_response()

@@ -18,6 +18,13 @@
 //! | GET/POST | `/bookings/:booking_id/messages` | as the thread endpoints; 422 `not_supported` for providers other than Booking.com/Airbnb |
 //! | POST | `/attachments` | `{"attachment":{"file":<base64>,"file_name","file_type"}}` → `{"data":{"id","type":"attachment"}}` |
 //! | GET | `/attachments/:id` | the uploaded bytes (messages reference attachments as the relative URL `attachments/<id>`) |
+//! | GET | `/bookings` | `filter[property_id]`, `filter[updated_at][gte]` (RFC 3339), `order[updated_at\|inserted_at]=asc\|desc` (default `inserted_at desc`), `pagination[page]`/`[limit]`; `meta` reports the order applied |
+//! | GET | `/bookings/:id` | `{"data": <booking>}`: `attributes.status`, `arrival_date`, `departure_date`, `revision_id`, `ota_name`, `occupancy{adults,children,infants}`, `customer{name,surname,language}`, `inserted_at`, `updated_at` |
+//! | GET | `/booking_revisions/feed` | revisions not acked yet (`type: booking_revision`, `attributes.booking_id`) |
+//! | POST | `/booking_revisions/:id/ack` | records the ack (concierge must never call it: `/_sim/booking_acks`) |
+//!
+//! Booking messages (`/bookings/:id/messages`) of a booking without a thread open its
+//! thread on the first POST, as Channex opens the OTA conversation.
 //!
 //! Errors use Channex's bodies: 401 `unauthorized`, 403 `forbidden` (property without the
 //! messages app, also for thread/booking lookups and a filtered list), 404 `not_found`
@@ -48,9 +55,13 @@
 //! | PUT | `/_sim/list_features` | `{order: bool, property_filter: bool}`: whether list ordering / the property filter are honoured (default both) |
 //! | GET/DELETE | `/_sim/requests` | recorded API requests `[{method, path, query, status, at}]` / clear |
 //! | GET | `/_sim/sent` | messages sent through the API `[{thread_id, text}]` |
-//! | POST/DELETE | `/_sim/raw_items` | `{list: "threads"\|"messages", scope: <property or thread id>, raw_base64}`: inject one raw (possibly malformed) item into page 1 of that list / clear all |
+//! | POST | `/_sim/bookings` | `{property_id, ota_name, arrival_date, departure_date, guest_name, language?, adults?, children?, with_thread?}` → `{id, thread_id}` (a thread with `booking` relationship when `with_thread`) |
+//! | POST | `/_sim/bookings/:id` | `{arrival_date?, departure_date?, status?}` → `{id, revision_id}`: a new revision (status `modified` unless given, e.g. `cancelled`) |
+//! | GET | `/_sim/booking_acks` | → `{count}` of revision acks received |
+//! | POST/DELETE | `/_sim/raw_items` | `{list: "threads"\|"messages"\|"bookings", scope: <property or thread id; ignored for bookings>, raw_base64}`: inject one raw (possibly malformed) item into page 1 of that list / clear all |
 
 mod api;
+mod bookings;
 mod control;
 mod state;
 
@@ -66,6 +77,7 @@ use tokio::task::JoinHandle;
 
 use crate::channex::{Message, Thread};
 
+pub use bookings::{BookingChangeRequest, NewBooking, SimBooking};
 use state::Store;
 pub use state::{BrokenMessages, RawList, RecordedRequest};
 
@@ -260,6 +272,66 @@ impl Sim {
     ) -> String {
         self.lock()
             .open_thread(property_id, provider, title, with_booking)
+    }
+
+    /// A booking (revision 1, status `new`); with `with_thread` its message thread too.
+    /// Returns `(booking id, thread id)`; `None` when a date is not `YYYY-MM-DD`.
+    pub fn create_booking(&self, req: &NewBooking) -> Option<(String, Option<String>)> {
+        if !bookings::valid_dates(&req.arrival_date, &req.departure_date) {
+            return None;
+        }
+        let mut store = self.lock();
+        let now = store.tick();
+        let id = uuid::Uuid::new_v4().to_string();
+        store.stays.insert(SimBooking {
+            id: id.clone(),
+            property_id: req.property_id.clone(),
+            status: "new".into(),
+            arrival_date: req.arrival_date.clone(),
+            departure_date: req.departure_date.clone(),
+            ota_name: req.ota_name.clone(),
+            guest_name: req.guest_name.clone(),
+            language: req.language.clone(),
+            adults: req.adults,
+            children: req.children,
+            revision_id: uuid::Uuid::new_v4().to_string(),
+            inserted_at: now,
+            updated_at: now,
+        });
+        let thread = req.with_thread.then(|| {
+            let provider = bookings::provider_of(&req.ota_name);
+            store.open_thread_for(
+                &req.property_id,
+                provider,
+                &req.guest_name,
+                Some(id.clone()),
+            )
+        });
+        Some((id, thread))
+    }
+
+    /// Modify a booking (new revision); the booking as it now is, or why not.
+    pub fn modify_booking(
+        &self,
+        id: &str,
+        change: &BookingChangeRequest,
+    ) -> Result<SimBooking, String> {
+        let mut store = self.lock();
+        let now = store.tick();
+        store.stays.modify(id, change, now).map_err(|r| match r {
+            state::Refusal::NotFound => format!("unknown booking {id}"),
+            _ => "dates must be YYYY-MM-DD".to_string(),
+        })
+    }
+
+    /// A booking as the simulator holds it.
+    pub fn booking(&self, id: &str) -> Option<SimBooking> {
+        self.lock().stays.get(id).cloned()
+    }
+
+    /// Revision ids acked through the API (concierge must leave this empty).
+    pub fn booking_acks(&self) -> Vec<String> {
+        self.lock().stays.acks.clone()
     }
 
     /// An Airbnb inquiry: an `AirBNB` thread without a booking holding a `system`

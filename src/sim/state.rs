@@ -155,6 +155,8 @@ pub(crate) struct Store {
     /// Threads listed without their property relationship (a row Channex sends without
     /// `property_id`).
     pub property_hidden: HashSet<String>,
+    /// Bookings, their revisions feed and the acks received.
+    pub stays: super::bookings::Stays,
     last_ts: DateTime<Utc>,
 }
 
@@ -165,6 +167,8 @@ pub enum RawList {
     Threads { property_id: String },
     /// `GET /message_threads/:id/messages` of this thread.
     Messages { thread_id: String },
+    /// `GET /bookings` (any filter).
+    Bookings,
 }
 
 /// How a thread's message list misbehaves (see [`super::Sim::break_messages`]).
@@ -202,12 +206,13 @@ impl Store {
             posts_in_flight: 0,
             raw_items: HashMap::new(),
             property_hidden: HashSet::new(),
+            stays: super::bookings::Stays::default(),
             last_ts: DateTime::<Utc>::MIN_UTC,
         }
     }
 
     /// Now (microsecond precision), strictly after every timestamp handed out before.
-    fn tick(&mut self) -> DateTime<Utc> {
+    pub(crate) fn tick(&mut self) -> DateTime<Utc> {
         let now = Utc::now().trunc_subsecs(6);
         let ts = if now > self.last_ts {
             now
@@ -236,6 +241,8 @@ impl Store {
         }
     }
 
+    /// A thread; `with_booking` also creates its booking (arriving in a week, three
+    /// nights, status `new`), readable through `GET /bookings/:id`.
     pub fn open_thread(
         &mut self,
         property_id: &str,
@@ -243,9 +250,43 @@ impl Store {
         title: &str,
         with_booking: bool,
     ) -> String {
+        let booking_id = with_booking.then(new_id);
+        if let Some(b) = &booking_id {
+            let now = self.tick();
+            let day = |n: i64| {
+                (now + chrono::Duration::days(n))
+                    .format("%Y-%m-%d")
+                    .to_string()
+            };
+            self.stays.insert(super::bookings::SimBooking {
+                id: b.clone(),
+                property_id: property_id.to_string(),
+                status: "new".into(),
+                arrival_date: day(7),
+                departure_date: day(10),
+                ota_name: Provider::parse(provider).as_event_str().to_string(),
+                guest_name: title.to_string(),
+                language: None,
+                adults: 2,
+                children: 0,
+                revision_id: new_id(),
+                inserted_at: now,
+                updated_at: now,
+            });
+        }
+        self.open_thread_for(property_id, provider, title, booking_id)
+    }
+
+    /// A thread of an existing (or no) booking.
+    pub fn open_thread_for(
+        &mut self,
+        property_id: &str,
+        provider: &str,
+        title: &str,
+        booking_id: Option<String>,
+    ) -> String {
         self.ensure_property(property_id);
         let id = new_id();
-        let booking_id = with_booking.then(new_id);
         let channel_key = (
             property_id.to_string(),
             Provider::parse(provider).as_event_str().to_string(),
@@ -462,6 +503,22 @@ impl Store {
         let t = self.threads.get(id).ok_or(Refusal::NotFound)?;
         self.accessible(t)?;
         Ok(t)
+    }
+
+    /// The thread of a booking, checked for access and for a provider with messaging. A
+    /// known booking without a thread yet gets one (as Channex opens the OTA conversation
+    /// on the first message).
+    pub fn booking_thread_or_open(&mut self, booking_id: &str) -> Result<String, Refusal> {
+        if !self.bookings.contains_key(booking_id) {
+            let b = self
+                .stays
+                .get(booking_id)
+                .cloned()
+                .ok_or(Refusal::NotFound)?;
+            let provider = super::bookings::provider_of(&b.ota_name);
+            self.open_thread_for(&b.property_id, provider, &b.guest_name, Some(b.id));
+        }
+        self.booking_thread(booking_id)
     }
 
     /// The thread of a booking, checked for access and for a provider with messaging.

@@ -77,6 +77,7 @@ pub enum ActionKind {
     CancelFollowUp,
     /// One file of a reply's `attachments`, sent after the text.
     Attachment,
+    CancelAllFollowUps,
     Evaluate,
     Reload,
     Event,
@@ -84,7 +85,7 @@ pub enum ActionKind {
 }
 
 impl ActionKind {
-    const KNOWN: [ActionKind; 10] = [
+    const KNOWN: [ActionKind; 11] = [
         ActionKind::Reply,
         ActionKind::NoReplyNeeded,
         ActionKind::CloseThread,
@@ -92,6 +93,7 @@ impl ActionKind {
         ActionKind::FollowUp,
         ActionKind::CancelFollowUp,
         ActionKind::Attachment,
+        ActionKind::CancelAllFollowUps,
         ActionKind::Evaluate,
         ActionKind::Reload,
         ActionKind::Event,
@@ -125,6 +127,7 @@ impl ActionKind {
             ActionKind::FollowUp => "follow_up",
             ActionKind::CancelFollowUp => "cancel_follow_up",
             ActionKind::Attachment => "attachment",
+            ActionKind::CancelAllFollowUps => "cancel_all_follow_ups",
             ActionKind::Evaluate => "evaluate",
             ActionKind::Reload => "reload",
             ActionKind::Event => "event",
@@ -212,6 +215,14 @@ pub enum Reason {
     BeyondRetention,
     /// `not_armed`: cancelling a follow-up that is not armed.
     NotArmed,
+    /// `booking_cancelled`: a stay message of a follow-up whose booking is cancelled
+    /// (when the timer fired) and that was not armed with `#{ on_cancelled: true }`.
+    BookingCancelled,
+    /// `booking_moved`: a stay message of a follow-up whose booking's dates changed since
+    /// it was armed (the re-armed timer sends it at the new time).
+    BookingMoved,
+    /// `cancelled_all <n>`: `cancel_all_follow_ups()` removed this many timers.
+    CancelledAll(usize),
     /// `ledger_unreadable`: the ledger says the action is done but its outcome cannot be
     /// read, so what happened is unknown.
     LedgerUnreadable,
@@ -230,7 +241,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    const FIXED: [(Reason, &'static str); 24] = [
+    const FIXED: [(Reason, &'static str); 26] = [
         (Reason::MalformedEvent, "malformed_event"),
         (Reason::MaxDeliver, "max_deliver"),
         (Reason::OwnMessage, "own_message"),
@@ -256,6 +267,8 @@ impl Reason {
         (Reason::AlertFailed, "alert_failed"),
         (Reason::BeyondRetention, "beyond_retention"),
         (Reason::NotArmed, "not_armed"),
+        (Reason::BookingCancelled, "booking_cancelled"),
+        (Reason::BookingMoved, "booking_moved"),
         (Reason::LedgerUnreadable, "ledger_unreadable"),
         (Reason::ChannexError, "channex_error"),
     ];
@@ -267,6 +280,7 @@ impl Reason {
             Reason::Delivered(sinks) => Cow::Owned(format!("delivered: {sinks}")),
             Reason::Armed { name, due_at } => Cow::Owned(format!("armed {name} for {due_at}")),
             Reason::Cancelled(name) => Cow::Owned(format!("cancelled {name}")),
+            Reason::CancelledAll(n) => Cow::Owned(format!("cancelled_all {n}")),
             Reason::Channex(code) | Reason::Other(code) => Cow::Owned(code.clone()),
             fixed => Cow::Borrowed(
                 Self::FIXED
@@ -293,6 +307,12 @@ impl Reason {
                 name: name.to_string(),
                 due_at: due_at.to_string(),
             };
+        }
+        if let Some(n) = s
+            .strip_prefix("cancelled_all ")
+            .and_then(|n| n.parse().ok())
+        {
+            return Reason::CancelledAll(n);
         }
         if let Some(name) = s.strip_prefix("cancelled ") {
             return Reason::Cancelled(name.to_string());

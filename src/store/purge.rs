@@ -5,7 +5,10 @@
 //! marks, its follow-up timers (with their data), its audit records (subjects
 //! `<prefix>.audit.<property>.<thread>`) and its events (subjects are per property, so
 //! the events stream is read and the thread's events picked by their thread id); stored
-//! messages are deleted one by one.
+//! messages are deleted one by one. The thread's bookings (named by its events and its
+//! timers) go too: their cached copies (`booking.<id>` in `<prefix>_threads`: the guest's
+//! name), their booking-keyed timers (armed with or without the thread) and their events
+//! (`booking.changed`, threadless follow-ups).
 //!
 //! It keeps the poller's thread snapshot: it holds ids, counts and times, no text or
 //! names, and without it the poller would announce the thread as new and the rules would
@@ -14,6 +17,9 @@
 
 use crate::events::subject_token;
 use crate::store::nats::{audit_stream, events_stream, read_stored, Infra, ReadFrom, StoreError};
+use std::collections::HashSet;
+
+use crate::store::bookings::booking_key;
 use crate::store::timers::FollowUps;
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +47,8 @@ pub struct PurgeReport {
     pub timers: usize,
     pub audit_records: usize,
     pub events: usize,
+    /// Cached bookings of the thread removed.
+    pub bookings: usize,
 }
 
 /// Delete one thread's data; `property_id` narrows the events scan to that property.
@@ -57,23 +65,95 @@ pub async fn purge_thread(
     let ledger =
         crate::store::ledger::Ledger::new(infra.ledger.clone(), "purge", std::time::Duration::ZERO);
     let ledger_keys = ledger.purge_thread(thread_id).await?;
-    let timers = purge_timers(&FollowUps::new(infra.followups.clone()), thread_id).await?;
+    let followups = FollowUps::new(infra.followups.clone());
+    let bookings = thread_bookings(infra, prefix, &followups, thread_id).await?;
+    let timers = purge_timers(&followups, thread_id, &bookings).await?;
     let audit_records = purge_audit(infra, prefix, thread_id).await?;
-    let events = purge_events(infra, prefix, thread_id, property_id).await?;
+    let events = purge_events(infra, prefix, thread_id, property_id, &bookings).await?;
+    let bookings = purge_booking_cache(infra, &bookings).await?;
     Ok(PurgeReport {
         ledger_keys,
         timers,
         audit_records,
         events,
+        bookings,
     })
 }
 
-async fn purge_timers(store: &FollowUps, thread_id: &str) -> Result<usize, PurgeError> {
+/// The bookings of a thread: named by its timers and by its events' `booking` blocks.
+async fn thread_bookings(
+    infra: &Infra,
+    prefix: &str,
+    followups: &FollowUps,
+    thread_id: &str,
+) -> Result<HashSet<String>, PurgeError> {
+    let mut bookings: HashSet<String> = followups
+        .list()
+        .await?
+        .into_iter()
+        .filter(|t| t.thread_id == thread_id)
+        .filter_map(|t| t.booking_id)
+        .collect();
+    let name = events_stream(prefix);
+    let filter = format!("{prefix}.events.>");
+    read_stored(
+        &infra.js,
+        &name,
+        &filter,
+        ReadFrom::Beginning,
+        false,
+        |msg| {
+            if let Ok(e) = serde_json::from_slice::<EventIds>(&msg.payload) {
+                if e.thread.is_some_and(|t| t.id == thread_id) {
+                    bookings.extend(e.booking.map(|b| b.id));
+                }
+            }
+            true
+        },
+    )
+    .await
+    .map_err(|e| PurgeError::Stream {
+        stream: name.clone(),
+        source: e.source,
+    })?;
+    Ok(bookings)
+}
+
+async fn purge_timers(
+    store: &FollowUps,
+    thread_id: &str,
+    bookings: &HashSet<String>,
+) -> Result<usize, PurgeError> {
     let mut removed = 0;
     for timer in store.list().await? {
-        if timer.thread_id == thread_id && store.cancel(thread_id, &timer.name).await? {
+        // A thread's timers include its booking's (keyed `b.<booking>.<name>`), also those
+        // armed without the thread (a `booking.changed`).
+        let of_booking = timer
+            .booking_id
+            .as_ref()
+            .is_some_and(|b| bookings.contains(b));
+        if (timer.thread_id == thread_id || of_booking)
+            && store.cancel_in(timer.scope(), &timer.name).await?
+        {
             removed += 1;
         }
+    }
+    Ok(removed)
+}
+
+/// Purge (every revision of) the cached copies of `bookings`.
+async fn purge_booking_cache(
+    infra: &Infra,
+    bookings: &HashSet<String>,
+) -> Result<usize, PurgeError> {
+    let mut removed = 0;
+    for id in bookings {
+        let key = booking_key(id);
+        let op = |e| StoreError::nats(format!("booking cache {key}: purge"), e);
+        let present = infra.threads.get(&key).await.map_err(op)?.is_some();
+        let op = |e| StoreError::nats(format!("booking cache {key}: purge"), e);
+        infra.threads.purge(&key).await.map_err(op)?;
+        removed += usize::from(present);
     }
     Ok(removed)
 }
@@ -94,6 +174,7 @@ async fn purge_events(
     prefix: &str,
     thread_id: &str,
     property_id: Option<&str>,
+    bookings: &HashSet<String>,
 ) -> Result<usize, PurgeError> {
     // Event types have dots of their own (`thread.new_message`): match the property in
     // the payload rather than count subject tokens.
@@ -101,7 +182,8 @@ async fn purge_events(
     delete_matching(infra, &events_stream(prefix), &filter, |payload| {
         // Only the ids are looked at; an undecodable event cannot be attributed.
         serde_json::from_slice::<EventIds>(payload).is_ok_and(|e| {
-            e.thread.is_some_and(|t| t.id == thread_id)
+            let of_booking = e.booking.is_some_and(|b| bookings.contains(&b.id));
+            (of_booking || e.thread.is_some_and(|t| t.id == thread_id))
                 && property_id.is_none_or(|p| e.property.id == p)
         })
     })
@@ -119,6 +201,7 @@ struct RecordIds {
 #[derive(serde::Deserialize)]
 struct EventIds {
     thread: Option<IdOnly>,
+    booking: Option<IdOnly>,
     property: IdOnly,
 }
 

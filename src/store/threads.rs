@@ -256,6 +256,15 @@ pub trait ThreadDirectory: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<Vec<ThreadSnapshot>, DirectoryError>>;
     /// The property block of events.
     fn property(&self, property_id: &str) -> PropertyInfo;
+    /// A booking as it is now (fresh, for a firing follow-up; the implementation may
+    /// refresh its cache on the way); `None` when Channex does not know it. The default
+    /// knows no bookings.
+    fn booking(
+        &self,
+        _booking_id: &str,
+    ) -> BoxFuture<'_, Result<Option<crate::events::Booking>, DirectoryError>> {
+        Box::pin(async { Ok(None) })
+    }
     /// Every property known (ticked by schedules with no `property_ids`).
     fn properties(&self) -> Vec<String>;
 }

@@ -1,8 +1,11 @@
 //! Durable follow-up timers in KV: the record a rule's `follow_up(name, when, data)` arms.
 //!
 //! Owns the timer record ([`FollowUpTimer`]), its key (bucket `<prefix>_followups`, key
-//! `<thread>.<name>`, each a [`keys::encode`] token) and the store operations on it: arm
-//! (re-arming the same thread+name replaces it: debounce), cancel, list, the
+//! `<thread>.<name>` for a timer of a thread without booking, `b.<booking>.<name>` for a
+//! timer of a booking — armed by an event that carries a `booking` block, with or without a
+//! thread — each part a [`keys::encode`] token, so the two forms never collide) and the
+//! store operations on it: arm (re-arming the same scope+name replaces it: debounce),
+//! cancel, cancel every timer of a scope, list, the
 //! compare-and-set removal after firing ([`FollowUps::remove_if_unchanged`]) and the watch
 //! that replays every timer and then follows changes ([`FollowUps::watch`]).
 //! Must not: decide when a timer fires or what it means (the scheduler role and the rules
@@ -21,7 +24,12 @@ use crate::store::nats::StoreError;
 /// A durable timer armed by a rule's `follow_up(name, when, data)`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FollowUpTimer {
+    /// Empty for a timer of a booking that has no thread (yet).
     pub thread_id: String,
+    /// Set: the timer belongs to this booking (key `b.<booking>.<name>`); when it fires the
+    /// scheduler re-reads the booking and the event carries it as it is then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub booking_id: Option<String>,
     pub property_id: String,
     pub name: String,
     pub due_at: DateTime<Utc>,
@@ -30,11 +38,58 @@ pub struct FollowUpTimer {
     pub armed_at: DateTime<Utc>,
     /// Id of the event whose rule armed it (for the audit trail).
     pub armed_by_event: String,
+    /// A booking's timer: the stay's dates when armed (the fired event carries them, so a
+    /// stay moved since is skipped as `booking_moved`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stay: Option<Box<crate::events::StayDates>>,
 }
 
 /// KV key of a timer: `<thread>.<name>`, each a [`keys::encode`] token.
 pub fn follow_up_key(thread_id: &str, name: &str) -> String {
     format!("{}.{}", keys::encode(thread_id), keys::encode(name))
+}
+
+/// KV key of a booking's timer: `b.<booking>.<name>`.
+pub fn booking_follow_up_key(booking_id: &str, name: &str) -> String {
+    format!("b.{}.{}", keys::encode(booking_id), keys::encode(name))
+}
+
+/// Whose timers: a thread's (no booking known) or a booking's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimerScope<'a> {
+    Thread(&'a str),
+    Booking(&'a str),
+}
+
+impl TimerScope<'_> {
+    pub fn key(&self, name: &str) -> String {
+        match self {
+            TimerScope::Thread(t) => follow_up_key(t, name),
+            TimerScope::Booking(b) => booking_follow_up_key(b, name),
+        }
+    }
+
+    /// The prefix every key of this scope starts with (then one more token, the name).
+    fn prefix(&self) -> String {
+        match self {
+            TimerScope::Thread(t) => format!("{}.", keys::encode(t)),
+            TimerScope::Booking(b) => format!("b.{}.", keys::encode(b)),
+        }
+    }
+}
+
+impl FollowUpTimer {
+    /// The scope this timer is keyed by: its booking when it has one.
+    pub fn scope(&self) -> TimerScope<'_> {
+        match &self.booking_id {
+            Some(b) => TimerScope::Booking(b),
+            None => TimerScope::Thread(&self.thread_id),
+        }
+    }
+
+    pub fn key(&self) -> String {
+        self.scope().key(&self.name)
+    }
 }
 
 /// A timer as stored, with the revision that compare-and-set operations need.
@@ -65,9 +120,9 @@ impl FollowUps {
         FollowUps { store }
     }
 
-    /// Arm (or re-arm) a timer. Re-arming the same thread+name replaces it (debounce).
+    /// Arm (or re-arm) a timer. Re-arming the same scope+name replaces it (debounce).
     pub async fn arm(&self, t: &FollowUpTimer) -> Result<(), StoreError> {
-        let key = follow_up_key(&t.thread_id, &t.name);
+        let key = t.key();
         let value =
             serde_json::to_vec(t).map_err(|e| StoreError::codec(timer_op("arm", &key), e))?;
         self.store
@@ -77,9 +132,43 @@ impl FollowUps {
         Ok(())
     }
 
-    /// Cancel a timer; `Ok(true)` when one was armed.
+    /// Cancel a thread's timer; `Ok(true)` when one was armed.
     pub async fn cancel(&self, thread_id: &str, name: &str) -> Result<bool, StoreError> {
-        let key = follow_up_key(thread_id, name);
+        self.cancel_in(TimerScope::Thread(thread_id), name).await
+    }
+
+    /// Cancel every timer of `scope`; how many were armed.
+    pub async fn cancel_all(&self, scope: TimerScope<'_>) -> Result<usize, StoreError> {
+        let prefix = scope.prefix();
+        let mut cancelled = 0;
+        for key in self.keys().await? {
+            let Some(name) = key.strip_prefix(&prefix).filter(|n| !n.contains('.')) else {
+                continue;
+            };
+            let Ok(name) = keys::decode(name) else {
+                continue;
+            };
+            if self.cancel_in(scope, &name).await? {
+                cancelled += 1;
+            }
+        }
+        Ok(cancelled)
+    }
+
+    async fn keys(&self) -> Result<Vec<String>, StoreError> {
+        let list_err = |e| StoreError::nats("follow-up timers: list", e);
+        self.store
+            .keys()
+            .await
+            .map_err(list_err)?
+            .try_collect()
+            .await
+            .map_err(|e| StoreError::nats("follow-up timers: list", e))
+    }
+
+    /// Cancel a timer of `scope`; `Ok(true)` when one was armed.
+    pub async fn cancel_in(&self, scope: TimerScope<'_>, name: &str) -> Result<bool, StoreError> {
+        let key = scope.key(name);
         let entry = self
             .store
             .entry(key.clone())
@@ -102,10 +191,15 @@ impl FollowUps {
         thread_id: &str,
         name: &str,
     ) -> Result<Option<FollowUpTimer>, StoreError> {
-        Ok(self
-            .get_stored(&follow_up_key(thread_id, name))
-            .await?
-            .map(|s| s.timer))
+        self.get_in(TimerScope::Thread(thread_id), name).await
+    }
+
+    pub async fn get_in(
+        &self,
+        scope: TimerScope<'_>,
+        name: &str,
+    ) -> Result<Option<FollowUpTimer>, StoreError> {
+        Ok(self.get_stored(&scope.key(name)).await?.map(|s| s.timer))
     }
 
     async fn get_stored(&self, key: &str) -> Result<Option<StoredTimer>, StoreError> {
@@ -124,15 +218,7 @@ impl FollowUps {
 
     /// Every armed timer with its revision, soonest first.
     pub async fn list_stored(&self) -> Result<Vec<StoredTimer>, StoreError> {
-        let list_err = |e| StoreError::nats("follow-up timers: list", e);
-        let keys: Vec<String> = self
-            .store
-            .keys()
-            .await
-            .map_err(list_err)?
-            .try_collect()
-            .await
-            .map_err(|e| StoreError::nats("follow-up timers: list", e))?;
+        let keys = self.keys().await?;
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
             if let Some(t) = self.get_stored(&key).await? {

@@ -6,7 +6,7 @@
 //!
 //! # Variables
 //! `event` (the whole event as a map), and shortcuts `thread`, `message`, `inquiry`,
-//! `property` (each an empty map when the event has no such block, so
+//! `property`, `booking` (each an empty map when the event has no such block, so
 //! `message.sender == "guest"` is safe everywhere; a missing key reads as `()`). The
 //! follow-up block is `event.follow_up`, the schedule block `event.schedule`.
 //! (`thread` is a reserved word in Rhai; the loader rewrites it transparently, see
@@ -21,7 +21,8 @@
 //! # Actions (collected in order; discarded if the rule later fails)
 //! `reply(template [, vars])`, `no_reply_needed()`, `close_thread()`,
 //! `alert(template [, vars])`, `follow_up(name, when [, data])` (`when` is a `Time`, or a
-//! `Duration` counted from `now()`), `cancel_follow_up(name)`, `stop()` (ends this rule
+//! `Duration` counted from `now()`), `cancel_follow_up(name)`, `cancel_all_follow_ups()`
+//! (every timer of this thread and of its booking), `stop()` (ends this rule
 //! here, keeping its actions, and no later rule runs for this event).
 //!
 //! # Helpers
@@ -586,6 +587,7 @@ fn register_actions(engine: &mut Engine) {
                 name: name.to_string(),
             })
         })
+        .register_fn("cancel_all_follow_ups", || push(Action::CancelAllFollowUps))
         .register_fn("follow_up", |name: &str, at: RuleTime| {
             follow_up_at(name, at.0, Map::new())
         })

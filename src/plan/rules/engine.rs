@@ -28,12 +28,13 @@ use crate::events::Event;
 
 /// Scope variables every rule sees (see [`api`]).
 /// `thread` is reserved in Rhai: rule sources are rewritten to use an alias (see [`source`]).
-const SCOPE_VARS: [&str; 5] = [
+const SCOPE_VARS: [&str; 6] = [
     "event",
     source::THREAD_ALIAS,
     "message",
     "inquiry",
     "property",
+    "booking",
 ];
 
 /// One per process; `Send + Sync`, shared behind an `Arc`.
@@ -332,14 +333,15 @@ fn rule_scope(event: &Event) -> Scope<'static> {
             .unwrap_or_default();
         Dynamic::from_map(map)
     };
-    let [thread, message, inquiry, property] =
-        ["thread", "message", "inquiry", "property"].map(block);
+    let [thread, message, inquiry, property, booking] =
+        ["thread", "message", "inquiry", "property", "booking"].map(block);
     let blocks = [
         Dynamic::from_map(event_map),
         thread,
         message,
         inquiry,
         property,
+        booking,
     ];
     let mut scope = Scope::with_capacity(SCOPE_VARS.len() + 8);
     for (name, value) in SCOPE_VARS.into_iter().zip(blocks) {

@@ -74,6 +74,9 @@ pub enum Action {
     CancelFollowUp {
         name: String,
     },
+    /// Every timer of this thread and of its booking (or of the booking of a threadless
+    /// event): the stay was cancelled, or the rule re-plans everything.
+    CancelAllFollowUps,
 }
 
 impl Action {
@@ -87,6 +90,7 @@ impl Action {
             Action::Alert { .. } => "alert",
             Action::FollowUp { .. } => "follow_up",
             Action::CancelFollowUp { .. } => "cancel_follow_up",
+            Action::CancelAllFollowUps => "cancel_all_follow_ups",
         }
     }
 

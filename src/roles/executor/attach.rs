@@ -5,7 +5,8 @@
 //! the ledger under `upl.<sha256>` and reused by every later reply with the same file); the
 //! action key `<reply key>|att<i>`, claimed in the ledger before the send and marked done
 //! after it like a reply; on a takeover of an earlier claim (a crash, an ambiguous send),
-//! the verification by reading the thread (a property message carrying that attachment id,
+//! the verification by reading the thread, or the booking's messages when the reply went to
+//! the booking (a property message carrying that attachment id,
 //! newer than the claim) instead of sending again; and one `attachment` audit record.
 //! The upload happens before the claim: it is invisible to the guest, and a crash after it
 //! leaves the upload recorded, so the redelivery sends without uploading again.
@@ -17,13 +18,38 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 
 use super::{not_confirmed, ActionResult, CrashPoint, Executor, Finished, Step};
-use crate::channex::{Message, Sender};
+use crate::channex::{ChannexError, Message, Sender};
 use crate::events::Event;
 use crate::plan::attachments::AttachmentFile;
 use crate::plan::rules::Action;
 use crate::plan::PlanStep;
 use crate::store::audit::{ActionKind, ActionRef, Outcome, Reason};
 use crate::store::claim::HeldClaim;
+
+/// Where a reply's files go: its thread, else (a stay message to a booking whose guest has
+/// not written yet) the booking, as the reply text itself did.
+#[derive(Debug, Clone, Copy)]
+enum Recipient<'a> {
+    Thread(&'a str),
+    Booking(&'a str),
+}
+
+impl<'a> Recipient<'a> {
+    fn of(event: &'a Event) -> Option<Self> {
+        match (&event.thread, &event.booking) {
+            (Some(t), _) => Some(Recipient::Thread(&t.id)),
+            (None, Some(b)) => Some(Recipient::Booking(&b.id)),
+            (None, None) => None,
+        }
+    }
+
+    fn thread(self) -> Option<&'a str> {
+        match self {
+            Recipient::Thread(id) => Some(id),
+            Recipient::Booking(_) => None,
+        }
+    }
+}
 
 /// The action key of a reply's `index`-th attachment.
 pub fn attachment_key(step_key: &str, index: usize) -> String {
@@ -99,7 +125,7 @@ impl Executor {
         file: &AttachmentFile,
     ) -> Step {
         let name = file.name.as_str();
-        let Some(thread_id) = event.thread.as_ref().map(|t| t.id.as_str()) else {
+        let Some(to) = Recipient::of(event) else {
             return Step::Done(Finished::new(Outcome::Skipped, Reason::NoThread).text(name));
         };
         if step.dry_run {
@@ -112,13 +138,13 @@ impl Executor {
         if self.settings.crash_at == Some(CrashPoint::AfterUpload) {
             return Step::Retry("injected crash after upload".into());
         }
-        let (claim, previous) = match self.claim_key(key.to_string(), Some(thread_id), None).await {
+        let (claim, previous) = match self.claim_key(key.to_string(), to.thread(), None).await {
             Ok(c) => c,
             Err(step) => return step,
         };
         if let Some(previous) = previous {
             // A takeover: the previous holder may have sent it; if so, that is our outcome.
-            let messages = match self.newest_messages(thread_id).await {
+            let messages = match self.messages_of(to).await {
                 Ok(m) => m,
                 Err(e) => return self.on_channex_error(claim, e, Some(name)).await,
             };
@@ -130,8 +156,19 @@ impl Executor {
                 return self.finish(claim, f).await;
             }
         }
-        self.post_attachment(claim, thread_id, &attachment_id, file)
-            .await
+        self.post_attachment(claim, to, &attachment_id, file).await
+    }
+
+    /// The newest messages of the recipient, to verify an interrupted send.
+    async fn messages_of(&self, to: Recipient<'_>) -> Result<Vec<Message>, ChannexError> {
+        match to {
+            Recipient::Thread(id) => self.newest_messages(id).await,
+            Recipient::Booking(id) => match self.channex.list_booking_messages(id).await {
+                Ok(listing) => Ok(listing.items),
+                Err(e) if e.status() == Some(404) => Ok(Vec::new()),
+                Err(e) => Err(e),
+            },
+        }
     }
 
     /// The Channex attachment id of `file`: the recorded upload of its content, else a new
@@ -159,7 +196,7 @@ impl Executor {
     async fn post_attachment(
         &self,
         claim: HeldClaim,
-        thread_id: &str,
+        to: Recipient<'_>,
         attachment_id: &str,
         file: &AttachmentFile,
     ) -> Step {
@@ -168,9 +205,20 @@ impl Executor {
             Ok(left) => left,
             Err(e) => return not_confirmed(claim, e).await,
         };
-        let send = self
-            .channex
-            .send_thread_attachment(thread_id, attachment_id, None);
+        let send = async {
+            match to {
+                Recipient::Thread(id) => {
+                    self.channex
+                        .send_thread_attachment(id, attachment_id, None)
+                        .await
+                }
+                Recipient::Booking(id) => {
+                    self.channex
+                        .send_booking_attachment(id, attachment_id, None)
+                        .await
+                }
+            }
+        };
         let sent = match tokio::time::timeout(left, send).await {
             Ok(Ok(m)) => m,
             Ok(Err(e)) => {

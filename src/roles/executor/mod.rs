@@ -32,6 +32,7 @@
 
 pub mod alerts;
 mod attach;
+mod stay;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,7 +48,7 @@ use crate::plan::PlanStep;
 use crate::store::audit::{ActionKind, ActionOutcome, ActionRef, AuditRecord, Outcome, Reason};
 use crate::store::claim::{ConfirmError, HeldClaim};
 use crate::store::ledger::{self, Claim, Ledger, LedgerEntry, LedgerError, SentMessage};
-use crate::store::timers::{FollowUpTimer, FollowUps};
+use crate::store::timers::{FollowUpTimer, FollowUps, TimerScope};
 use alerts::{Alert, AlertSinks};
 
 /// Where a test may make the executor "crash" (return without finishing, as a killed
@@ -131,6 +132,7 @@ pub fn action_kind(action: &Action) -> ActionKind {
         Action::Alert { .. } => ActionKind::Alert,
         Action::FollowUp { .. } => ActionKind::FollowUp,
         Action::CancelFollowUp { .. } => ActionKind::CancelFollowUp,
+        Action::CancelAllFollowUps => ActionKind::CancelAllFollowUps,
     }
 }
 
@@ -349,6 +351,15 @@ impl Executor {
         if let Some(Err(e)) = &step.rendered {
             return Step::Done(Finished::new(Outcome::Failed, Reason::TemplateError).error(e));
         }
+        if let Some(skip) = step.skip {
+            let reason = match skip {
+                crate::plan::StepSkip::BookingCancelled => Reason::BookingCancelled,
+                crate::plan::StepSkip::BookingMoved => Reason::BookingMoved,
+            };
+            let mut f = Finished::new(Outcome::Skipped, reason);
+            f.text = step.text().map(str::to_string);
+            return Step::Done(f);
+        }
         let dry_run = step.dry_run;
         // A reply or alert step without rendered text (built by hand, not by `plan()`) is
         // never sent as an empty message.
@@ -377,6 +388,7 @@ impl Executor {
                 self.follow_up(planned, name, *due_at, data).await
             }
             Action::CancelFollowUp { name } => self.cancel_follow_up(planned, name).await,
+            Action::CancelAllFollowUps => self.cancel_all_follow_ups(planned).await,
         }
     }
 
@@ -471,6 +483,11 @@ impl Executor {
         dry_run: bool,
     ) -> Step {
         let Some(thread_id) = Self::thread_id(planned) else {
+            if let Some(booking) = &planned.event.booking {
+                return self
+                    .reply_to_booking(planned, &booking.id, text, dry_run)
+                    .await;
+            }
             return Step::Done(Finished::new(Outcome::Skipped, Reason::NoThread).text(text));
         };
         if dry_run {
@@ -802,7 +819,7 @@ impl Executor {
         due_at: DateTime<Utc>,
         data: &Map<String, Value>,
     ) -> Step {
-        let Some(thread_id) = Self::thread_id(planned) else {
+        let Some(scope) = stay::timer_scope(planned.event) else {
             return Step::Done(Finished::new(Outcome::Skipped, Reason::NoThread));
         };
         let horizon = chrono::Duration::from_std(self.settings.timer_horizon)
@@ -816,13 +833,25 @@ impl Executor {
             );
         }
         let timer = FollowUpTimer {
-            thread_id: thread_id.to_string(),
+            thread_id: Self::thread_id(planned).unwrap_or_default().to_string(),
+            booking_id: match scope {
+                TimerScope::Booking(b) => Some(b.to_string()),
+                TimerScope::Thread(_) => None,
+            },
             property_id: planned.event.property.id.clone(),
             name: name.to_string(),
             due_at,
             data: data.clone(),
             armed_at: (self.clock)(),
             armed_by_event: planned.event.id.clone(),
+            stay: match scope {
+                TimerScope::Booking(_) => planned
+                    .event
+                    .booking
+                    .as_ref()
+                    .map(|b| Box::new(b.stay_dates())),
+                TimerScope::Thread(_) => None,
+            },
         };
         match self.followups.arm(&timer).await {
             Ok(()) => Step::Done(Finished::new(
@@ -837,10 +866,10 @@ impl Executor {
     }
 
     async fn cancel_follow_up(&self, planned: &PlannedAction<'_>, name: &str) -> Step {
-        let Some(thread_id) = Self::thread_id(planned) else {
+        let Some(scope) = stay::timer_scope(planned.event) else {
             return Step::Done(Finished::new(Outcome::Skipped, Reason::NoThread));
         };
-        match self.followups.cancel(thread_id, name).await {
+        match self.followups.cancel_in(scope, name).await {
             Ok(true) => Step::Done(Finished::new(
                 Outcome::Executed,
                 Reason::Cancelled(name.to_string()),

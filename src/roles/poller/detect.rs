@@ -317,6 +317,8 @@ pub struct Observed<'a> {
     pub property: PropertyInfo,
     /// The messages not yet known, in any order.
     pub fresh: Vec<Message>,
+    /// The language of the thread's booking, when Channex gives one: it wins over detection.
+    pub booking_language: Option<&'a str>,
     /// Messages inserted at or before this are recorded but not emitted (`None`: emit
     /// nothing; a baseline poll emits only the backfill window).
     pub emit_after: Option<DateTime<Utc>>,
@@ -343,10 +345,10 @@ pub fn detect(o: Observed<'_>) -> Detected {
     let mut snapshot = snapshot_of(o.thread, &state);
     let mut events = Vec::new();
     for m in &fresh {
-        // The thread's language as of this message (the booking's language is wired in
-        // with the booking block; until then `None`).
+        // The thread's language as of this message: the booking's when known, else detected.
         let message_language = (m.sender == Sender::Guest).then(|| {
-            state.language = resolve_language(None, &m.text, state.language.as_deref());
+            state.language =
+                resolve_language(o.booking_language, &m.text, state.language.as_deref());
             state.language.clone()
         });
         snapshot.language.clone_from(&state.language);
@@ -421,6 +423,8 @@ fn message_events(
         inquiry: inquiry.clone(),
         follow_up: None,
         schedule: None,
+        booking: None,
+        booking_change: None,
     }];
     if let Some(inquiry) = inquiry.filter(|_| !already_announced) {
         events.push(Event {
@@ -433,6 +437,8 @@ fn message_events(
             inquiry: Some(inquiry),
             follow_up: None,
             schedule: None,
+            booking: None,
+            booking_change: None,
         });
     }
     events
@@ -508,6 +514,7 @@ mod tests {
                 ..PropertyInfo::default()
             },
             fresh,
+            booking_language: None,
             emit_after,
         })
     }
@@ -552,6 +559,28 @@ mod tests {
             Some(&d.state),
             &thread(4, "2026-05-01T10:03:00Z")
         ));
+    }
+
+    #[test]
+    fn the_booking_language_wins_over_the_detected_one() {
+        let t = thread(1, "2026-05-01T10:00:00Z");
+        let german = Message {
+            text: "Hallo! Wie lautet das WLAN-Passwort für die Wohnung?".into(),
+            ..message("m1", "2026-05-01T10:00:00Z", Sender::Guest)
+        };
+        let d = detect(Observed {
+            thread: &t,
+            previous: None,
+            property_id: "p1".into(),
+            property: PropertyInfo::default(),
+            fresh: vec![german],
+            booking_language: Some("pt"),
+            emit_after: ALL,
+        });
+        let event = d.events.first().expect("one event");
+        let message = event.message.as_ref().expect("message");
+        assert_eq!(message.language.as_deref(), Some("pt"));
+        assert_eq!(d.state.language.as_deref(), Some("pt"));
     }
 
     #[test]
@@ -678,6 +707,7 @@ mod tests {
             property_id: "p1".into(),
             property: PropertyInfo::default(),
             fresh: vec![],
+            booking_language: None,
             emit_after: None,
         })
         .state;

@@ -10,6 +10,9 @@
 //! - the snapshot remembers the newest message seen (time and the ids at that time), so a
 //!   restart emits exactly the messages that arrived while it was down.
 //!
+//! Bookings (with `poller.bookings = true`): see [`bookings`] for the `booking` block of
+//! thread events, `booking.changed` and their cost.
+//!
 //! Parts: [`detect`] decides, purely, which events a changed thread yields and what to
 //! store; [`nudge`] gates webhook nudges; the snapshots themselves live in
 //! [`crate::store::threads`]. Time comes from the injected [`Clock`].
@@ -43,6 +46,7 @@
 //!
 //! It must not evaluate rules or write to Channex. Only the lease holder polls.
 
+pub mod bookings;
 pub mod detect;
 pub mod nudge;
 
@@ -124,6 +128,8 @@ pub struct Poller {
     malformed_seen: HashSet<String>,
     /// Whether Channex ignoring `filter[property_id]` was reported (once).
     warned_foreign_rows: bool,
+    /// The booking cache (read and written only with `poller.bookings`).
+    bookings: crate::store::bookings::BookingCache,
 }
 
 /// What woke the run loop up.
@@ -209,6 +215,7 @@ impl Poller {
             ledger: Ledger::new(infra.ledger.clone(), "poller", Duration::ZERO),
             malformed_seen: HashSet::new(),
             warned_foreign_rows: false,
+            bookings: crate::store::bookings::BookingCache::new(infra.threads.clone()),
         }
     }
 
@@ -330,16 +337,23 @@ impl Poller {
                 tracing::warn!(property = property.as_deref().unwrap_or("*"), error = %e, "poll cycle failed; will retry next cycle");
             }
         }
-        if !across || !still_leading() {
-            return;
+        if across && still_leading() {
+            match self.poll_configured().await {
+                Ok(_) => {
+                    let now = Instant::now();
+                    for p in &self.config.channex.property_ids {
+                        gate.polled(Some(p), now);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "poll cycle across the configured properties failed; will retry next cycle");
+                }
+            }
         }
-        if let Err(e) = self.poll_configured().await {
-            tracing::warn!(error = %e, "poll cycle across the configured properties failed; will retry next cycle");
-            return;
-        }
-        let now = Instant::now();
-        for p in &self.config.channex.property_ids {
-            gate.polled(Some(p), now);
+        if self.config.poller.bookings && still_leading() {
+            if let Err(e) = self.poll_bookings().await {
+                tracing::warn!(error = %e, "bookings listing failed; will retry next cycle");
+            }
         }
     }
 
@@ -762,12 +776,18 @@ impl Poller {
         } else {
             (Vec::new(), 0)
         };
+        // Read before detection: the booking's language is the thread's language.
+        let mut booking = match fresh.is_empty() {
+            true => None,
+            false => self.booking_of(thread).await,
+        };
         let detected = detect::detect(detect::Observed {
             thread,
             previous: previous.as_ref(),
             property: self.config.property_info(&property_id),
             property_id,
             fresh,
+            booking_language: booking.as_ref().and_then(|b| b.language.as_deref()),
             emit_after: if baseline {
                 backfill_cutoff
             } else {
@@ -775,12 +795,24 @@ impl Poller {
             },
         });
         let emitted = detected.events.len();
-        for event in detected.events {
+        if emitted > 0 && booking.is_none() {
+            booking = self.booking_of(thread).await;
+        }
+        for mut event in detected.events {
+            event.booking = booking.clone();
             self.publish(event).await?;
         }
         // Only now, with every event acknowledged, remember the thread.
         self.store_state(&thread.id, detected.state).await?;
         Ok((emitted, malformed))
+    }
+
+    /// The `booking` block of a thread with a booking (with `poller.bookings`).
+    async fn booking_of(&mut self, thread: &Thread) -> Option<crate::events::Booking> {
+        match &thread.booking_id {
+            Some(id) if self.config.poller.bookings => self.booking_block(id).await,
+            _ => None,
+        }
     }
 
     /// With `--backfill`: messages after this instant are emitted by a baseline poll.
@@ -919,6 +951,7 @@ fn malformed_record(
     let thread_id = match item.kind {
         ItemKind::Thread => item.id.as_deref(),
         ItemKind::Message => thread,
+        ItemKind::Booking => None,
     };
     AuditRecord::malformed_item(
         item.kind.as_str(),

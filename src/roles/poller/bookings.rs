@@ -1,0 +1,204 @@
+//! The poller's bookings part: the `booking` block of thread events and the read-only
+//! detection of `booking.changed`.
+//!
+//! Owns: reading a thread's booking (the KV cache, else `GET /bookings/:id` then cached),
+//! the changed-bookings listing of each cycle and the comparison that decides a change.
+//! Cost per cycle: one `GET /bookings?order[updated_at]=desc&filter[updated_at][gte]=<since>`
+//! (`since` = the mark less [`BOOKING_LOOKBACK`]) when nothing changed (more pages only when
+//! more than 100 bookings changed within the look-back), plus one `GET /bookings/:id` per
+//! booking of a thread event that is not cached yet. The first listing (no mark in KV) is the bookings'
+//! baseline: it caches every booking and emits nothing.
+//!
+//! A change is measured against the stay the poller last announced (or first saw), not
+//! against whatever refreshed the cache last (the scheduler re-reads bookings when timers
+//! fire). A booking seen for the first time after the baseline is announced with
+//! `before` absent. The event id is `booking.changed:<booking>:<revision>`, so a crash
+//! between publish and cache write re-publishes a duplicate JetStream drops.
+//!
+//! Must not: ack booking revisions or call the revisions feed (the host's PMS owns it), nor
+//! write anything to Channex. A malformed booking is reported once (`malformed_item`) and
+//! the cycle goes on.
+
+use chrono::{DateTime, Utc};
+
+use super::{Poller, PollerError};
+use crate::channex::{BookingQuery, BookingRecord, ChannexError, ItemKind, SkippedItem};
+use crate::events::{ids, Booking, BookingChange, Event, EventType};
+use crate::store::bookings::{BookingsMark, CachedBooking};
+
+/// How far below the mark each listing reads again: Channex's `updated_at` stamps are not
+/// an exact timeline, and a booking updated in the same second as the mark must not be
+/// lost. Re-read rows cost nothing (they compare equal to the cache).
+pub const BOOKING_LOOKBACK: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
+/// What one bookings listing did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BookingCycle {
+    pub listed: usize,
+    pub events_emitted: usize,
+    pub pages: u32,
+    pub baseline: bool,
+}
+
+impl Poller {
+    /// The `booking` block of a thread's events: cached, else read and cached. `None` (the
+    /// events go without it) when Channex cannot say; a malformed booking is reported.
+    pub(super) async fn booking_block(&mut self, booking_id: &str) -> Option<Booking> {
+        if let Ok(Some(cached)) = self.bookings.get(booking_id).await {
+            return Some(cached.booking);
+        }
+        match self.channex.get_booking(booking_id).await {
+            Ok(record) => {
+                let entry = CachedBooking::refreshed(None, &record);
+                if let Err(e) = self.bookings.put(&entry).await {
+                    tracing::warn!(booking = %booking_id, error = %e, "booking not cached");
+                }
+                Some(entry.booking)
+            }
+            Err(ChannexError::Decode(error)) => {
+                let item = SkippedItem {
+                    kind: ItemKind::Booking,
+                    id: Some(booking_id.to_string()),
+                    fingerprint: format!("get-{booking_id}"),
+                    error,
+                };
+                self.report_malformed(&[item], None, None).await;
+                None
+            }
+            Err(e) => {
+                tracing::warn!(booking = %booking_id, error = %e, "booking not readable; events go without it");
+                None
+            }
+        }
+    }
+
+    /// One changed-bookings listing: compare each booking updated since the mark (less
+    /// [`BOOKING_LOOKBACK`]) with the cache, emit `booking.changed`, refresh the cache,
+    /// move the mark.
+    pub async fn poll_bookings(&mut self) -> Result<BookingCycle, PollerError> {
+        let mark = self.bookings.mark().await?;
+        let since = mark.map(|m| m.newest_updated_at - BOOKING_LOOKBACK);
+        let query = BookingQuery {
+            updated_since: since,
+            ..BookingQuery::default()
+        };
+        let mut cycle = BookingCycle {
+            baseline: mark.is_none(),
+            ..BookingCycle::default()
+        };
+        let mut newest = mark.map(|m| m.newest_updated_at);
+        let mut page_no = 1;
+        loop {
+            let page = self.channex.list_bookings_page(&query, page_no).await?;
+            cycle.pages += 1;
+            self.report_malformed(&page.skipped, None, None).await;
+            let ordered = page.meta.order_by == "updated_at";
+            let n = page.items.len();
+            let mut below_mark = false;
+            for record in page.items {
+                let updated = record.updated_at;
+                if ordered && since.zip(updated).is_some_and(|(s, u)| u < s) {
+                    below_mark = true;
+                    break;
+                }
+                if !self.is_ours(&record) {
+                    continue;
+                }
+                cycle.listed += 1;
+                newest = newest.max(updated);
+                cycle.events_emitted += self.compare_booking(&record, cycle.baseline).await?;
+            }
+            let limit = u64::from(page.meta.limit.max(1));
+            if below_mark || n == 0 || u64::from(page_no) * limit >= page.meta.total {
+                break;
+            }
+            page_no += 1;
+        }
+        // An account without bookings still leaves its baseline: its first booking is new.
+        let newest = newest.or_else(|| cycle.baseline.then(|| (self.clock)()));
+        if let Some(n) = newest {
+            self.bookings
+                .put_mark(&BookingsMark {
+                    newest_updated_at: n,
+                })
+                .await?;
+        }
+        tracing::info!(
+            listed = cycle.listed,
+            events = cycle.events_emitted,
+            pages = cycle.pages,
+            baseline = cycle.baseline,
+            "bookings cycle"
+        );
+        Ok(cycle)
+    }
+
+    /// A booking of a configured property (every property with `property_ids = []`).
+    fn is_ours(&self, record: &BookingRecord) -> bool {
+        self.configured.is_empty()
+            || record
+                .property_id
+                .as_ref()
+                .is_some_and(|p| self.configured.contains(p))
+    }
+
+    /// Compare one listed booking with the cache; publish its `booking.changed` (if any)
+    /// before caching it. Returns the number of events published.
+    async fn compare_booking(
+        &mut self,
+        record: &BookingRecord,
+        baseline: bool,
+    ) -> Result<usize, PollerError> {
+        let cached = self.bookings.get(&record.id).await?;
+        let mut entry = CachedBooking::refreshed(cached.as_ref(), record);
+        let after = entry.booking.stay();
+        let before = cached.and_then(|c| c.announced);
+        let changed = match &before {
+            Some(b) => *b != after,
+            None => !baseline,
+        };
+        let mut emitted = 0;
+        if changed {
+            let event = self.booking_event(
+                record,
+                &entry,
+                before,
+                now_or(record.updated_at, (self.clock)()),
+            );
+            self.publish(event).await?;
+            emitted = 1;
+        }
+        entry.announced = Some(after);
+        self.bookings.put(&entry).await?;
+        Ok(emitted)
+    }
+
+    fn booking_event(
+        &self,
+        record: &BookingRecord,
+        entry: &CachedBooking,
+        before: Option<crate::events::BookingStay>,
+        occurred_at: DateTime<Utc>,
+    ) -> Event {
+        Event {
+            id: ids::booking_changed(&record.id, &record.revision()),
+            event_type: EventType::BookingChanged,
+            occurred_at,
+            property: self.config.property_info(&entry.property_id),
+            thread: None,
+            message: None,
+            inquiry: None,
+            follow_up: None,
+            schedule: None,
+            booking: Some(entry.booking.clone()),
+            booking_change: Some(BookingChange {
+                before,
+                after: entry.booking.stay(),
+            }),
+        }
+    }
+}
+
+fn now_or(at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> DateTime<Utc> {
+    at.unwrap_or(now)
+}
