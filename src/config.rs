@@ -9,7 +9,8 @@
 //!
 //! Environment overrides (applied on top of the file, before validation):
 //! - the well-known names `CHANNEX_API_KEY`, `CHANNEX_BASE_URL`, `NATS_URL`,
-//!   `NATS_CREDENTIALS`, `CONCIERGE_WEBHOOK_URL`, `CONCIERGE_WEBHOOK_SECRET`;
+//!   `NATS_CREDENTIALS`, `CONCIERGE_WEBHOOK_URL`, `CONCIERGE_WEBHOOK_SECRET`,
+//!   `CONCIERGE_CONSOLE_TOKEN`;
 //! - any key as `CONCIERGE_<SECTION>_<KEY>`, e.g. `CONCIERGE_CHANNEX_POLL_INTERVAL=10s`,
 //!   `CONCIERGE_RULES_DRY_RUN=true`, `CONCIERGE_CHANNEX_PROPERTY_IDS='["p1","p2"]'`. The
 //!   value is read as a TOML value when it parses as one, else as a string. Section names
@@ -71,6 +72,7 @@ pub struct Config {
     pub poller: PollerConfig,
     pub alerts: AlertsConfig,
     pub http: HttpConfig,
+    pub console: ConsoleConfig,
     pub properties: BTreeMap<String, PropertyConfig>,
     pub schedules: Vec<ScheduleConfig>,
     /// Where the configuration came from (not a TOML key).
@@ -290,6 +292,28 @@ pub struct HttpConfig {
     pub webhook_secret: Secret,
 }
 
+/// `[console]`: the web console served on `http.listen` (see `roles::console`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// Bearer token / login password of the console (also `CONCIERGE_CONSOLE_TOKEN`).
+    /// Empty = console off (its routes answer 404).
+    pub token: Secret,
+    /// A guest message unanswered for longer than this shows on the deadlines board
+    /// (Booking.com expects a reply within 12 h).
+    #[serde(deserialize_with = "duration")]
+    pub reply_wait: Duration,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            token: Secret::default(),
+            reply_wait: Duration::from_secs(12 * 3600),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PropertyConfig {
@@ -348,17 +372,18 @@ const NAMED_ENV: &[(&str, &str, &str)] = &[
     ("NATS_CREDENTIALS", "nats", "credentials"),
     ("CONCIERGE_WEBHOOK_URL", "alerts", "webhook_url"),
     ("CONCIERGE_WEBHOOK_SECRET", "http", "webhook_secret"),
+    ("CONCIERGE_CONSOLE_TOKEN", "console", "token"),
 ];
 
 /// `CONCIERGE_*` variables that are not config keys.
 const NON_KEY_ENV: &[&str] = &["CONCIERGE_CONFIG", "CONCIERGE_LOG", "CONCIERGE_LOG_FORMAT"];
 
 const SECTIONS: &[&str] = &[
-    "channex", "nats", "rules", "worker", "poller", "alerts", "http",
+    "channex", "nats", "rules", "worker", "poller", "alerts", "http", "console",
 ];
 
 /// Keys whose values are secrets: never echoed in errors.
-const SECRET_KEYS: &[&str] = &["api_key", "webhook_url", "webhook_secret"];
+const SECRET_KEYS: &[&str] = &["api_key", "webhook_url", "webhook_secret", "token"];
 
 impl Config {
     /// Load from `path` (or defaults when `None`), apply `env`, validate.
@@ -522,7 +547,7 @@ impl Config {
     /// Every duration key with its sane range, `(key, value, min, max)`. Below the minimum
     /// the mechanism cannot work (a zero `ack_wait` redelivers every event at once, a zero
     /// lease is never held); above the maximum the value is almost certainly a typo.
-    fn duration_ranges(&self) -> [(&'static str, Duration, Duration, Duration); 12] {
+    fn duration_ranges(&self) -> [(&'static str, Duration, Duration, Duration); 13] {
         const MS: u64 = 1;
         const S: u64 = 1000 * MS;
         const MIN: u64 = 60 * S;
@@ -546,6 +571,8 @@ impl Config {
                 3650 * D,
             ),
             r("nats.audit_max_age", self.nats.audit_max_age, MIN, 3650 * D),
+            // The deadlines board reads guest messages of the last 14 days.
+            r("console.reply_wait", self.console.reply_wait, 0, 7 * D),
             // The lower bounds of the cross-key checks in `validate`: at least
             // `events_max_age` (itself at least 1m), resp. 2d for follow-up timers.
             r(
@@ -875,7 +902,7 @@ impl Redactor {
         static ASSIGN: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
         let assign = ASSIGN.get_or_init(|| {
             regex::Regex::new(
-                r#"(?m)(api_key|webhook_url|webhook_secret|url)["']?\s*=\s*("[^"\n]*"?|'[^'\n]*'?|[^\s,}#\]]+)"#,
+                r#"(?m)(api_key|webhook_url|webhook_secret|token|url)["']?\s*=\s*("[^"\n]*"?|'[^'\n]*'?|[^\s,}#\]]+)"#,
             )
             .ok()
         });
@@ -887,7 +914,7 @@ impl Redactor {
         }
         for (var, value) in env {
             let lower = var.to_ascii_lowercase();
-            if let Some(key) = ["api_key", "webhook_url", "webhook_secret", "url"]
+            if let Some(key) = ["api_key", "webhook_url", "webhook_secret", "token", "url"]
                 .into_iter()
                 .find(|k| lower.ends_with(k))
             {
@@ -1073,6 +1100,30 @@ mod tests {
         .to_string();
         assert!(e.contains("alerts.webhook_url"), "{e}");
         assert!(!e.contains("T0K3N"), "{e}");
+    }
+
+    #[test]
+    fn the_console_token_comes_from_the_environment_and_is_never_echoed() {
+        let c = Config::load(None, &env(&[("CONCIERGE_CONSOLE_TOKEN", "c0ns0le-T0K3N")]))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.console.token.expose(), "c0ns0le-T0K3N");
+        assert!(!format!("{c:?}").contains("c0ns0le-T0K3N"));
+        assert_eq!(c.console.reply_wait, Duration::from_secs(12 * 3600));
+        let e = Config::load(
+            None,
+            &env(&[
+                ("CONCIERGE_CONSOLE_TOKEN", "c0ns0le-T0K3N"),
+                ("CONCIERGE_CONSOLE_REPLY_WAIT", "30d"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("console.reply_wait"), "{e}");
+        assert!(!e.contains("c0ns0le-T0K3N"), "{e}");
+        let f = write("[console]\ntoken = [\"c0ns0le-T0K3N\"]\n");
+        let e = Config::load(Some(f.path()), &[]).unwrap_err().to_string();
+        assert!(e.contains("console.token"), "{e}");
+        assert!(!e.contains("c0ns0le-T0K3N"), "{e}");
     }
 
     #[test]
