@@ -384,12 +384,14 @@ async fn cancel_needs_the_csrf_token_and_removes_the_follow_up() {
     store
         .arm(&FollowUpTimer {
             thread_id: "t-42".into(),
+            booking_id: None,
             property_id: PROP.into(),
             name: "check in".into(),
             due_at: now + chrono::Duration::hours(3),
             data: Default::default(),
             armed_at: now,
             armed_by_event: "e1".into(),
+            stay: None,
         })
         .await
         .unwrap();

@@ -332,10 +332,13 @@ mod tests {
                 sender,
                 attachments: vec![],
                 inserted_at: at(when),
+                language: None,
             }),
             inquiry: None,
             follow_up: None,
             schedule: None,
+            booking: None,
+            booking_change: None,
         }
     }
 

@@ -73,6 +73,8 @@ pub fn event_from_form(
         Some("booking_com") | None => Provider::BookingCom,
         Some(_) => Provider::Other("other".into()),
     };
+    // As the poller would: the language the guest's text is written in picks the variant.
+    let language = crate::base::language::resolve_language(None, &form.message, None);
     Ok(Event {
         id: format!("playground:{}", uuid::Uuid::new_v4()),
         event_type: EventType::ThreadNewMessage,
@@ -86,6 +88,7 @@ pub fn event_from_form(
             last_message_received_at: Some(now),
             last_guest_message_at: Some(now),
             awaiting_reply: true,
+            language: language.clone(),
             ..Default::default()
         }),
         message: Some(MessageInfo {
@@ -94,10 +97,13 @@ pub fn event_from_form(
             sender: Sender::Guest,
             attachments: vec![],
             inserted_at: now,
+            language,
         }),
         inquiry: None,
         follow_up: None,
         schedule: None,
+        booking: None,
+        booking_change: None,
     })
 }
 
