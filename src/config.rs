@@ -71,6 +71,7 @@ pub struct Config {
     pub poller: PollerConfig,
     pub alerts: AlertsConfig,
     pub http: HttpConfig,
+    pub console: ConsoleConfig,
     pub properties: BTreeMap<String, PropertyConfig>,
     pub schedules: Vec<ScheduleConfig>,
     /// Where the configuration came from (not a TOML key).
@@ -285,6 +286,28 @@ pub struct HttpConfig {
     pub webhook_secret: Secret,
 }
 
+/// `[console]`: the web console served on `http.listen` (see `roles::console`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// Bearer token / login password of the console (also `CONCIERGE_CONSOLE_TOKEN`).
+    /// Empty = console off (its routes answer 404).
+    pub token: Secret,
+    /// A guest message unanswered for longer than this shows on the deadlines board
+    /// (Booking.com expects a reply within 12 h).
+    #[serde(deserialize_with = "duration")]
+    pub reply_wait: Duration,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            token: Secret::default(),
+            reply_wait: Duration::from_secs(12 * 3600),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PropertyConfig {
@@ -343,17 +366,18 @@ const NAMED_ENV: &[(&str, &str, &str)] = &[
     ("NATS_CREDENTIALS", "nats", "credentials"),
     ("CONCIERGE_WEBHOOK_URL", "alerts", "webhook_url"),
     ("CONCIERGE_WEBHOOK_SECRET", "http", "webhook_secret"),
+    ("CONCIERGE_CONSOLE_TOKEN", "console", "token"),
 ];
 
 /// `CONCIERGE_*` variables that are not config keys.
 const NON_KEY_ENV: &[&str] = &["CONCIERGE_CONFIG", "CONCIERGE_LOG", "CONCIERGE_LOG_FORMAT"];
 
 const SECTIONS: &[&str] = &[
-    "channex", "nats", "rules", "worker", "poller", "alerts", "http",
+    "channex", "nats", "rules", "worker", "poller", "alerts", "http", "console",
 ];
 
 /// Keys whose values are secrets: never echoed in errors.
-const SECRET_KEYS: &[&str] = &["api_key", "webhook_url", "webhook_secret"];
+const SECRET_KEYS: &[&str] = &["api_key", "webhook_url", "webhook_secret", "token"];
 
 impl Config {
     /// Load from `path` (or defaults when `None`), apply `env`, validate.
@@ -870,7 +894,7 @@ impl Redactor {
         static ASSIGN: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
         let assign = ASSIGN.get_or_init(|| {
             regex::Regex::new(
-                r#"(?m)(api_key|webhook_url|webhook_secret|url)["']?\s*=\s*("[^"\n]*"?|'[^'\n]*'?|[^\s,}#\]]+)"#,
+                r#"(?m)(api_key|webhook_url|webhook_secret|token|url)["']?\s*=\s*("[^"\n]*"?|'[^'\n]*'?|[^\s,}#\]]+)"#,
             )
             .ok()
         });
@@ -882,7 +906,7 @@ impl Redactor {
         }
         for (var, value) in env {
             let lower = var.to_ascii_lowercase();
-            if let Some(key) = ["api_key", "webhook_url", "webhook_secret", "url"]
+            if let Some(key) = ["api_key", "webhook_url", "webhook_secret", "token", "url"]
                 .into_iter()
                 .find(|k| lower.ends_with(k))
             {

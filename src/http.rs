@@ -1,5 +1,8 @@
 //! The service's one HTTP port: `/metrics` (Prometheus text), `/healthz` (alive),
-//! `/readyz` (NATS connected, rules loaded) and `/webhooks/channex` (a nudge to poll).
+//! `/readyz` (NATS connected, rules loaded), `/webhooks/channex` (a nudge to poll) and,
+//! when `[console] token` is set, the web console under `/` ([`crate::roles::console`],
+//! which owns its routes and their authentication; each request carries the connection's
+//! peer address for its login rate limit).
 //!
 //! Owns the metrics recorder installation and the webhook authentication. A webhook is
 //! never trusted as data: at most its `property_id` is read, to poll that property now.
@@ -28,6 +31,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::config::Secret;
+use crate::roles::console::{self, auth::PeerAddr, Console};
 
 /// Header carrying the shared secret on `/webhooks/channex` (configure it as a custom
 /// header of the Channex webhook).
@@ -112,6 +116,18 @@ pub fn router_with(
     nudges: Option<mpsc::Sender<Option<String>>>,
     limits: Limits,
 ) -> Router {
+    router_with_console(readiness, webhook_secret, nudges, limits, None)
+}
+
+/// [`router_with`] plus the web console's routes (`None`: console off, its paths `404`).
+/// The existing routes come first and keep their behaviour.
+pub fn router_with_console(
+    readiness: Arc<dyn Readiness>,
+    webhook_secret: Secret,
+    nudges: Option<mpsc::Sender<Option<String>>>,
+    limits: Limits,
+    console: Option<Console>,
+) -> Router {
     let state = AppState {
         metrics: metrics_handle(),
         readiness,
@@ -126,6 +142,7 @@ pub fn router_with(
         .route("/readyz", get(readyz))
         .route("/webhooks/channex", post(webhook))
         .with_state(state)
+        .merge(console::router(console))
         .layer(axum::middleware::from_fn_with_state(in_flight, shed_load))
 }
 
@@ -175,10 +192,10 @@ async fn accept_loop(
 ) {
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = shutdown.changed() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: pause instead of spinning.
                     tracing::warn!(error = %e, "http: accept failed");
@@ -196,7 +213,8 @@ async fn accept_loop(
             drop(stream);
             continue;
         };
-        let service = TowerToHyperService::new(router.clone());
+        let service =
+            TowerToHyperService::new(router.clone().layer(axum::Extension(PeerAddr(peer))));
         let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
             let _permit = permit;

@@ -19,6 +19,7 @@ use crate::channex::{ApiKey, ChannexClient, ClientOptions};
 use crate::config::Config;
 use crate::content::{LiveRules, ReloadReport};
 use crate::plan::rules::{RuleEngine, RuleLimits};
+use crate::roles::console::{Console, ConsoleDeps, ReloadStatus};
 use crate::roles::directory::ChannexDirectory;
 use crate::roles::executor::alerts::AlertSinks;
 use crate::roles::executor::{Executor, ExecutorSettings};
@@ -109,6 +110,16 @@ pub async fn worker(
     infra: &Infra,
     channex: ChannexClient,
 ) -> anyhow::Result<(Worker, Arc<LiveRules>)> {
+    worker_reporting(config, infra, channex, ReloadStatus::default()).await
+}
+
+/// [`worker`], noting the time of every reload in `reloads` (the console's rules page).
+pub async fn worker_reporting(
+    config: &Config,
+    infra: &Infra,
+    channex: ChannexClient,
+    reloads: ReloadStatus,
+) -> anyhow::Result<(Worker, Arc<LiveRules>)> {
     let worker_id = format!("worker-{}", uuid::Uuid::new_v4());
     let engine = Arc::new(RuleEngine::new(RuleLimits::default()));
     let audit = AuditLog::new(infra.js.clone(), &config.nats.prefix);
@@ -118,10 +129,11 @@ pub async fn worker(
             &config.rules.templates_dir,
             engine.clone(),
         );
-        tokio::spawn(forward_reload_reports(
+        tokio::spawn(forward_reload_reports_to(
             reports,
-            audit.clone(),
+            Some(audit.clone()),
             system_clock(),
+            reloads.clone(),
         ));
         live
     } else {
@@ -132,9 +144,15 @@ pub async fn worker(
         );
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         let _ = tx.try_send(report);
-        tokio::spawn(forward_reload_reports(rx, audit.clone(), system_clock()));
+        tokio::spawn(forward_reload_reports_to(
+            rx,
+            Some(audit.clone()),
+            system_clock(),
+            reloads.clone(),
+        ));
         live
     };
+    reloads.record(system_clock()());
     let live = Arc::new(live);
     let executor = executor(config, infra, channex, &worker_id);
     let worker = Worker::new(engine, live.clone(), executor, audit, config.worker.clone());
@@ -144,20 +162,74 @@ pub async fn worker(
 /// Every rejected file of a reload becomes a `rule_rejected` audit record, stamped by
 /// `clock`.
 pub async fn forward_reload_reports(
-    mut reports: tokio::sync::mpsc::Receiver<ReloadReport>,
+    reports: tokio::sync::mpsc::Receiver<ReloadReport>,
     audit: AuditLog,
     clock: Clock,
 ) {
+    forward_reload_reports_to(reports, Some(audit), clock, ReloadStatus::default()).await
+}
+
+/// [`forward_reload_reports`] that also notes each reload's time in `reloads`; without
+/// `audit` (a console-only process watching the same files as its workers) rejections
+/// are only logged, so they are not audited twice.
+pub async fn forward_reload_reports_to(
+    mut reports: tokio::sync::mpsc::Receiver<ReloadReport>,
+    audit: Option<AuditLog>,
+    clock: Clock,
+    reloads: ReloadStatus,
+) {
     while let Some(report) = reports.recv().await {
+        reloads.record(clock());
         for accepted in &report.accepted {
             tracing::info!(file = %accepted.0.display(), version = %accepted.1, "rule reloaded");
         }
         for problem in &report.rejected {
             tracing::error!(problem = %problem, "rule file rejected; the last good version keeps running");
+            let Some(audit) = &audit else { continue };
             let r = AuditRecord::reload_rejected(&problem.file, problem.to_string(), clock());
             if let Err(e) = audit.record(&r).await {
                 tracing::warn!(error = %e, "could not audit a rejected rule");
             }
         }
     }
+}
+
+/// The web console, or `None` when `[console] token` is empty (console off). `live` is the
+/// worker's live rules when this process runs one; otherwise the console watches the rule
+/// files itself (its reloads are not audited: the workers do that).
+pub fn console(
+    config: &Config,
+    infra: &Infra,
+    channex: ChannexClient,
+    live: Option<Arc<LiveRules>>,
+    reloads: ReloadStatus,
+) -> Option<Console> {
+    if config.console.token.is_empty() {
+        return None;
+    }
+    let engine = Arc::new(RuleEngine::new(RuleLimits::default()));
+    let live = live.unwrap_or_else(|| {
+        let (live, reports) = LiveRules::watch(
+            &config.rules.dir,
+            &config.rules.templates_dir,
+            engine.clone(),
+        );
+        reloads.record(system_clock()());
+        tokio::spawn(forward_reload_reports_to(
+            reports,
+            None,
+            system_clock(),
+            reloads.clone(),
+        ));
+        Arc::new(live)
+    });
+    Console::new(ConsoleDeps {
+        config: Arc::new(config.clone()),
+        infra: infra.clone(),
+        channex,
+        live,
+        engine,
+        reloads,
+        clock: system_clock(),
+    })
 }

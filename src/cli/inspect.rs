@@ -3,7 +3,7 @@
 //! (`authoring` for check/test/replay, `store::audit` for the audit log). None of them
 //! calls Channex; `replay` only reads stored events.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -213,36 +213,33 @@ pub async fn audit(config: &Config, args: AuditArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Records grouped by event, in order of first appearance.
+/// Records grouped by event, in order of first appearance (the grouping is
+/// [`audit::group_by_event`], shared with the console's thread page).
 pub fn explain(records: &[AuditRecord]) -> Vec<serde_json::Value> {
-    let mut order: Vec<String> = Vec::new();
-    let mut by_event: HashMap<String, Vec<&AuditRecord>> = HashMap::new();
-    for r in records {
-        let key = r.event_id.clone().unwrap_or_else(|| "(no event)".into());
-        if !by_event.contains_key(&key) {
-            order.push(key.clone());
-        }
-        by_event.entry(key).or_default().push(r);
-    }
-    order
+    audit::group_by_event(records)
         .into_iter()
-        .map(|event_id| {
-            let rs = &by_event[&event_id];
-            let mut rules: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
-            for r in rs {
-                rules
-                    .entry(r.rule.clone().unwrap_or_else(|| "-".into()))
-                    .or_default()
-                    .push(serde_json::json!({
-                        "action": r.action, "template": r.template, "outcome": r.outcome,
-                        "reason": r.reason, "text": r.text, "error": r.error,
-                        "channex_message_id": r.channex_message_id,
-                    }));
-            }
+        .map(|ev| {
+            let rules: BTreeMap<String, Vec<serde_json::Value>> = ev
+                .rules
+                .into_iter()
+                .map(|(rule, rs)| {
+                    let actions = rs
+                        .into_iter()
+                        .map(|r| {
+                            serde_json::json!({
+                                "action": r.action, "template": r.template, "outcome": r.outcome,
+                                "reason": r.reason, "text": r.text, "error": r.error,
+                                "channex_message_id": r.channex_message_id,
+                            })
+                        })
+                        .collect();
+                    (rule, actions)
+                })
+                .collect();
             serde_json::json!({
-                "event_id": event_id,
-                "event_type": rs.first().and_then(|r| r.event_type.as_ref().map(|t| t.to_string())),
-                "at": rs.first().map(|r| r.at),
+                "event_id": ev.event_id,
+                "event_type": ev.event_type,
+                "at": ev.at,
                 "rules": rules,
             })
         })

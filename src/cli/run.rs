@@ -13,6 +13,9 @@ use tokio::sync::{mpsc, watch};
 use super::{DemoArgs, Role, RunArgs, SimArgs};
 use crate::channex::ChannexClient;
 use crate::config::Config;
+use crate::content::LiveRules;
+use crate::roles::console::ReloadStatus;
+use crate::roles::worker::Worker;
 use crate::store::nats::Infra;
 use crate::wiring;
 
@@ -79,26 +82,47 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
         infra.client.clone(),
         config.nats.prefix.clone(),
     ));
+    // The worker is built first so the console shows its live rules.
+    let reloads = ReloadStatus::default();
+    let worker = if args.role == Role::All || args.role == Role::Worker {
+        let built =
+            wiring::worker_reporting(&config, &infra, channex.clone(), reloads.clone()).await?;
+        rules_loaded.store(true, Ordering::Relaxed);
+        Some(built)
+    } else {
+        None
+    };
     if !config.http.listen.is_empty() {
         let ready = Arc::new(Ready {
             client: infra.client.clone(),
             rules_loaded: rules_loaded.clone(),
         });
-        let router = crate::http::router(ready, config.http.webhook_secret.clone(), Some(nudge_tx));
+        let live = worker.as_ref().map(|(_, live)| live.clone());
+        let console = wiring::console(&config, &infra, channex.clone(), live, reloads);
+        if console.is_none() {
+            tracing::info!("console off: set [console] token or CONCIERGE_CONSOLE_TOKEN");
+        }
+        let router = crate::http::router_with_console(
+            ready,
+            config.http.webhook_secret.clone(),
+            Some(nudge_tx),
+            crate::http::Limits::default(),
+            console,
+        );
         crate::http::serve(&config.http.listen, router, shutdown.clone()).await?;
     }
-    let tasks = spawn_roles(&config, &infra, &channex, &args, &shutdown, &rules_loaded).await?;
+    let tasks = spawn_roles(&config, &infra, &channex, &args, &shutdown, worker)?;
     join_roles(tasks).await
 }
 
 /// Starts the roles `args.role` asks for, each as a task.
-async fn spawn_roles(
+fn spawn_roles(
     config: &Config,
     infra: &Infra,
     channex: &ChannexClient,
     args: &RunArgs,
     shutdown: &watch::Receiver<bool>,
-    rules_loaded: &AtomicBool,
+    worker: Option<(Worker, Arc<LiveRules>)>,
 ) -> anyhow::Result<tokio::task::JoinSet<anyhow::Result<()>>> {
     let mut tasks = tokio::task::JoinSet::new();
     let wants = |r: Role| args.role == Role::All || args.role == r;
@@ -117,9 +141,7 @@ async fn spawn_roles(
         let shutdown = shutdown.clone();
         tasks.spawn(async move { Ok(scheduler.run(shutdown).await?) });
     }
-    if wants(Role::Worker) {
-        let (worker, watcher) = wiring::worker(config, infra, channex.clone()).await?;
-        rules_loaded.store(true, Ordering::Relaxed);
+    if let Some((worker, watcher)) = worker {
         let shutdown = shutdown.clone();
         let js = infra.js.clone();
         let prefix = config.nats.prefix.clone();

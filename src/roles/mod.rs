@@ -5,6 +5,7 @@
 //! Must not: be used by `base`, `channex`, `events`, `plan`, `content` or `store`; a role
 //! does not implement another role's trait (shared traits live in `store`).
 
+pub mod console;
 pub mod directory;
 pub mod executor;
 pub mod poller;

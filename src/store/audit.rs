@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::events::{subject_token, Event, EventType};
-use crate::store::nats::{audit_stream, read_stored, ReadFrom};
+use crate::store::nats::{audit_stream, read_range, read_stored, stream_bounds, ReadFrom};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -793,6 +793,125 @@ pub async fn read_stream(
     )
     .await
     .map_err(|e| AuditError::Read(e.to_string()))
+}
+
+/// One page of the newest records (see [`latest`]), newest first, each with its stream
+/// sequence.
+#[derive(Debug, Clone, Default)]
+pub struct AuditPage {
+    pub records: Vec<(u64, AuditRecord)>,
+    /// Pass as `before` for the next (older) page; `None` when nothing older is left to
+    /// read (or the read hit its bound).
+    pub older: Option<u64>,
+}
+
+/// The newest `limit` records matching `filter` stored before sequence `before` (the
+/// whole stream when `None`), read backwards from the end in growing windows: never more
+/// than `max_scan` stored records, so a page costs the same with 100,000 records stored.
+pub async fn latest(
+    js: &jetstream::Context,
+    prefix: &str,
+    filter: &AuditFilter,
+    before: Option<u64>,
+    limit: usize,
+    max_scan: u64,
+) -> Result<AuditPage, AuditError> {
+    let stream = audit_stream(prefix);
+    let subject = filter.subject(prefix);
+    let read_err = |e: crate::store::nats::ReadError| AuditError::Read(e.to_string());
+    let (first, last) = stream_bounds(js, &stream).await.map_err(read_err)?;
+    let mut end = before.map_or(last, |b| b.saturating_sub(1)).min(last);
+    let (mut window, mut scanned) = ((limit as u64 * 4).max(256), 0u64);
+    let mut found: Vec<(u64, AuditRecord)> = Vec::new();
+    let mut reached_since = false;
+    while found.len() < limit && end >= first.max(1) && scanned < max_scan && !reached_since {
+        let start = end.saturating_sub(window - 1).max(first.max(1));
+        read_range(js, &stream, &subject, start, end, |msg| {
+            reached_since |= filter.since.is_some_and(|s| msg.stored_at < s);
+            if let Ok(record) = serde_json::from_slice::<AuditRecord>(&msg.payload) {
+                if filter.matches(&record) {
+                    found.push((msg.seq, record));
+                }
+            }
+            true
+        })
+        .await
+        .map_err(read_err)?;
+        scanned += end - start + 1;
+        end = start - 1;
+        window = (window * 2).min(8192);
+    }
+    found.sort_by_key(|(seq, _)| std::cmp::Reverse(*seq));
+    let older = if found.len() > limit {
+        found.truncate(limit);
+        found.last().map(|(seq, _)| *seq)
+    } else if end >= first.max(1) && !reached_since {
+        Some(end + 1)
+    } else {
+        None
+    };
+    Ok(AuditPage {
+        records: found,
+        older,
+    })
+}
+
+/// Records matching `filter` as they are stored from now on (live views).
+pub async fn follow_new(
+    js: &jetstream::Context,
+    prefix: &str,
+    filter: AuditFilter,
+) -> Result<futures::stream::BoxStream<'static, (u64, AuditRecord)>, AuditError> {
+    use futures::StreamExt;
+    let stream = crate::store::nats::follow_new(js, &audit_stream(prefix), &filter.subject(prefix))
+        .await
+        .map_err(|e| AuditError::Read(e.to_string()))?;
+    Ok(stream
+        .filter_map(move |msg| {
+            let record = serde_json::from_slice::<AuditRecord>(&msg.payload)
+                .ok()
+                .filter(|r| filter.matches(r))
+                .map(|r| (msg.seq, r));
+            async move { record }
+        })
+        .boxed())
+}
+
+/// What happened to one event, as `concierge audit explain` and the console's thread page
+/// show it: its records grouped by rule.
+#[derive(Debug, Clone)]
+pub struct EventDecisions<'a> {
+    /// `(no event)` for records not tied to an event.
+    pub event_id: String,
+    pub event_type: Option<String>,
+    /// The time of its first record.
+    pub at: Option<DateTime<Utc>>,
+    /// Per rule (`-` for records without one), its records in order.
+    pub rules: std::collections::BTreeMap<String, Vec<&'a AuditRecord>>,
+}
+
+/// Records grouped by event, in order of first appearance.
+pub fn group_by_event(records: &[AuditRecord]) -> Vec<EventDecisions<'_>> {
+    let mut out: Vec<EventDecisions<'_>> = Vec::new();
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for r in records {
+        let key = r.event_id.clone().unwrap_or_else(|| "(no event)".into());
+        let i = *index.entry(key.clone()).or_insert_with(|| {
+            out.push(EventDecisions {
+                event_id: key,
+                event_type: r.event_type.as_ref().map(|t| t.to_string()),
+                at: Some(r.at),
+                rules: Default::default(),
+            });
+            out.len() - 1
+        });
+        out[i]
+            .rules
+            .entry(r.rule.clone().unwrap_or_else(|| "-".into()))
+            .or_default()
+            .push(r);
+    }
+    out
 }
 
 #[cfg(test)]

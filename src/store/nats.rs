@@ -781,6 +781,110 @@ async fn read_from_leader(
     Ok(())
 }
 
+/// The first and last sequence the stream holds now (`(0, 0)` when empty), from the leader.
+pub async fn stream_bounds(
+    js: &jetstream::Context,
+    stream_name: &str,
+) -> Result<(u64, u64), ReadError> {
+    let stream = js
+        .get_stream(stream_name)
+        .await
+        .map_err(|e| ReadError::new(stream_name, e))?;
+    let state = &stream.cached_info().state;
+    Ok((state.first_sequence, state.last_sequence))
+}
+
+/// Reads `filter_subject` from sequence `from` through `to` (inclusive), oldest first, with
+/// an ephemeral ordered consumer, handing each message to `sink` until it returns false.
+/// A bounded window: the console pages the audit log backwards from the end with it, so a
+/// page never reads the whole stream.
+pub async fn read_range(
+    js: &jetstream::Context,
+    stream_name: &str,
+    filter_subject: &str,
+    from: u64,
+    to: u64,
+    mut sink: impl FnMut(StoredMessage) -> bool,
+) -> Result<(), ReadError> {
+    use async_nats::jetstream::consumer::{self, DeliverPolicy};
+    use futures::StreamExt;
+    let read_err = |e: NatsSource| ReadError::new(stream_name, e);
+    if from > to {
+        return Ok(());
+    }
+    let stream = js
+        .get_stream(stream_name)
+        .await
+        .map_err(|e| read_err(e.into()))?;
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: filter_subject.to_string(),
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: from.max(1),
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| read_err(e.into()))?;
+    if consumer.cached_info().num_pending == 0 {
+        return Ok(());
+    }
+    let mut messages = consumer.messages().await.map_err(|e| read_err(e.into()))?;
+    while let Ok(Some(next)) = tokio::time::timeout(READ_STALL, messages.next()).await {
+        let msg = next.map_err(|e| read_err(e.into()))?;
+        let info = msg.info().map_err(&read_err)?;
+        let (seq, remaining) = (info.stream_sequence, info.pending);
+        if seq > to {
+            break;
+        }
+        let stored = StoredMessage {
+            seq,
+            payload: msg.payload.clone(),
+            stored_at: to_chrono(info.published),
+        };
+        if !sink(stored) || remaining == 0 || seq == to {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Messages stored on `filter_subject` from now on (an ephemeral ordered consumer that
+/// starts at new messages), for live views. Ends when the connection does.
+pub async fn follow_new(
+    js: &jetstream::Context,
+    stream_name: &str,
+    filter_subject: &str,
+) -> Result<futures::stream::BoxStream<'static, StoredMessage>, ReadError> {
+    use async_nats::jetstream::consumer::{self, DeliverPolicy};
+    use futures::StreamExt;
+    let read_err = |e: NatsSource| ReadError::new(stream_name, e);
+    let stream = js
+        .get_stream(stream_name)
+        .await
+        .map_err(|e| read_err(e.into()))?;
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: filter_subject.to_string(),
+            deliver_policy: DeliverPolicy::New,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| read_err(e.into()))?;
+    let messages = consumer.messages().await.map_err(|e| read_err(e.into()))?;
+    Ok(messages
+        .filter_map(|next| async move {
+            let msg = next.ok()?;
+            let info = msg.info().ok()?;
+            Some(StoredMessage {
+                seq: info.stream_sequence,
+                payload: msg.payload.clone(),
+                stored_at: to_chrono(info.published),
+            })
+        })
+        .boxed())
+}
+
 fn to_chrono(t: time::OffsetDateTime) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp(t.unix_timestamp(), t.nanosecond()).unwrap_or_default()
 }

@@ -176,6 +176,11 @@ impl ThreadSnapshots {
         Ok(bytes.and_then(|b| serde_json::from_slice(&b).ok()))
     }
 
+    /// The mark of the last complete listing, if one is stored and readable (status pages).
+    pub async fn scan_mark(&self) -> Result<Option<ScanMark>, StoreError> {
+        self.read_scan_mark().await
+    }
+
     /// Remember the last complete listing across the configured properties.
     pub async fn put_scan_mark(&self, mark: &ScanMark) -> Result<(), StoreError> {
         let what = || "scan mark: write".to_string();

@@ -1,0 +1,55 @@
+// concierge console: countdowns and the live timeline. The pages work without it.
+"use strict";
+
+function humanize(ms) {
+  const s = Math.floor(Math.abs(ms) / 1000);
+  const d = Math.floor(s / 86400), h = Math.floor((s % 86400) / 3600);
+  const m = Math.floor((s % 3600) / 60), sec = s % 60;
+  const pad = (n) => String(n).padStart(2, "0");
+  if (d > 0) return d + "d " + h + "h " + pad(m) + "m";
+  if (h > 0) return h + "h " + pad(m) + "m " + pad(sec) + "s";
+  return m + "m " + pad(sec) + "s";
+}
+
+function tickCountdowns() {
+  const now = Date.now();
+  document.querySelectorAll(".countdown[data-deadline]").forEach((el) => {
+    const deadline = Date.parse(el.dataset.deadline);
+    if (isNaN(deadline)) return;
+    const left = deadline - now;
+    el.textContent = left >= 0 ? humanize(left) + " left" : "overdue by " + humanize(left);
+    const row = el.closest("tr");
+    const urgent = left < 2 * 3600 * 1000;
+    el.classList.toggle("urgent", urgent);
+    if (row) {
+      row.classList.toggle("urgent", urgent);
+      row.classList.toggle("overdue", left < 0);
+    }
+  });
+}
+
+function liveTimeline() {
+  const table = document.querySelector("table#timeline[data-live]");
+  if (!table || !window.EventSource) return;
+  const body = table.querySelector("tbody");
+  const dot = document.querySelector(".live-dot");
+  const source = new EventSource(table.dataset.live);
+  source.onopen = () => dot && dot.classList.add("on");
+  source.onerror = () => dot && dot.classList.remove("on");
+  source.addEventListener("record", (e) => {
+    const empty = body.querySelector("td.empty");
+    if (empty) empty.closest("tr").remove();
+    const holder = document.createElement("tbody");
+    holder.innerHTML = e.data; // server-rendered, escaped row
+    const row = holder.firstElementChild;
+    if (!row || (row.id && document.getElementById(row.id))) return;
+    row.classList.add("fresh");
+    body.insertBefore(row, body.firstChild);
+  });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  tickCountdowns();
+  setInterval(tickCountdowns, 1000);
+  liveTimeline();
+});

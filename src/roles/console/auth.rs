@@ -1,0 +1,307 @@
+//! Console authentication: the bearer token, the login session cookie, CSRF tokens and the
+//! login rate limit.
+//!
+//! Owns: the constant-time token check, the stateless session value
+//! (`<expiry unix seconds>.<HMAC-SHA256(token, "session" ‖ expiry)>`: never the token
+//! itself, valid on every replica that has the same token, ended by its expiry or by
+//! changing the token), the CSRF token (`HMAC-SHA256(token, "csrf" ‖ session)`, one per
+//! session; `bearer` stands for the session of a bearer client) and the per-IP limit on
+//! login attempts. The middleware [`require`] puts an [`Authed`] (with the CSRF token the
+//! forms carry) on every authenticated request.
+//!
+//! Must not: log or echo the token, a session value or a CSRF token; keep sessions in
+//! memory (a replica must accept another replica's cookie).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use chrono::{DateTime, Utc};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use sha2::{Digest, Sha256};
+
+use crate::config::Secret;
+
+use super::Console;
+
+/// Name of the session cookie.
+pub const SESSION_COOKIE: &str = "concierge_session";
+/// How long a login lasts.
+pub const SESSION_TTL_SECS: i64 = 7 * 86_400;
+/// Login attempts per client IP and minute (wrong ones and right ones alike, so a guesser
+/// gains nothing from a success while limited).
+pub const LOGINS_PER_MINUTE: u32 = 5;
+/// The CSRF "session" of a client authenticated with `Authorization: Bearer`.
+const BEARER_SESSION: &str = "bearer";
+
+/// The peer address of a connection, put on each request by the HTTP listener.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// What the auth middleware leaves on an authenticated request.
+#[derive(Debug, Clone)]
+pub struct Authed {
+    /// The CSRF token every form of this session carries (field `csrf`).
+    pub csrf: String,
+}
+
+/// HMAC-SHA256 (RFC 2104) of `parts` (each length-prefixed) under `key`, in hex.
+fn hmac_hex(key: &[u8], parts: &[&[u8]]) -> String {
+    let mut message = Vec::new();
+    for part in parts {
+        message.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        message.extend_from_slice(part);
+    }
+    hmac_sha256(key, &message)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    const BLOCK: usize = 64;
+    let mut k = [0u8; BLOCK];
+    if key.len() > BLOCK {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha256::new();
+    inner.update(k.map(|b| b ^ 0x36));
+    inner.update(message);
+    let mut outer = Sha256::new();
+    outer.update(k.map(|b| b ^ 0x5c));
+    outer.update(inner.finalize());
+    outer.finalize().into()
+}
+
+/// Equal without an early exit (the time does not tell how much of a guess was right).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Is `presented` the console token? Always false for an empty token (console off).
+pub fn token_matches(token: &Secret, presented: &str) -> bool {
+    !token.is_empty() && constant_time_eq(presented.as_bytes(), token.expose().as_bytes())
+}
+
+/// A new session value, valid until `now + SESSION_TTL_SECS`.
+pub fn issue_session(token: &Secret, now: DateTime<Utc>) -> String {
+    let expires = (now.timestamp() + SESSION_TTL_SECS).to_string();
+    let mac = hmac_hex(token.expose().as_bytes(), &[b"session", expires.as_bytes()]);
+    format!("{expires}.{mac}")
+}
+
+/// Is `value` a session issued with `token` that has not expired at `now`?
+pub fn session_valid(token: &Secret, value: &str, now: DateTime<Utc>) -> bool {
+    let Some((expires, mac)) = value.split_once('.') else {
+        return false;
+    };
+    let Ok(expiry) = expires.parse::<i64>() else {
+        return false;
+    };
+    let want = hmac_hex(token.expose().as_bytes(), &[b"session", expires.as_bytes()]);
+    !token.is_empty()
+        && expiry > now.timestamp()
+        && constant_time_eq(mac.as_bytes(), want.as_bytes())
+}
+
+/// The CSRF token of a session (`bearer` for bearer clients).
+pub fn csrf_token(token: &Secret, session: &str) -> String {
+    hmac_hex(token.expose().as_bytes(), &[b"csrf", session.as_bytes()])
+}
+
+/// Does the form's `csrf` field belong to this request's session?
+pub fn csrf_ok(authed: &Authed, presented: Option<&str>) -> bool {
+    presented.is_some_and(|p| constant_time_eq(p.as_bytes(), authed.csrf.as_bytes()))
+}
+
+/// The session cookie's value in `headers`, if any.
+pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value)
+}
+
+/// `Set-Cookie` for a new session.
+pub fn session_set_cookie(value: &str) -> String {
+    format!(
+        "{SESSION_COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={SESSION_TTL_SECS}"
+    )
+}
+
+/// `Set-Cookie` that ends the session in this browser.
+pub fn session_clear_cookie() -> String {
+    format!("{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0")
+}
+
+/// How the request authenticated, as the CSRF token of its session.
+fn authenticate(token: &Secret, headers: &HeaderMap, now: DateTime<Utc>) -> Option<Authed> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if let Some(presented) = bearer {
+        return token_matches(token, presented.trim()).then(|| Authed {
+            csrf: csrf_token(token, BEARER_SESSION),
+        });
+    }
+    let session = session_cookie(headers)?;
+    session_valid(token, session, now).then(|| Authed {
+        csrf: csrf_token(token, session),
+    })
+}
+
+/// Lets authenticated requests through (with [`Authed`]); a browser's page request without
+/// a session goes to `/login` (303), anything else is `401`.
+pub async fn require(State(console): State<Console>, mut req: Request, next: Next) -> Response {
+    let now = console.now();
+    match authenticate(console.token(), req.headers(), now) {
+        Some(authed) => {
+            req.extensions_mut().insert(authed);
+            next.run(req).await
+        }
+        None if wants_page(&req) => Redirect::to("/login").into_response(),
+        None => (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "unauthorized\n",
+        )
+            .into_response(),
+    }
+}
+
+/// A browser navigating to a page (GET accepting HTML).
+fn wants_page(req: &Request) -> bool {
+    req.method() == Method::GET
+        && req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/html"))
+}
+
+/// Login attempts per client IP.
+#[derive(Clone)]
+pub struct LoginLimiter(Arc<DefaultKeyedRateLimiter<IpAddr>>);
+
+impl Default for LoginLimiter {
+    fn default() -> Self {
+        let per_minute = NonZeroU32::new(LOGINS_PER_MINUTE).unwrap_or(NonZeroU32::MIN);
+        LoginLimiter(Arc::new(RateLimiter::keyed(Quota::per_minute(per_minute))))
+    }
+}
+
+impl LoginLimiter {
+    /// Counts one attempt from `peer`; false when over the limit.
+    pub fn allow(&self, peer: Option<PeerAddr>) -> bool {
+        let ip = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.0.ip());
+        // Forget idle addresses so the table stays small.
+        if self.0.len() > 10_000 {
+            self.0.retain_recent();
+        }
+        self.0.check_key(&ip).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().expect("time")
+    }
+
+    #[test]
+    fn hmac_matches_the_rfc_4231_vectors() {
+        let hex = |b: [u8; 32]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        assert_eq!(
+            hex(hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        // Test case 6: a key longer than the block is hashed first.
+        assert_eq!(
+            hex(hmac_sha256(
+                &[0xaa; 131],
+                b"Test Using Larger Than Block-Size Key - Hash Key First"
+            )),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+    }
+
+    #[test]
+    fn a_session_is_not_the_token_and_expires() {
+        let token = Secret::new("s3cret-token");
+        let now = at("2026-12-01T10:00:00Z");
+        let session = issue_session(&token, now);
+        assert!(!session.contains("s3cret-token"));
+        assert!(session_valid(&token, &session, now));
+        assert!(session_valid(&token, &session, at("2026-12-07T10:00:00Z")));
+        assert!(!session_valid(&token, &session, at("2026-12-08T10:00:01Z")));
+        // Another token (rotated) ends every session.
+        assert!(!session_valid(&Secret::new("other"), &session, now));
+        // Tampering with the expiry breaks the MAC.
+        let (_, mac) = session.split_once('.').expect("dot");
+        assert!(!session_valid(&token, &format!("9999999999.{mac}"), now));
+        assert!(!session_valid(&token, "garbage", now));
+        assert!(!session_valid(&Secret::default(), &session, now));
+    }
+
+    #[test]
+    fn csrf_tokens_belong_to_their_session() {
+        let token = Secret::new("s3cret-token");
+        let a = csrf_token(&token, "1.aa");
+        let b = csrf_token(&token, "1.bb");
+        assert_ne!(a, b);
+        let authed = Authed { csrf: a.clone() };
+        assert!(csrf_ok(&authed, Some(&a)));
+        assert!(!csrf_ok(&authed, Some(&b)));
+        assert!(!csrf_ok(&authed, None));
+        assert!(!csrf_ok(&authed, Some("")));
+    }
+
+    #[test]
+    fn requests_authenticate_by_bearer_or_cookie() {
+        let token = Secret::new("s3cret-token");
+        let now = at("2026-12-01T10:00:00Z");
+        let mut headers = HeaderMap::new();
+        assert!(authenticate(&token, &headers, now).is_none());
+        headers.insert(header::AUTHORIZATION, "Bearer wrong".parse().expect("hv"));
+        assert!(authenticate(&token, &headers, now).is_none());
+        headers.insert(
+            header::AUTHORIZATION,
+            "Bearer s3cret-token".parse().expect("hv"),
+        );
+        assert!(authenticate(&token, &headers, now).is_some());
+        let mut headers = HeaderMap::new();
+        let cookie = format!("a=b; {SESSION_COOKIE}={}", issue_session(&token, now));
+        headers.insert(header::COOKIE, cookie.parse().expect("hv"));
+        let authed = authenticate(&token, &headers, now).expect("cookie session");
+        assert_ne!(authed.csrf, csrf_token(&token, BEARER_SESSION));
+        // An empty token (console off) never authenticates.
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, "Bearer ".parse().expect("hv"));
+        assert!(authenticate(&Secret::default(), &headers, now).is_none());
+    }
+
+    #[test]
+    fn the_login_limit_is_per_address() {
+        let limiter = LoginLimiter::default();
+        let a = Some(PeerAddr("10.0.0.1:1000".parse().expect("addr")));
+        let b = Some(PeerAddr("10.0.0.2:1000".parse().expect("addr")));
+        for _ in 0..LOGINS_PER_MINUTE {
+            assert!(limiter.allow(a));
+        }
+        assert!(!limiter.allow(a));
+        assert!(limiter.allow(b));
+    }
+}

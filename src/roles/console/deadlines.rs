@@ -1,0 +1,399 @@
+//! The deadlines board (home page): unanswered Airbnb inquiries by `non_response_at`, and
+//! guest messages of every channel waiting longer than `[console] reply_wait`.
+//!
+//! Source: the events stream (no poller change): the `inquiry.received` events of the last
+//! [`INQUIRY_WINDOW`] and the `thread.new_message` events of the last [`MESSAGE_WINDOW`],
+//! read with a time-based start and at most [`MAX_EVENTS`] events. A thread's newest
+//! message event says whether it is answered (the poller emits property messages too:
+//! ours and the staff's). Server-rendered: the first response holds every row; the
+//! script only ticks the countdowns.
+//!
+//! Must not: call Channex (the board must stay fast with 10,000 threads) or show more of a
+//! guest's text than a short excerpt.
+
+use std::collections::HashMap;
+
+use axum::extract::State;
+use axum::Extension;
+use chrono::{DateTime, Duration, Utc};
+use maud::{html, Markup};
+
+use super::auth::Authed;
+use super::layout::{self, Nav};
+use super::{Console, ConsoleError};
+use crate::events::{provider_str, Event, EventType, Provider, Sender};
+use crate::store::nats::{events_stream, read_stored, ReadFrom};
+
+/// How far back inquiries are read (Airbnb's deadline is 24 h after the inquiry).
+pub const INQUIRY_WINDOW: Duration = Duration::days(3);
+/// How far back guest messages are read.
+pub const MESSAGE_WINDOW: Duration = Duration::days(14);
+/// At most this many events per read.
+pub const MAX_EVENTS: usize = 200_000;
+/// Inquiries whose deadline passed longer ago than this leave the board.
+const OVERDUE_KEPT: Duration = Duration::hours(24);
+/// Under this the countdown is red.
+pub const URGENT: Duration = Duration::hours(2);
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct InquiryRow {
+    pub thread_id: String,
+    pub property: String,
+    pub guest: String,
+    pub listing: String,
+    pub deadline: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WaitingRow {
+    pub thread_id: String,
+    pub property: String,
+    pub title: String,
+    pub provider: Provider,
+    pub since: DateTime<Utc>,
+    pub excerpt: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Board {
+    pub inquiries: Vec<InquiryRow>,
+    pub waiting: Vec<WaitingRow>,
+}
+
+/// The board from the stored events (pure: `now` and `reply_wait` come in).
+pub fn build_board(
+    inquiries: &[Event],
+    messages: &[Event],
+    now: DateTime<Utc>,
+    reply_wait: Duration,
+) -> Board {
+    // The newest message event of each thread.
+    let mut newest: HashMap<&str, &Event> = HashMap::new();
+    for ev in messages {
+        let (Some(thread), Some(msg)) = (ev.thread_id(), ev.message.as_ref()) else {
+            continue;
+        };
+        let newer = newest
+            .get(thread)
+            .and_then(|e| e.message.as_ref())
+            .is_none_or(|m| msg.inserted_at >= m.inserted_at);
+        if newer {
+            newest.insert(thread, ev);
+        }
+    }
+    let answered_after = |thread: &str, at: DateTime<Utc>| {
+        newest.get(thread).is_some_and(|e| {
+            e.message
+                .as_ref()
+                .is_some_and(|m| m.sender == Sender::Property && m.inserted_at >= at)
+        })
+    };
+    let closed = |ev: &Event| ev.thread.as_ref().is_some_and(|t| t.is_closed);
+    let mut board = Board::default();
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for ev in inquiries {
+        let (Some(thread), Some(inquiry)) = (ev.thread_id(), ev.inquiry.as_ref()) else {
+            continue;
+        };
+        let Some(deadline) = inquiry.non_response_at else {
+            continue;
+        };
+        let newest_is_closed = newest.get(thread).is_some_and(|e| closed(e));
+        if answered_after(thread, ev.occurred_at)
+            || closed(ev)
+            || newest_is_closed
+            || deadline < now - OVERDUE_KEPT
+        {
+            continue;
+        }
+        let row = InquiryRow {
+            thread_id: thread.to_string(),
+            property: property_label(ev),
+            guest: inquiry.guest_name.clone().unwrap_or_default(),
+            listing: inquiry.listing_name.clone().unwrap_or_default(),
+            deadline,
+        };
+        match seen.get(thread) {
+            // A re-announced inquiry: the newest one counts.
+            Some(&i) => board.inquiries[i] = row,
+            None => {
+                seen.insert(thread, board.inquiries.len());
+                board.inquiries.push(row);
+            }
+        }
+    }
+    board.inquiries.sort_by_key(|r| r.deadline);
+    for (thread, ev) in &newest {
+        let Some(msg) = ev.message.as_ref() else {
+            continue;
+        };
+        if msg.sender != Sender::Guest
+            || closed(ev)
+            || now - msg.inserted_at < reply_wait
+            || seen.contains_key(thread)
+        {
+            continue;
+        }
+        let snapshot = ev.thread.clone().unwrap_or_default();
+        board.waiting.push(WaitingRow {
+            thread_id: thread.to_string(),
+            property: property_label(ev),
+            title: snapshot.title,
+            provider: snapshot.provider,
+            since: msg.inserted_at,
+            excerpt: excerpt(&msg.text, 90),
+        });
+    }
+    board.waiting.sort_by_key(|r| r.since);
+    board
+}
+
+fn property_label(ev: &Event) -> String {
+    if ev.property.name.is_empty() {
+        ev.property.id.clone()
+    } else {
+        ev.property.name.clone()
+    }
+}
+
+/// The first `n` characters of `text` on one line.
+pub fn excerpt(text: &str, n: usize) -> String {
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() <= n {
+        one_line
+    } else {
+        let cut: String = one_line.chars().take(n).collect();
+        format!("{cut}…")
+    }
+}
+
+/// Events of `event_type` stored since `since`, at most [`MAX_EVENTS`].
+async fn recent_events(
+    console: &Console,
+    event_type: EventType,
+    since: DateTime<Utc>,
+) -> Result<Vec<Event>, ConsoleError> {
+    let prefix = console.prefix();
+    let mut out = Vec::new();
+    read_stored(
+        &console.deps().infra.js,
+        &events_stream(prefix),
+        &format!("{prefix}.events.{}.>", event_type.as_str()),
+        ReadFrom::Time(since),
+        false,
+        |msg| {
+            if let Ok(ev) = serde_json::from_slice::<Event>(&msg.payload) {
+                out.push(ev);
+            }
+            out.len() < MAX_EVENTS
+        },
+    )
+    .await?;
+    Ok(out)
+}
+
+pub async fn page(
+    State(console): State<Console>,
+    Extension(authed): Extension<Authed>,
+) -> Result<Markup, ConsoleError> {
+    let now = console.now();
+    let inquiries = recent_events(&console, EventType::InquiryReceived, now - INQUIRY_WINDOW);
+    let messages = recent_events(&console, EventType::ThreadNewMessage, now - MESSAGE_WINDOW);
+    let (inquiries, messages) = futures::try_join!(inquiries, messages)?;
+    let reply_wait =
+        Duration::from_std(console.deps().config.console.reply_wait).unwrap_or(Duration::hours(12));
+    let board = build_board(&inquiries, &messages, now, reply_wait);
+    Ok(layout::page(
+        "Deadlines",
+        Nav::Deadlines,
+        Some(&authed.csrf),
+        render(&board, now, reply_wait),
+    ))
+}
+
+fn render(board: &Board, now: DateTime<Utc>, reply_wait: Duration) -> Markup {
+    let urgent = board
+        .inquiries
+        .iter()
+        .filter(|r| r.deadline - now < URGENT)
+        .count();
+    html! {
+        h1 { "Deadlines" }
+        p.lead { "What needs an answer first. Times are UTC; the countdowns tick in your browser." }
+        div.stats {
+            div.stat { div.value { (board.inquiries.len()) } div.label { "open Airbnb inquiries" } }
+            div.stat { div.value { (urgent) } div.label { "due within 2 hours" } }
+            div.stat { div.value { (board.waiting.len()) } div.label { "guests waiting over " (layout::human_duration(reply_wait)) } }
+        }
+        h2 { "Airbnb inquiries" }
+        (inquiry_table(&board.inquiries, now))
+        h2 { "Guests waiting for a reply" }
+        (waiting_table(&board.waiting, now))
+    }
+}
+
+fn inquiry_table(rows: &[InquiryRow], now: DateTime<Utc>) -> Markup {
+    html! {
+        div.table-wrap { table #inquiries {
+            thead { tr { th { "Respond within" } th { "Deadline" } th { "Guest" } th.optional { "Listing" } th { "Property" } th { "Thread" } } }
+            tbody {
+                @if rows.is_empty() {
+                    tr { td.empty colspan="6" { "No inquiry waiting for an answer." } }
+                }
+                @for r in rows {
+                    @let left = r.deadline - now;
+                    tr.inquiry.urgent[left < URGENT].overdue[left < Duration::zero()] data-thread=(r.thread_id) {
+                        td { span.countdown data-deadline=(r.deadline.to_rfc3339()) {
+                            @if left >= Duration::zero() { (layout::human_duration(left)) " left" }
+                            @else { "overdue by " (layout::human_duration(left)) }
+                        } }
+                        td { (layout::time(r.deadline)) }
+                        td { (r.guest) }
+                        td.optional { (r.listing) }
+                        td { (r.property) }
+                        td { (layout::thread_link(&r.thread_id)) }
+                    }
+                }
+            }
+        } }
+    }
+}
+
+fn waiting_table(rows: &[WaitingRow], now: DateTime<Utc>) -> Markup {
+    html! {
+        div.table-wrap { table #waiting {
+            thead { tr { th { "Waiting" } th { "Channel" } th { "Thread" } th { "Last guest message" } th { "Property" } } }
+            tbody {
+                @if rows.is_empty() {
+                    tr { td.empty colspan="5" { "Every guest has an answer." } }
+                }
+                @for r in rows {
+                    tr.waiting data-thread=(r.thread_id) {
+                        td { span.pill.warn { (layout::human_duration(now - r.since)) } }
+                        td { (provider_label(&r.provider)) }
+                        td { a href=(layout::thread_href(&r.thread_id)) {
+                            @if r.title.is_empty() { span.mono { (r.thread_id) } } @else { (r.title) }
+                        } }
+                        td.message-text { (r.excerpt) }
+                        td { (r.property) }
+                    }
+                }
+            }
+        } }
+    }
+}
+
+pub fn provider_label(p: &Provider) -> &str {
+    match p {
+        Provider::BookingCom => "Booking.com",
+        Provider::Airbnb => "Airbnb",
+        other => provider_str(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{InquiryInfo, MessageInfo, PropertyInfo, ThreadSnapshot};
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().expect("time")
+    }
+
+    fn message(thread: &str, sender: Sender, when: &str, text: &str) -> Event {
+        Event {
+            id: format!("m:{thread}:{when}"),
+            event_type: EventType::ThreadNewMessage,
+            occurred_at: at(when),
+            property: PropertyInfo {
+                id: "p1".into(),
+                name: "Casa Azul".into(),
+                ..Default::default()
+            },
+            thread: Some(ThreadSnapshot {
+                id: thread.into(),
+                title: format!("Stay {thread}"),
+                provider: Provider::BookingCom,
+                ..Default::default()
+            }),
+            message: Some(MessageInfo {
+                id: format!("{thread}{when}"),
+                text: text.into(),
+                sender,
+                attachments: vec![],
+                inserted_at: at(when),
+            }),
+            inquiry: None,
+            follow_up: None,
+            schedule: None,
+        }
+    }
+
+    fn inquiry(thread: &str, when: &str, deadline: &str) -> Event {
+        let mut ev = message(thread, Sender::Guest, when, "hi");
+        ev.event_type = EventType::InquiryReceived;
+        ev.inquiry = Some(InquiryInfo {
+            non_response_at: Some(at(deadline)),
+            guest_name: Some("Ana".into()),
+            ..Default::default()
+        });
+        ev
+    }
+
+    #[test]
+    fn open_inquiries_are_sorted_by_deadline_and_answered_ones_leave() {
+        let now = at("2026-12-01T10:00:00Z");
+        let inquiries = [
+            inquiry("late", "2026-12-01T09:00:00Z", "2026-12-02T09:00:00Z"),
+            inquiry("soon", "2026-11-30T11:00:00Z", "2026-12-01T11:00:00Z"),
+            inquiry("done", "2026-11-30T12:00:00Z", "2026-12-01T12:00:00Z"),
+            inquiry("ancient", "2026-11-28T12:00:00Z", "2026-11-29T12:00:00Z"),
+        ];
+        let messages = [message(
+            "done",
+            Sender::Property,
+            "2026-11-30T13:00:00Z",
+            "yes",
+        )];
+        let board = build_board(&inquiries, &messages, now, Duration::hours(12));
+        let ids: Vec<_> = board
+            .inquiries
+            .iter()
+            .map(|r| r.thread_id.as_str())
+            .collect();
+        assert_eq!(ids, ["soon", "late"]);
+        assert_eq!(board.inquiries[0].guest, "Ana");
+    }
+
+    #[test]
+    fn guests_waiting_longer_than_reply_wait_are_listed_oldest_first() {
+        let now = at("2026-12-01T12:00:00Z");
+        let messages = [
+            message(
+                "a",
+                Sender::Guest,
+                "2026-11-30T20:00:00Z",
+                "where is the key?",
+            ),
+            message("b", Sender::Guest, "2026-12-01T11:00:00Z", "recent"),
+            message("c", Sender::Guest, "2026-11-30T10:00:00Z", "old question"),
+            message("c", Sender::Property, "2026-11-30T11:00:00Z", "answered"),
+            message(
+                "d",
+                Sender::Guest,
+                "2026-11-29T10:00:00Z",
+                "oldest <script>",
+            ),
+        ];
+        let board = build_board(&[], &messages, now, Duration::hours(12));
+        let ids: Vec<_> = board.waiting.iter().map(|r| r.thread_id.as_str()).collect();
+        assert_eq!(ids, ["d", "a"]);
+        assert_eq!(board.waiting[1].excerpt, "where is the key?");
+    }
+
+    #[test]
+    fn excerpts_are_short_and_on_one_line() {
+        assert_eq!(excerpt("a\n  b", 10), "a b");
+        assert_eq!(excerpt("abcdefghijkl", 5), "abcde…");
+    }
+}
