@@ -280,3 +280,101 @@ fn nonsense_durations_and_bad_cron_exit_2_naming_the_key() {
         "{t}"
     );
 }
+
+/// `concierge demo --serve` prints the console's URL and a random token before the script;
+/// the URL answers 200 with the token as Bearer (login page / 401 without), the token never
+/// reaches the logs, and Ctrl-C (SIGINT) stops the demo cleanly (exit 0).
+#[tokio::test]
+async fn demo_serve_prints_a_console_url_that_answers_with_the_token() {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_concierge"))
+        .args(["demo", "--serve"])
+        .env_remove("NATS_URL")
+        .env_remove("CONCIERGE_CONSOLE_TOKEN")
+        .env_remove("CONCIERGE_CONFIG")
+        .env("CONCIERGE_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting concierge demo --serve");
+    let pid = child.id().expect("the demo's pid").to_string();
+    // Every stdout line, in order, through a channel (the pipe is drained to the end).
+    let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let mut reader = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = reader.next_line().await {
+            let _ = tx.send(line);
+        }
+    });
+    let mut stderr = child.stderr.take().expect("stderr");
+    let logs = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut text).await;
+        text
+    });
+    let (mut url, mut token) = (None, None);
+    let mut seen = Vec::new();
+    while url.is_none() || token.is_none() {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(60), lines.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no console banner within 60 s:\n{}", seen.join("\n")))
+            .unwrap_or_else(|| panic!("the demo ended before its banner:\n{}", seen.join("\n")));
+        let trimmed = line.trim().to_string();
+        if let Some(u) = trimmed.strip_prefix("console:") {
+            url = Some(u.trim().to_string());
+        }
+        if let Some(t) = trimmed.strip_prefix("token:") {
+            token = Some(t.trim().to_string());
+        }
+        seen.push(line);
+    }
+    let (url, token) = (url.unwrap(), token.unwrap());
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    assert!(token.len() >= 32, "a random token: {token}");
+
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = http.get(&url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(page.status().as_u16(), 200, "GET {url} with the token");
+    let body = page.text().await.unwrap();
+    assert!(
+        body.contains("<html") || body.contains("<!DOCTYPE"),
+        "{body}"
+    );
+    let anonymous = http.get(&url).send().await.unwrap();
+    assert!(
+        matches!(anonymous.status().as_u16(), 401 | 303),
+        "GET {url} without the token: {}",
+        anonymous.status()
+    );
+
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait())
+        .await
+        .expect("the demo stops within 30 s of Ctrl-C")
+        .unwrap();
+    let mut rest = Vec::new();
+    while let Ok(Some(line)) =
+        tokio::time::timeout(std::time::Duration::from_secs(5), lines.recv()).await
+    {
+        rest.push(line);
+    }
+    let logs = logs.await.unwrap();
+    assert_eq!(exit.code(), Some(0), "{}\n{logs}", rest.join("\n"));
+    assert!(
+        rest.iter().any(|l| l.contains("demo stopped (Ctrl-C)")),
+        "{}",
+        rest.join("\n")
+    );
+    assert!(
+        !logs.contains(&token),
+        "the console token is in the logs:\n{logs}"
+    );
+}
