@@ -285,7 +285,7 @@ async fn the_console_in_a_real_browser() {
     steps.every_page_without_the_token_is_login_or_401().await;
     steps.log_in_through_the_form().await;
     steps
-        .deadlines_board_shows_inquiries_with_live_countdowns()
+        .deadlines_board_shows_inquiries_with_countdowns_and_waiting_guests()
         .await;
     steps.wifi_question_reaches_the_timeline_within_3s().await;
     steps.guest_script_renders_as_text().await;
@@ -428,11 +428,20 @@ impl Steps<'_> {
         eprintln!("step: logged in ({:.1}s)", t.elapsed().as_secs_f64());
     }
 
-    async fn deadlines_board_shows_inquiries_with_live_countdowns(&self) {
+    async fn deadlines_board_shows_inquiries_with_countdowns_and_waiting_guests(&self) {
         let t = Instant::now();
         let (calm, urgent) = (&self.stack.inquiry, &self.stack.urgent_inquiry);
+        // A Booking.com guest unanswered for 13 h (over the 12 h `reply_wait`): the
+        // message is moved back, the thread stays freshly updated, so the poller sees it.
+        let sim = &self.stack.sim.sim;
+        let waiting = sim.open_thread(PROPERTY, "BookingCom", "Hans Keller", true);
+        sim.guest_message(&waiting, "We will arrive late, around 23:30. See you then.");
+        sim.backdate_thread(&waiting, chrono::Duration::hours(13));
+        sim.set_thread_updated_at(&waiting, Utc::now());
         let row = format!("tr.inquiry[data-thread=\"{calm}\"]");
-        self.goto_until("/", &row, PATIENCE).await;
+        let waiting_row = format!("tr.waiting[data-thread=\"{waiting}\"]");
+        self.goto_until("/", &waiting_row, PATIENCE).await;
+        wait_css(self.client, &row).await;
         let urgent_row = format!("tr.inquiry[data-thread=\"{urgent}\"]");
         wait_css(self.client, &urgent_row).await;
         // Sorted by deadline: the 90-minute inquiry first.

@@ -142,7 +142,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         timeline: timeline.clone(),
     };
     let played = match console {
-        Some(console) => serve_around(script.play(&stale), &sim, &stage, console).await,
+        Some(console) => {
+            let quiet = printer.abort_handle();
+            serve_around(script.play(&stale), &sim, &stage, console, quiet).await
+        }
         None => Played::Finished(script.play(&stale).await),
     };
     // Let trailing records land, then stop everything gracefully.
@@ -207,13 +210,15 @@ async fn start_console(
     Ok((addr, interrupt))
 }
 
-/// `--serve`: plays the script (Ctrl-C stops it), seeds the console's conversations, prints
-/// the URL and token again and waits for Ctrl-C.
+/// `--serve`: plays the script (Ctrl-C stops it), seeds the console's conversations, lets
+/// their events print, silences the timeline `printer` (the console shows what follows, and
+/// the banner stays on screen), prints the URL and token again and waits for Ctrl-C.
 async fn serve_around(
     play: impl std::future::Future<Output = anyhow::Result<()>>,
     sim: &Sim,
     stage: &Stage,
     (addr, mut interrupt): (std::net::SocketAddr, serve::Interrupt),
+    printer: tokio::task::AbortHandle,
 ) -> Played {
     let result = tokio::select! {
         r = play => r,
@@ -226,9 +231,15 @@ async fn serve_around(
         );
     }
     serve::seed_console(sim, &stage.stamp);
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_secs(3)) => {}
+        _ = interrupt.wait() => return Played::Finished(result),
+    }
+    printer.abort();
     say(
         &stage.stamp,
-        "demo script done; the console and the simulator keep running:",
+        "demo script done; the console and the simulator keep running \
+         (the timeline stops printing here: the console shows what happens next)",
     );
     serve::print_banner(addr, &stage.token);
     println!("Ctrl-C to stop.");

@@ -127,7 +127,7 @@ pub fn seed_console(sim: &Sim, stamp: &Stamp) -> Vec<String> {
     };
     let (soon, _) = sim.add_inquiry(
         PROPERTY,
-        "Léa Martin",
+        "Sofia Rossi",
         Utc::now() + chrono::Duration::minutes(80),
         &day(3),
         &day(6),
@@ -137,7 +137,7 @@ pub fn seed_console(sim: &Sim, stamp: &Stamp) -> Vec<String> {
     );
     let (later, _) = sim.add_inquiry(
         PROPERTY,
-        "Andrew Park",
+        "Kenji Watanabe",
         Utc::now() + chrono::Duration::hours(9),
         &day(21),
         &day(28),
