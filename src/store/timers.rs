@@ -143,6 +143,29 @@ impl FollowUps {
         Ok(out)
     }
 
+    /// The armed timers of one thread, soonest first: the key listing is filtered by the
+    /// thread's key prefix before any timer is read.
+    pub async fn list_for_thread(&self, thread_id: &str) -> Result<Vec<FollowUpTimer>, StoreError> {
+        let list_err = |e| StoreError::nats("follow-up timers: list", e);
+        let prefix = format!("{}.", keys::encode(thread_id));
+        let keys: Vec<String> = self
+            .store
+            .keys()
+            .await
+            .map_err(list_err)?
+            .try_collect()
+            .await
+            .map_err(|e| StoreError::nats("follow-up timers: list", e))?;
+        let mut out = Vec::new();
+        for key in keys.iter().filter(|k| k.starts_with(&prefix)) {
+            if let Some(t) = self.get_stored(key).await? {
+                out.push(t.timer);
+            }
+        }
+        out.sort_by(|a, b| (a.due_at, &a.name).cmp(&(b.due_at, &b.name)));
+        Ok(out)
+    }
+
     /// Every armed timer, soonest first (for `concierge follow-ups list`).
     pub async fn list(&self) -> Result<Vec<FollowUpTimer>, StoreError> {
         Ok(self

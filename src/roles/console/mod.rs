@@ -111,6 +111,18 @@ impl Console {
     fn prefix(&self) -> &str {
         &self.0.deps.config.nats.prefix
     }
+
+    /// A property's configured name, else its id.
+    fn property_name(&self, id: &str) -> String {
+        self.0
+            .deps
+            .config
+            .properties
+            .get(id)
+            .map(|p| p.name.clone())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| id.to_string())
+    }
 }
 
 /// The console's routes (none when `console` is `None`: every path is then `404`).

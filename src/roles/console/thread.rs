@@ -1,31 +1,201 @@
-//! One thread: its messages interleaved with concierge's decisions, and its pending
-//! follow-ups with a Cancel button.
+//! One thread: its messages (read from Channex) interleaved by time with concierge's
+//! decisions about it (the audit records grouped as `concierge audit explain` groups them:
+//! [`audit::group_by_event`]), with the rendered text of every reply, and its pending
+//! follow-ups, each with a Cancel button (a CSRF-checked POST, audited as a
+//! `cancel_follow_up` by rule `console`, then 303 back to the thread).
+//!
+//! Must not: change anything but the one follow-up it is asked to cancel; a Channex
+//! failure only empties the message column (the decisions still show).
 
 use axum::extract::{Path, State};
-use axum::response::{IntoResponse, Redirect};
-use axum::Extension;
+use axum::response::Redirect;
+use axum::{Extension, Form};
+use chrono::{DateTime, Utc};
 use maud::{html, Markup};
+use serde::Deserialize;
 
 use super::auth::Authed;
 use super::layout::{self, Nav};
-use super::{Console, ConsoleError};
+use super::{check_csrf, Console, ConsoleError};
+use crate::channex::Message;
+use crate::events::Sender;
+use crate::store::audit::{
+    self, ActionKind, AuditFilter, AuditLog, AuditRecord, EventDecisions, Outcome, Reason,
+};
+use crate::store::timers::{FollowUpTimer, FollowUps};
+
+/// Longest thread id or follow-up name accepted in a path.
+const MAX_ID: usize = 200;
+
+fn checked(what: &str, value: &str) -> Result<(), ConsoleError> {
+    if value.is_empty() || value.len() > MAX_ID || value.chars().any(char::is_control) {
+        return Err(ConsoleError::BadInput(format!("{what}: not a valid id")));
+    }
+    Ok(())
+}
+
+/// One entry of the page, in time order.
+enum Item<'a> {
+    Message(&'a Message),
+    Decisions(EventDecisions<'a>),
+}
+
+impl Item<'_> {
+    fn at(&self) -> Option<DateTime<Utc>> {
+        match self {
+            Item::Message(m) => Some(m.inserted_at),
+            Item::Decisions(d) => d.at,
+        }
+    }
+}
 
 pub async fn page(
-    State(_console): State<Console>,
+    State(console): State<Console>,
     Extension(authed): Extension<Authed>,
     Path(id): Path<String>,
 ) -> Result<Markup, ConsoleError> {
-    Ok(layout::page(
-        "Thread",
-        Nav::None,
-        Some(&authed.csrf),
-        html! { h1 { "Thread " (id) } },
-    ))
+    checked("thread", &id)?;
+    let deps = console.deps();
+    let filter = AuditFilter {
+        thread_id: Some(id.clone()),
+        ..Default::default()
+    };
+    let records = audit::query(&deps.infra.js, console.prefix(), &filter);
+    let follow_ups = FollowUps::new(deps.infra.followups.clone());
+    let timers = follow_ups.list_for_thread(&id);
+    let messages = deps.channex.list_thread_messages(&id);
+    let (records, timers, messages) = tokio::join!(records, timers, messages);
+    let (records, timers) = (records?, timers?);
+    let (messages, channex_error) = match messages {
+        Ok(listing) => (listing.items, None),
+        Err(e) => {
+            tracing::warn!(thread = %id, error = %e, "console: cannot read the thread's messages");
+            (Vec::new(), Some(e.to_string()))
+        }
+    };
+    let mut items: Vec<Item<'_>> = messages.iter().map(Item::Message).collect();
+    items.extend(
+        audit::group_by_event(&records)
+            .into_iter()
+            .map(Item::Decisions),
+    );
+    items.sort_by_key(Item::at);
+    let body = html! {
+        h1 { "Thread " span.mono { (id) } }
+        p.lead { (messages.len()) " messages · " (records.len()) " decisions recorded · "
+            a href={ "/timeline?thread=" (layout::path_segment(&id)) } { "on the timeline" } }
+        h2 { "Pending follow-ups" }
+        (follow_up_table(&id, &timers, &authed.csrf))
+        h2 { "Conversation and decisions" }
+        @if let Some(e) = channex_error { p.flash.bad { "Channex did not answer: " (e) } }
+        div.convo {
+            @if items.is_empty() { p.muted { "Nothing here yet." } }
+            @for item in &items { (render_item(item)) }
+        }
+    };
+    Ok(layout::page("Thread", Nav::None, Some(&authed.csrf), body))
+}
+
+fn follow_up_table(thread_id: &str, timers: &[FollowUpTimer], csrf: &str) -> Markup {
+    html! {
+        div.table-wrap { table #follow-ups {
+            thead { tr { th { "Follow-up" } th { "Due" } th { "Armed" } th {} } }
+            tbody {
+                @if timers.is_empty() { tr { td.empty colspan="4" { "No follow-up pending." } } }
+                @for t in timers {
+                    tr.follow-up data-name=(t.name) {
+                        td { (t.name) }
+                        td { (layout::time(t.due_at)) }
+                        td.muted { (layout::time(t.armed_at)) }
+                        td { form method="post" action={ (layout::thread_href(thread_id)) "/follow-ups/" (layout::path_segment(&t.name)) "/cancel" } {
+                            input type="hidden" name="csrf" value=(csrf);
+                            button.cancel type="submit" { "Cancel" }
+                        } }
+                    }
+                }
+            }
+        } }
+    }
+}
+
+fn render_item(item: &Item<'_>) -> Markup {
+    match item {
+        Item::Message(m) => {
+            let class = match m.sender {
+                Sender::Guest => "bubble guest",
+                Sender::Property => "bubble property",
+                _ => "bubble",
+            };
+            html! {
+                div class=(class) {
+                    div.meta { (m.sender.as_str()) " · " (layout::time(m.inserted_at)) }
+                    div.message-text { (m.text) }
+                    @if !m.attachments.is_empty() { div.meta { (m.attachments.len()) " attachment(s)" } }
+                }
+            }
+        }
+        Item::Decisions(d) => html! {
+            div.decision {
+                div.meta { "concierge · " (d.event_type.as_deref().unwrap_or("event"))
+                    @if let Some(at) = d.at { " · " (layout::time(at)) } }
+                @for (rule, records) in &d.rules {
+                    div { strong { (rule) }
+                        ul { @for r in records { li {
+                            (r.action.as_ref().map_or("—", |a| a.as_str()))
+                            @if let Some(t) = &r.template { " (" (t) ")" }
+                            " " (layout::outcome_pill(r.outcome))
+                            @if let Some(reason) = &r.reason { " " span.muted { (reason.as_text()) } }
+                            @if let Some(text) = &r.text { div.rendered.reply-text { (text) } }
+                            @if let Some(e) = &r.error { div.muted { (e) } }
+                        } } }
+                    }
+                }
+            }
+        },
+    }
+}
+
+#[derive(Deserialize)]
+pub struct CancelForm {
+    csrf: Option<String>,
 }
 
 pub async fn cancel(
-    State(_console): State<Console>,
-    Path((id, _name)): Path<(String, String)>,
-) -> Result<impl IntoResponse, ConsoleError> {
+    State(console): State<Console>,
+    Extension(authed): Extension<Authed>,
+    Path((id, name)): Path<(String, String)>,
+    Form(form): Form<CancelForm>,
+) -> Result<Redirect, ConsoleError> {
+    checked("thread", &id)?;
+    checked("follow-up", &name)?;
+    check_csrf(&authed, form.csrf.as_deref())?;
+    let deps = console.deps();
+    let follow_ups = FollowUps::new(deps.infra.followups.clone());
+    let timer = follow_ups.get(&id, &name).await?;
+    if !follow_ups.cancel(&id, &name).await? {
+        return Err(ConsoleError::NotFound(format!(
+            "no pending follow-up {name:?} on this thread"
+        )));
+    }
+    let now = console.now();
+    let mut record = AuditRecord::standalone(
+        format!(
+            "console:cancel:{id}:{name}:{}",
+            now.timestamp_nanos_opt().unwrap_or_default()
+        ),
+        Outcome::Executed,
+    );
+    record.at = now;
+    record.rule = Some("console".into());
+    record.action = Some(ActionKind::CancelFollowUp);
+    record.reason = Some(Reason::Cancelled(name.clone()));
+    record.thread_id = Some(id.clone());
+    record.property_id = timer.map(|t| t.property_id);
+    let log = AuditLog::new(deps.infra.js.clone(), console.prefix());
+    if let Err(e) = log.record(&record).await {
+        // The cancel itself is done; only its trace is missing.
+        tracing::warn!(error = %e, "console: could not audit a cancelled follow-up");
+    }
+    tracing::info!(thread = %id, follow_up = %name, "console: follow-up cancelled");
     Ok(Redirect::to(&layout::thread_href(&id)))
 }

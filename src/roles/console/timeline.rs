@@ -1,29 +1,259 @@
-//! The timeline: the audit log, newest first, paginated backwards from the stream's end,
-//! with filters, and live rows over SSE.
+//! The timeline: the audit log, newest first, read backwards from the end of the stream
+//! ([`audit::latest`], [`PAGE`] records a page, an `older` cursor by stream sequence),
+//! filtered by property, thread, rule, outcome and time (a GET form: ids and names only,
+//! never guest text), and live: `/timeline/stream` sends each new matching record as a
+//! server-rendered row over SSE ([`audit::follow_new`]: an ephemeral consumer that starts
+//! at new messages).
 //!
-//! Must not: read the whole audit stream for a page.
+//! Must not: read more than [`MAX_SCAN`] stored records for a page.
 
-use axum::extract::State;
-use axum::response::IntoResponse;
+use std::convert::Infallible;
+
+use axum::extract::{Query, State};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::Extension;
+use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt};
 use maud::{html, Markup};
+use serde::Deserialize;
 
 use super::auth::Authed;
 use super::layout::{self, Nav};
 use super::{Console, ConsoleError};
+use crate::store::audit::{self, AuditFilter, AuditRecord, Outcome};
+
+/// Records per page.
+pub const PAGE: usize = 100;
+/// Stored records a page may read at most (with narrow filters a page can come out short;
+/// its `older` link continues from where the read stopped).
+pub const MAX_SCAN: u64 = 20_000;
+
+const OUTCOMES: [Outcome; 6] = [
+    Outcome::Executed,
+    Outcome::DryRun,
+    Outcome::Skipped,
+    Outcome::Failed,
+    Outcome::RuleError,
+    Outcome::RuleRejected,
+];
+
+/// The filter form (all optional; empty fields mean "any").
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TimelineQuery {
+    pub property: Option<String>,
+    pub thread: Option<String>,
+    pub rule: Option<String>,
+    pub outcome: Option<String>,
+    /// `2h` (back from now) or an RFC 3339 time.
+    pub since: Option<String>,
+    /// The `older` cursor: records stored before this stream sequence.
+    pub before: Option<u64>,
+}
+
+fn non_empty(v: &Option<String>) -> Option<String> {
+    v.as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+/// `2h` back from `now`, or an RFC 3339 time.
+pub fn point_in_time(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, ConsoleError> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let bad = || {
+        ConsoleError::BadInput(format!(
+            "since: {s:?} is neither a duration like 2h nor an RFC 3339 time"
+        ))
+    };
+    let d = crate::config::parse_duration(s).map_err(|_| bad())?;
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| now.checked_sub_signed(d))
+        .ok_or_else(bad)
+}
+
+impl TimelineQuery {
+    pub fn filter(&self, now: DateTime<Utc>) -> Result<AuditFilter, ConsoleError> {
+        let outcome =
+            match non_empty(&self.outcome) {
+                Some(o) => Some(Outcome::parse(&o).ok_or_else(|| {
+                    ConsoleError::BadInput(format!("outcome: unknown value {o:?}"))
+                })?),
+                None => None,
+            };
+        Ok(AuditFilter {
+            property_id: non_empty(&self.property),
+            thread_id: non_empty(&self.thread),
+            rule: non_empty(&self.rule),
+            outcome,
+            since: non_empty(&self.since)
+                .map(|s| point_in_time(&s, now))
+                .transpose()?,
+            ..Default::default()
+        })
+    }
+
+    /// The filters as a query string (`before` left out), for the live stream and paging.
+    fn query_string(&self) -> String {
+        [
+            ("property", &self.property),
+            ("thread", &self.thread),
+            ("rule", &self.rule),
+            ("outcome", &self.outcome),
+            ("since", &self.since),
+        ]
+        .iter()
+        .filter_map(|(k, v)| non_empty(v).map(|v| format!("{k}={}", layout::path_segment(&v))))
+        .collect::<Vec<_>>()
+        .join("&")
+    }
+}
 
 pub async fn page(
-    State(_console): State<Console>,
+    State(console): State<Console>,
     Extension(authed): Extension<Authed>,
+    Query(q): Query<TimelineQuery>,
 ) -> Result<Markup, ConsoleError> {
+    let filter = q.filter(console.now())?;
+    let js = &console.deps().infra.js;
+    let page = audit::latest(js, console.prefix(), &filter, q.before, PAGE, MAX_SCAN).await?;
+    let rules: Vec<String> = console
+        .deps()
+        .live
+        .current()
+        .rules
+        .rules()
+        .iter()
+        .map(|r| r.name.clone())
+        .collect();
+    let properties: Vec<String> = console.deps().config.properties.keys().cloned().collect();
+    let qs = q.query_string();
+    let body = html! {
+        h1 { "Timeline" }
+        p.lead { span.live-dot {} "Every decision concierge made, newest first; new ones appear live." }
+        (filter_form(&q, &properties, &rules))
+        (records_table(&console, &page.records, &format!("/timeline/stream?{qs}")))
+        @if let Some(older) = page.older {
+            div.pager { a.button href={ "/timeline?" (qs) @if !qs.is_empty() { "&" } "before=" (older) } { "Older →" } }
+        }
+    };
     Ok(layout::page(
         "Timeline",
         Nav::Timeline,
         Some(&authed.csrf),
-        html! { h1 { "Timeline" } },
+        body,
     ))
 }
 
-pub async fn stream(State(_console): State<Console>) -> impl IntoResponse {
-    ""
+fn filter_form(q: &TimelineQuery, properties: &[String], rules: &[String]) -> Markup {
+    let selected = |v: &Option<String>, want: &str| non_empty(v).as_deref() == Some(want);
+    html! {
+        form.filters method="get" action="/timeline" {
+            label { "Property" select name="property" {
+                option value="" { "any" }
+                @for p in properties { option value=(p) selected[selected(&q.property, p)] { (p) } }
+            } }
+            label { "Thread" input type="text" name="thread" value=[non_empty(&q.thread)] placeholder="thread id"; }
+            label { "Rule" select name="rule" {
+                option value="" { "any" }
+                @for r in rules { option value=(r) selected[selected(&q.rule, r)] { (r) } }
+            } }
+            label { "Outcome" select name="outcome" {
+                option value="" { "any" }
+                @for o in OUTCOMES { option value=(o.as_str()) selected[selected(&q.outcome, o.as_str())] { (o.as_str()) } }
+            } }
+            label { "Since" input type="text" name="since" value=[non_empty(&q.since)] placeholder="2h or 2026-12-01T10:00:00Z"; }
+            button type="submit" { "Filter" }
+            a href="/timeline" { "Clear" }
+        }
+    }
+}
+
+/// The records table; `live` is the SSE URL new rows come from.
+pub fn records_table(console: &Console, records: &[(u64, AuditRecord)], live: &str) -> Markup {
+    html! {
+        div.table-wrap { table #timeline data-live=(live) {
+            thead { tr {
+                th { "Time" } th { "Property" } th { "Thread" } th { "Rule" } th { "Action" }
+                th { "Outcome" } th.optional { "Reason" } th { "Reply / detail" }
+            } }
+            tbody {
+                @if records.is_empty() {
+                    tr { td.empty colspan="8" { "Nothing recorded yet for these filters." } }
+                }
+                @for (seq, r) in records { (record_row(console, *seq, r)) }
+            }
+        } }
+    }
+}
+
+/// One audit record as a table row (the page and the live stream render the same).
+pub fn record_row(console: &Console, seq: u64, r: &AuditRecord) -> Markup {
+    let property = r.property_id.as_deref().map(|p| console.property_name(p));
+    let detail_is_error = !matches!(r.outcome, Outcome::Executed | Outcome::DryRun);
+    html! {
+        tr.record id={ "r" (seq) } data-outcome=(r.outcome.as_str()) {
+            td { (layout::time(r.at)) }
+            td { (property.unwrap_or_default()) }
+            td { @if let Some(t) = &r.thread_id { (layout::thread_link(t)) } @else { span.muted { "—" } } }
+            td { (r.rule.as_deref().unwrap_or("—")) }
+            td { (r.action.as_ref().map_or("—", |a| a.as_str()))
+                 @if let Some(t) = &r.template { " " span.muted { "(" (t) ")" } } }
+            td { (layout::outcome_pill(r.outcome)) }
+            td.optional { (r.reason.as_ref().map(|x| x.as_text()).unwrap_or_default()) }
+            td {
+                @if let Some(text) = &r.text { div.reply-text { (text) } }
+                @if let (true, Some(e)) = (detail_is_error, &r.error) { div.muted { (e) } }
+            }
+        }
+    }
+}
+
+pub async fn stream(
+    State(console): State<Console>,
+    Query(q): Query<TimelineQuery>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ConsoleError> {
+    let mut filter = q.filter(console.now())?;
+    filter.since = None;
+    let records = audit::follow_new(&console.deps().infra.js, console.prefix(), filter).await?;
+    let events = records.map(move |(seq, r)| {
+        let row = record_row(&console, seq, &r).into_string();
+        Ok(SseEvent::default().event("record").data(row))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_read_from_the_form() {
+        let now: DateTime<Utc> = "2026-12-01T12:00:00Z".parse().expect("time");
+        let q = TimelineQuery {
+            property: Some("p1".into()),
+            thread: Some(" ".into()),
+            outcome: Some("failed".into()),
+            since: Some("2h".into()),
+            ..Default::default()
+        };
+        let f = q.filter(now).expect("valid");
+        assert_eq!(f.property_id.as_deref(), Some("p1"));
+        assert_eq!(f.thread_id, None);
+        assert_eq!(f.outcome, Some(Outcome::Failed));
+        assert_eq!(f.since, Some("2026-12-01T10:00:00Z".parse().expect("time")));
+        assert_eq!(q.query_string(), "property=p1&outcome=failed&since=2h");
+        let bad = TimelineQuery {
+            outcome: Some("great".into()),
+            ..Default::default()
+        };
+        assert!(matches!(bad.filter(now), Err(ConsoleError::BadInput(_))));
+        let bad = TimelineQuery {
+            since: Some("yesterday".into()),
+            ..Default::default()
+        };
+        assert!(bad.filter(now).is_err());
+    }
 }
