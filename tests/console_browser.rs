@@ -711,10 +711,7 @@ impl Steps<'_> {
         self.goto("/rules").await;
         wait_css(self.client, "a[href=\"/rules\"]").await;
         let page = self.client.source().await.unwrap_or_default();
-        assert!(
-            page.contains("faq_wifi") || page.contains("FAQ"),
-            "rules page lists the FAQ rule"
-        );
+        assert!(page.contains("10_faq"), "the rules page lists 10_faq.rhai");
         screenshot(self.client, "rules").await;
         self.goto("/health").await;
         wait_css(self.client, "a[href=\"/health\"]").await;
