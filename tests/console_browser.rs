@@ -500,6 +500,9 @@ impl Steps<'_> {
         let t = Instant::now();
         self.goto("/timeline").await;
         wait_css(self.client, "table#timeline").await;
+        // The live feed is connected (its dot turns on when the EventSource opens): the
+        // reply must arrive through it, without a reload.
+        wait_css(self.client, ".live-dot.on").await;
         let sim = &self.stack.sim.sim;
         let thread = sim.open_thread(PROPERTY, "BookingCom", "Maria Santos", true);
         let asked = Instant::now();
