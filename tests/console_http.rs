@@ -7,11 +7,14 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use chrono::Utc;
 use concierge::config::{Config, Secret};
 use concierge::roles::poller::Poller;
 use concierge::sim::SimServer;
 use concierge::store::nats::Infra;
+use concierge::store::timers::{FollowUpTimer, FollowUps};
 use reqwest::header::{ACCEPT, AUTHORIZATION, COOKIE, LOCATION, SET_COOKIE};
 use reqwest::redirect::Policy;
 use reqwest::StatusCode;
@@ -43,8 +46,8 @@ const FAQ_RULE: &str = r#"
 if event.type == "thread.new_message" && message.sender == "guest" && contains_any(message.text, ["wifi"]) {
     reply("wifi");
 }
-if event.type == "thread.new_message" && message.sender == "guest" && contains_any(message.text, ["late"]) {
-    follow_up("check late arrival", now_plus_hours(5), #{});
+if event.type == "thread.new_message" && message.sender == "guest" && contains_any(message.text, ["echo"]) {
+    reply("echo");
 }
 "#;
 
@@ -64,6 +67,11 @@ async fn rig(token: Option<&str>) -> Rig {
         &dir.path().join("templates"),
         "wifi.hbs",
         "Wifi: {{property.vars.wifi_name}} / {{property.vars.wifi_password}}",
+    );
+    write(
+        &dir.path().join("templates"),
+        "echo.hbs",
+        "You wrote: {{message.text}}",
     );
     let mut config = common::config(&sim, &nats_cfg, &[PROP]);
     config.rules.dir = dir.path().join("rules");
@@ -307,4 +315,313 @@ async fn the_deadlines_board_is_server_rendered_with_the_inquiry() {
     assert!(page.contains(&format!(r#"href="/threads/{thread}""#)));
     assert!(page.contains(r#"class="countdown" data-deadline=""#));
     let _ = (&rig.infra, &rig.config);
+}
+
+impl Rig {
+    async fn get_cookie(&self, path: &str, cookie: &str) -> String {
+        let resp = self
+            .http
+            .get(self.url(path))
+            .header(COOKIE, cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        resp.text().await.unwrap()
+    }
+
+    /// `Worker::run` in the background; stops when the returned sender is dropped.
+    async fn start_worker(&self) -> watch::Sender<bool> {
+        let channex = concierge::wiring::channex_client(&self.config).unwrap();
+        let (worker, live) = concierge::wiring::worker(&self.config, &self.infra, channex)
+            .await
+            .unwrap();
+        let (stop, shutdown) = watch::channel(false);
+        let js = self.infra.js.clone();
+        tokio::spawn(async move {
+            let _live = live;
+            worker.run(&js, "concierge", shutdown).await
+        });
+        stop
+    }
+
+    /// A Booking.com guest writes `text`; the poller emits it.
+    async fn guest_writes(&mut self, text: &str) -> String {
+        let thread = self.sim.sim.open_thread(PROP, "BookingCom", "Maria", true);
+        self.sim.sim.guest_message(&thread, text);
+        self.poller.poll_once(Some(PROP)).await.unwrap();
+        thread
+    }
+}
+
+/// The value of the first `name="csrf"` hidden field of a page.
+fn csrf_of(page: &str) -> String {
+    let at = page
+        .find(r#"name="csrf" value=""#)
+        .expect("a form with a CSRF field");
+    let rest = &page[at + r#"name="csrf" value=""#.len()..];
+    rest[..rest.find('"').unwrap()].to_string()
+}
+
+/// Every URL a page links, posts or connects to.
+fn urls_of(page: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for attr in ["href=\"", "action=\"", "src=\"", "data-live=\""] {
+        let mut rest = page;
+        while let Some(i) = rest.find(attr) {
+            rest = &rest[i + attr.len()..];
+            out.push(rest[..rest.find('"').unwrap()].to_string());
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn cancel_needs_the_csrf_token_and_removes_the_follow_up() {
+    let rig = rig(Some(TOKEN)).await;
+    let store = FollowUps::new(rig.infra.followups.clone());
+    let now = Utc::now();
+    store
+        .arm(&FollowUpTimer {
+            thread_id: "t-42".into(),
+            property_id: PROP.into(),
+            name: "check in".into(),
+            due_at: now + chrono::Duration::hours(3),
+            data: Default::default(),
+            armed_at: now,
+            armed_by_event: "e1".into(),
+        })
+        .await
+        .unwrap();
+    let cookie = rig.login().await;
+    let page = rig.get_cookie("/threads/t-42", &cookie).await;
+    assert!(page.contains(r#"class="follow-up""#), "{page}");
+    assert!(page.contains(r#"class="cancel""#));
+    let action = "/threads/t-42/follow-ups/check%20in/cancel";
+    assert!(page.contains(&format!(r#"action="{action}""#)), "{page}");
+    let csrf = csrf_of(&page);
+
+    for forged in [
+        None,
+        Some("0123"),
+        Some(csrf_of(&rig.get_bearer("/playground").await.1).as_str()),
+    ] {
+        let mut req = rig.http.post(rig.url(action)).header(COOKIE, &cookie);
+        if let Some(f) = forged {
+            req = req.form(&[("csrf", f)]);
+        } else {
+            req = req.form(&[("other", "x")]);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{forged:?}");
+    }
+    assert!(
+        store.get("t-42", "check in").await.unwrap().is_some(),
+        "still armed"
+    );
+
+    let resp = rig
+        .http
+        .post(rig.url(action))
+        .header(COOKIE, &cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(resp.headers()[LOCATION], "/threads/t-42");
+    assert!(
+        store.get("t-42", "check in").await.unwrap().is_none(),
+        "gone"
+    );
+    assert!(
+        store.list().await.unwrap().is_empty(),
+        "follow-ups list agrees"
+    );
+    let page = rig.get_cookie("/threads/t-42", &cookie).await;
+    assert!(!page.contains(r#"class="follow-up""#));
+    // The cancel is on the record, and a second one is a clear 404.
+    assert!(page.contains("cancelled check in"), "{page}");
+    let resp = rig
+        .http
+        .post(rig.url(action))
+        .header(COOKIE, &cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn the_timeline_shows_the_reply_text_live_and_on_the_page() {
+    let mut rig = rig(Some(TOKEN)).await;
+    let _worker = rig.start_worker().await;
+    // Subscribe to the live rows first.
+    let mut live = rig
+        .http
+        .get(rig.url("/timeline/stream"))
+        .header(AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), StatusCode::OK);
+    assert!(live.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let thread = rig.guest_writes("hi! what's the wifi?").await;
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while !seen.contains("Wifi: CasaAzul / sardinhas") {
+        let chunk = tokio::time::timeout_at(deadline, live.chunk())
+            .await
+            .expect("a live row with the reply within 3 s")
+            .unwrap()
+            .expect("stream open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(seen.contains("event: record"), "{seen}");
+    assert!(seen.contains(r#"class="reply-text""#), "{seen}");
+    assert!(seen.contains(&format!("/threads/{thread}")), "{seen}");
+
+    let (status, page) = rig.get_bearer("/timeline").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains(r#"<table id="timeline""#), "{page}");
+    assert!(page.contains(r#"class="record""#));
+    assert!(page.contains("Wifi: CasaAzul / sardinhas"));
+    // Filters narrow it down.
+    let (_, page) = rig.get_bearer("/timeline?outcome=failed").await;
+    assert!(!page.contains("Wifi: CasaAzul"), "{page}");
+    let (_, page) = rig.get_bearer(&format!("/timeline?thread={thread}")).await;
+    assert!(page.contains("Wifi: CasaAzul"));
+    let (status, _) = rig.get_bearer("/timeline?outcome=nonsense").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn guest_html_is_escaped_and_never_in_a_url() {
+    let mut rig = rig(Some(TOKEN)).await;
+    let _worker = rig.start_worker().await;
+    let evil = "<script>alert('x')</script> echo please";
+    let thread = rig.guest_writes(evil).await;
+    let audit_js = rig.infra.js.clone();
+    common::eventually(
+        "the echo reply is recorded",
+        Duration::from_secs(10),
+        || {
+            let js = audit_js.clone();
+            async move {
+                let records = concierge::store::audit::query(&js, "concierge", &Default::default())
+                    .await
+                    .unwrap();
+                records
+                    .iter()
+                    .any(|r| r.text.as_deref().is_some_and(|t| t.contains("You wrote")))
+            }
+        },
+    )
+    .await;
+    let cookie = rig.login().await;
+    for path in [format!("/threads/{thread}"), "/timeline".to_string()] {
+        let page = rig.get_cookie(&path, &cookie).await;
+        assert!(!page.contains("<script>alert"), "{path}: {page}");
+        assert!(
+            page.contains("&lt;script&gt;alert"),
+            "{path}: escaped text shown"
+        );
+    }
+    // The board shows the waiting guest (reply_wait 0 would be needed); every URL of every
+    // page carries ids only.
+    for path in ["/", "/timeline", "/rules", "/playground", "/health"]
+        .iter()
+        .map(|p| p.to_string())
+        .chain([format!("/threads/{thread}")])
+    {
+        let page = rig.get_cookie(&path, &cookie).await;
+        for url in urls_of(&page) {
+            assert!(
+                !url.contains("script") && !url.contains("echo") && !url.contains(TOKEN),
+                "{path}: {url}"
+            );
+        }
+        assert!(!page.contains(TOKEN), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn the_playground_plans_dry_through_the_workers_rules() {
+    let rig = rig(Some(TOKEN)).await;
+    let cookie = rig.login().await;
+    let page = rig.get_cookie("/playground", &cookie).await;
+    for hook in [
+        r#"<form class="stacked" id="playground""#,
+        r#"<select name="property""#,
+        r#"<select name="channel""#,
+        r#"<textarea name="message""#,
+    ] {
+        assert!(page.contains(hook), "{hook}: {page}");
+    }
+    let csrf = csrf_of(&page);
+    let post = |form: Vec<(&'static str, String)>| {
+        rig.http
+            .post(rig.url("/playground"))
+            .header(COOKIE, &cookie)
+            .form(&form)
+            .send()
+    };
+    let resp = post(vec![("message", "what's the wifi?".into())])
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let resp = post(vec![
+        ("csrf", csrf.clone()),
+        ("property", PROP.into()),
+        ("channel", "booking_com".into()),
+        ("message", "what's the wifi?".into()),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let page = resp.text().await.unwrap();
+    assert!(page.contains(r#"class="plan-step""#), "{page}");
+    assert!(
+        page.contains(r#"class="rendered">Wifi: CasaAzul / sardinhas<"#),
+        "{page}"
+    );
+    // Nothing was sent.
+    assert!(rig.sim.sim.sent_by_api().is_empty());
+    // A broken event JSON is a clear message, not a failure.
+    let resp = post(vec![("csrf", csrf.clone()), ("event", "{".into())])
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.text().await.unwrap().contains("not a valid event"));
+    let resp = rig
+        .http
+        .post(rig.url("/playground/replay"))
+        .header(COOKIE, &cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.text().await.unwrap().contains("events replayed"));
+}
+
+#[tokio::test]
+async fn the_rules_and_health_pages_show_the_running_state() {
+    let rig = rig(Some(TOKEN)).await;
+    let (status, page) = rig.get_bearer("/rules").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains(r#"data-rule="10_faq""#), "{page}");
+    assert!(
+        page.contains("wifi") && page.contains("echo"),
+        "templates listed"
+    );
+    let (status, page) = rig.get_bearer("/health").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("connected"), "{page}");
+    assert!(page.contains("Channex calls per minute"));
+    assert!(page.contains(r#"id="leases""#));
 }
