@@ -524,6 +524,23 @@ impl Steps<'_> {
             took <= Duration::from_secs(3),
             "the wifi reply reached the timeline after {took:?} (limit 3 s)"
         );
+        // More live rows for the screenshot: a "thanks" (no reply needed) and a parking
+        // question from an Airbnb guest.
+        sim.guest_message(&thread, "Thanks so much!");
+        let john = sim.open_thread(PROPERTY, "Airbnb", "John Miller", true);
+        sim.guest_message(&john, "Hello! Is there parking near the apartment?");
+        until(
+            self.stack,
+            "the thanks and parking rows",
+            PATIENCE,
+            || async {
+                let replies = texts(self.client, "table#timeline tr.record .reply-text").await;
+                let page = self.client.source().await.unwrap_or_default();
+                replies.iter().any(|r| r.contains("Rua das Flores"))
+                    && page.contains("no_reply_needed")
+            },
+        )
+        .await;
         screenshot(self.client, "timeline").await;
         // Its thread: the question, the reply's rendered text, the decision.
         self.goto_until(
