@@ -9,7 +9,8 @@
 //!
 //! Environment overrides (applied on top of the file, before validation):
 //! - the well-known names `CHANNEX_API_KEY`, `CHANNEX_BASE_URL`, `NATS_URL`,
-//!   `NATS_CREDENTIALS`, `CONCIERGE_WEBHOOK_URL`, `CONCIERGE_WEBHOOK_SECRET`;
+//!   `NATS_CREDENTIALS`, `CONCIERGE_WEBHOOK_URL`, `CONCIERGE_WEBHOOK_SECRET`,
+//!   `CONCIERGE_CONSOLE_TOKEN`;
 //! - any key as `CONCIERGE_<SECTION>_<KEY>`, e.g. `CONCIERGE_CHANNEX_POLL_INTERVAL=10s`,
 //!   `CONCIERGE_RULES_DRY_RUN=true`, `CONCIERGE_CHANNEX_PROPERTY_IDS='["p1","p2"]'`. The
 //!   value is read as a TOML value when it parses as one, else as a string. Section names
@@ -541,7 +542,7 @@ impl Config {
     /// Every duration key with its sane range, `(key, value, min, max)`. Below the minimum
     /// the mechanism cannot work (a zero `ack_wait` redelivers every event at once, a zero
     /// lease is never held); above the maximum the value is almost certainly a typo.
-    fn duration_ranges(&self) -> [(&'static str, Duration, Duration, Duration); 12] {
+    fn duration_ranges(&self) -> [(&'static str, Duration, Duration, Duration); 13] {
         const MS: u64 = 1;
         const S: u64 = 1000 * MS;
         const MIN: u64 = 60 * S;
@@ -565,6 +566,8 @@ impl Config {
                 3650 * D,
             ),
             r("nats.audit_max_age", self.nats.audit_max_age, MIN, 3650 * D),
+            // The deadlines board reads guest messages of the last 14 days.
+            r("console.reply_wait", self.console.reply_wait, 0, 7 * D),
             // The lower bounds of the cross-key checks in `validate`: at least
             // `events_max_age` (itself at least 1m), resp. 2d for follow-up timers.
             r(
@@ -1092,6 +1095,30 @@ mod tests {
         .to_string();
         assert!(e.contains("alerts.webhook_url"), "{e}");
         assert!(!e.contains("T0K3N"), "{e}");
+    }
+
+    #[test]
+    fn the_console_token_comes_from_the_environment_and_is_never_echoed() {
+        let c = Config::load(None, &env(&[("CONCIERGE_CONSOLE_TOKEN", "c0ns0le-T0K3N")]))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.console.token.expose(), "c0ns0le-T0K3N");
+        assert!(!format!("{c:?}").contains("c0ns0le-T0K3N"));
+        assert_eq!(c.console.reply_wait, Duration::from_secs(12 * 3600));
+        let e = Config::load(
+            None,
+            &env(&[
+                ("CONCIERGE_CONSOLE_TOKEN", "c0ns0le-T0K3N"),
+                ("CONCIERGE_CONSOLE_REPLY_WAIT", "30d"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("console.reply_wait"), "{e}");
+        assert!(!e.contains("c0ns0le-T0K3N"), "{e}");
+        let f = write("[console]\ntoken = [\"c0ns0le-T0K3N\"]\n");
+        let e = Config::load(Some(f.path()), &[]).unwrap_err().to_string();
+        assert!(e.contains("console.token"), "{e}");
+        assert!(!e.contains("c0ns0le-T0K3N"), "{e}");
     }
 
     #[test]

@@ -26,8 +26,8 @@
 //! | [`content`] | reading rules/ and templates/ and live-reloading them into `Arc<Content>` snapshots | `base`, `events`, `plan` |
 //! | [`store`] | NATS infra and the one NATS failure classification, ledger + claims, follow-up timers, thread snapshots, leases, the audit log (typed action / outcome / reason), purge | `base`, `events`, `config`, Channex models |
 //! | [`authoring`] | `rules check`, `rules test` fixtures, samples, `replay`: all through `plan()` | `plan`, `content`, `store` (read) |
-//! | [`roles`] | poller (pure change detection + run loop), worker, executor (the only writer to Channex and alert sinks), scheduler | everything above |
-//! | [`wiring`], [`http`], [`sim`], [`demo`], [`cli`] | building each role from config, `/metrics` `/healthz` `/readyz` `/webhooks/channex`, the Channex simulator, the showcase, the command line (the only reader of argv and the environment) | everything |
+//! | [`roles`] | poller (pure change detection + run loop), worker, executor (the only writer to Channex and alert sinks), scheduler, the web console (read-only but for cancelling a follow-up) | everything above |
+//! | [`wiring`], [`http`], [`sim`], [`demo`], [`cli`] | building each role from config, `/metrics` `/healthz` `/readyz` `/webhooks/channex` (+ the console's routes), the Channex simulator, the showcase, the command line (the only reader of argv and the environment) | everything |
 
 pub mod authoring;
 pub mod base;

@@ -622,6 +622,6 @@ async fn the_rules_and_health_pages_show_the_running_state() {
     let (status, page) = rig.get_bearer("/health").await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains("connected"), "{page}");
-    assert!(page.contains("Channex calls per minute"));
+    assert!(page.contains("Channex calls in the last minute"));
     assert!(page.contains(r#"id="leases""#));
 }

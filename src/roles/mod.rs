@@ -1,6 +1,6 @@
 //! The roles (DESIGN.md, "Layout and layers": `roles`): poller, worker, executor, scheduler,
 //! each a long-running loop built by [`crate::wiring`], plus the Channex-backed
-//! [`directory`] the scheduler reads threads through.
+//! [`directory`] the scheduler reads threads through, and the web [`console`].
 //!
 //! Must not: be used by `base`, `channex`, `events`, `plan`, `content` or `store`; a role
 //! does not implement another role's trait (shared traits live in `store`).

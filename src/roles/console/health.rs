@@ -60,17 +60,16 @@ impl CallRate {
         rate
     }
 
-    /// Requests sent per minute over the sampled window (up to the last minute).
-    pub fn per_minute(&self) -> f64 {
+    /// Requests sent in the last minute (since the start when that is more recent): a
+    /// count, not an extrapolation.
+    pub fn last_minute(&self) -> u64 {
         let samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = (Instant::now(), self.channex.stats().requests_sent);
-        match samples.front() {
-            Some(&(t0, n0)) if now.0 > t0 => {
-                let secs = now.0.duration_since(t0).as_secs_f64().max(1.0);
-                now.1.saturating_sub(n0) as f64 * 60.0 / secs
-            }
-            _ => 0.0,
-        }
+        let (now, sent) = (Instant::now(), self.channex.stats().requests_sent);
+        let oldest = samples
+            .iter()
+            .find(|(t, _)| now.duration_since(*t) <= Duration::from_secs(60))
+            .map_or(0, |(_, n)| *n);
+        sent.saturating_sub(oldest)
     }
 }
 
@@ -135,7 +134,10 @@ async fn read(console: &Console) -> Snapshot {
     let info = client.server_info();
     Snapshot {
         nats: format!("{:?}", client.connection_state()).to_lowercase(),
-        server: format!("{} {} ({})", info.server_name, info.version, info.host),
+        server: format!(
+            "nats-server {} at {}:{}",
+            info.version, info.host, info.port
+        ),
         consumer,
         scan,
         timers,
@@ -151,7 +153,7 @@ pub async fn page(
     let s = read(&console).await;
     let now = console.now();
     let budget = console.deps().config.channex.requests_per_minute;
-    let calls = console.0.calls.per_minute();
+    let calls = console.0.calls.last_minute();
     let stats = console.deps().channex.stats();
     let body = html! {
         h1 { "Health" }
@@ -165,8 +167,8 @@ pub async fn page(
                 }
                 Err(e) => div.stat { div.value { "—" } div.label { "worker consumer: " (e) } },
             }
-            div.stat #channex { div.value { (format!("{calls:.0}")) " / " (budget) }
-                div.label { "Channex calls per minute / budget" } }
+            div.stat #channex { div.value { (calls) " / " (budget) }
+                div.label { "Channex calls in the last minute / budget per minute" } }
             div.stat { div.value { @match &s.timers { Ok(n) => (n), Err(_) => "—" } } div.label { "follow-up timers armed" } }
         }
         h2 { "Leaders" }

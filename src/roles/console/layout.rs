@@ -167,6 +167,7 @@ pub fn human_duration(d: chrono::Duration) -> String {
     match (days, hours, minutes) {
         (0, 0, 0) => format!("{secs}s"),
         (0, 0, m) => format!("{m}m"),
+        (0, h, 0) => format!("{h}h"),
         (0, h, m) => format!("{h}h {m:02}m"),
         (d, h, _) => format!("{d}d {h}h"),
     }

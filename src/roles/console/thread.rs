@@ -40,13 +40,33 @@ enum Item<'a> {
     Decisions(EventDecisions<'a>),
 }
 
-impl Item<'_> {
-    fn at(&self) -> Option<DateTime<Utc>> {
-        match self {
-            Item::Message(m) => Some(m.inserted_at),
-            Item::Decisions(d) => d.at,
-        }
+/// Where an item sorts: its time, then its rank among items of the same time.
+type SortKey = (Option<DateTime<Utc>>, usize);
+
+/// Messages oldest first, each followed by the decisions about it (matched by the event
+/// id `thread.new_message:<thread>:<message>`); other decisions by their time.
+fn interleave<'a>(messages: &'a [Message], decisions: Vec<EventDecisions<'a>>) -> Vec<Item<'a>> {
+    let mut sorted: Vec<&Message> = messages.iter().collect();
+    sorted.sort_by_key(|m| m.inserted_at);
+    let mut keyed: Vec<(SortKey, Item<'a>)> = sorted
+        .iter()
+        .enumerate()
+        .map(|(i, m)| ((Some(m.inserted_at), 2 * i), Item::Message(m)))
+        .collect();
+    for d in decisions {
+        let about = d.event_id.rsplit(':').next().and_then(|mid| {
+            sorted
+                .iter()
+                .position(|m| m.id == mid && d.event_id.starts_with("thread.new_message:"))
+        });
+        let key = match about {
+            Some(i) => (Some(sorted[i].inserted_at), 2 * i + 1),
+            None => (d.at, usize::MAX),
+        };
+        keyed.push((key, Item::Decisions(d)));
     }
+    keyed.sort_by_key(|(key, _)| *key);
+    keyed.into_iter().map(|(_, item)| item).collect()
 }
 
 pub async fn page(
@@ -73,16 +93,10 @@ pub async fn page(
             (Vec::new(), Some(e.to_string()))
         }
     };
-    let mut items: Vec<Item<'_>> = messages.iter().map(Item::Message).collect();
-    items.extend(
-        audit::group_by_event(&records)
-            .into_iter()
-            .map(Item::Decisions),
-    );
-    items.sort_by_key(Item::at);
+    let items = interleave(&messages, audit::group_by_event(&records));
     let body = html! {
         h1 { "Thread " span.mono { (id) } }
-        p.lead { (messages.len()) " messages · " (records.len()) " decisions recorded · "
+        p.lead { (plural(messages.len(), "message")) " · " (plural(records.len(), "decision")) " recorded · "
             a href={ "/timeline?thread=" (layout::path_segment(&id)) } { "on the timeline" } }
         h2 { "Pending follow-ups" }
         (follow_up_table(&id, &timers, &authed.csrf))
@@ -94,6 +108,14 @@ pub async fn page(
         }
     };
     Ok(layout::page("Thread", Nav::None, Some(&authed.csrf), body))
+}
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
 }
 
 fn follow_up_table(thread_id: &str, timers: &[FollowUpTimer], csrf: &str) -> Markup {
