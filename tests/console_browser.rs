@@ -71,6 +71,17 @@ impl Stack {
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
+
+    /// A Booking.com guest unanswered for 13 h (over the default 12 h `reply_wait`): the
+    /// message is moved back, the thread stays freshly updated, so the poller sees it.
+    fn waiting_guest(&self) -> String {
+        let sim = &self.sim.sim;
+        let waiting = sim.open_thread(PROPERTY, "BookingCom", "Hans Keller", true);
+        sim.guest_message(&waiting, "We will arrive late, around 23:30. See you then.");
+        sim.backdate_thread(&waiting, chrono::Duration::hours(13));
+        sim.set_thread_updated_at(&waiting, Utc::now());
+        waiting
+    }
 }
 
 fn repo_dir(name: &str) -> String {
@@ -260,12 +271,68 @@ async fn texts(client: &Client, css: &str) -> Vec<String> {
     out
 }
 
+/// The `attr` of every element matching `css` on the current page, in document order.
+async fn attrs(client: &Client, css: &str, attr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in client.find_all(Locator::Css(css)).await.unwrap_or_default() {
+        out.push(e.attr(attr).await.ok().flatten().unwrap_or_default());
+    }
+    out
+}
+
 async fn path_of(client: &Client) -> String {
     client
         .current_url()
         .await
         .map(|u| u.path().to_string())
         .unwrap_or_default()
+}
+
+/// Plain HTTP: no credentials or a wrong Bearer token → 401 (or 303 to /login for an HTML
+/// GET), nothing of the page served; the right Bearer token → 200; a POST without → 401.
+async fn plain_http_needs_the_token(stack: &Stack, pages: &[String]) {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("an HTTP client");
+    for page in pages {
+        for auth in [None, Some("Bearer wrong-token")] {
+            let mut req = http.get(stack.url(page));
+            if let Some(a) = auth {
+                req = req.header("authorization", a);
+            }
+            let r = req.send().await.expect("GET a console page");
+            let status = r.status().as_u16();
+            let location = r
+                .headers()
+                .get("location")
+                .and_then(|l| l.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            assert!(
+                status == 401 || (status == 303 && location.starts_with("/login")),
+                "{page} with {auth:?}: {status} {location}"
+            );
+        }
+        let ok = http
+            .get(stack.url(page))
+            .bearer_auth(&stack.token)
+            .send()
+            .await
+            .expect("GET with the token");
+        assert_eq!(ok.status().as_u16(), 200, "{page} with the Bearer token");
+    }
+    let post = http
+        .post(stack.url("/playground"))
+        .form(&[("message", "what's the wifi?")])
+        .send()
+        .await
+        .expect("POST without a session");
+    assert_eq!(
+        post.status().as_u16(),
+        401,
+        "POST /playground without the token"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -343,50 +410,7 @@ impl Steps<'_> {
             );
         }
         screenshot(self.client, "login").await;
-        // Plain HTTP: no credentials or a wrong Bearer token → 401 (or 303 to /login for
-        // an HTML GET); nothing of the page is served.
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("an HTTP client");
-        for page in &pages {
-            for auth in [None, Some("Bearer wrong-token")] {
-                let mut req = http.get(self.stack.url(page));
-                if let Some(a) = auth {
-                    req = req.header("authorization", a);
-                }
-                let r = req.send().await.expect("GET a console page");
-                let status = r.status().as_u16();
-                let location = r
-                    .headers()
-                    .get("location")
-                    .and_then(|l| l.to_str().ok())
-                    .unwrap_or("")
-                    .to_string();
-                assert!(
-                    status == 401 || (status == 303 && location.starts_with("/login")),
-                    "{page} with {auth:?}: {status} {location}"
-                );
-            }
-            let ok = http
-                .get(self.stack.url(page))
-                .bearer_auth(&self.stack.token)
-                .send()
-                .await
-                .expect("GET with the token");
-            assert_eq!(ok.status().as_u16(), 200, "{page} with the Bearer token");
-        }
-        let post = http
-            .post(self.stack.url("/playground"))
-            .form(&[("message", "what's the wifi?")])
-            .send()
-            .await
-            .expect("POST without a session");
-        assert_eq!(
-            post.status().as_u16(),
-            401,
-            "POST /playground without the token"
-        );
+        plain_http_needs_the_token(self.stack, &pages).await;
         eprintln!(
             "step: no token → login/401 ({:.1}s)",
             t.elapsed().as_secs_f64()
@@ -431,13 +455,7 @@ impl Steps<'_> {
     async fn deadlines_board_shows_inquiries_with_countdowns_and_waiting_guests(&self) {
         let t = Instant::now();
         let (calm, urgent) = (&self.stack.inquiry, &self.stack.urgent_inquiry);
-        // A Booking.com guest unanswered for 13 h (over the 12 h `reply_wait`): the
-        // message is moved back, the thread stays freshly updated, so the poller sees it.
-        let sim = &self.stack.sim.sim;
-        let waiting = sim.open_thread(PROPERTY, "BookingCom", "Hans Keller", true);
-        sim.guest_message(&waiting, "We will arrive late, around 23:30. See you then.");
-        sim.backdate_thread(&waiting, chrono::Duration::hours(13));
-        sim.set_thread_updated_at(&waiting, Utc::now());
+        let waiting = self.stack.waiting_guest();
         let row = format!("tr.inquiry[data-thread=\"{calm}\"]");
         let waiting_row = format!("tr.waiting[data-thread=\"{waiting}\"]");
         self.goto_until("/", &waiting_row, PATIENCE).await;
@@ -445,23 +463,27 @@ impl Steps<'_> {
         let urgent_row = format!("tr.inquiry[data-thread=\"{urgent}\"]");
         wait_css(self.client, &urgent_row).await;
         // Sorted by deadline: the 90-minute inquiry first.
-        let mut order = Vec::new();
-        for r in self
-            .client
-            .find_all(Locator::Css("tr.inquiry"))
-            .await
-            .expect("rows")
-        {
-            order.push(
-                r.attr("data-thread")
-                    .await
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default(),
-            );
-        }
+        let order = attrs(self.client, "tr.inquiry", "data-thread").await;
         let pos = |id: &str| order.iter().position(|o| o == id);
         assert!(pos(urgent) < pos(calm), "board order {order:?}");
+        self.countdown_ticks(&row).await;
+        // Under 2 h is urgent (red); 5 h is not.
+        let urgent_html = wait_css(self.client, &urgent_row).await.html(false).await;
+        let calm_html = wait_css(self.client, &row).await.html(false).await;
+        assert!(
+            urgent_html.unwrap_or_default().contains("urgent"),
+            "90 min row not urgent"
+        );
+        assert!(
+            !calm_html.unwrap_or_default().contains("urgent"),
+            "5 h row marked urgent"
+        );
+        screenshot(self.client, "deadlines").await;
+        eprintln!("step: deadlines board ({:.1}s)", t.elapsed().as_secs_f64());
+    }
+
+    /// The countdown in `row` carries its RFC 3339 deadline and JavaScript ticks it.
+    async fn countdown_ticks(&self, row: &str) {
         // The countdown carries its deadline and JavaScript ticks it every second.
         let countdown = wait_css(self.client, &format!("{row} .countdown")).await;
         let deadline = countdown.attr("data-deadline").await.ok().flatten();
@@ -481,19 +503,6 @@ impl Steps<'_> {
             },
         )
         .await;
-        // Under 2 h is urgent (red); 5 h is not.
-        let urgent_html = wait_css(self.client, &urgent_row).await.html(false).await;
-        let calm_html = wait_css(self.client, &row).await.html(false).await;
-        assert!(
-            urgent_html.unwrap_or_default().contains("urgent"),
-            "90 min row not urgent"
-        );
-        assert!(
-            !calm_html.unwrap_or_default().contains("urgent"),
-            "5 h row marked urgent"
-        );
-        screenshot(self.client, "deadlines").await;
-        eprintln!("step: deadlines board ({:.1}s)", t.elapsed().as_secs_f64());
     }
 
     async fn wifi_question_reaches_the_timeline_within_3s(&self) {
@@ -524,9 +533,19 @@ impl Steps<'_> {
             took <= Duration::from_secs(3),
             "the wifi reply reached the timeline after {took:?} (limit 3 s)"
         );
-        // More live rows for the screenshot: a "thanks" (no reply needed) and a parking
-        // question from an Airbnb guest.
-        sim.guest_message(&thread, "Thanks so much!");
+        self.more_live_rows_then_the_thread(&thread).await;
+        eprintln!(
+            "step: wifi reply on the timeline after {:.2}s ({:.1}s)",
+            took.as_secs_f64(),
+            t.elapsed().as_secs_f64()
+        );
+    }
+
+    /// A "thanks" (no reply needed) and a parking question join the live timeline (its
+    /// screenshot), then `thread`'s page shows the question, the reply text, the decision.
+    async fn more_live_rows_then_the_thread(&self, thread: &str) {
+        let sim = &self.stack.sim.sim;
+        sim.guest_message(thread, "Thanks so much!");
         let john = sim.open_thread(PROPERTY, "Airbnb", "John Miller", true);
         sim.guest_message(&john, "Hello! Is there parking near the apartment?");
         until(
@@ -556,11 +575,6 @@ impl Steps<'_> {
         );
         assert!(page.contains("What&#39;s the wifi") || page.contains("What's the wifi"));
         screenshot(self.client, "thread").await;
-        eprintln!(
-            "step: wifi reply on the timeline after {:.2}s ({:.1}s)",
-            took.as_secs_f64(),
-            t.elapsed().as_secs_f64()
-        );
     }
 
     async fn guest_script_renders_as_text(&self) {
