@@ -625,3 +625,121 @@ async fn the_rules_and_health_pages_show_the_running_state() {
     assert!(page.contains("Channex calls in the last minute"));
     assert!(page.contains(r#"id="leases""#));
 }
+
+#[tokio::test]
+async fn audit_pages_are_read_backwards_from_the_end_with_a_bound() {
+    use concierge::store::audit::{latest, AuditFilter, AuditLog, AuditRecord, Outcome};
+    let (_nats, infra, _cfg) = common::nats_infra().await;
+    let log = AuditLog::new(infra.js.clone(), "concierge");
+    let records: Vec<AuditRecord> = (0..350)
+        .map(|i| {
+            let mut r = AuditRecord::standalone(format!("r{i}"), Outcome::Executed);
+            r.property_id = Some("p1".into());
+            r.thread_id = Some(if i % 10 == 0 { "rare" } else { "common" }.into());
+            r
+        })
+        .collect();
+    for chunk in records.chunks(100) {
+        for result in log.record_all(chunk).await {
+            result.unwrap();
+        }
+    }
+    let all = AuditFilter::default();
+    let page = latest(&infra.js, "concierge", &all, None, 100, 20_000)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = page.records.iter().map(|(_, r)| r.id.as_str()).collect();
+    assert_eq!(ids.len(), 100);
+    assert_eq!(ids[0], "r349", "newest first");
+    assert_eq!(ids[99], "r250");
+    let older = page.older.expect("more to read");
+    let page2 = latest(&infra.js, "concierge", &all, Some(older), 100, 20_000)
+        .await
+        .unwrap();
+    assert_eq!(page2.records[0].1.id, "r249");
+    assert_eq!(page2.records.len(), 100);
+    // A narrow filter (server-side subject) still fills its page, newest first.
+    let rare = AuditFilter {
+        thread_id: Some("rare".into()),
+        ..Default::default()
+    };
+    let page = latest(&infra.js, "concierge", &rare, None, 20, 20_000)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = page.records.iter().map(|(_, r)| r.id.as_str()).collect();
+    assert_eq!(ids.len(), 20);
+    assert_eq!(ids[..3], ["r340", "r330", "r320"]);
+    // The bound: a read never scans more than asked, and says where to go on.
+    let page = latest(&infra.js, "concierge", &all, None, 1000, 256)
+        .await
+        .unwrap();
+    assert_eq!(page.records.len(), 256);
+    assert!(page.older.is_some());
+    // The last page has no cursor.
+    let page = latest(&infra.js, "concierge", &all, Some(50), 100, 20_000)
+        .await
+        .unwrap();
+    assert_eq!(page.records.len(), 49);
+    assert_eq!(page.older, None);
+}
+
+#[tokio::test]
+async fn concierge_run_says_once_that_the_console_is_off_and_never_logs_the_token() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let (_nats, _infra, nats_cfg) = common::nats_infra().await;
+    let sim = common::sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("concierge.toml");
+    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+    std::fs::create_dir_all(dir.path().join("templates")).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "[channex]\nbase_url = \"{}\"\napi_key = \"{}\"\n[nats]\nurl = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+            sim.base_url, common::SIM_KEY, nats_cfg.url
+        ),
+    )
+    .unwrap();
+    for token in [None, Some(TOKEN)] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_concierge"));
+        cmd.args(["--config", config.to_str().unwrap(), "run"])
+            .env_remove("CONCIERGE_CONFIG")
+            .env_remove("CONCIERGE_CONSOLE_TOKEN")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(t) = token {
+            cmd.env("CONCIERGE_CONSOLE_TOKEN", t);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        for out in [
+            Box::new(stderr) as Box<dyn std::io::Read + Send>,
+            Box::new(stdout),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        let mut log = Vec::new();
+        while !log.iter().any(|l: &String| l.contains("http:")) {
+            match rx.recv_timeout(Duration::from_secs(20)) {
+                Ok(line) => log.push(line),
+                Err(_) => break,
+            }
+        }
+        child.kill().unwrap();
+        let _ = child.wait();
+        let off = log
+            .iter()
+            .filter(|l| l.contains("console off: set [console] token or CONCIERGE_CONSOLE_TOKEN"))
+            .count();
+        assert_eq!(off, usize::from(token.is_none()), "{log:#?}");
+        assert!(log.iter().all(|l| !l.contains(TOKEN)), "{log:#?}");
+    }
+}

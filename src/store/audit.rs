@@ -825,7 +825,8 @@ pub async fn latest(
     let mut found: Vec<(u64, AuditRecord)> = Vec::new();
     let mut reached_since = false;
     while found.len() < limit && end >= first.max(1) && scanned < max_scan && !reached_since {
-        let start = end.saturating_sub(window - 1).max(first.max(1));
+        let span = window.min(max_scan - scanned).max(1);
+        let start = end.saturating_sub(span - 1).max(first.max(1));
         read_range(js, &stream, &subject, start, end, |msg| {
             reached_since |= filter.since.is_some_and(|s| msg.stored_at < s);
             if let Ok(record) = serde_json::from_slice::<AuditRecord>(&msg.payload) {
