@@ -612,9 +612,34 @@ async fn the_playground_plans_dry_through_the_workers_rules() {
 #[tokio::test]
 async fn the_rules_and_health_pages_show_the_running_state() {
     let rig = rig(Some(TOKEN)).await;
+    // A worker rejected a broken file (and some unrelated records came after it).
+    let log = concierge::store::audit::AuditLog::new(rig.infra.js.clone(), "concierge");
+    let rejected = concierge::store::audit::AuditRecord::reload_rejected(
+        Path::new("rules/20_broken.rhai"),
+        "rules/20_broken.rhai:3: syntax error: expecting ')'".into(),
+        Utc::now(),
+    );
+    log.record(&rejected).await.unwrap();
+    for i in 0..50 {
+        let mut r = concierge::store::audit::AuditRecord::standalone(
+            format!("x{i}"),
+            concierge::store::audit::Outcome::Failed,
+        );
+        r.rule = Some("10_faq".into());
+        r.thread_id = Some("t-9".into());
+        r.property_id = Some(PROP.into());
+        r.error = Some("channex said no".into());
+        log.record(&r).await.unwrap();
+    }
     let (status, page) = rig.get_bearer("/rules").await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains(r#"data-rule="10_faq""#), "{page}");
+    assert!(
+        page.contains("rules/20_broken.rhai:3: syntax error"),
+        "{page}"
+    );
+    assert!(page.contains("channex said no"), "last errors");
+    assert!(page.contains("<td>50</td>"), "50 failed in 24 h: {page}");
     assert!(
         page.contains("wifi") && page.contains("echo"),
         "templates listed"

@@ -816,8 +816,34 @@ pub async fn latest(
     limit: usize,
     max_scan: u64,
 ) -> Result<AuditPage, AuditError> {
-    let stream = audit_stream(prefix);
     let subject = filter.subject(prefix);
+    latest_on(js, prefix, &subject, filter, before, limit, max_scan).await
+}
+
+/// [`latest`] among the records about no property and no thread (subject
+/// `<prefix>.audit._._`: rejected reloads, malformed events), filtered by the stream
+/// itself, so a rare kind of record is found without reading the others.
+pub async fn latest_unscoped(
+    js: &jetstream::Context,
+    prefix: &str,
+    filter: &AuditFilter,
+    limit: usize,
+    max_scan: u64,
+) -> Result<AuditPage, AuditError> {
+    let subject = format!("{prefix}.audit._._");
+    latest_on(js, prefix, &subject, filter, None, limit, max_scan).await
+}
+
+async fn latest_on(
+    js: &jetstream::Context,
+    prefix: &str,
+    subject: &str,
+    filter: &AuditFilter,
+    before: Option<u64>,
+    limit: usize,
+    max_scan: u64,
+) -> Result<AuditPage, AuditError> {
+    let stream = audit_stream(prefix);
     let read_err = |e: crate::store::nats::ReadError| AuditError::Read(e.to_string());
     let (first, last) = stream_bounds(js, &stream).await.map_err(read_err)?;
     let mut end = before.map_or(last, |b| b.saturating_sub(1)).min(last);
@@ -827,7 +853,7 @@ pub async fn latest(
     while found.len() < limit && end >= first.max(1) && scanned < max_scan && !reached_since {
         let span = window.min(max_scan - scanned).max(1);
         let start = end.saturating_sub(span - 1).max(first.max(1));
-        read_range(js, &stream, &subject, start, end, |msg| {
+        read_range(js, &stream, subject, start, end, |msg| {
             reached_since |= filter.since.is_some_and(|s| msg.stored_at < s);
             if let Ok(record) = serde_json::from_slice::<AuditRecord>(&msg.payload) {
                 if filter.matches(&record) {

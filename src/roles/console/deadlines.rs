@@ -32,6 +32,8 @@ pub const MESSAGE_WINDOW: Duration = Duration::days(14);
 pub const MAX_EVENTS: usize = 200_000;
 /// Inquiries whose deadline passed longer ago than this leave the board.
 const OVERDUE_KEPT: Duration = Duration::hours(24);
+/// Rows shown per table (the counts above the tables are complete).
+pub const MAX_ROWS: usize = 200;
 /// Under this the countdown is red.
 pub const URGENT: Duration = Duration::hours(2);
 
@@ -227,8 +229,16 @@ fn render(board: &Board, now: DateTime<Utc>, reply_wait: Duration) -> Markup {
         }
         h2 { "Airbnb inquiries" }
         (inquiry_table(&board.inquiries, now))
+        (more(board.inquiries.len()))
         h2 { "Guests waiting for a reply" }
         (waiting_table(&board.waiting, now))
+        (more(board.waiting.len()))
+    }
+}
+
+fn more(total: usize) -> Markup {
+    html! {
+        @if total > MAX_ROWS { p.muted { "…and " (total - MAX_ROWS) " more (the most urgent are shown)." } }
     }
 }
 
@@ -240,7 +250,7 @@ fn inquiry_table(rows: &[InquiryRow], now: DateTime<Utc>) -> Markup {
                 @if rows.is_empty() {
                     tr { td.empty colspan="6" { "No inquiry waiting for an answer." } }
                 }
-                @for r in rows {
+                @for r in rows.iter().take(MAX_ROWS) {
                     @let left = r.deadline - now;
                     tr.inquiry.urgent[left < URGENT].overdue[left < Duration::zero()] data-thread=(r.thread_id) {
                         td { span.countdown data-deadline=(r.deadline.to_rfc3339()) {
@@ -267,7 +277,7 @@ fn waiting_table(rows: &[WaitingRow], now: DateTime<Utc>) -> Markup {
                 @if rows.is_empty() {
                     tr { td.empty colspan="5" { "Every guest has an answer." } }
                 }
-                @for r in rows {
+                @for r in rows.iter().take(MAX_ROWS) {
                     tr.waiting data-thread=(r.thread_id) {
                         td { span.pill.warn { (layout::human_duration(now - r.since)) } }
                         td { (provider_label(&r.provider)) }

@@ -4,8 +4,9 @@
 //! error names `file:line`), and per rule the count of each outcome over the last 24 h
 //! with the last errors.
 //!
-//! Must not: read more than [`MAX_COUNTED`] records for the counts (the page says so when
-//! it stops there) or more than [`timeline::MAX_SCAN`] for the rejected files.
+//! Must not: read more than the newest [`MAX_COUNTED`] records for the counts (the page
+//! says so when it stops there); rejected files are looked for among the records about no
+//! property and no thread only ([`audit::latest_unscoped`]: the stream filters them).
 
 use std::collections::BTreeMap;
 
@@ -16,13 +17,13 @@ use maud::{html, Markup};
 
 use super::auth::Authed;
 use super::layout::{self, Nav};
-use super::timeline;
 use super::{Console, ConsoleError};
 use crate::plan::Content;
 use crate::store::audit::{self, AuditFilter, AuditRecord, Outcome};
 
-/// Records counted at most for the 24 h statistics.
-pub const MAX_COUNTED: usize = 100_000;
+/// Records counted at most for the 24 h statistics (the newest ones: the read goes
+/// backwards from the end of the stream).
+pub const MAX_COUNTED: usize = 20_000;
 /// Errors listed.
 const LAST_ERRORS: usize = 10;
 
@@ -65,21 +66,24 @@ async fn stats(console: &Console) -> Result<Stats, ConsoleError> {
         since: Some(console.now() - Duration::hours(24)),
         ..Default::default()
     };
-    let mut stats = Stats::default();
-    let mut seen = 0usize;
-    audit::read_stream(
-        &console.deps().infra.js,
+    let js = &console.deps().infra.js;
+    let page = audit::latest(
+        js,
         console.prefix(),
         &filter,
-        false,
-        |r| {
-            seen += 1;
-            stats.add(r);
-            seen < MAX_COUNTED
-        },
+        None,
+        MAX_COUNTED,
+        MAX_COUNTED as u64,
     )
     .await?;
-    stats.truncated = seen >= MAX_COUNTED;
+    let mut stats = Stats {
+        truncated: page.older.is_some(),
+        ..Default::default()
+    };
+    // Oldest first, so the newest errors are the ones kept.
+    for (_, r) in page.records.into_iter().rev() {
+        stats.add(r);
+    }
     stats.errors.reverse();
     Ok(stats)
 }
@@ -93,14 +97,8 @@ pub async fn page(
         ..Default::default()
     };
     let js = &console.deps().infra.js;
-    let rejected = audit::latest(
-        js,
-        console.prefix(),
-        &rejected_filter,
-        None,
-        20,
-        timeline::MAX_SCAN,
-    );
+    // Reload records are about no property and no thread: the stream filters them.
+    let rejected = audit::latest_unscoped(js, console.prefix(), &rejected_filter, 20, u64::MAX);
     let (rejected, stats) = tokio::join!(rejected, stats(&console));
     let (rejected, stats) = (rejected?, stats?);
     let content = console.deps().live.current();
@@ -110,7 +108,7 @@ pub async fn page(
             @match console.deps().reloads.last() { Some(at) => (layout::time(at)), None => "not yet" }
             " · edits to rules/ and templates/ are picked up live." }
         (rules_table(&content, &stats))
-        @if stats.truncated { p.muted { "Counts stop at the newest " (MAX_COUNTED) " records of the last 24 h." } }
+        @if stats.truncated { p.muted { "Counts cover the newest " (MAX_COUNTED) " records of the last 24 h." } }
         h2 { "Rejected files" }
         (rejected_table(&rejected.records))
         h2 { "Last errors (24 h)" }

@@ -5,7 +5,8 @@
 //! server-rendered row over SSE ([`audit::follow_new`]: an ephemeral consumer that starts
 //! at new messages).
 //!
-//! Must not: read more than [`MAX_SCAN`] stored records for a page.
+//! Must not: read more than [`MAX_SCAN`] stored records for a page (a thread filter, served
+//! by the stream's subject filter, is the exception: it only delivers that thread's).
 
 use std::convert::Infallible;
 
@@ -118,7 +119,14 @@ pub async fn page(
 ) -> Result<Markup, ConsoleError> {
     let filter = q.filter(console.now())?;
     let js = &console.deps().infra.js;
-    let page = audit::latest(js, console.prefix(), &filter, q.before, PAGE, MAX_SCAN).await?;
+    // A thread filter is a subject filter: the server skips the other records, so the
+    // read may go back through the whole stream (it still returns one page).
+    let bound = if filter.thread_id.is_some() {
+        u64::MAX
+    } else {
+        MAX_SCAN
+    };
+    let page = audit::latest(js, console.prefix(), &filter, q.before, PAGE, bound).await?;
     let rules: Vec<String> = console
         .deps()
         .live
