@@ -221,3 +221,59 @@ pub async fn cancel(
     tracing::info!(thread = %id, follow_up = %name, "console: follow-up cancelled");
     Ok(Redirect::to(&layout::thread_href(&id)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(id: &str, at: &str, sender: Sender) -> Message {
+        Message {
+            id: id.into(),
+            text: id.into(),
+            sender,
+            attachments: vec![],
+            inserted_at: at.parse().expect("time"),
+            updated_at: None,
+            thread_id: None,
+            user_id: None,
+            meta: None,
+        }
+    }
+
+    fn record(event_id: &str, at: &str) -> AuditRecord {
+        let mut r = AuditRecord::standalone(format!("{event_id}:executed"), Outcome::Executed);
+        r.event_id = Some(event_id.into());
+        r.at = at.parse().expect("time");
+        r
+    }
+
+    #[test]
+    fn each_decision_follows_the_message_it_is_about() {
+        let messages = [
+            message("reply", "2026-12-01T10:00:01Z", Sender::Property),
+            message("question", "2026-12-01T10:00:00Z", Sender::Guest),
+        ];
+        // Recorded after the reply was sent, but about the question.
+        let records = [
+            record("thread.new_message:t1:question", "2026-12-01T10:00:02Z"),
+            record("follow_up.due:t1:x:1", "2026-12-01T09:00:00Z"),
+        ];
+        let items = interleave(&messages, audit::group_by_event(&records));
+        let order: Vec<String> = items
+            .iter()
+            .map(|i| match i {
+                Item::Message(m) => m.id.clone(),
+                Item::Decisions(d) => d.event_id.clone(),
+            })
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "follow_up.due:t1:x:1",
+                "question",
+                "thread.new_message:t1:question",
+                "reply"
+            ]
+        );
+    }
+}

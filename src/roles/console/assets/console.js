@@ -48,8 +48,27 @@ function liveTimeline() {
   });
 }
 
+// The deadlines board re-reads itself every 30 s (same page, same session), so new
+// inquiries and answered guests show up without a reload.
+function liveBoard() {
+  if (!document.querySelector("table#inquiries")) return;
+  setInterval(async () => {
+    try {
+      const resp = await fetch(location.pathname, { headers: { Accept: "text/html" }, credentials: "same-origin" });
+      if (!resp.ok || resp.redirected) return;
+      const doc = new DOMParser().parseFromString(await resp.text(), "text/html");
+      const fresh = doc.querySelector("main");
+      if (fresh && fresh.querySelector("table#inquiries")) {
+        document.querySelector("main").replaceWith(fresh);
+        tickCountdowns();
+      }
+    } catch (_) { /* offline for a moment: try again next time */ }
+  }, 30000);
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   tickCountdowns();
   setInterval(tickCountdowns, 1000);
   liveTimeline();
+  liveBoard();
 });
