@@ -81,7 +81,8 @@ struct Inner {
 }
 
 impl Console {
-    /// `None` when `[console] token` is empty: the console is off.
+    /// `None` when `[console] token` is empty: the console is off. Call it inside a Tokio
+    /// runtime (it starts the Channex call-rate sampler of the health page).
     pub fn new(deps: ConsoleDeps) -> Option<Console> {
         let token = deps.config.console.token.clone();
         if token.is_empty() {
