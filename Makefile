@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build test test-cluster test-chaos lint fmt demo bench ensure-nats rules-check clean
+.PHONY: all build test test-cluster test-chaos lint fmt demo demo-serve bench ensure-nats ensure-browser rules-check clean
 
 all: build
 
@@ -19,11 +19,21 @@ ensure-nats:
 		$(SUDO) apt-get update && $(SUDO) apt-get install -y nats-server; \
 	fi
 
+# The console's browser tests (tests/console_browser.rs) drive Debian's chromium through
+# chromedriver: install both when either is missing.
+ensure-browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then \
+		echo "chromium: /usr/bin/chromium, chromedriver: /usr/bin/chromedriver"; \
+	else \
+		echo "chromium or chromedriver missing: installing them from Debian's packages"; \
+		$(SUDO) apt-get update && $(SUDO) apt-get install -y chromium chromium-driver; \
+	fi
+
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-test: ensure-nats lint
+test: ensure-nats ensure-browser lint
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --no-fail-fast; \
 	else \
@@ -51,6 +61,11 @@ test-chaos: ensure-nats
 
 demo: ensure-nats
 	$(CARGO) run -q -- demo
+
+# The demo, then leaves the simulator and the console running (prints the URL and the
+# token) until Ctrl-C.
+demo-serve: ensure-nats
+	$(CARGO) run -q -- demo --serve
 
 bench: ensure-nats
 	$(CARGO) build --release --bin concierge

@@ -2,6 +2,7 @@
 mod common;
 
 use std::process::{Command, Output};
+use std::time::Duration;
 
 fn concierge(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_concierge"));
@@ -280,5 +281,129 @@ fn nonsense_durations_and_bad_cron_exit_2_naming_the_key() {
     assert!(
         t.contains("\"0 25 * * *\"") && t.contains("\"nightly\""),
         "{t}"
+    );
+}
+
+/// A running `concierge demo --serve`: its stdout lines (drained to the end by a task) and
+/// its stderr (the logs, collected until it exits).
+struct DemoServe {
+    child: tokio::process::Child,
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+    logs: tokio::task::JoinHandle<String>,
+}
+
+fn spawn_demo_serve() -> DemoServe {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_concierge"))
+        .args(["demo", "--serve"])
+        .env_remove("NATS_URL")
+        .env_remove("CONCIERGE_CONSOLE_TOKEN")
+        .env_remove("CONCIERGE_CONFIG")
+        .env("CONCIERGE_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting concierge demo --serve");
+    let (tx, lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let mut reader = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = reader.next_line().await {
+            let _ = tx.send(line);
+        }
+    });
+    let mut stderr = child.stderr.take().expect("stderr");
+    let logs = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text).await;
+        text
+    });
+    DemoServe { child, lines, logs }
+}
+
+impl DemoServe {
+    /// The `console:` URL and `token:` of the first banner (within 60 s).
+    async fn banner(&mut self) -> (String, String) {
+        let (mut url, mut token) = (None, None);
+        let mut seen = Vec::new();
+        while url.is_none() || token.is_none() {
+            let line = tokio::time::timeout(Duration::from_secs(60), self.lines.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no console banner within 60 s:\n{}", seen.join("\n")))
+                .unwrap_or_else(|| {
+                    panic!("the demo ended before its banner:\n{}", seen.join("\n"))
+                });
+            let trimmed = line.trim().to_string();
+            if let Some(u) = trimmed.strip_prefix("console:") {
+                url = Some(u.trim().to_string());
+            }
+            if let Some(t) = trimmed.strip_prefix("token:") {
+                token = Some(t.trim().to_string());
+            }
+            seen.push(line);
+        }
+        (url.unwrap_or_default(), token.unwrap_or_default())
+    }
+
+    /// Ctrl-C (SIGINT), then its exit status (within 30 s), the rest of stdout and the logs.
+    async fn interrupt(mut self) -> (std::process::ExitStatus, Vec<String>, String) {
+        let pid = self.child.id().expect("the demo's pid").to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("the demo stops within 30 s of Ctrl-C")
+            .unwrap();
+        let mut rest = Vec::new();
+        while let Ok(Some(line)) =
+            tokio::time::timeout(Duration::from_secs(5), self.lines.recv()).await
+        {
+            rest.push(line);
+        }
+        (exit, rest, self.logs.await.unwrap_or_default())
+    }
+}
+
+/// `concierge demo --serve` prints the console's URL and a random token before the script;
+/// the URL answers 200 with the token as Bearer (login page / 401 without), the token never
+/// reaches the logs, and Ctrl-C (SIGINT) stops the demo cleanly (exit 0).
+#[tokio::test]
+async fn demo_serve_prints_a_console_url_that_answers_with_the_token() {
+    let mut demo = spawn_demo_serve();
+    let (url, token) = demo.banner().await;
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    assert!(token.len() >= 32, "a random token: {token}");
+
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = http.get(&url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(page.status().as_u16(), 200, "GET {url} with the token");
+    let body = page.text().await.unwrap();
+    assert!(
+        body.contains("<html") || body.contains("<!DOCTYPE"),
+        "{body}"
+    );
+    let anonymous = http.get(&url).send().await.unwrap();
+    assert!(
+        matches!(anonymous.status().as_u16(), 401 | 303),
+        "GET {url} without the token: {}",
+        anonymous.status()
+    );
+
+    let (exit, rest, logs) = demo.interrupt().await;
+    assert_eq!(exit.code(), Some(0), "{}\n{logs}", rest.join("\n"));
+    assert!(
+        rest.iter().any(|l| l.contains("demo stopped (Ctrl-C)")),
+        "{}",
+        rest.join("\n")
+    );
+    assert!(
+        !logs.contains(&token),
+        "the console token is in the logs:\n{logs}"
     );
 }

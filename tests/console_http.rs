@@ -646,8 +646,32 @@ async fn the_rules_and_health_pages_show_the_running_state() {
         page.contains("wifi") && page.contains("echo"),
         "templates listed"
     );
+    // Two timers armed, one cancelled: the health page counts the one still pending.
+    let store = FollowUps::new(rig.infra.followups.clone());
+    let now = Utc::now();
+    for name in ["first", "second"] {
+        store
+            .arm(&FollowUpTimer {
+                thread_id: "t-7".into(),
+                booking_id: None,
+                property_id: PROP.into(),
+                name: name.into(),
+                due_at: now + chrono::Duration::hours(3),
+                data: Default::default(),
+                armed_at: now,
+                armed_by_event: "e1".into(),
+                stay: None,
+            })
+            .await
+            .unwrap();
+    }
+    assert!(store.cancel("t-7", "first").await.unwrap());
     let (status, page) = rig.get_bearer("/health").await;
     assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains(r#"<div class="value">1</div><div class="label">follow-up timers armed"#),
+        "one timer pending: {page}"
+    );
     assert!(page.contains("connected"), "{page}");
     assert!(page.contains("Channex calls in the last minute"));
     assert!(page.contains(r#"id="leases""#));

@@ -100,6 +100,18 @@ pub struct DemoArgs {
     /// Keep the demo's services running after the script (Ctrl-C to stop).
     #[arg(long)]
     keep_running: bool,
+    /// Also serve the web console (its URL and a random token are printed), seed a few
+    /// conversations for it after the script and keep running until Ctrl-C.
+    #[arg(long)]
+    serve: bool,
+    /// Where the console listens with --serve (port 0: any free port).
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:0",
+        requires = "serve"
+    )]
+    listen: String,
 }
 
 #[derive(Debug, Args)]

@@ -195,6 +195,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     crate::demo::run(crate::demo::DemoOptions {
         keep_running: args.keep_running,
         nats_url: std::env::var("NATS_URL").ok().filter(|u| !u.is_empty()),
+        serve: args.serve.then_some(args.listen),
     })
     .await
 }
