@@ -15,7 +15,7 @@ use concierge::events::{BookingStatus, EventType};
 use concierge::roles::directory::ChannexDirectory;
 use concierge::roles::scheduler::Scheduler;
 use concierge::sim::{BookingChangeRequest, NewBooking, SimServer};
-use concierge::store::audit::{self, ActionKind, AuditFilter, Outcome, Reason};
+use concierge::store::audit::{self, ActionKind, AuditFilter, Reason};
 use concierge::store::bookings::BookingCache;
 use concierge::store::nats::Infra;
 use concierge::store::timers::{FollowUpTimer, FollowUps, TimerScope};
@@ -329,19 +329,38 @@ async fn thread_events_carry_the_booking_and_a_cancelled_stay_gets_no_message() 
         })
         .await
         .unwrap();
+    // And one armed on the thread alone (an event without the booking block): it fires
+    // with the thread's booking too, so it is skipped the same way.
+    followups
+        .arm(&FollowUpTimer {
+            thread_id: thread.clone(),
+            booking_id: None,
+            property_id: PROP.into(),
+            name: "checkout_reminder".into(),
+            due_at: due,
+            data: Default::default(),
+            armed_at: Utc::now(),
+            armed_by_event: "test".into(),
+            stay: None,
+        })
+        .await
+        .unwrap();
     service.clock.set(due + chrono::Duration::minutes(1));
-    common::eventually("skip audited", Duration::from_secs(10), || async {
-        audit::query(&infra.js, "concierge", &AuditFilter::default())
+    common::eventually("skips audited", Duration::from_secs(10), || async {
+        let records = audit::query(&infra.js, "concierge", &AuditFilter::default())
             .await
-            .unwrap()
-            .iter()
-            .any(|r| {
-                r.action == Some(ActionKind::Reply)
-                    && r.outcome == Outcome::Skipped
-                    && r.reason == Some(Reason::BookingCancelled)
-            })
+            .unwrap();
+        replies_with(&records, Reason::BookingCancelled) >= 2
     })
     .await;
+    let records = audit::query(&infra.js, "concierge", &AuditFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        replies_with(&records, Reason::BookingCancelled),
+        2,
+        "{records:#?}"
+    );
     assert!(
         sim.sim.sent_by_api().is_empty(),
         "{:?}",
