@@ -506,3 +506,44 @@ async fn a_timer_firing_before_the_move_is_seen_sends_nothing_then_once_at_the_n
     assert!(sent[0].1.contains(&new_arrival), "{}", sent[0].1);
     service.stop().await;
 }
+
+/// One configured property: the listing asks Channex for its bookings only; other
+/// properties' bookings still move the mark, so they are not listed again and again.
+#[tokio::test]
+async fn the_bookings_listing_is_filtered_to_the_property_and_foreign_rows_move_the_mark() {
+    let (_nats, infra, nats_cfg) = common::nats_infra().await;
+    let sim = common::sim().await;
+    sim.sim.add_property(PROP, "Casa Azul", true);
+    let config = stay_config(&sim, &nats_cfg);
+    let channex = concierge::wiring::channex_client(&config).unwrap();
+    let mut poller = concierge::wiring::poller(&config, &infra, channex, None);
+    let foreign = |guest: &str| {
+        let mut b = new_booking(guest, &day(10), &day(12), false);
+        b.property_id = "prop-elsewhere".into();
+        b
+    };
+    sim.sim.create_booking(&foreign("Other Guest")).unwrap();
+    sim.sim.clear_requests();
+    assert!(poller.poll_bookings().await.unwrap().baseline);
+    let asked = sim.sim.requests();
+    assert!(
+        asked
+            .iter()
+            .all(|r| r.query.contains(&format!("filter[property_id]={PROP}"))),
+        "{asked:?}"
+    );
+
+    // Several configured properties: no filter, but a foreign row still moves the mark.
+    let mut two = config.clone();
+    two.channex.property_ids.push("prop-two".into());
+    let channex = concierge::wiring::channex_client(&two).unwrap();
+    let mut poller = concierge::wiring::poller(&two, &infra, channex, None);
+    let cache = BookingCache::new(infra.threads.clone());
+    let before = cache.mark().await.unwrap().unwrap().newest_updated_at;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    sim.sim.create_booking(&foreign("Later Guest")).unwrap();
+    let cycle = poller.poll_bookings().await.unwrap();
+    assert_eq!(cycle.listed, 0);
+    let after = cache.mark().await.unwrap().unwrap().newest_updated_at;
+    assert!(after > before, "{before} -> {after}");
+}

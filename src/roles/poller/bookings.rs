@@ -4,10 +4,13 @@
 //! Owns: reading a thread's booking (the KV cache, else `GET /bookings/:id` then cached),
 //! the changed-bookings listing of each cycle and the comparison that decides a change.
 //! Cost per cycle: one `GET /bookings?order[updated_at]=desc&filter[updated_at][gte]=<since>`
-//! (`since` = the mark less [`BOOKING_LOOKBACK`]) when nothing changed (more pages only when
+//! (`since` = the mark less [`BOOKING_LOOKBACK`]; plus `filter[property_id]` when one
+//! property is configured) when nothing changed (more pages only when
 //! more than 100 bookings changed within the look-back), plus one `GET /bookings/:id` per
 //! booking of a thread event that is not cached yet. The first listing (no mark in KV) is the bookings'
-//! baseline: it caches every booking and emits nothing.
+//! baseline: it caches every booking and emits nothing. Every listed row moves the mark,
+//! another property's too. The listing stops at the first row older than `since` only
+//! when Channex reports the order asked for (`updated_at desc`); else it reads every page.
 //!
 //! A change is measured against the stay the poller last announced (or first saw), not
 //! against whatever refreshed the cache last (the scheduler re-reads bookings when timers
@@ -78,10 +81,7 @@ impl Poller {
     pub async fn poll_bookings(&mut self) -> Result<BookingCycle, PollerError> {
         let mark = self.bookings.mark().await?;
         let since = mark.map(|m| m.newest_updated_at - BOOKING_LOOKBACK);
-        let query = BookingQuery {
-            updated_since: since,
-            ..BookingQuery::default()
-        };
+        let query = self.booking_query(since);
         let mut cycle = BookingCycle {
             baseline: mark.is_none(),
             ..BookingCycle::default()
@@ -92,7 +92,9 @@ impl Poller {
             let page = self.channex.list_bookings_page(&query, page_no).await?;
             cycle.pages += 1;
             self.report_malformed(&page.skipped, None, None).await;
-            let ordered = page.meta.order_by == "updated_at";
+            // Stopping at the first older row is safe only on a newest-first listing.
+            let ordered = page.meta.order_by == "updated_at"
+                && page.meta.order_direction.eq_ignore_ascii_case("desc");
             let n = page.items.len();
             let mut below_mark = false;
             for record in page.items {
@@ -101,11 +103,12 @@ impl Poller {
                     below_mark = true;
                     break;
                 }
+                // Every row moves the mark (another property's too: read once, not again).
+                newest = newest.max(updated);
                 if !self.is_ours(&record) {
                     continue;
                 }
                 cycle.listed += 1;
-                newest = newest.max(updated);
                 cycle.events_emitted += self.compare_booking(&record, cycle.baseline).await?;
             }
             let limit = u64::from(page.meta.limit.max(1));
@@ -131,6 +134,20 @@ impl Poller {
             "bookings cycle"
         );
         Ok(cycle)
+    }
+
+    /// The listing's query: updated since `since`; with one configured property, that
+    /// property's bookings only.
+    fn booking_query(&self, since: Option<DateTime<Utc>>) -> BookingQuery {
+        let property_id = match self.configured.len() {
+            1 => self.configured.iter().next().cloned(),
+            _ => None,
+        };
+        BookingQuery {
+            updated_since: since,
+            property_id,
+            ..BookingQuery::default()
+        }
     }
 
     /// A booking of a configured property (every property with `property_ids = []`).
