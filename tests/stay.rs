@@ -547,3 +547,37 @@ async fn the_bookings_listing_is_filtered_to_the_property_and_foreign_rows_move_
     let after = cache.mark().await.unwrap().unwrap().newest_updated_at;
     assert!(after > before, "{before} -> {after}");
 }
+
+/// The scheduler's re-read (a firing timer) never overwrites a copy of a newer update that
+/// the poller wrote meanwhile.
+#[tokio::test]
+async fn a_timers_booking_refresh_never_overwrites_a_newer_cached_copy() {
+    use concierge::store::threads::ThreadDirectory;
+    let (_nats, infra, nats_cfg) = common::nats_infra().await;
+    let sim = common::sim().await;
+    sim.sim.add_property(PROP, "Casa Azul", true);
+    let config = stay_config(&sim, &nats_cfg);
+    let (booking, _) = sim
+        .sim
+        .create_booking(&new_booking("Nina Berg", &day(10), &day(12), false))
+        .unwrap();
+    let cache = BookingCache::new(infra.threads.clone());
+    let newer = concierge::store::bookings::CachedBooking {
+        booking: concierge::events::Booking {
+            id: booking.clone(),
+            arrival_date: day(20),
+            departure_date: day(22),
+            ..Default::default()
+        },
+        property_id: PROP.into(),
+        revision: "from-the-future".into(),
+        updated_at: Some(Utc::now() + chrono::Duration::hours(1)),
+        announced: None,
+    };
+    cache.put(&newer).await.unwrap();
+    let channex = concierge::wiring::channex_client(&config).unwrap();
+    let directory = ChannexDirectory::new(channex, &infra, Arc::new(config));
+    let read = directory.booking(&booking).await.unwrap().unwrap();
+    assert_eq!(read.arrival_date, day(10), "the caller gets Channex's view");
+    assert_eq!(cache.get(&booking).await.unwrap(), Some(newer));
+}
