@@ -14,8 +14,9 @@
 //!
 //! A change is measured against the stay the poller last announced (or first saw), not
 //! against whatever refreshed the cache last (the scheduler re-reads bookings when timers
-//! fire). A booking seen for the first time after the baseline is announced with
-//! `before` absent. The event id is `booking.changed:<booking>:<revision>`, so a crash
+//! fire). A booking never announced is new (`before` absent) when Channex created it
+//! within the listing's window; an older one (a newly configured property, or a booking
+//! first read for a thread) is compared with the stay first cached (see [`change_of`]). The event id is `booking.changed:<booking>:<revision>`, so a crash
 //! between publish and cache write re-publishes a duplicate JetStream drops.
 //!
 //! Must not: ack booking revisions or call the revisions feed (the host's PMS owns it), nor
@@ -26,7 +27,7 @@ use chrono::{DateTime, Utc};
 
 use super::{Poller, PollerError};
 use crate::channex::{BookingQuery, BookingRecord, ChannexError, ItemKind, SkippedItem};
-use crate::events::{ids, Booking, BookingChange, Event, EventType};
+use crate::events::{ids, Booking, BookingChange, BookingStay, Event, EventType};
 use crate::store::bookings::{BookingsMark, CachedBooking};
 
 /// How far below the mark each listing reads again: Channex's `updated_at` stamps are not
@@ -109,7 +110,7 @@ impl Poller {
                     continue;
                 }
                 cycle.listed += 1;
-                cycle.events_emitted += self.compare_booking(&record, cycle.baseline).await?;
+                cycle.events_emitted += self.compare_booking(&record, since).await?;
             }
             let limit = u64::from(page.meta.limit.max(1));
             if below_mark || n == 0 || u64::from(page_no) * limit >= page.meta.total {
@@ -161,21 +162,22 @@ impl Poller {
 
     /// Compare one listed booking with the cache; publish its `booking.changed` (if any)
     /// before caching it. Returns the number of events published.
+    /// `since`: the listing's lower bound (`None` on the baseline listing).
     async fn compare_booking(
         &mut self,
         record: &BookingRecord,
-        baseline: bool,
+        since: Option<DateTime<Utc>>,
     ) -> Result<usize, PollerError> {
         let cached = self.bookings.get(&record.id).await?;
         let mut entry = CachedBooking::refreshed(cached.as_ref(), record);
         let after = entry.booking.stay();
-        let before = cached.and_then(|c| c.announced);
-        let changed = match &before {
-            Some(b) => *b != after,
-            None => !baseline,
+        let seen = Seen {
+            announced: cached.as_ref().and_then(|c| c.announced.clone()),
+            first_seen: cached.map(|c| c.booking.stay()),
+            inserted_at: record.inserted_at,
         };
         let mut emitted = 0;
-        if changed {
+        if let Some(before) = change_of(seen, &after, since) {
             let event = self.booking_event(
                 record,
                 &entry,
@@ -216,6 +218,92 @@ impl Poller {
     }
 }
 
+/// What the poller knows of a booking before comparing it.
+struct Seen {
+    /// The stay last announced (`booking.changed`) or first seen by a listing.
+    announced: Option<BookingStay>,
+    /// The stay cached by someone else (a thread event's `booking` block, a timer).
+    first_seen: Option<BookingStay>,
+    inserted_at: Option<DateTime<Utc>>,
+}
+
+/// Whether a listed booking is announced, and with what `before`: `Some(None)` a new
+/// booking, `Some(Some(b))` a change from `b`, `None` nothing. A booking never announced
+/// is new only when Channex created it within the listing's window (`since`): an old one
+/// first listed now (read before for a thread, or a newly configured property) is not a
+/// new booking (no months-late welcome); its first-seen stay is what it is compared with.
+fn change_of(
+    seen: Seen,
+    after: &BookingStay,
+    since: Option<DateTime<Utc>>,
+) -> Option<Option<BookingStay>> {
+    if let Some(b) = seen.announced {
+        return (b != *after).then_some(Some(b));
+    }
+    let since = since?; // the baseline announces nothing
+    if seen.inserted_at.is_none_or(|at| at >= since) {
+        return Some(None);
+    }
+    seen.first_seen.filter(|b| b != after).map(Some)
+}
+
 fn now_or(at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> DateTime<Utc> {
     at.unwrap_or(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stay(arrival: &str) -> BookingStay {
+        BookingStay {
+            arrival_date: arrival.into(),
+            departure_date: "2030-01-09".into(),
+            status: crate::events::BookingStatus::New,
+        }
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().expect("timestamp")
+    }
+
+    #[test]
+    fn an_old_booking_first_listed_now_is_not_new_but_a_recent_one_is() {
+        let since = Some(at("2030-01-01T10:00:00Z"));
+        let after = stay("2030-01-05");
+        let seen = |inserted: &str, first: Option<BookingStay>| Seen {
+            announced: None,
+            first_seen: first,
+            inserted_at: Some(at(inserted)),
+        };
+        // Created within the window: new (a welcome may follow).
+        assert_eq!(
+            change_of(seen("2030-01-01T10:01:00Z", None), &after, since),
+            Some(None)
+        );
+        // Created months ago (read first for a thread, or a newly configured property).
+        assert_eq!(
+            change_of(seen("2029-09-01T00:00:00Z", None), &after, since),
+            None
+        );
+        let first = Some(stay("2030-01-03"));
+        assert_eq!(
+            change_of(seen("2029-09-01T00:00:00Z", first), &after, since),
+            Some(Some(stay("2030-01-03")))
+        );
+        // The baseline announces nothing; an announced stay is compared as before.
+        assert_eq!(
+            change_of(seen("2030-01-01T10:01:00Z", None), &after, None),
+            None
+        );
+        let announced = Seen {
+            announced: Some(stay("2030-01-04")),
+            first_seen: None,
+            inserted_at: None,
+        };
+        assert_eq!(
+            change_of(announced, &after, since),
+            Some(Some(stay("2030-01-04")))
+        );
+    }
 }
