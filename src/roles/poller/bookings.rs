@@ -16,8 +16,9 @@
 //! against whatever refreshed the cache last (the scheduler re-reads bookings when timers
 //! fire). A booking never announced is new (`before` absent) when Channex created it
 //! within the listing's window; an older one (a newly configured property, or a booking
-//! first read for a thread) is compared with the stay first cached (see `change_of`). The event id is `booking.changed:<booking>:<revision>`, so a crash
-//! between publish and cache write re-publishes a duplicate JetStream drops.
+//! first read for a thread) is compared with the stay first cached (see `change_of`).
+//! The event id is `booking.changed:<booking>:<revision>`, so a crash between publish and
+//! cache write re-publishes a duplicate JetStream drops.
 //!
 //! Must not: ack booking revisions or call the revisions feed (the host's PMS owns it), nor
 //! write anything to Channex. A malformed booking is reported once (`malformed_item`) and
