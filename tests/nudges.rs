@@ -255,3 +255,39 @@ async fn a_burst_of_nudges_without_a_property_is_coalesced() {
     }
     rig.stop().await;
 }
+
+/// Review LOW 10: a nudge for one property polls that property's threads; the bookings
+/// listing (across the account) belongs to full sweeps only.
+#[tokio::test]
+async fn a_property_nudge_does_not_run_the_bookings_listing() {
+    let (_nats, infra, nats_cfg) = common::nats_infra().await;
+    let sim = common::sim().await;
+    sim.sim.add_property("p1", "One", true);
+    let mut config = common::config(&sim, &nats_cfg, &["p1"]);
+    config.channex.poll_interval = Duration::from_secs(3600); // only nudges poll
+    config.poller.bookings = true;
+    let rig = Rig::start(&config, &infra).await;
+    let bookings_listings = || {
+        sim.sim
+            .requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/bookings"))
+            .count()
+    };
+    common::eventually(
+        "the first sweep's listing",
+        Duration::from_secs(5),
+        || async { bookings_listings() > 0 },
+    )
+    .await;
+    sim.sim.clear_requests();
+    rig.nudge(serde_json::json!({"event": "message", "property_id": "p1"}))
+        .await;
+    common::eventually("the p1 nudge polled", Duration::from_secs(3), || async {
+        listings_of(&sim, "p1") > 0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(bookings_listings(), 0, "{:?}", sim.sim.requests());
+    rig.stop().await;
+}

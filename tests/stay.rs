@@ -15,7 +15,7 @@ use concierge::events::{BookingStatus, EventType};
 use concierge::roles::directory::ChannexDirectory;
 use concierge::roles::scheduler::Scheduler;
 use concierge::sim::{BookingChangeRequest, NewBooking, SimServer};
-use concierge::store::audit::{self, ActionKind, AuditFilter, Outcome, Reason};
+use concierge::store::audit::{self, ActionKind, AuditFilter, Reason};
 use concierge::store::bookings::BookingCache;
 use concierge::store::nats::Infra;
 use concierge::store::timers::{FollowUpTimer, FollowUps, TimerScope};
@@ -329,19 +329,38 @@ async fn thread_events_carry_the_booking_and_a_cancelled_stay_gets_no_message() 
         })
         .await
         .unwrap();
+    // And one armed on the thread alone (an event without the booking block): it fires
+    // with the thread's booking too, so it is skipped the same way.
+    followups
+        .arm(&FollowUpTimer {
+            thread_id: thread.clone(),
+            booking_id: None,
+            property_id: PROP.into(),
+            name: "checkout_reminder".into(),
+            due_at: due,
+            data: Default::default(),
+            armed_at: Utc::now(),
+            armed_by_event: "test".into(),
+            stay: None,
+        })
+        .await
+        .unwrap();
     service.clock.set(due + chrono::Duration::minutes(1));
-    common::eventually("skip audited", Duration::from_secs(10), || async {
-        audit::query(&infra.js, "concierge", &AuditFilter::default())
+    common::eventually("skips audited", Duration::from_secs(10), || async {
+        let records = audit::query(&infra.js, "concierge", &AuditFilter::default())
             .await
-            .unwrap()
-            .iter()
-            .any(|r| {
-                r.action == Some(ActionKind::Reply)
-                    && r.outcome == Outcome::Skipped
-                    && r.reason == Some(Reason::BookingCancelled)
-            })
+            .unwrap();
+        replies_with(&records, Reason::BookingCancelled) >= 2
     })
     .await;
+    let records = audit::query(&infra.js, "concierge", &AuditFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        replies_with(&records, Reason::BookingCancelled),
+        2,
+        "{records:#?}"
+    );
     assert!(
         sim.sim.sent_by_api().is_empty(),
         "{:?}",
@@ -486,4 +505,79 @@ async fn a_timer_firing_before_the_move_is_seen_sends_nothing_then_once_at_the_n
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert!(sent[0].1.contains(&new_arrival), "{}", sent[0].1);
     service.stop().await;
+}
+
+/// One configured property: the listing asks Channex for its bookings only; other
+/// properties' bookings still move the mark, so they are not listed again and again.
+#[tokio::test]
+async fn the_bookings_listing_is_filtered_to_the_property_and_foreign_rows_move_the_mark() {
+    let (_nats, infra, nats_cfg) = common::nats_infra().await;
+    let sim = common::sim().await;
+    sim.sim.add_property(PROP, "Casa Azul", true);
+    let config = stay_config(&sim, &nats_cfg);
+    let channex = concierge::wiring::channex_client(&config).unwrap();
+    let mut poller = concierge::wiring::poller(&config, &infra, channex, None);
+    let foreign = |guest: &str| {
+        let mut b = new_booking(guest, &day(10), &day(12), false);
+        b.property_id = "prop-elsewhere".into();
+        b
+    };
+    sim.sim.create_booking(&foreign("Other Guest")).unwrap();
+    sim.sim.clear_requests();
+    assert!(poller.poll_bookings().await.unwrap().baseline);
+    let asked = sim.sim.requests();
+    assert!(
+        asked
+            .iter()
+            .all(|r| r.query.contains(&format!("filter[property_id]={PROP}"))),
+        "{asked:?}"
+    );
+
+    // Several configured properties: no filter, but a foreign row still moves the mark.
+    let mut two = config.clone();
+    two.channex.property_ids.push("prop-two".into());
+    let channex = concierge::wiring::channex_client(&two).unwrap();
+    let mut poller = concierge::wiring::poller(&two, &infra, channex, None);
+    let cache = BookingCache::new(infra.threads.clone());
+    let before = cache.mark().await.unwrap().unwrap().newest_updated_at;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    sim.sim.create_booking(&foreign("Later Guest")).unwrap();
+    let cycle = poller.poll_bookings().await.unwrap();
+    assert_eq!(cycle.listed, 0);
+    let after = cache.mark().await.unwrap().unwrap().newest_updated_at;
+    assert!(after > before, "{before} -> {after}");
+}
+
+/// The scheduler's re-read (a firing timer) never overwrites a copy of a newer update that
+/// the poller wrote meanwhile.
+#[tokio::test]
+async fn a_timers_booking_refresh_never_overwrites_a_newer_cached_copy() {
+    use concierge::store::threads::ThreadDirectory;
+    let (_nats, infra, nats_cfg) = common::nats_infra().await;
+    let sim = common::sim().await;
+    sim.sim.add_property(PROP, "Casa Azul", true);
+    let config = stay_config(&sim, &nats_cfg);
+    let (booking, _) = sim
+        .sim
+        .create_booking(&new_booking("Nina Berg", &day(10), &day(12), false))
+        .unwrap();
+    let cache = BookingCache::new(infra.threads.clone());
+    let newer = concierge::store::bookings::CachedBooking {
+        booking: concierge::events::Booking {
+            id: booking.clone(),
+            arrival_date: day(20),
+            departure_date: day(22),
+            ..Default::default()
+        },
+        property_id: PROP.into(),
+        revision: "from-the-future".into(),
+        updated_at: Some(Utc::now() + chrono::Duration::hours(1)),
+        announced: None,
+    };
+    cache.put(&newer).await.unwrap();
+    let channex = concierge::wiring::channex_client(&config).unwrap();
+    let directory = ChannexDirectory::new(channex, &infra, Arc::new(config));
+    let read = directory.booking(&booking).await.unwrap().unwrap();
+    assert_eq!(read.arrival_date, day(10), "the caller gets Channex's view");
+    assert_eq!(cache.get(&booking).await.unwrap(), Some(newer));
 }

@@ -339,13 +339,21 @@ impl BookingRecord {
         }
     }
 
-    /// What identifies this state of the booking: the revision, else `updated_at`.
+    /// What identifies this state of the booking: the revision, else `updated_at`, else
+    /// the stay itself (`stay-<arrival>-<departure>-<status>`), so two states never share
+    /// an id (one would be dropped as a duplicate event).
     pub fn revision(&self) -> String {
-        self.revision_id.clone().unwrap_or_else(|| {
-            self.updated_at
-                .map(|t| t.timestamp_millis().to_string())
-                .unwrap_or_default()
-        })
+        let revision = self.revision_id.clone().filter(|r| !r.trim().is_empty());
+        revision
+            .or_else(|| self.updated_at.map(|t| t.timestamp_millis().to_string()))
+            .unwrap_or_else(|| {
+                format!(
+                    "stay-{}-{}-{}",
+                    self.arrival_date,
+                    self.departure_date,
+                    self.status.trim().to_ascii_lowercase()
+                )
+            })
     }
 }
 
@@ -513,5 +521,39 @@ impl ThreadQuery {
                         .eq_ignore_ascii_case(self.order_direction.as_str())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod booking_revision_tests {
+    use super::*;
+
+    fn record(revision: Option<&str>, arrival: &str, status: &str) -> BookingRecord {
+        BookingRecord {
+            id: "b1".into(),
+            property_id: None,
+            revision_id: revision.map(str::to_string),
+            status: status.into(),
+            arrival_date: arrival.into(),
+            departure_date: "2030-01-09".into(),
+            ota_name: String::new(),
+            guest_name: String::new(),
+            adults: 2,
+            children: 0,
+            language: None,
+            inserted_at: None,
+            updated_at: None,
+        }
+    }
+
+    #[test]
+    fn states_without_revision_or_update_time_keep_distinct_ids() {
+        let a = record(None, "2030-01-05", "new");
+        let moved = record(Some(""), "2030-01-06", "new");
+        let cancelled = record(None, "2030-01-05", "cancelled");
+        assert_ne!(a.revision(), moved.revision());
+        assert_ne!(a.revision(), cancelled.revision());
+        assert!(!a.revision().is_empty());
+        assert_eq!(record(Some("r-7"), "2030-01-05", "new").revision(), "r-7");
     }
 }

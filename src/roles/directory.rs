@@ -18,7 +18,7 @@ use crate::channex::{ChannexClient, ChannexError, ThreadQuery};
 use crate::config::Config;
 use crate::events::{Booking, PropertyInfo, ThreadSnapshot};
 use crate::roles::poller::detect::{fold_senders, snapshot_of};
-use crate::store::bookings::{BookingCache, CachedBooking};
+use crate::store::bookings::BookingCache;
 use crate::store::nats::Infra;
 use crate::store::threads::{DirectoryError, ThreadDirectory, ThreadSnapshots, ThreadState};
 
@@ -115,10 +115,9 @@ impl ThreadDirectory for ChannexDirectory {
                 Err(e) => return Err(DirectoryError::new(e)),
             };
             let booking = Booking::from_channex(&record);
-            // The refresh keeps what the poller announced, so it still sees the change.
-            let previous = self.bookings.get(&booking_id).await.ok().flatten();
-            let cached = CachedBooking::refreshed(previous.as_ref(), &record);
-            if let Err(e) = self.bookings.put(&cached).await {
+            // The refresh keeps what the poller announced, so it still sees the change,
+            // and never overwrites a newer copy (see `BookingCache::refresh`).
+            if let Err(e) = self.bookings.refresh(&record).await {
                 tracing::debug!(booking = %booking_id, error = %e, "booking cache not refreshed");
             }
             Ok(Some(booking))

@@ -351,7 +351,14 @@ impl Scheduler {
                 None => return self.drop_timer(stored, "thread is gone").await,
             },
         };
-        let booking = match &t.booking_id {
+        // A thread's timer armed without the booking block still fires with the
+        // thread's booking, so a cancelled stay is skipped whichever scope armed it.
+        let booking_id = t.booking_id.as_ref().or_else(|| {
+            thread
+                .as_ref()
+                .and_then(|s: &crate::events::ThreadSnapshot| s.booking_id.as_ref())
+        });
+        let booking = match booking_id {
             None => None,
             Some(id) => match self.directory.booking(id).await? {
                 Some(b) => Some(b),

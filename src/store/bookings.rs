@@ -8,7 +8,7 @@
 //! publish events (the poller does); unreadable records are logged and read as absent
 //! (they cost one `GET /bookings/:id`). Errors are [`StoreError`]s.
 
-use async_nats::jetstream::kv;
+use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
 use chrono::{DateTime, Utc};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
@@ -90,6 +90,45 @@ impl BookingCache {
 
     pub async fn put(&self, cached: &CachedBooking) -> Result<(), StoreError> {
         self.write(&booking_key(&cached.booking.id), cached).await
+    }
+
+    /// Refresh the cached copy from `record`, read now by someone other than the poller (a
+    /// firing timer): keeps the announced stay, never replaces the copy of a newer update,
+    /// and writes only over the entry it read (compare-and-set), so a write the poller made
+    /// meanwhile is never overwritten with an older view. `Ok(false)`: left as it was.
+    pub async fn refresh(&self, record: &BookingRecord) -> Result<bool, StoreError> {
+        let key = booking_key(&record.id);
+        let what = || format!("booking cache {key}: refresh");
+        let entry = self
+            .store
+            .entry(key.clone())
+            .await
+            .map_err(|e| StoreError::nats(what(), e))?;
+        let entry = entry.filter(|e| e.operation == Operation::Put);
+        let previous = entry
+            .as_ref()
+            .and_then(|e| serde_json::from_slice::<CachedBooking>(&e.value).ok());
+        let newer_cached = previous.as_ref().and_then(|p| p.updated_at);
+        if newer_cached
+            .zip(record.updated_at)
+            .is_some_and(|(c, r)| c > r)
+        {
+            return Ok(false);
+        }
+        let fresh = CachedBooking::refreshed(previous.as_ref(), record);
+        let body = serde_json::to_vec(&fresh).map_err(|e| StoreError::codec(what(), e))?;
+        match entry {
+            Some(e) => match self.store.update(&key, body.into(), e.revision).await {
+                Ok(_) => Ok(true),
+                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(false),
+                Err(e) => Err(StoreError::nats(what(), e)),
+            },
+            None => match self.store.create(&key, body.into()).await {
+                Ok(_) => Ok(true),
+                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(StoreError::nats(what(), e)),
+            },
+        }
     }
 
     pub async fn mark(&self) -> Result<Option<BookingsMark>, StoreError> {

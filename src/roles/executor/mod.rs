@@ -866,17 +866,24 @@ impl Executor {
     }
 
     async fn cancel_follow_up(&self, planned: &PlannedAction<'_>, name: &str) -> Step {
-        let Some(scope) = stay::timer_scope(planned.event) else {
+        // Both scopes: a timer armed before the event carried its booking block is keyed
+        // by the thread, a later one by the booking.
+        let scopes = stay::cancel_scopes(planned.event);
+        if scopes.is_empty() {
             return Step::Done(Finished::new(Outcome::Skipped, Reason::NoThread));
-        };
-        match self.followups.cancel_in(scope, name).await {
-            Ok(true) => Step::Done(Finished::new(
-                Outcome::Executed,
-                Reason::Cancelled(name.to_string()),
-            )),
-            Ok(false) => Step::Done(Finished::new(Outcome::Skipped, Reason::NotArmed)),
-            Err(e) => Step::Wait(e.to_string()),
         }
+        let mut found = false;
+        for scope in scopes {
+            match self.followups.cancel_in(scope, name).await {
+                Ok(armed) => found |= armed,
+                Err(e) => return Step::Wait(e.to_string()),
+            }
+        }
+        let f = match found {
+            true => Finished::new(Outcome::Executed, Reason::Cancelled(name.to_string())),
+            false => Finished::new(Outcome::Skipped, Reason::NotArmed),
+        };
+        Step::Done(f)
     }
 }
 

@@ -23,6 +23,13 @@ pub(super) fn timer_scope(event: &Event) -> Option<TimerScope<'_>> {
     }
 }
 
+/// Every timer scope of an event (its thread's and its booking's): where a cancel looks.
+pub(super) fn cancel_scopes(event: &Event) -> Vec<TimerScope<'_>> {
+    let thread = event.thread.as_ref().map(|t| TimerScope::Thread(&t.id));
+    let booking = event.booking.as_ref().map(|b| TimerScope::Booking(&b.id));
+    thread.into_iter().chain(booking).collect()
+}
+
 impl Executor {
     /// A reply for an event without a thread, sent to its booking.
     pub(super) async fn reply_to_booking(
@@ -79,14 +86,7 @@ impl Executor {
 
     /// `cancel_all_follow_ups()`: every timer of the event's thread and of its booking.
     pub(super) async fn cancel_all_follow_ups(&self, planned: &PlannedAction<'_>) -> Step {
-        let event = planned.event;
-        let mut scopes = Vec::new();
-        if let Some(t) = &event.thread {
-            scopes.push(TimerScope::Thread(&t.id));
-        }
-        if let Some(b) = &event.booking {
-            scopes.push(TimerScope::Booking(&b.id));
-        }
+        let scopes = cancel_scopes(planned.event);
         if scopes.is_empty() {
             return Step::Done(Finished::new(Outcome::Skipped, Reason::NoThread));
         }

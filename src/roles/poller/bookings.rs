@@ -4,16 +4,21 @@
 //! Owns: reading a thread's booking (the KV cache, else `GET /bookings/:id` then cached),
 //! the changed-bookings listing of each cycle and the comparison that decides a change.
 //! Cost per cycle: one `GET /bookings?order[updated_at]=desc&filter[updated_at][gte]=<since>`
-//! (`since` = the mark less [`BOOKING_LOOKBACK`]) when nothing changed (more pages only when
+//! (`since` = the mark less [`BOOKING_LOOKBACK`]; plus `filter[property_id]` when one
+//! property is configured) when nothing changed (more pages only when
 //! more than 100 bookings changed within the look-back), plus one `GET /bookings/:id` per
 //! booking of a thread event that is not cached yet. The first listing (no mark in KV) is the bookings'
-//! baseline: it caches every booking and emits nothing.
+//! baseline: it caches every booking and emits nothing. Every listed row moves the mark,
+//! another property's too. The listing stops at the first row older than `since` only
+//! when Channex reports the order asked for (`updated_at desc`); else it reads every page.
 //!
 //! A change is measured against the stay the poller last announced (or first saw), not
 //! against whatever refreshed the cache last (the scheduler re-reads bookings when timers
-//! fire). A booking seen for the first time after the baseline is announced with
-//! `before` absent. The event id is `booking.changed:<booking>:<revision>`, so a crash
-//! between publish and cache write re-publishes a duplicate JetStream drops.
+//! fire). A booking never announced is new (`before` absent) when Channex created it
+//! within the listing's window; an older one (a newly configured property, or a booking
+//! first read for a thread) is compared with the stay first cached (see `change_of`).
+//! The event id is `booking.changed:<booking>:<revision>`, so a crash between publish and
+//! cache write re-publishes a duplicate JetStream drops.
 //!
 //! Must not: ack booking revisions or call the revisions feed (the host's PMS owns it), nor
 //! write anything to Channex. A malformed booking is reported once (`malformed_item`) and
@@ -23,7 +28,7 @@ use chrono::{DateTime, Utc};
 
 use super::{Poller, PollerError};
 use crate::channex::{BookingQuery, BookingRecord, ChannexError, ItemKind, SkippedItem};
-use crate::events::{ids, Booking, BookingChange, Event, EventType};
+use crate::events::{ids, Booking, BookingChange, BookingStay, Event, EventType};
 use crate::store::bookings::{BookingsMark, CachedBooking};
 
 /// How far below the mark each listing reads again: Channex's `updated_at` stamps are not
@@ -78,10 +83,7 @@ impl Poller {
     pub async fn poll_bookings(&mut self) -> Result<BookingCycle, PollerError> {
         let mark = self.bookings.mark().await?;
         let since = mark.map(|m| m.newest_updated_at - BOOKING_LOOKBACK);
-        let query = BookingQuery {
-            updated_since: since,
-            ..BookingQuery::default()
-        };
+        let query = self.booking_query(since);
         let mut cycle = BookingCycle {
             baseline: mark.is_none(),
             ..BookingCycle::default()
@@ -92,7 +94,9 @@ impl Poller {
             let page = self.channex.list_bookings_page(&query, page_no).await?;
             cycle.pages += 1;
             self.report_malformed(&page.skipped, None, None).await;
-            let ordered = page.meta.order_by == "updated_at";
+            // Stopping at the first older row is safe only on a newest-first listing.
+            let ordered = page.meta.order_by == "updated_at"
+                && page.meta.order_direction.eq_ignore_ascii_case("desc");
             let n = page.items.len();
             let mut below_mark = false;
             for record in page.items {
@@ -101,12 +105,13 @@ impl Poller {
                     below_mark = true;
                     break;
                 }
+                // Every row moves the mark (another property's too: read once, not again).
+                newest = newest.max(updated);
                 if !self.is_ours(&record) {
                     continue;
                 }
                 cycle.listed += 1;
-                newest = newest.max(updated);
-                cycle.events_emitted += self.compare_booking(&record, cycle.baseline).await?;
+                cycle.events_emitted += self.compare_booking(&record, since).await?;
             }
             let limit = u64::from(page.meta.limit.max(1));
             if below_mark || n == 0 || u64::from(page_no) * limit >= page.meta.total {
@@ -133,6 +138,20 @@ impl Poller {
         Ok(cycle)
     }
 
+    /// The listing's query: updated since `since`; with one configured property, that
+    /// property's bookings only.
+    fn booking_query(&self, since: Option<DateTime<Utc>>) -> BookingQuery {
+        let property_id = match self.configured.len() {
+            1 => self.configured.iter().next().cloned(),
+            _ => None,
+        };
+        BookingQuery {
+            updated_since: since,
+            property_id,
+            ..BookingQuery::default()
+        }
+    }
+
     /// A booking of a configured property (every property with `property_ids = []`).
     fn is_ours(&self, record: &BookingRecord) -> bool {
         self.configured.is_empty()
@@ -144,21 +163,22 @@ impl Poller {
 
     /// Compare one listed booking with the cache; publish its `booking.changed` (if any)
     /// before caching it. Returns the number of events published.
+    /// `since`: the listing's lower bound (`None` on the baseline listing).
     async fn compare_booking(
         &mut self,
         record: &BookingRecord,
-        baseline: bool,
+        since: Option<DateTime<Utc>>,
     ) -> Result<usize, PollerError> {
         let cached = self.bookings.get(&record.id).await?;
         let mut entry = CachedBooking::refreshed(cached.as_ref(), record);
         let after = entry.booking.stay();
-        let before = cached.and_then(|c| c.announced);
-        let changed = match &before {
-            Some(b) => *b != after,
-            None => !baseline,
+        let seen = Seen {
+            announced: cached.as_ref().and_then(|c| c.announced.clone()),
+            first_seen: cached.map(|c| c.booking.stay()),
+            inserted_at: record.inserted_at,
         };
         let mut emitted = 0;
-        if changed {
+        if let Some(before) = change_of(seen, &after, since) {
             let event = self.booking_event(
                 record,
                 &entry,
@@ -199,6 +219,92 @@ impl Poller {
     }
 }
 
+/// What the poller knows of a booking before comparing it.
+struct Seen {
+    /// The stay last announced (`booking.changed`) or first seen by a listing.
+    announced: Option<BookingStay>,
+    /// The stay cached by someone else (a thread event's `booking` block, a timer).
+    first_seen: Option<BookingStay>,
+    inserted_at: Option<DateTime<Utc>>,
+}
+
+/// Whether a listed booking is announced, and with what `before`: `Some(None)` a new
+/// booking, `Some(Some(b))` a change from `b`, `None` nothing. A booking never announced
+/// is new only when Channex created it within the listing's window (`since`): an old one
+/// first listed now (read before for a thread, or a newly configured property) is not a
+/// new booking (no months-late welcome); its first-seen stay is what it is compared with.
+fn change_of(
+    seen: Seen,
+    after: &BookingStay,
+    since: Option<DateTime<Utc>>,
+) -> Option<Option<BookingStay>> {
+    if let Some(b) = seen.announced {
+        return (b != *after).then_some(Some(b));
+    }
+    let since = since?; // the baseline announces nothing
+    if seen.inserted_at.is_none_or(|at| at >= since) {
+        return Some(None);
+    }
+    seen.first_seen.filter(|b| b != after).map(Some)
+}
+
 fn now_or(at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> DateTime<Utc> {
     at.unwrap_or(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stay(arrival: &str) -> BookingStay {
+        BookingStay {
+            arrival_date: arrival.into(),
+            departure_date: "2030-01-09".into(),
+            status: crate::events::BookingStatus::New,
+        }
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().expect("timestamp")
+    }
+
+    #[test]
+    fn an_old_booking_first_listed_now_is_not_new_but_a_recent_one_is() {
+        let since = Some(at("2030-01-01T10:00:00Z"));
+        let after = stay("2030-01-05");
+        let seen = |inserted: &str, first: Option<BookingStay>| Seen {
+            announced: None,
+            first_seen: first,
+            inserted_at: Some(at(inserted)),
+        };
+        // Created within the window: new (a welcome may follow).
+        assert_eq!(
+            change_of(seen("2030-01-01T10:01:00Z", None), &after, since),
+            Some(None)
+        );
+        // Created months ago (read first for a thread, or a newly configured property).
+        assert_eq!(
+            change_of(seen("2029-09-01T00:00:00Z", None), &after, since),
+            None
+        );
+        let first = Some(stay("2030-01-03"));
+        assert_eq!(
+            change_of(seen("2029-09-01T00:00:00Z", first), &after, since),
+            Some(Some(stay("2030-01-03")))
+        );
+        // The baseline announces nothing; an announced stay is compared as before.
+        assert_eq!(
+            change_of(seen("2030-01-01T10:01:00Z", None), &after, None),
+            None
+        );
+        let announced = Seen {
+            announced: Some(stay("2030-01-04")),
+            first_seen: None,
+            inserted_at: None,
+        };
+        assert_eq!(
+            change_of(announced, &after, since),
+            Some(Some(stay("2030-01-04")))
+        );
+    }
 }

@@ -317,7 +317,8 @@ impl Poller {
         shutdown: &watch::Receiver<bool>,
         leader: &watch::Receiver<bool>,
     ) {
-        let across = only.is_none() && !self.configured.is_empty();
+        let full = only.is_none();
+        let across = full && !self.configured.is_empty();
         if only.is_none() {
             // A full sweep (interval or nudge) also answers nudges without a property.
             gate.polled(None, Instant::now());
@@ -350,7 +351,8 @@ impl Poller {
                 }
             }
         }
-        if self.config.poller.bookings && still_leading() {
+        // The bookings listing spans the account: full sweeps only, not a property nudge.
+        if self.config.poller.bookings && full && still_leading() {
             if let Err(e) = self.poll_bookings().await {
                 tracing::warn!(error = %e, "bookings listing failed; will retry next cycle");
             }
