@@ -18,7 +18,7 @@
 //!
 //! `now` defaults to the event's `occurred_at`. `expect` is the whole plan, in order (every
 //! action of every rule that ran; `[]` = nothing). Each expected action is compared on
-//! `action` and on whichever of `rule`, `template`, `name`, `due_at`, `vars`, `data` it gives
+//! `action` and on whichever of `rule`, `template`, `name`, `due_at`, `vars`, `data`, `attachments` it gives
 //! (`vars`/`data` match when the actual map contains those keys with those values); unknown
 //! keys are an error, so typos do not pass silently. `expect_rendered` maps a template of the
 //! plan to text its rendering must contain. Every reply/alert in the plan must render, and a
@@ -74,6 +74,9 @@ pub struct ExpectedAction {
     pub vars: Option<Map<String, Value>>,
     #[serde(default)]
     pub data: Option<Map<String, Value>>,
+    /// A reply's attachment file names, in order.
+    #[serde(default)]
+    pub attachments: Option<Vec<String>>,
 }
 
 impl ExpectedAction {
@@ -85,6 +88,12 @@ impl ExpectedAction {
             want.as_ref()
                 .none_or(|w| w.iter().all(|(k, v)| have.get(k) == Some(v)))
         };
+        if let Some(want) = &self.attachments {
+            match action {
+                Action::Reply { attachments, .. } if attachments == want => {}
+                _ => return false,
+            }
+        }
         match action {
             Action::Reply { template, vars, .. } | Action::Alert { template, vars } => {
                 self.template.as_ref().none_or(|t| t == template)

@@ -1,6 +1,7 @@
 //! The demo's stay scene: a Booking.com booking without a thread, its check-in
 //! instructions armed for the day before arrival, the stay moved one day earlier, and the
-//! instructions going out at the new time (once) through the booking's messages endpoint.
+//! instructions going out at the new time (once) through the booking's messages endpoint,
+//! in the booking's language (German) and followed by `attachments/checkin-guide.pdf`.
 //!
 //! The demo property's `checkin_message_time` is set (by [`super::config`]) to a local
 //! time a few seconds after the demo starts, so "the day before arrival" arrives within the
@@ -48,7 +49,10 @@ impl Script<'_> {
     }
 
     pub(super) async fn stay(&self) -> anyhow::Result<()> {
-        println!("— 0. A stay follows its booking: check-in instructions the day before arrival");
+        println!(
+            "— 0. A stay follows its booking: check-in instructions the day before arrival, \
+             in the guest's language (German), with the guide attached"
+        );
         let today = Utc::now()
             .with_timezone(&chrono_tz::Europe::Lisbon)
             .date_naive();
@@ -125,6 +129,16 @@ impl Script<'_> {
             Duration::from_secs(40),
             1,
             sent,
+        )
+        .await?;
+        let attached = |r: &AuditRecord| {
+            r.action == Some(ActionKind::Attachment) && r.outcome == Outcome::Executed
+        };
+        self.expect_records(
+            "the check-in guide attached",
+            Duration::from_secs(15),
+            1,
+            attached,
         )
         .await
     }

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::timeline::{one_line, Timeline};
+use super::timeline::{message_line, Timeline};
 use crate::sim::Sim;
 
 pub fn print_summary(timeline: &Arc<Mutex<Timeline>>, sim: &Sim) {
@@ -44,7 +44,8 @@ pub fn print_summary(timeline: &Arc<Mutex<Timeline>>, sim: &Sim) {
                 println!("     system: inquiry");
                 continue;
             }
-            println!("     {:<8} {}", m.sender.as_str(), one_line(&m.text, 100));
+            let line = message_line(&m.text, m.attachments.len(), 100);
+            println!("     {:<8} {line}", m.sender.as_str());
         }
     }
     let replies_per_thread = sim.sent_by_api();

@@ -46,6 +46,14 @@ pub fn one_line(s: &str, n: usize) -> String {
     }
 }
 
+/// A message as one line: its text, or what it carries when it is only attachments.
+pub fn message_line(text: &str, attachments: usize, n: usize) -> String {
+    match (text.trim().is_empty(), attachments) {
+        (true, 1..) => format!("📎 {attachments} attachment(s)"),
+        _ => one_line(text, n),
+    }
+}
+
 /// Prints and records whatever arrives on `<prefix>.>` until aborted.
 pub fn spawn_printer(
     mut subscription: async_nats::Subscriber,
@@ -135,7 +143,8 @@ fn describe_event(ev: &Event, sim: &Sim) -> String {
             } else {
                 m.sender.as_str()
             };
-            format!("📨 {who} · {sender}: \"{}\"", one_line(&m.text, 90))
+            let line = message_line(&m.text, m.attachments.len(), 90);
+            format!("📨 {who} · {sender}: \"{line}\"")
         }
         (_, EventType::InquiryReceived) => {
             let i = ev.inquiry.clone().unwrap_or_default();

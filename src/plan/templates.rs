@@ -107,13 +107,15 @@ fn key_of(name: &str, property_id: Option<&str>, language: Option<&str>) -> Stri
 }
 
 /// The language an event's templates are looked up in: `thread.language`, else
-/// `message.language`.
+/// `message.language`, else (a stay message to a booking without a thread yet) the
+/// booking's language.
 pub fn event_language(event: &Event) -> Option<&str> {
     event
         .thread
         .as_ref()
         .and_then(|t| t.language.as_deref())
         .or_else(|| event.message.as_ref().and_then(|m| m.language.as_deref()))
+        .or_else(|| event.booking.as_ref().and_then(|b| b.language.as_deref()))
 }
 
 /// The loaded templates. Cheap to clone.
