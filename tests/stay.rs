@@ -218,7 +218,7 @@ async fn a_moved_stay_is_messaged_once_at_the_new_time_through_the_booking_endpo
     .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let sent = sim.sim.sent_by_api();
-    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_text_then_guide(&sent);
     assert!(sent[0].1.contains("Anna Schmidt"), "{}", sent[0].1);
     assert!(sent[0].1.contains(&new_arrival), "{}", sent[0].1);
     let booking_posts = sim
@@ -227,7 +227,10 @@ async fn a_moved_stay_is_messaged_once_at_the_new_time_through_the_booking_endpo
         .into_iter()
         .filter(|r| r.method == "POST" && r.path.ends_with(&format!("bookings/{booking}/messages")))
         .count();
-    assert_eq!(booking_posts, 1);
+    assert_eq!(
+        booking_posts, 2,
+        "the text and the guide, both to the booking"
+    );
 
     // booking.changed: once per change (new, then the move), never an ack or a feed read.
     let events = common::stored_events(&infra.js, "concierge").await;
@@ -502,9 +505,21 @@ async fn a_timer_firing_before_the_move_is_seen_sends_nothing_then_once_at_the_n
     .await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let sent = sim.sim.sent_by_api();
-    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_text_then_guide(&sent);
     assert!(sent[0].1.contains(&new_arrival), "{}", sent[0].1);
     service.stop().await;
+}
+
+/// The check-in instructions went out once, in the guest's language (German), followed by
+/// the shipped guide as one attachment-only message.
+fn assert_text_then_guide(sent: &[(String, String)]) {
+    assert_eq!(sent.len(), 2, "the text, then the guide: {sent:?}");
+    assert!(
+        sent[0].1.contains("Check-in ist ab"),
+        "German: {}",
+        sent[0].1
+    );
+    assert_eq!(sent[1].1, "", "the guide carries no text: {sent:?}");
 }
 
 /// One configured property: the listing asks Channex for its bookings only; other
