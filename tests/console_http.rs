@@ -190,6 +190,9 @@ async fn every_console_route_needs_the_token() {
             .unwrap();
         assert_eq!(resp.status(), StatusCode::SEE_OTHER, "{path}");
         assert_eq!(resp.headers()[LOCATION], "/login");
+    }
+    // A wrong Bearer token is 401 (a few only: they count against the login limit).
+    for path in &PAGES[..3] {
         let resp = rig
             .http
             .get(rig.url(path))
@@ -277,6 +280,37 @@ async fn wrong_tokens_are_rate_limited() {
         .http
         .post(rig.url("/login"))
         .form(&[("token", TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+/// Guessing the token with `Authorization: Bearer` on any route is limited like the login
+/// form: after 5 wrong guesses the address gets 429, even with the right token.
+#[tokio::test]
+async fn wrong_bearer_tokens_are_rate_limited_on_every_route() {
+    let rig = rig(Some(TOKEN)).await;
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let resp = rig
+            .http
+            .get(rig.url("/health"))
+            .header(AUTHORIZATION, "Bearer guess-guess-guess-guess")
+            .send()
+            .await
+            .unwrap();
+        statuses.push(resp.status());
+    }
+    assert_eq!(statuses[..5], [StatusCode::UNAUTHORIZED; 5]);
+    assert_eq!(statuses[5], StatusCode::TOO_MANY_REQUESTS);
+    let (status, _) = rig.get_bearer("/health").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    // Bad session cookies count too.
+    let resp = rig
+        .http
+        .get(rig.url("/"))
+        .header(COOKIE, "concierge_session=1.forged")
         .send()
         .await
         .unwrap();
