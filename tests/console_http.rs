@@ -410,6 +410,50 @@ fn urls_of(page: &str) -> Vec<String> {
     out
 }
 
+/// A stay timer (`b.<booking>.<name>`) armed from an event of thread t shows on t's page
+/// and its Cancel removes it; a thread called `b` does not list booking timers.
+#[tokio::test]
+async fn booking_follow_ups_show_on_the_thread_and_cancel() {
+    let rig = rig(Some(TOKEN)).await;
+    let store = FollowUps::new(rig.infra.followups.clone());
+    let now = Utc::now();
+    store
+        .arm(&FollowUpTimer {
+            thread_id: "t-77".into(),
+            booking_id: Some("bk-9".into()),
+            property_id: PROP.into(),
+            name: "pre arrival".into(),
+            due_at: now + chrono::Duration::hours(3),
+            data: Default::default(),
+            armed_at: now,
+            armed_by_event: "e1".into(),
+            stay: None,
+        })
+        .await
+        .unwrap();
+    let cookie = rig.login().await;
+    let other = rig.get_cookie("/threads/b", &cookie).await;
+    assert!(!other.contains(r#"class="follow-up""#), "{other}");
+    let page = rig.get_cookie("/threads/t-77", &cookie).await;
+    assert!(page.contains(r#"data-name="pre arrival""#), "{page}");
+    assert!(page.contains(r#"name="scope" value="booking""#), "{page}");
+    let csrf = csrf_of(&page);
+    let resp = rig
+        .http
+        .post(rig.url("/threads/t-77/follow-ups/pre%20arrival/cancel"))
+        .header(COOKIE, &cookie)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("scope", "booking"),
+            ("booking", "bk-9"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert!(store.list().await.unwrap().is_empty(), "cancelled");
+}
+
 #[tokio::test]
 async fn cancel_needs_the_csrf_token_and_removes_the_follow_up() {
     let rig = rig(Some(TOKEN)).await;
