@@ -533,6 +533,45 @@ async fn cancel_needs_the_csrf_token_and_removes_the_follow_up() {
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 }
 
+/// A record stored between the page render and the stream's connection is not lost: the
+/// page's `data-live` URL starts after the newest record it showed, and events carry ids.
+#[tokio::test]
+async fn the_live_timeline_starts_after_the_page_and_loses_nothing() {
+    use concierge::store::audit::{AuditLog, AuditRecord, Outcome};
+    let rig = rig(Some(TOKEN)).await;
+    let (status, page) = rig.get_bearer("/timeline").await;
+    assert_eq!(status, StatusCode::OK);
+    let attr = r#"data-live=""#;
+    let at = page.find(attr).expect("data-live") + attr.len();
+    let live_url = page[at..at + page[at..].find('"').unwrap()].replace("&amp;", "&");
+    assert!(live_url.contains("after="), "{live_url}");
+    let mut record = AuditRecord::standalone("console-gap-1", Outcome::Executed);
+    record.thread_id = Some("t-gap".into());
+    AuditLog::new(rig.infra.js.clone(), &rig.config.nats.prefix)
+        .record(&record)
+        .await
+        .unwrap();
+    let mut live = rig
+        .http
+        .get(rig.url(&live_url))
+        .header(AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), StatusCode::OK);
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while !seen.contains("/threads/t-gap") {
+        let chunk = tokio::time::timeout_at(deadline, live.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("the record stored before connecting, got {seen}"))
+            .unwrap()
+            .expect("stream open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(seen.contains("id: "), "{seen}");
+}
+
 #[tokio::test]
 async fn the_timeline_shows_the_reply_text_live_and_on_the_page() {
     let mut rig = rig(Some(TOKEN)).await;
