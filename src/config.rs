@@ -292,12 +292,15 @@ pub struct HttpConfig {
     pub webhook_secret: Secret,
 }
 
+/// The shortest `[console] token` accepted (a shorter one is a config error).
+pub const MIN_CONSOLE_TOKEN_CHARS: usize = 16;
+
 /// `[console]`: the web console served on `http.listen` (see `roles::console`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConsoleConfig {
     /// Bearer token / login password of the console (also `CONCIERGE_CONSOLE_TOKEN`).
-    /// Empty = console off (its routes answer 404).
+    /// Empty = console off (its routes answer 404); else at least 16 characters.
     pub token: Secret,
     /// A guest message unanswered for longer than this shows on the deadlines board
     /// (Booking.com expects a reply within 12 h).
@@ -489,6 +492,16 @@ impl Config {
         }
         if !(1..=5).contains(&self.nats.replicas) {
             return err("nats.replicas", "must be between 1 and 5".into());
+        }
+        let token_chars = self.console.token.expose().chars().count();
+        if token_chars > 0 && token_chars < MIN_CONSOLE_TOKEN_CHARS {
+            return err(
+                "console.token",
+                format!(
+                    "must be at least {} characters (empty = console off)",
+                    MIN_CONSOLE_TOKEN_CHARS
+                ),
+            );
         }
         if self.worker.max_deliver < 1 {
             return err("worker.max_deliver", "must be at least 1".into());
@@ -1104,26 +1117,34 @@ mod tests {
 
     #[test]
     fn the_console_token_comes_from_the_environment_and_is_never_echoed() {
-        let c = Config::load(None, &env(&[("CONCIERGE_CONSOLE_TOKEN", "c0ns0le-T0K3N")]))
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(c.console.token.expose(), "c0ns0le-T0K3N");
-        assert!(!format!("{c:?}").contains("c0ns0le-T0K3N"));
+        let c = Config::load(
+            None,
+            &env(&[("CONCIERGE_CONSOLE_TOKEN", "c0ns0le-T0K3N-0123456789")]),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.console.token.expose(), "c0ns0le-T0K3N-0123456789");
+        assert!(!format!("{c:?}").contains("c0ns0le-T0K3N-0123456789"));
         assert_eq!(c.console.reply_wait, Duration::from_secs(12 * 3600));
         let e = Config::load(
             None,
             &env(&[
-                ("CONCIERGE_CONSOLE_TOKEN", "c0ns0le-T0K3N"),
+                ("CONCIERGE_CONSOLE_TOKEN", "c0ns0le-T0K3N-0123456789"),
                 ("CONCIERGE_CONSOLE_REPLY_WAIT", "30d"),
             ]),
         )
         .unwrap_err()
         .to_string();
         assert!(e.contains("console.reply_wait"), "{e}");
-        assert!(!e.contains("c0ns0le-T0K3N"), "{e}");
-        let f = write("[console]\ntoken = [\"c0ns0le-T0K3N\"]\n");
+        assert!(!e.contains("c0ns0le-T0K3N-0123456789"), "{e}");
+        let e = Config::load(None, &env(&[("CONCIERGE_CONSOLE_TOKEN", "short-T0K3N")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("console.token") && e.contains("16"), "{e}");
+        assert!(!e.contains("short-T0K3N"), "{e}");
+        let f = write("[console]\ntoken = [\"c0ns0le-T0K3N-0123456789\"]\n");
         let e = Config::load(Some(f.path()), &[]).unwrap_err().to_string();
         assert!(e.contains("console.token"), "{e}");
-        assert!(!e.contains("c0ns0le-T0K3N"), "{e}");
+        assert!(!e.contains("c0ns0le-T0K3N-0123456789"), "{e}");
     }
 
     #[test]

@@ -190,6 +190,9 @@ async fn every_console_route_needs_the_token() {
             .unwrap();
         assert_eq!(resp.status(), StatusCode::SEE_OTHER, "{path}");
         assert_eq!(resp.headers()[LOCATION], "/login");
+    }
+    // A wrong Bearer token is 401 (a few only: they count against the login limit).
+    for path in &PAGES[..3] {
         let resp = rig
             .http
             .get(rig.url(path))
@@ -277,6 +280,37 @@ async fn wrong_tokens_are_rate_limited() {
         .http
         .post(rig.url("/login"))
         .form(&[("token", TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+/// Guessing the token with `Authorization: Bearer` on any route is limited like the login
+/// form: after 5 wrong guesses the address gets 429, even with the right token.
+#[tokio::test]
+async fn wrong_bearer_tokens_are_rate_limited_on_every_route() {
+    let rig = rig(Some(TOKEN)).await;
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let resp = rig
+            .http
+            .get(rig.url("/health"))
+            .header(AUTHORIZATION, "Bearer guess-guess-guess-guess")
+            .send()
+            .await
+            .unwrap();
+        statuses.push(resp.status());
+    }
+    assert_eq!(statuses[..5], [StatusCode::UNAUTHORIZED; 5]);
+    assert_eq!(statuses[5], StatusCode::TOO_MANY_REQUESTS);
+    let (status, _) = rig.get_bearer("/health").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    // Bad session cookies count too.
+    let resp = rig
+        .http
+        .get(rig.url("/"))
+        .header(COOKIE, "concierge_session=1.forged")
         .send()
         .await
         .unwrap();
@@ -376,6 +410,50 @@ fn urls_of(page: &str) -> Vec<String> {
     out
 }
 
+/// A stay timer (`b.<booking>.<name>`) armed from an event of thread t shows on t's page
+/// and its Cancel removes it; a thread called `b` does not list booking timers.
+#[tokio::test]
+async fn booking_follow_ups_show_on_the_thread_and_cancel() {
+    let rig = rig(Some(TOKEN)).await;
+    let store = FollowUps::new(rig.infra.followups.clone());
+    let now = Utc::now();
+    store
+        .arm(&FollowUpTimer {
+            thread_id: "t-77".into(),
+            booking_id: Some("bk-9".into()),
+            property_id: PROP.into(),
+            name: "pre arrival".into(),
+            due_at: now + chrono::Duration::hours(3),
+            data: Default::default(),
+            armed_at: now,
+            armed_by_event: "e1".into(),
+            stay: None,
+        })
+        .await
+        .unwrap();
+    let cookie = rig.login().await;
+    let other = rig.get_cookie("/threads/b", &cookie).await;
+    assert!(!other.contains(r#"class="follow-up""#), "{other}");
+    let page = rig.get_cookie("/threads/t-77", &cookie).await;
+    assert!(page.contains(r#"data-name="pre arrival""#), "{page}");
+    assert!(page.contains(r#"name="scope" value="booking""#), "{page}");
+    let csrf = csrf_of(&page);
+    let resp = rig
+        .http
+        .post(rig.url("/threads/t-77/follow-ups/pre%20arrival/cancel"))
+        .header(COOKIE, &cookie)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("scope", "booking"),
+            ("booking", "bk-9"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert!(store.list().await.unwrap().is_empty(), "cancelled");
+}
+
 #[tokio::test]
 async fn cancel_needs_the_csrf_token_and_removes_the_follow_up() {
     let rig = rig(Some(TOKEN)).await;
@@ -453,6 +531,45 @@ async fn cancel_needs_the_csrf_token_and_removes_the_follow_up() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+}
+
+/// A record stored between the page render and the stream's connection is not lost: the
+/// page's `data-live` URL starts after the newest record it showed, and events carry ids.
+#[tokio::test]
+async fn the_live_timeline_starts_after_the_page_and_loses_nothing() {
+    use concierge::store::audit::{AuditLog, AuditRecord, Outcome};
+    let rig = rig(Some(TOKEN)).await;
+    let (status, page) = rig.get_bearer("/timeline").await;
+    assert_eq!(status, StatusCode::OK);
+    let attr = r#"data-live=""#;
+    let at = page.find(attr).expect("data-live") + attr.len();
+    let live_url = page[at..at + page[at..].find('"').unwrap()].replace("&amp;", "&");
+    assert!(live_url.contains("after="), "{live_url}");
+    let mut record = AuditRecord::standalone("console-gap-1", Outcome::Executed);
+    record.thread_id = Some("t-gap".into());
+    AuditLog::new(rig.infra.js.clone(), &rig.config.nats.prefix)
+        .record(&record)
+        .await
+        .unwrap();
+    let mut live = rig
+        .http
+        .get(rig.url(&live_url))
+        .header(AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), StatusCode::OK);
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while !seen.contains("/threads/t-gap") {
+        let chunk = tokio::time::timeout_at(deadline, live.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("the record stored before connecting, got {seen}"))
+            .unwrap()
+            .expect("stream open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(seen.contains("id: "), "{seen}");
 }
 
 #[tokio::test]

@@ -917,9 +917,11 @@ pub async fn follow_new(
     js: &jetstream::Context,
     prefix: &str,
     filter: AuditFilter,
+    after: Option<u64>,
 ) -> Result<futures::stream::BoxStream<'static, (u64, AuditRecord)>, AuditError> {
     use futures::StreamExt;
-    let stream = crate::store::nats::follow_new(js, &audit_stream(prefix), &filter.subject(prefix))
+    let subject = filter.subject(prefix);
+    let stream = crate::store::nats::follow_new(js, &audit_stream(prefix), &subject, after)
         .await
         .map_err(|e| AuditError::Read(e.to_string()))?;
     Ok(stream

@@ -849,12 +849,13 @@ pub async fn read_range(
     Ok(())
 }
 
-/// Messages stored on `filter_subject` from now on (an ephemeral ordered consumer that
-/// starts at new messages), for live views. Ends when the connection does.
+/// Messages stored on `filter_subject` after sequence `after` (from now on when `None`),
+/// for live views: an ephemeral ordered consumer. Ends when the connection does.
 pub async fn follow_new(
     js: &jetstream::Context,
     stream_name: &str,
     filter_subject: &str,
+    after: Option<u64>,
 ) -> Result<futures::stream::BoxStream<'static, StoredMessage>, ReadError> {
     use async_nats::jetstream::consumer::{self, DeliverPolicy};
     use futures::StreamExt;
@@ -866,7 +867,12 @@ pub async fn follow_new(
     let consumer = stream
         .create_consumer(consumer::pull::OrderedConfig {
             filter_subject: filter_subject.to_string(),
-            deliver_policy: DeliverPolicy::New,
+            deliver_policy: match after {
+                Some(seq) => DeliverPolicy::ByStartSequence {
+                    start_sequence: seq.saturating_add(1),
+                },
+                None => DeliverPolicy::New,
+            },
             ..Default::default()
         })
         .await

@@ -229,23 +229,24 @@ impl FollowUps {
         Ok(out)
     }
 
-    /// The armed timers of one thread, soonest first: the key listing is filtered by the
-    /// thread's key prefix before any timer is read.
+    /// The armed timers of one thread, soonest first: its own (`<thread>.<name>`: the key
+    /// listing is filtered before any timer is read; a thread id `b` does not match booking
+    /// keys) and the stay timers of its bookings (`b.<booking>.<name>` whose timer was armed
+    /// for this thread).
     pub async fn list_for_thread(&self, thread_id: &str) -> Result<Vec<FollowUpTimer>, StoreError> {
-        let list_err = |e| StoreError::nats("follow-up timers: list", e);
         let prefix = format!("{}.", keys::encode(thread_id));
-        let keys: Vec<String> = self
-            .store
-            .keys()
-            .await
-            .map_err(list_err)?
-            .try_collect()
-            .await
-            .map_err(|e| StoreError::nats("follow-up timers: list", e))?;
         let mut out = Vec::new();
-        for key in keys.iter().filter(|k| k.starts_with(&prefix)) {
-            if let Some(t) = self.get_stored(key).await? {
-                out.push(t.timer);
+        for key in self.keys().await? {
+            let own = key.strip_prefix(&prefix).is_some_and(|n| !n.contains('.'));
+            let booking = key
+                .strip_prefix("b.")
+                .is_some_and(|rest| rest.matches('.').count() == 1);
+            if !(own || booking) {
+                continue;
+            }
+            match self.get_stored(&key).await? {
+                Some(t) if own || t.timer.thread_id == thread_id => out.push(t.timer),
+                _ => {}
             }
         }
         out.sort_by(|a, b| (a.due_at, &a.name).cmp(&(b.due_at, &b.name)));

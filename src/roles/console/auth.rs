@@ -12,9 +12,11 @@
 //! Must not: log or echo the token, a session value or a CSRF token; keep sessions in
 //! memory (a replica must accept another replica's cookie).
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
@@ -33,8 +35,12 @@ pub const SESSION_COOKIE: &str = "concierge_session";
 /// How long a login lasts.
 pub const SESSION_TTL_SECS: i64 = 7 * 86_400;
 /// Login attempts per client IP and minute (wrong ones and right ones alike, so a guesser
-/// gains nothing from a success while limited).
+/// gains nothing from a success while limited). Failed `Bearer` tokens and bad session
+/// cookies on any route count against the same limit; while an address is over it, even
+/// its right credentials are answered `429`.
 pub const LOGINS_PER_MINUTE: u32 = 5;
+/// How long an address that went over the limit stays refused.
+const BLOCKED_FOR: Duration = Duration::from_secs(60);
 /// The CSRF "session" of a client authenticated with `Authorization: Bearer`.
 const BEARER_SESSION: &str = "bearer";
 
@@ -162,10 +168,30 @@ fn authenticate(token: &Secret, headers: &HeaderMap, now: DateTime<Utc>) -> Opti
 }
 
 /// Lets authenticated requests through (with [`Authed`]); a browser's page request without
-/// a session goes to `/login` (303), anything else is `401`.
+/// a session goes to `/login` (303), anything else is `401`. Wrong credentials (a `Bearer`
+/// token or a session cookie that does not check out) count against the login limit of the
+/// peer address; an address over it gets `429`, right credentials included.
 pub async fn require(State(console): State<Console>, mut req: Request, next: Next) -> Response {
     let now = console.now();
-    match authenticate(console.token(), req.headers(), now) {
+    let peer = req.extensions().get::<PeerAddr>().copied();
+    let limiter = &console.0.limiter;
+    let authed = authenticate(console.token(), req.headers(), now);
+    let presented = req.headers().contains_key(header::AUTHORIZATION)
+        || session_cookie(req.headers()).is_some();
+    let over = if authed.is_none() && presented {
+        !limiter.allow(peer)
+    } else {
+        limiter.blocked(peer)
+    };
+    if over {
+        tracing::warn!("console: credential attempts over the limit");
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many attempts: wait a minute\n",
+        )
+            .into_response();
+    }
+    match authed {
         Some(authed) => {
             req.extensions_mut().insert(authed);
             next.run(req).await
@@ -190,26 +216,55 @@ fn wants_page(req: &Request) -> bool {
             .is_some_and(|a| a.contains("text/html"))
 }
 
-/// Login attempts per client IP.
+/// Login attempts per client IP, and the addresses that went over the limit (refused for
+/// [`BLOCKED_FOR`] even with the right credentials).
 #[derive(Clone)]
-pub struct LoginLimiter(Arc<DefaultKeyedRateLimiter<IpAddr>>);
+pub struct LoginLimiter {
+    rate: Arc<DefaultKeyedRateLimiter<IpAddr>>,
+    blocked: Arc<Mutex<HashMap<IpAddr, Instant>>>,
+}
 
 impl Default for LoginLimiter {
     fn default() -> Self {
         let per_minute = NonZeroU32::new(LOGINS_PER_MINUTE).unwrap_or(NonZeroU32::MIN);
-        LoginLimiter(Arc::new(RateLimiter::keyed(Quota::per_minute(per_minute))))
+        LoginLimiter {
+            rate: Arc::new(RateLimiter::keyed(Quota::per_minute(per_minute))),
+            blocked: Arc::default(),
+        }
     }
 }
 
+fn peer_ip(peer: Option<PeerAddr>) -> IpAddr {
+    peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.0.ip())
+}
+
 impl LoginLimiter {
-    /// Counts one attempt from `peer`; false when over the limit.
+    /// Counts one attempt from `peer`; false when over the limit (the address is then
+    /// blocked for [`BLOCKED_FOR`]).
     pub fn allow(&self, peer: Option<PeerAddr>) -> bool {
-        let ip = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.0.ip());
+        let ip = peer_ip(peer);
         // Forget idle addresses so the table stays small.
-        if self.0.len() > 10_000 {
-            self.0.retain_recent();
+        if self.rate.len() > 10_000 {
+            self.rate.retain_recent();
         }
-        self.0.check_key(&ip).is_ok()
+        let ok = self.rate.check_key(&ip).is_ok() && !self.blocked(peer);
+        if !ok {
+            let mut blocked = self.blocked.lock().unwrap_or_else(PoisonError::into_inner);
+            let now = Instant::now();
+            if blocked.len() > 10_000 {
+                blocked.retain(|_, until| *until > now);
+            }
+            blocked.insert(ip, now + BLOCKED_FOR);
+        }
+        ok
+    }
+
+    /// Is `peer` refused right now (without counting an attempt)?
+    pub fn blocked(&self, peer: Option<PeerAddr>) -> bool {
+        let blocked = self.blocked.lock().unwrap_or_else(PoisonError::into_inner);
+        blocked
+            .get(&peer_ip(peer))
+            .is_some_and(|until| *until > Instant::now())
     }
 }
 
@@ -302,6 +357,8 @@ mod tests {
             assert!(limiter.allow(a));
         }
         assert!(!limiter.allow(a));
+        assert!(limiter.blocked(a));
         assert!(limiter.allow(b));
+        assert!(!limiter.blocked(b));
     }
 }

@@ -62,37 +62,64 @@ pub struct Board {
     pub waiting: Vec<WaitingRow>,
 }
 
-/// The board from the stored events (pure: `now` and `reply_wait` come in).
-pub fn build_board(
-    inquiries: &[Event],
-    messages: &[Event],
-    now: DateTime<Utc>,
-    reply_wait: Duration,
-) -> Board {
-    // The newest message event of each thread.
-    let mut newest: HashMap<&str, &Event> = HashMap::new();
+/// What the message events say about one thread.
+#[derive(Default)]
+struct ThreadSeen<'a> {
+    /// The newest message event (its snapshot says whether the thread is closed).
+    newest: Option<&'a Event>,
+    /// The newest guest message event.
+    guest: Option<&'a Event>,
+    /// When the property last wrote.
+    property_at: Option<DateTime<Utc>>,
+}
+
+impl ThreadSeen<'_> {
+    fn closed(&self) -> bool {
+        self.newest.is_some_and(closed)
+    }
+}
+
+fn closed(ev: &Event) -> bool {
+    ev.thread.as_ref().is_some_and(|t| t.is_closed)
+}
+
+fn inserted_at(ev: &Event) -> Option<DateTime<Utc>> {
+    ev.message.as_ref().map(|m| m.inserted_at)
+}
+
+/// Per thread: the newest message, the newest guest message and the last property reply.
+fn per_thread(messages: &[Event]) -> HashMap<&str, ThreadSeen<'_>> {
+    let mut threads: HashMap<&str, ThreadSeen<'_>> = HashMap::new();
     for ev in messages {
         let (Some(thread), Some(msg)) = (ev.thread_id(), ev.message.as_ref()) else {
             continue;
         };
-        let newer = newest
-            .get(thread)
-            .and_then(|e| e.message.as_ref())
-            .is_none_or(|m| msg.inserted_at >= m.inserted_at);
-        if newer {
-            newest.insert(thread, ev);
+        let seen = threads.entry(thread).or_default();
+        let newer =
+            |e: Option<&Event>| e.and_then(inserted_at).is_none_or(|t| msg.inserted_at >= t);
+        if newer(seen.newest) {
+            seen.newest = Some(ev);
+        }
+        match msg.sender {
+            Sender::Guest if newer(seen.guest) => seen.guest = Some(ev),
+            Sender::Property if seen.property_at.is_none_or(|t| msg.inserted_at > t) => {
+                seen.property_at = Some(msg.inserted_at)
+            }
+            _ => {}
         }
     }
-    let answered_after = |thread: &str, at: DateTime<Utc>| {
-        newest.get(thread).is_some_and(|e| {
-            e.message
-                .as_ref()
-                .is_some_and(|m| m.sender == Sender::Property && m.inserted_at >= at)
-        })
-    };
-    let closed = |ev: &Event| ev.thread.as_ref().is_some_and(|t| t.is_closed);
-    let mut board = Board::default();
-    let mut seen: HashMap<&str, usize> = HashMap::new();
+    threads
+}
+
+/// The inquiries not answered (no property message at or after them), not closed and not
+/// long overdue; a re-announced inquiry counts once (the newest), soonest deadline first.
+fn open_inquiries(
+    inquiries: &[Event],
+    threads: &HashMap<&str, ThreadSeen<'_>>,
+    now: DateTime<Utc>,
+) -> Vec<InquiryRow> {
+    let mut rows: Vec<InquiryRow> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
     for ev in inquiries {
         let (Some(thread), Some(inquiry)) = (ev.thread_id(), ev.inquiry.as_ref()) else {
             continue;
@@ -100,10 +127,13 @@ pub fn build_board(
         let Some(deadline) = inquiry.non_response_at else {
             continue;
         };
-        let newest_is_closed = newest.get(thread).is_some_and(|e| closed(e));
-        if answered_after(thread, ev.occurred_at)
+        let seen = threads.get(thread);
+        let answered = seen
+            .and_then(|s| s.property_at)
+            .is_some_and(|t| t >= ev.occurred_at);
+        if answered
             || closed(ev)
-            || newest_is_closed
+            || seen.is_some_and(ThreadSeen::closed)
             || deadline < now - OVERDUE_KEPT
         {
             continue;
@@ -115,29 +145,41 @@ pub fn build_board(
             listing: inquiry.listing_name.clone().unwrap_or_default(),
             deadline,
         };
-        match seen.get(thread) {
-            // A re-announced inquiry: the newest one counts.
-            Some(&i) => board.inquiries[i] = row,
+        match index.get(thread) {
+            Some(&i) => rows[i] = row,
             None => {
-                seen.insert(thread, board.inquiries.len());
-                board.inquiries.push(row);
+                index.insert(thread, rows.len());
+                rows.push(row);
             }
         }
     }
-    board.inquiries.sort_by_key(|r| r.deadline);
-    for (thread, ev) in &newest {
-        let Some(msg) = ev.message.as_ref() else {
+    rows.sort_by_key(|r| r.deadline);
+    rows
+}
+
+/// Threads whose newest guest message is newer than the property's last reply and older
+/// than `reply_wait` (threads with an open inquiry are on the other table), oldest first.
+fn waiting(
+    threads: &HashMap<&str, ThreadSeen<'_>>,
+    inquiries: &[InquiryRow],
+    now: DateTime<Utc>,
+    reply_wait: Duration,
+) -> Vec<WaitingRow> {
+    let mut rows = Vec::new();
+    for (thread, seen) in threads {
+        let Some((ev, msg)) = seen.guest.and_then(|e| Some((e, e.message.as_ref()?))) else {
             continue;
         };
-        if msg.sender != Sender::Guest
-            || closed(ev)
+        let answered = seen.property_at.is_some_and(|t| t >= msg.inserted_at);
+        if answered
+            || seen.closed()
             || now - msg.inserted_at < reply_wait
-            || seen.contains_key(thread)
+            || inquiries.iter().any(|r| r.thread_id == *thread)
         {
             continue;
         }
         let snapshot = ev.thread.clone().unwrap_or_default();
-        board.waiting.push(WaitingRow {
+        rows.push(WaitingRow {
             thread_id: thread.to_string(),
             property: property_label(ev),
             title: snapshot.title,
@@ -146,8 +188,21 @@ pub fn build_board(
             excerpt: excerpt(&msg.text, 90),
         });
     }
-    board.waiting.sort_by_key(|r| r.since);
-    board
+    rows.sort_by_key(|r| r.since);
+    rows
+}
+
+/// The board from the stored events (pure: `now` and `reply_wait` come in).
+pub fn build_board(
+    inquiries: &[Event],
+    messages: &[Event],
+    now: DateTime<Utc>,
+    reply_wait: Duration,
+) -> Board {
+    let threads = per_thread(messages);
+    let inquiries = open_inquiries(inquiries, &threads, now);
+    let waiting = waiting(&threads, &inquiries, now, reply_wait);
+    Board { inquiries, waiting }
 }
 
 fn property_label(ev: &Event) -> String {
@@ -402,6 +457,29 @@ mod tests {
         let ids: Vec<_> = board.waiting.iter().map(|r| r.thread_id.as_str()).collect();
         assert_eq!(ids, ["d", "a"]);
         assert_eq!(board.waiting[1].excerpt, "where is the key?");
+    }
+
+    /// Inquiry, host reply, guest writes again: the inquiry is answered (leaves the
+    /// inquiries table) and the guest is waiting.
+    #[test]
+    fn an_answered_inquiry_leaves_and_a_guest_writing_again_waits() {
+        let now = at("2026-12-01T12:00:00Z");
+        let inquiries = [inquiry("t", "2026-11-30T08:00:00Z", "2026-12-01T20:00:00Z")];
+        let messages = [
+            message("t", Sender::Guest, "2026-11-30T08:00:00Z", "is it free?"),
+            message("t", Sender::Property, "2026-11-30T09:00:00Z", "yes"),
+            message(
+                "t",
+                Sender::Guest,
+                "2026-11-30T10:00:00Z",
+                "great, and parking?",
+            ),
+        ];
+        let board = build_board(&inquiries, &messages, now, Duration::hours(12));
+        assert!(board.inquiries.is_empty(), "answered by the host reply");
+        let ids: Vec<_> = board.waiting.iter().map(|r| r.thread_id.as_str()).collect();
+        assert_eq!(ids, ["t"]);
+        assert_eq!(board.waiting[0].excerpt, "great, and parking?");
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::events::Sender;
 use crate::store::audit::{
     self, ActionKind, AuditFilter, AuditLog, AuditRecord, EventDecisions, Outcome, Reason,
 };
-use crate::store::timers::{FollowUpTimer, FollowUps};
+use crate::store::timers::{FollowUpTimer, FollowUps, TimerScope};
 
 /// Longest thread id or follow-up name accepted in a path.
 const MAX_ID: usize = 200;
@@ -131,6 +131,12 @@ fn follow_up_table(thread_id: &str, timers: &[FollowUpTimer], csrf: &str) -> Mar
                         td.muted { (layout::time(t.armed_at)) }
                         td { form method="post" action={ (layout::thread_href(thread_id)) "/follow-ups/" (layout::path_segment(&t.name)) "/cancel" } {
                             input type="hidden" name="csrf" value=(csrf);
+                            @if let Some(b) = &t.booking_id {
+                                input type="hidden" name="scope" value="booking";
+                                input type="hidden" name="booking" value=(b);
+                            } @else {
+                                input type="hidden" name="scope" value="thread";
+                            }
                             button.cancel type="submit" { "Cancel" }
                         } }
                     }
@@ -177,9 +183,50 @@ fn render_item(item: &Item<'_>) -> Markup {
     }
 }
 
+/// Whose timer a Cancel form is about: the thread's own, or a stay timer of its booking.
+#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum ScopeKind {
+    #[default]
+    Thread,
+    Booking,
+}
+
 #[derive(Deserialize)]
 pub struct CancelForm {
     csrf: Option<String>,
+    #[serde(default)]
+    scope: ScopeKind,
+    booking: Option<String>,
+}
+
+/// The timer scope a Cancel form names; a booking timer must belong to thread `id`.
+async fn cancel_scope<'a>(
+    follow_ups: &FollowUps,
+    id: &'a str,
+    name: &str,
+    form: &'a CancelForm,
+) -> Result<(TimerScope<'a>, Option<FollowUpTimer>), ConsoleError> {
+    let scope = match (form.scope, form.booking.as_deref()) {
+        (ScopeKind::Thread, _) => TimerScope::Thread(id),
+        (ScopeKind::Booking, Some(b)) => {
+            checked("booking", b)?;
+            TimerScope::Booking(b)
+        }
+        (ScopeKind::Booking, None) => {
+            return Err(ConsoleError::BadInput(
+                "scope=booking needs a booking".into(),
+            ))
+        }
+    };
+    let timer = follow_ups.get_in(scope, name).await?;
+    let of_thread = timer.as_ref().is_some_and(|t| t.thread_id == id);
+    if !of_thread {
+        return Err(ConsoleError::NotFound(format!(
+            "no pending follow-up {name:?} on this thread"
+        )));
+    }
+    Ok((scope, timer))
 }
 
 pub async fn cancel(
@@ -193,8 +240,8 @@ pub async fn cancel(
     check_csrf(&authed, form.csrf.as_deref())?;
     let deps = console.deps();
     let follow_ups = FollowUps::new(deps.infra.followups.clone());
-    let timer = follow_ups.get(&id, &name).await?;
-    if !follow_ups.cancel(&id, &name).await? {
+    let (scope, timer) = cancel_scope(&follow_ups, &id, &name, &form).await?;
+    if !follow_ups.cancel_in(scope, &name).await? {
         return Err(ConsoleError::NotFound(format!(
             "no pending follow-up {name:?} on this thread"
         )));

@@ -3,7 +3,9 @@
 //! filtered by property, thread, rule, outcome and time (a GET form: ids and names only,
 //! never guest text), and live: `/timeline/stream` sends each new matching record as a
 //! server-rendered row over SSE ([`audit::follow_new`]: an ephemeral consumer that starts
-//! at new messages).
+//! after the newest record the page showed, `after=<seq>` in the page's `data-live` URL, or
+//! after a reconnect's `Last-Event-ID`; each event's `id` is its stream sequence and the
+//! page's script drops rows it already has).
 //!
 //! Must not: read more than [`MAX_SCAN`] stored records for a page (a thread filter, served
 //! by the stream's subject filter, is the exception: it only delivers that thread's).
@@ -11,6 +13,7 @@
 use std::convert::Infallible;
 
 use axum::extract::{Query, State};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::Extension;
 use chrono::{DateTime, Utc};
@@ -22,6 +25,7 @@ use super::auth::Authed;
 use super::layout::{self, Nav};
 use super::{Console, ConsoleError};
 use crate::store::audit::{self, AuditFilter, AuditRecord, Outcome};
+use crate::store::nats::{audit_stream, stream_bounds};
 
 /// Records per page.
 pub const PAGE: usize = 100;
@@ -49,6 +53,9 @@ pub struct TimelineQuery {
     pub since: Option<String>,
     /// The `older` cursor: records stored before this stream sequence.
     pub before: Option<u64>,
+    /// The live stream's start: records stored after this stream sequence (the newest one
+    /// the page showed); a reconnect's `Last-Event-ID` wins when it is newer.
+    pub after: Option<u64>,
 }
 
 fn non_empty(v: &Option<String>) -> Option<String> {
@@ -126,7 +133,15 @@ pub async fn page(
     } else {
         MAX_SCAN
     };
+    // The stream's end before the read: the live stream continues from here, so nothing
+    // stored between this page and the stream's connection is lost (the JS drops repeats).
+    let (_, last) = stream_bounds(js, &audit_stream(console.prefix())).await?;
     let page = audit::latest(js, console.prefix(), &filter, q.before, PAGE, bound).await?;
+    let newest = page
+        .records
+        .iter()
+        .map(|(seq, _)| *seq)
+        .fold(last, u64::max);
     let rules: Vec<String> = console
         .deps()
         .live
@@ -142,7 +157,7 @@ pub async fn page(
         h1 { "Timeline" }
         p.lead { span.live-dot {} "Every decision concierge made, newest first; new ones appear live." }
         (filter_form(&q, &properties, &rules))
-        (records_table(&console, &page.records, &format!("/timeline/stream?{qs}")))
+        (records_table(&console, &page.records, &format!("/timeline/stream?{qs}{}after={newest}", if qs.is_empty() { "" } else { "&" })))
         @if let Some(older) = page.older {
             div.pager { a.button href={ "/timeline?" (qs) @if !qs.is_empty() { "&" } "before=" (older) } { "Older →" } }
         }
@@ -219,16 +234,28 @@ pub fn record_row(console: &Console, seq: u64, r: &AuditRecord) -> Markup {
     }
 }
 
+/// Records stored after `after` (query) or the `Last-Event-ID` of a reconnect (the newer
+/// wins), else from now on; each event carries its stream sequence as `id`.
 pub async fn stream(
     State(console): State<Console>,
+    headers: HeaderMap,
     Query(q): Query<TimelineQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ConsoleError> {
     let mut filter = q.filter(console.now())?;
     filter.since = None;
-    let records = audit::follow_new(&console.deps().infra.js, console.prefix(), filter).await?;
+    let last_event = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let after = q.after.max(last_event);
+    let js = &console.deps().infra.js;
+    let records = audit::follow_new(js, console.prefix(), filter, after).await?;
     let events = records.map(move |(seq, r)| {
         let row = record_row(&console, seq, &r).into_string();
-        Ok(SseEvent::default().event("record").data(row))
+        Ok(SseEvent::default()
+            .event("record")
+            .id(seq.to_string())
+            .data(row))
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
