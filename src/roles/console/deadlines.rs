@@ -3,7 +3,7 @@
 //!
 //! Source: the events stream (no poller change): the `inquiry.received` events of the last
 //! [`INQUIRY_WINDOW`] and the `thread.new_message` events of the last [`MESSAGE_WINDOW`],
-//! read with a time-based start and at most [`MAX_EVENTS`] events. A thread's newest
+//! read with a time-based start, keeping the newest [`MAX_EVENTS`] events. A thread's newest
 //! message event says whether it is answered (the poller emits property messages too:
 //! ours and the staff's). Server-rendered: the first response holds every row; the
 //! script only ticks the countdowns.
@@ -224,14 +224,16 @@ pub fn excerpt(text: &str, n: usize) -> String {
     }
 }
 
-/// Events of `event_type` stored since `since`, at most [`MAX_EVENTS`].
+/// The newest [`MAX_EVENTS`] events of `event_type` stored since `since`, oldest first.
+/// Past the cap the oldest are dropped, never the newest: a thread's latest message is what
+/// says whether it waits.
 async fn recent_events(
     console: &Console,
     event_type: EventType,
     since: DateTime<Utc>,
 ) -> Result<Vec<Event>, ConsoleError> {
     let prefix = console.prefix();
-    let mut out = Vec::new();
+    let mut out = std::collections::VecDeque::new();
     read_stored(
         &console.deps().infra.js,
         &events_stream(prefix),
@@ -240,13 +242,16 @@ async fn recent_events(
         false,
         |msg| {
             if let Ok(ev) = serde_json::from_slice::<Event>(&msg.payload) {
-                out.push(ev);
+                if out.len() == MAX_EVENTS {
+                    out.pop_front();
+                }
+                out.push_back(ev);
             }
-            out.len() < MAX_EVENTS
+            true
         },
     )
     .await?;
-    Ok(out)
+    Ok(out.into())
 }
 
 pub async fn page(
