@@ -545,6 +545,13 @@ async fn the_live_timeline_starts_after_the_page_and_loses_nothing() {
     let at = page.find(attr).expect("data-live") + attr.len();
     let live_url = page[at..at + page[at..].find('"').unwrap()].replace("&amp;", "&");
     assert!(live_url.contains("after="), "{live_url}");
+    // An older page is history: it gets no live rows on top.
+    let (status, older) = rig.get_bearer("/timeline?before=1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        older.contains(r#"id="timeline""#) && !older.contains("data-live"),
+        "{older}"
+    );
     let mut record = AuditRecord::standalone("console-gap-1", Outcome::Executed);
     record.thread_id = Some("t-gap".into());
     AuditLog::new(rig.infra.js.clone(), &rig.config.nats.prefix)

@@ -119,6 +119,11 @@ impl Script<'_> {
             armed,
         )
         .await?;
+        self.expect_instructions_sent().await
+    }
+
+    /// The check-in instructions went out (at the new time), then the guide attached.
+    async fn expect_instructions_sent(&self) -> anyhow::Result<()> {
         let sent = |r: &AuditRecord| {
             r.action == Some(ActionKind::Reply)
                 && r.outcome == Outcome::Executed

@@ -153,11 +153,16 @@ pub async fn page(
         .collect();
     let properties: Vec<String> = console.deps().config.properties.keys().cloned().collect();
     let qs = q.query_string();
+    // An older page is history: new records belong on the first page, not on top of this one.
+    let live = q.before.is_none().then(|| {
+        let sep = if qs.is_empty() { "" } else { "&" };
+        format!("/timeline/stream?{qs}{sep}after={newest}")
+    });
     let body = html! {
         h1 { "Timeline" }
         p.lead { span.live-dot {} "Every decision concierge made, newest first; new ones appear live." }
         (filter_form(&q, &properties, &rules))
-        (records_table(&console, &page.records, &format!("/timeline/stream?{qs}{}after={newest}", if qs.is_empty() { "" } else { "&" })))
+        (records_table(&console, &page.records, live.as_deref()))
         @if let Some(older) = page.older {
             div.pager { a.button href={ "/timeline?" (qs) @if !qs.is_empty() { "&" } "before=" (older) } { "Older →" } }
         }
@@ -194,10 +199,14 @@ fn filter_form(q: &TimelineQuery, properties: &[String], rules: &[String]) -> Ma
     }
 }
 
-/// The records table; `live` is the SSE URL new rows come from.
-pub fn records_table(console: &Console, records: &[(u64, AuditRecord)], live: &str) -> Markup {
+/// The records table; `live` is the SSE URL new rows come from (none on an older page).
+pub fn records_table(
+    console: &Console,
+    records: &[(u64, AuditRecord)],
+    live: Option<&str>,
+) -> Markup {
     html! {
-        div.table-wrap { table #timeline data-live=(live) {
+        div.table-wrap { table #timeline data-live=[live] {
             thead { tr {
                 th { "Time" } th { "Property" } th { "Thread" } th { "Rule" } th { "Action" }
                 th { "Outcome" } th.optional { "Reason" } th { "Reply / detail" }
