@@ -163,11 +163,7 @@ impl Executor {
     async fn messages_of(&self, to: Recipient<'_>) -> Result<Vec<Message>, ChannexError> {
         match to {
             Recipient::Thread(id) => self.newest_messages(id).await,
-            Recipient::Booking(id) => match self.channex.list_booking_messages(id).await {
-                Ok(listing) => Ok(listing.items),
-                Err(e) if e.status() == Some(404) => Ok(Vec::new()),
-                Err(e) => Err(e),
-            },
+            Recipient::Booking(id) => self.booking_messages(id).await,
         }
     }
 

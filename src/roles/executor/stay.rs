@@ -8,6 +8,7 @@
 //! stale (that is [`crate::plan::stale_stay`], decided once in `plan()`).
 
 use super::{find_sent, not_confirmed, Executor, Finished, PlannedAction, Step};
+use crate::channex::{ChannexError, Message};
 use crate::events::Event;
 use crate::store::audit::{Outcome, Reason};
 use crate::store::timers::TimerScope;
@@ -47,9 +48,8 @@ impl Executor {
             Err(step) => return step,
         };
         if let Some(previous) = previous {
-            let messages = match self.channex.list_booking_messages(booking_id).await {
-                Ok(listing) => listing.items,
-                Err(e) if e.status() == Some(404) => Vec::new(),
+            let messages = match self.booking_messages(booking_id).await {
+                Ok(messages) => messages,
                 Err(e) => return self.on_channex_error(claim, e, Some(text)).await,
             };
             if let Some(sent) = find_sent(&messages, text, previous.claimed_at) {
@@ -82,6 +82,19 @@ impl Executor {
         let mut f = Finished::new(Outcome::Executed, Reason::Sent).text(text);
         f.channex_message_id = Some(sent.id);
         self.finish(claim, f).await
+    }
+
+    /// A booking's messages, to verify an interrupted send; none yet (404: no thread
+    /// opened) is an empty list.
+    pub(super) async fn booking_messages(
+        &self,
+        booking_id: &str,
+    ) -> Result<Vec<Message>, ChannexError> {
+        match self.channex.list_booking_messages(booking_id).await {
+            Ok(listing) => Ok(listing.items),
+            Err(e) if e.status() == Some(404) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
     }
 
     /// `cancel_all_follow_ups()`: every timer of the event's thread and of its booking.
