@@ -779,9 +779,10 @@ impl Poller {
             (Vec::new(), 0)
         };
         // Read before detection: the booking's language is the thread's language.
-        let mut booking = match fresh.is_empty() {
-            true => None,
-            false => self.booking_of(thread).await,
+        let read_before = !fresh.is_empty();
+        let mut booking = match read_before {
+            true => self.booking_of(thread).await,
+            false => None,
         };
         let detected = detect::detect(detect::Observed {
             thread,
@@ -797,7 +798,8 @@ impl Poller {
             },
         });
         let emitted = detected.events.len();
-        if emitted > 0 && booking.is_none() {
+        // Read once per thread: a booking Channex could not give is not asked for twice.
+        if emitted > 0 && !read_before {
             booking = self.booking_of(thread).await;
         }
         for mut event in detected.events {
