@@ -28,24 +28,39 @@ function tickCountdowns() {
   });
 }
 
+// The live rows. A refused stream (429/503: the server bounds live streams) or an ended
+// one is not retried by EventSource itself: reconnect later, from the last row seen,
+// waiting longer each time (10 s doubling to 5 min) so a busy server is not hammered.
 function liveTimeline() {
   const table = document.querySelector("table#timeline[data-live]");
   if (!table || !window.EventSource) return;
   const body = table.querySelector("tbody");
   const dot = document.querySelector(".live-dot");
-  const source = new EventSource(table.dataset.live);
-  source.onopen = () => dot && dot.classList.add("on");
-  source.onerror = () => dot && dot.classList.remove("on");
-  source.addEventListener("record", (e) => {
-    const empty = body.querySelector("td.empty");
-    if (empty) empty.closest("tr").remove();
-    const holder = document.createElement("tbody");
-    holder.innerHTML = e.data; // server-rendered, escaped row
-    const row = holder.firstElementChild;
-    if (!row || (row.id && document.getElementById(row.id))) return;
-    row.classList.add("fresh");
-    body.insertBefore(row, body.firstChild);
-  });
+  let url = table.dataset.live;
+  let wait = 10000;
+  const connect = () => {
+    const source = new EventSource(url);
+    source.onopen = () => { wait = 10000; if (dot) dot.classList.add("on"); };
+    source.onerror = () => {
+      if (dot) dot.classList.remove("on");
+      if (source.readyState === EventSource.CLOSED) {
+        setTimeout(connect, wait);
+        wait = Math.min(wait * 2, 300000);
+      }
+    };
+    source.addEventListener("record", (e) => {
+      if (e.lastEventId) url = url.replace(/after=\d+/, "after=" + e.lastEventId);
+      const empty = body.querySelector("td.empty");
+      if (empty) empty.closest("tr").remove();
+      const holder = document.createElement("tbody");
+      holder.innerHTML = e.data; // server-rendered, escaped row
+      const row = holder.firstElementChild;
+      if (!row || (row.id && document.getElementById(row.id))) return;
+      row.classList.add("fresh");
+      body.insertBefore(row, body.firstChild);
+    });
+  };
+  connect();
 }
 
 // The deadlines board re-reads itself every 30 s (same page, same session), so new
