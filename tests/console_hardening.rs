@@ -95,8 +95,13 @@ impl Rig {
     /// Another listener with its own console on the same NATS and simulator: a replica.
     async fn listener(&mut self, limits: Limits) -> SocketAddr {
         let channex = concierge::wiring::channex_client(&self.config).unwrap();
-        let console =
-            concierge::wiring::console(&self.config, &self.infra, channex, None, Default::default());
+        let console = concierge::wiring::console(
+            &self.config,
+            &self.infra,
+            channex,
+            None,
+            Default::default(),
+        );
         let (tx, rx) = watch::channel(false);
         let router = concierge::http::router_with_console(
             Arc::new(AlwaysReady),
@@ -243,8 +248,18 @@ async fn a_flood_of_live_streams_cannot_starve_health_checks_the_webhook_or_the_
     let page = answers(page).await;
     let took = started.elapsed();
     assert_eq!(health, Ok(200), "/healthz with {} streams open", open.len());
-    assert_eq!(hook, Ok(202), "the webhook with {} streams open", open.len());
-    assert_eq!(page, Ok(200), "a console page with {} streams open", open.len());
+    assert_eq!(
+        hook,
+        Ok(202),
+        "the webhook with {} streams open",
+        open.len()
+    );
+    assert_eq!(
+        page,
+        Ok(200),
+        "a console page with {} streams open",
+        open.len()
+    );
     assert!(took < Duration::from_secs(1), "{took:?}");
     let bound = Limits::default().streams.total;
     assert_eq!(open.len(), bound, "the total bound holds ({reset} reset)");
@@ -301,8 +316,18 @@ async fn live_streams_are_bounded_per_session_and_per_address() {
         statuses.push(head.map(|h| h.status));
         held.push(stream);
     }
-    assert!(statuses[..limits.per_address].iter().all(|s| *s == Some(200)), "{statuses:?}");
-    assert!(statuses[limits.per_address..].iter().all(|s| *s == Some(429)), "{statuses:?}");
+    assert!(
+        statuses[..limits.per_address]
+            .iter()
+            .all(|s| *s == Some(200)),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses[limits.per_address..]
+            .iter()
+            .all(|s| *s == Some(429)),
+        "{statuses:?}"
+    );
 }
 
 /// The reserve: with every general connection held, only the probes and the webhook are
@@ -348,7 +373,10 @@ async fn logout_ends_the_session_for_every_copy_of_the_cookie_on_every_replica()
     let copy = cookie.clone();
     let (status, page) = rig.get_at(rig.addr, "/health", &cookie).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(rig.get_at(replica, "/health", &copy).await.0, StatusCode::OK);
+    assert_eq!(
+        rig.get_at(replica, "/health", &copy).await.0,
+        StatusCode::OK
+    );
     let (head, mut live) = raw(replica, None, &stream_request(&copy)).await;
     assert_eq!(head.map(|h| h.status), Some(200));
     let at = page.find(r#"name="csrf" value=""#).expect("a CSRF field") + 19;
@@ -364,7 +392,11 @@ async fn logout_ends_the_session_for_every_copy_of_the_cookie_on_every_replica()
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     for addr in [rig.addr, replica] {
         let (status, _) = rig.get_at(addr, "/health", &copy).await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED, "{addr}: the copy is ended");
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "{addr}: the copy is ended"
+        );
     }
     // The copy's live stream on the replica closes within the recheck interval.
     let mut buf = [0u8; 4096];
@@ -380,7 +412,10 @@ async fn logout_ends_the_session_for_every_copy_of_the_cookie_on_every_replica()
     assert!(ended, "the ended session's stream closes");
     // Logging in again works.
     let fresh = rig.login().await;
-    assert_eq!(rig.get_at(replica, "/health", &fresh).await.0, StatusCode::OK);
+    assert_eq!(
+        rig.get_at(replica, "/health", &fresh).await.0,
+        StatusCode::OK
+    );
 }
 
 /// Defect 2, "end all sessions" from the command line: every cookie issued before it is
@@ -390,7 +425,10 @@ async fn revoke_sessions_on_the_command_line_ends_every_session() {
     let rig = rig().await;
     let first = rig.login().await;
     let second = rig.login().await;
-    assert_eq!(rig.get_at(rig.addr, "/health", &second).await.0, StatusCode::OK);
+    assert_eq!(
+        rig.get_at(rig.addr, "/health", &second).await.0,
+        StatusCode::OK
+    );
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("concierge.toml");
     std::fs::write(
@@ -399,11 +437,21 @@ async fn revoke_sessions_on_the_command_line_ends_every_session() {
     )
     .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_concierge"))
-        .args(["--config", config.to_str().unwrap(), "console", "revoke-sessions"])
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "console",
+            "revoke-sessions",
+        ])
         .env_remove("CONCIERGE_CONFIG")
+        .env_remove("NATS_URL")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for cookie in [&first, &second] {
         assert_eq!(
             rig.get_at(rig.addr, "/health", cookie).await.0,
@@ -411,7 +459,10 @@ async fn revoke_sessions_on_the_command_line_ends_every_session() {
         );
     }
     let fresh = rig.login().await;
-    assert_eq!(rig.get_at(rig.addr, "/health", &fresh).await.0, StatusCode::OK);
+    assert_eq!(
+        rig.get_at(rig.addr, "/health", &fresh).await.0,
+        StatusCode::OK
+    );
 }
 
 /// The characters that must never reach a page as they are.
@@ -421,7 +472,11 @@ const DISGUISES: [char; 9] = [
 ];
 
 fn disguised(page: &str) -> Vec<char> {
-    DISGUISES.iter().copied().filter(|c| page.contains(*c)).collect()
+    DISGUISES
+        .iter()
+        .copied()
+        .filter(|c| page.contains(*c))
+        .collect()
 }
 
 /// Defect 3: control and bidi characters in guest names, titles and messages reach no page
@@ -430,7 +485,10 @@ fn disguised(page: &str) -> Vec<char> {
 async fn guest_text_cannot_disguise_itself_or_flood_a_page() {
     let mut rig = rig().await;
     let long_title = format!("Stay {}", "W".repeat(200 * 1024));
-    let thread = rig.sim.sim.open_thread(PROP, "BookingCom", &long_title, true);
+    let thread = rig
+        .sim
+        .sim
+        .open_thread(PROP, "BookingCom", &long_title, true);
     rig.sim.sim.guest_message(
         &thread,
         "invoice\u{202E}fdp.exe\u{0} \u{1b}[2J\u{7f}\u{85} please \u{2066}check\u{2069}\u{200F}\u{61C}",
@@ -450,16 +508,34 @@ async fn guest_text_cannot_disguise_itself_or_flood_a_page() {
     let cookie = rig.login().await;
     let (status, board) = rig.get_at(rig.addr, "/", &cookie).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(board.contains(&format!(r#"data-thread="{inquiry}""#)), "the inquiry shows");
-    assert!(board.contains(&format!(r#"data-thread="{thread}""#)), "the waiting guest shows");
+    assert!(
+        board.contains(&format!(r#"data-thread="{inquiry}""#)),
+        "the inquiry shows"
+    );
+    assert!(
+        board.contains(&format!(r#"data-thread="{thread}""#)),
+        "the waiting guest shows"
+    );
     assert_eq!(disguised(&board), Vec::<char>::new(), "the board");
-    assert!(board.len() < 64 * 1024, "a 200 KiB title is not printed in full: {} bytes", board.len());
-    assert!(board.contains("WWW…"), "the cut title ends in a visible ellipsis");
+    assert!(
+        board.len() < 64 * 1024,
+        "a 200 KiB title is not printed in full: {} bytes",
+        board.len()
+    );
+    assert!(
+        board.contains("WWW…"),
+        "the cut title ends in a visible ellipsis"
+    );
     assert!(board.contains("Ananimda"), "the name in its logical order");
-    let (status, page) = rig.get_at(rig.addr, &format!("/threads/{thread}"), &cookie).await;
+    let (status, page) = rig
+        .get_at(rig.addr, &format!("/threads/{thread}"), &cookie)
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(disguised(&page), Vec::<char>::new(), "the thread page");
-    assert!(page.contains("invoicefdp.exe\u{FFFD}"), "shown in logical order, NUL visible");
+    assert!(
+        page.contains("invoicefdp.exe\u{FFFD}"),
+        "shown in logical order, NUL visible"
+    );
 }
 
 /// Defect 4: an authenticated `GET /threads/..` (raw: an HTTP client would normalise the
@@ -478,7 +554,10 @@ async fn a_path_that_is_not_a_channex_id_never_reaches_channex() {
         statuses.push((id, head.map(|h| h.status)));
     }
     let reached: Vec<String> = rig.sim.sim.requests().into_iter().map(|r| r.path).collect();
-    assert!(reached.is_empty(), "nothing reached the simulator: {reached:?}");
+    assert!(
+        reached.is_empty(),
+        "nothing reached the simulator: {reached:?}"
+    );
     for (id, status) in statuses {
         assert_eq!(status, Some(400), "{id}");
     }
@@ -494,9 +573,14 @@ async fn a_path_that_is_not_a_channex_id_never_reaches_channex() {
     assert_eq!(reached, ["/api/v1/message_threads/t-1/messages"]);
 }
 
-/// Defect 4 on the command line: an id argument that is not a Channex id is a usage error.
+/// Defect 4 on the command line: an id argument that is not a Channex id is a usage error
+/// (refused before any connection: the config points at a port nothing listens on, so even
+/// a binary without the check reaches no NATS).
 #[test]
 fn id_arguments_on_the_command_line_follow_the_channex_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("concierge.toml");
+    std::fs::write(&config, "[nats]\nurl = \"nats://127.0.0.1:1\"\n").unwrap();
     for args in [
         &["purge", "--thread", ".."][..],
         &["audit", "--thread", "a.b"],
@@ -504,8 +588,10 @@ fn id_arguments_on_the_command_line_follow_the_channex_rule() {
         &["follow-ups", "cancel", "booking:..", "x"],
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_concierge"))
+            .args(["--config", config.to_str().unwrap()])
             .args(args)
             .env_remove("CONCIERGE_CONFIG")
+            .env_remove("NATS_URL")
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -531,7 +617,10 @@ async fn every_429_of_the_login_limit_carries_retry_after() {
     }
     let (status, retry_after) = last.unwrap();
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(retry_after.as_ref().and_then(|v| v.to_str().ok()), Some("60"));
+    assert_eq!(
+        retry_after.as_ref().and_then(|v| v.to_str().ok()),
+        Some("60")
+    );
     let resp = rig
         .http
         .get(rig.url("/health"))

@@ -149,6 +149,10 @@ never_refused! {
     jetstream::context::PublishError,
 }
 
+/// How long the sessions bucket keeps a revocation: longer than a console session lives
+/// (7 days), so a revocation outlasts the session it ends ([`crate::store::sessions`]).
+pub const SESSIONS_RETENTION: Duration = Duration::from_secs(8 * 86_400);
+
 /// Bucket names derive from the prefix so two deployments can share a server.
 #[derive(Debug, Clone)]
 pub struct Names {
@@ -304,8 +308,8 @@ impl Infra {
         let followups =
             ensure_bucket(&js, &names.followups_bucket(), cfg.followups_max_age, cfg).await?;
         let leases = ensure_bucket(&js, &names.leases_bucket(), forever, cfg).await?;
-        let sessions_max_age = crate::store::sessions::RETENTION;
-        let sessions = ensure_bucket(&js, &names.sessions_bucket(), sessions_max_age, cfg).await?;
+        let sessions =
+            ensure_bucket(&js, &names.sessions_bucket(), SESSIONS_RETENTION, cfg).await?;
         Ok(Infra {
             client,
             js,
