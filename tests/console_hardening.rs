@@ -631,3 +631,80 @@ async fn every_429_of_the_login_limit_carries_retry_after() {
     assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(resp.headers()["retry-after"], "60");
 }
+
+/// Defect 2, the console's own button: `POST /sessions/end-all` (CSRF-checked, on the
+/// health page) ends every session, this one included.
+#[tokio::test]
+async fn the_end_every_session_button_ends_every_session() {
+    let rig = rig().await;
+    let other = rig.login().await;
+    let cookie = rig.login().await;
+    let (status, page) = rig.get_at(rig.addr, "/health", &cookie).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains(r#"action="/sessions/end-all""#), "{page}");
+    let at = page.find(r#"name="csrf" value=""#).expect("a CSRF field") + 19;
+    let csrf = &page[at..at + page[at..].find('"').unwrap()];
+    let forged = rig
+        .http
+        .post(rig.url("/sessions/end-all"))
+        .header(COOKIE, &cookie)
+        .form(&[("csrf", "0123")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    assert_eq!(rig.get_at(rig.addr, "/health", &other).await.0, StatusCode::OK);
+    let resp = rig
+        .http
+        .post(rig.url("/sessions/end-all"))
+        .header(COOKIE, &cookie)
+        .form(&[("csrf", csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    for c in [&cookie, &other] {
+        assert_eq!(rig.get_at(rig.addr, "/health", c).await.0, StatusCode::UNAUTHORIZED);
+    }
+}
+
+/// Defect 3 in alert texts: what a sink delivers (here the NATS sink) is the sanitised
+/// text, capped.
+#[tokio::test]
+async fn alert_texts_cannot_disguise_themselves() {
+    use concierge::config::AlertsConfig;
+    use concierge::roles::executor::alerts::{Alert, AlertSinks, ALERT_TEXT_CHARS};
+    use futures::StreamExt;
+    let (_server, infra, _) = common::nats_infra().await;
+    let mut sub = infra.client.subscribe("concierge.alerts.>").await.unwrap();
+    infra.client.flush().await.unwrap();
+    let cfg = AlertsConfig {
+        nats: true,
+        log: false,
+        max_attempts: 1,
+        ..AlertsConfig::default()
+    };
+    let sinks = AlertSinks::new(&cfg, Some((infra.client.clone(), "concierge".into())));
+    let text = format!(
+        "Inquiry from Ana\u{202E}nimda\u{0}\u{1b}[2J unanswered\n{}",
+        "x".repeat(10_000)
+    );
+    let alert = Alert {
+        property_id: "p1".into(),
+        thread_id: Some("t1".into()),
+        text,
+        event_id: "inquiry.received:t1:m1".into(),
+        rule: "20-inquiry-deadline".into(),
+        at: Utc::now(),
+    };
+    sinks.send(&alert).await.unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(2), sub.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let got: Alert = serde_json::from_slice(&msg.payload).unwrap();
+    assert_eq!(disguised(&got.text), Vec::<char>::new(), "{:?}", &got.text[..40]);
+    assert!(got.text.starts_with("Inquiry from Ananimda\u{FFFD}\u{FFFD}[2J unanswered\n"));
+    assert_eq!(got.text.chars().count(), ALERT_TEXT_CHARS);
+    assert!(got.text.ends_with('…'));
+}
