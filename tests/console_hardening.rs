@@ -653,7 +653,10 @@ async fn the_end_every_session_button_ends_every_session() {
         .await
         .unwrap();
     assert_eq!(forged.status(), StatusCode::FORBIDDEN);
-    assert_eq!(rig.get_at(rig.addr, "/health", &other).await.0, StatusCode::OK);
+    assert_eq!(
+        rig.get_at(rig.addr, "/health", &other).await.0,
+        StatusCode::OK
+    );
     let resp = rig
         .http
         .post(rig.url("/sessions/end-all"))
@@ -664,7 +667,10 @@ async fn the_end_every_session_button_ends_every_session() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     for c in [&cookie, &other] {
-        assert_eq!(rig.get_at(rig.addr, "/health", c).await.0, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            rig.get_at(rig.addr, "/health", c).await.0,
+            StatusCode::UNAUTHORIZED
+        );
     }
 }
 
@@ -703,8 +709,15 @@ async fn alert_texts_cannot_disguise_themselves() {
         .unwrap()
         .unwrap();
     let got: Alert = serde_json::from_slice(&msg.payload).unwrap();
-    assert_eq!(disguised(&got.text), Vec::<char>::new(), "{:?}", &got.text[..40]);
-    assert!(got.text.starts_with("Inquiry from Ananimda\u{FFFD}\u{FFFD}[2J unanswered\n"));
+    assert_eq!(
+        disguised(&got.text),
+        Vec::<char>::new(),
+        "{:?}",
+        &got.text[..40]
+    );
+    assert!(got
+        .text
+        .starts_with("Inquiry from Ananimda\u{FFFD}\u{FFFD}[2J unanswered\n"));
     assert_eq!(got.text.chars().count(), ALERT_TEXT_CHARS);
     assert!(got.text.ends_with('…'));
 }
