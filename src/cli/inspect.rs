@@ -61,6 +61,57 @@ pub fn rules_test(
     }
 }
 
+/// `rules eval`: the figures on a labelled corpus; failure over 1% wrong answers or under
+/// 90% recall in any language (the targets of the shipped rules).
+pub fn rules_eval(
+    config: &Config,
+    dir: Option<PathBuf>,
+    templates: Option<PathBuf>,
+    corpus: Option<PathBuf>,
+    split: &str,
+    details: bool,
+) -> ExitCode {
+    use crate::authoring::eval::{self, Split};
+    let dir = dir.unwrap_or_else(|| config.rules.dir.clone());
+    let templates = templates.unwrap_or_else(|| config.rules.templates_dir.clone());
+    let split = match split {
+        "heldout" => Split::Heldout,
+        "train" => Split::Train,
+        "all" => Split::All,
+        other => {
+            eprintln!("error: --split {other:?}: one of heldout, train, all");
+            return ExitCode::from(2);
+        }
+    };
+    let corpus_path = corpus.unwrap_or_else(|| dir.join("corpus"));
+    let messages = match eval::read_corpus(&corpus_path) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let engine = crate::plan::rules::RuleEngine::default();
+    let (content, problems) = crate::content::load_content(&engine, &dir, &templates);
+    for p in problems.all() {
+        eprintln!("warning: {p}");
+    }
+    let report = eval::evaluate(&engine, &content, &messages, split);
+    println!("{report}");
+    if details {
+        print!("{}", report.details());
+    }
+    let ok = report
+        .by_language
+        .values()
+        .all(|t| t.wrong_rate() <= eval::MAX_WRONG_RATE && t.recall() >= eval::MIN_RECALL);
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 // ---------- audit ----------
 
 #[derive(Debug, Args)]

@@ -150,6 +150,25 @@ enum RulesCommand {
     Check(RulesDirs),
     /// Run fixture tests (event in, expected plan out); exit 1 on failure.
     Test(RulesTestArgs),
+    /// Measure the rules on a labelled guest-message corpus: wrong answers, missed topics,
+    /// precision and recall per language and per topic; exit 1 over 1% wrong or under 90%
+    /// recall in any language.
+    Eval(RulesEvalArgs),
+}
+
+#[derive(Debug, Args)]
+struct RulesEvalArgs {
+    #[command(flatten)]
+    dirs: RulesDirs,
+    /// A corpus file (.jsonl) or folder (default: <rules dir>/corpus).
+    #[arg(long)]
+    corpus: Option<PathBuf>,
+    /// Which messages: heldout (default; what the topic files never saw), train or all.
+    #[arg(long, default_value = "heldout")]
+    split: String,
+    /// Also list every wrong answer and missed topic with what was understood.
+    #[arg(long)]
+    details: bool,
 }
 
 #[derive(Debug, Args)]
@@ -250,6 +269,14 @@ async fn dispatch(cli: Cli) -> ExitCode {
         Command::Rules(RulesCommand::Test(args)) => {
             inspect::rules_test(&config, args.dirs.dir, args.dirs.templates, args.fixtures)
         }
+        Command::Rules(RulesCommand::Eval(args)) => inspect::rules_eval(
+            &config,
+            args.dirs.dir,
+            args.dirs.templates,
+            args.corpus,
+            &args.split,
+            args.details,
+        ),
         Command::Audit(args) => report(inspect::audit(&config, args).await),
         Command::Replay(args) => report(inspect::replay(&config, args).await),
         Command::FollowUps(cmd) => report(inspect::follow_ups(&config, cmd).await),
