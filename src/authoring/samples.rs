@@ -26,6 +26,8 @@ pub const GUEST_TEXTS: &[&str] = &[
     "Thank you!",
     "ok, see you",
     "Do you allow pets? We have a small dog.",
+    "The wifi keeps dropping, can you reset the router?",
+    "Thanks, the wifi works great!",
     "Hello",
 ];
 

@@ -112,6 +112,24 @@ pub fn rules_eval(
     }
 }
 
+/// `rules understand`: the understanding of one message, as rules see it.
+pub fn rules_understand(config: &Config, dir: Option<PathBuf>, language: Option<String>, text: &str) -> ExitCode {
+    let dir = dir.unwrap_or_else(|| config.rules.dir.clone());
+    let topics_dir = crate::content::topics::topics_dir(&dir);
+    let (topics, problems) = crate::content::topics::load_topics(&topics_dir, Vec::new());
+    for p in &problems {
+        eprintln!("warning: {p}");
+    }
+    let language = language.or_else(|| crate::base::language::detect(text));
+    let understood = topics.understand(text, language.as_deref());
+    println!("{}", understood.summary());
+    match serde_json::to_string_pretty(&understood) {
+        Ok(json) => println!("{json}"),
+        Err(e) => eprintln!("error: {e}"),
+    }
+    ExitCode::SUCCESS
+}
+
 // ---------- audit ----------
 
 #[derive(Debug, Args)]

@@ -154,6 +154,20 @@ enum RulesCommand {
     /// precision and recall per language and per topic; exit 1 over 1% wrong or under 90%
     /// recall in any language.
     Eval(RulesEvalArgs),
+    /// Show what the understanding step reads in one message: act, topics, confidence,
+    /// evidence (JSON).
+    Understand(RulesUnderstandArgs),
+}
+
+#[derive(Debug, Args)]
+struct RulesUnderstandArgs {
+    #[command(flatten)]
+    dirs: RulesDirs,
+    /// The thread's language (ISO 639-1); default: detected from the text.
+    #[arg(long)]
+    language: Option<String>,
+    /// The guest's message.
+    text: String,
 }
 
 #[derive(Debug, Args)]
@@ -276,6 +290,12 @@ async fn dispatch(cli: Cli) -> ExitCode {
             args.corpus,
             &args.split,
             args.details,
+        ),
+        Command::Rules(RulesCommand::Understand(args)) => inspect::rules_understand(
+            &config,
+            args.dirs.dir,
+            args.language,
+            &args.text,
         ),
         Command::Audit(args) => report(inspect::audit(&config, args).await),
         Command::Replay(args) => report(inspect::replay(&config, args).await),

@@ -27,6 +27,10 @@ pub use topics::{ExampleKind, LabelledText, Topic, TopicKind};
 
 /// Topics whose confidence is under this are left out of [`Understanding::topics`].
 const REPORTED_FROM: f64 = 0.1;
+/// The highest confidence a topic reaches without one of its own phrases in the message:
+/// under every answer threshold, so nothing is answered on the classifier's word alone
+/// (a person may still be asked).
+pub const WITHOUT_PHRASE: f64 = 0.5;
 
 /// The host's topics, ready to read messages.
 #[derive(Debug, Clone, Default)]
@@ -91,13 +95,18 @@ impl Topics {
         let lang = known.or_else(|| self.acts.guess_language(&first));
         let read = if lang == known { first } else { text::Text::read(message, lang) };
         let act = self.acts.read(&read, lang);
-        let mut scores: Vec<TopicScore> = self
-            .model
-            .score(&read, lang)
-            .into_iter()
-            .filter(|s| s.confidence >= REPORTED_FROM)
-            .filter_map(|s| self.topics.get(s.topic).map(|t| TopicScore::of(t, s)))
-            .collect();
+        let mut scores = self.scores(&read, lang);
+        // Two questions in one message: each question sentence is read on its own too, and
+        // a topic keeps its best reading ("what time is check-in? and where do we park?").
+        let sentences = text::sentences(message);
+        if sentences.len() > 1 {
+            for sentence in &sentences {
+                let part = text::Text::read(sentence, lang);
+                if self.acts.read(&part, lang).act == Act::Question {
+                    merge_best(&mut scores, self.scores(&part, lang));
+                }
+            }
+        }
         self.apply_suppression(&mut scores);
         scores.sort_by(|a, b| b.confidence.total_cmp(&a.confidence).then_with(|| a.topic.cmp(&b.topic)));
         Understanding {
@@ -107,6 +116,16 @@ impl Topics {
             topics: scores,
             version: self.version.clone(),
         }
+    }
+
+    /// Every topic's reading of `read` (those under [`REPORTED_FROM`] left out).
+    fn scores(&self, read: &text::Text, lang: Option<&str>) -> Vec<TopicScore> {
+        self.model
+            .score(read, lang)
+            .into_iter()
+            .filter(|s| s.confidence >= REPORTED_FROM)
+            .filter_map(|s| self.topics.get(s.topic).map(|t| TopicScore::of(t, s)))
+            .collect()
     }
 
     /// A topic that `suppresses` another found with it takes its place ("check in early"
@@ -119,6 +138,17 @@ impl Topics {
             .collect();
         let suppressed: Vec<String> = strong.iter().flat_map(|t| t.suppresses.iter().cloned()).collect();
         scores.retain(|s| !suppressed.contains(&s.topic));
+    }
+}
+
+/// Adds `more` to `scores`, each topic keeping its most confident reading.
+fn merge_best(scores: &mut Vec<TopicScore>, more: Vec<TopicScore>) {
+    for m in more {
+        match scores.iter_mut().find(|s| s.topic == m.topic) {
+            Some(s) if s.confidence >= m.confidence => {}
+            Some(s) => *s = m,
+            None => scores.push(m),
+        }
     }
 }
 
@@ -141,10 +171,15 @@ pub struct TopicScore {
 
 impl TopicScore {
     fn of(topic: &Topic, score: model::Score) -> TopicScore {
+        let confidence = if score.phrase {
+            score.confidence
+        } else {
+            score.confidence.min(WITHOUT_PHRASE)
+        };
         TopicScore {
             topic: topic.name.clone(),
             kind: topic.kind,
-            confidence: (score.confidence * 100.0).round() / 100.0,
+            confidence: (confidence * 100.0).round() / 100.0,
             evidence: score.evidence,
             needs: topic.needs.clone(),
             template: topic.template.clone(),

@@ -61,30 +61,35 @@ impl Text {
         }
     }
 
-    /// The sparse features of this text (sorted, deduplicated): `w:` words, `s:` stems,
-    /// `b:` stem pairs, `j:` two words joined ("check in" → "checkin"), `c:` character
-    /// 4-grams of each word (typos, compounds: "tiefgarage" shares "gara" with "garage").
+    /// The sparse features of this text (sorted, deduplicated): `s:` stems of the words
+    /// that are not function words, `b:` pairs of stems with at least one such word, `j:`
+    /// two words joined ("check in" → "checkin"). Function words ("the", "wir", "pour")
+    /// carry no topic and let a small training set learn its writers' habits instead.
     pub fn features(&self) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
-        for (word, stem) in self.words.iter().zip(&self.stems) {
-            out.insert(format!("w:{word}"));
-            out.insert(format!("s:{stem}"));
-            char_grams(word, &mut out);
+        let content: Vec<bool> = self.words.iter().map(|w| !is_function_word(w)).collect();
+        for (i, stem) in self.stems.iter().enumerate() {
+            if content[i] {
+                out.insert(format!("s:{stem}"));
+            }
         }
-        for pair in self.stems.windows(2) {
-            out.insert(format!("b:{} {}", pair[0], pair[1]));
-        }
-        for pair in self.words.windows(2) {
-            out.insert(format!("j:{}{}", pair[0], pair[1]));
+        for i in 1..self.stems.len() {
+            if content[i - 1] || content[i] {
+                out.insert(format!("b:{} {}", self.stems[i - 1], self.stems[i]));
+                out.insert(format!("j:{}{}", self.words[i - 1], self.words[i]));
+            }
         }
         out
     }
 
     /// Whether the word sequence `phrase` (already normalised words) occurs in the text, as
-    /// words or as stems (`stemmed` is the phrase stemmed in the text's language).
+    /// words or as stems (`stemmed` is the phrase stemmed in the text's language). A
+    /// one-word phrase matches by stem only when the stem keeps four letters: short stems
+    /// collide ("morada" and "mora" are both "mor").
     pub fn has_phrase(&self, phrase: &[String], stemmed: &[String]) -> bool {
+        let by_stem = stemmed.len() > 1 || stemmed.first().is_some_and(|s| s.chars().count() >= 4);
         contains_seq(&self.words, phrase)
-            || contains_seq(&self.stems, stemmed)
+            || (by_stem && contains_seq(&self.stems, stemmed))
             || joined_match(&self.words, phrase)
     }
 }
@@ -96,6 +101,20 @@ pub fn words(text: &str) -> Vec<String> {
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
         .map(str::to_owned)
+        .collect()
+}
+
+/// The sentences of `text` (split after `?`, `!`, `.` and at line breaks), trimmed,
+/// those without a letter left out.
+pub fn sentences(text: &str) -> Vec<&str> {
+    let bounded = match text.char_indices().nth(MAX_CHARS) {
+        Some((at, _)) => &text[..at],
+        None => text,
+    };
+    bounded
+        .split_inclusive(['?', '!', '.', '\n', '？'])
+        .map(str::trim)
+        .filter(|s| s.chars().any(char::is_alphabetic))
         .collect()
 }
 
@@ -158,16 +177,31 @@ pub fn phrase_forms(phrase: &str, lang: Option<&str>) -> (Vec<String>, Vec<Strin
     (text.words, text.stems)
 }
 
-fn char_grams(word: &str, out: &mut BTreeSet<String>) {
-    let chars: Vec<char> = word.chars().collect();
-    if chars.len() < 5 {
-        return;
-    }
-    for gram in chars.windows(4) {
-        let gram: String = gram.iter().collect();
-        out.insert(format!("c:{gram}"));
-    }
+/// Function words and greetings of the seven languages (folded), and digits: never topic
+/// evidence.
+pub fn is_function_word(word: &str) -> bool {
+    word.len() <= 1 || word.chars().all(|c| c.is_ascii_digit()) || FUNCTION_WORDS.binary_search(&word).is_ok()
 }
+
+/// Sorted, folded. Pronouns, articles, prepositions, auxiliaries and fillers.
+const FUNCTION_WORDS: &[&str] = &[
+    "a", "aan", "abend", "about", "afternoon", "ai", "al", "alla", "alle", "als", "am", "an",
+    "and", "any", "ao", "are", "as", "at", "au", "aux", "be", "bei", "bij", "boa", "bom",
+    "bonjour", "bonsoir", "buenas", "buenos", "buonasera", "buongiorno", "but", "by", "c",
+    "ce", "ci", "ciao", "con", "coucou", "d", "da", "dag", "dal", "dalla", "das", "dass",
+    "dat", "de", "dei", "del", "della", "dem", "den", "der", "des", "det", "di", "dia", "dias",
+    "die", "dir", "do", "dos", "du", "e", "een", "ein", "eine", "einen", "el", "em", "en",
+    "er", "es", "est", "et", "eu", "evening", "for", "from", "gli", "goedemiddag",
+    "goedemorgen", "good", "gruezi", "guten", "hallo", "hello", "het", "hey", "hi", "hier",
+    "hoi", "hola", "i", "ich", "ihr", "il", "in", "is", "it", "ja", "je", "jij", "jullie", "l",
+    "la", "las", "le", "les", "lo", "los", "m", "me", "mein", "mi", "mij", "mio", "mir", "mit",
+    "moin", "morgen", "morning", "my", "na", "nao", "ne", "nel", "nella", "no", "noite", "nos",
+    "nous", "o", "oder", "of", "og", "oi", "ok", "ola", "on", "onze", "or", "os", "ou", "our",
+    "per", "po", "pour", "qu", "s", "salut", "se", "servus", "si", "sie", "sind", "so", "su",
+    "sur", "t", "tag", "tarde", "tardes", "te", "the", "there", "this", "ti", "to", "tu", "u",
+    "ue", "um", "un", "una", "und", "une", "uno", "us", "ve", "vi", "voi", "von", "vous", "we",
+    "wij", "wir", "with", "y", "yo", "you", "your", "ze", "zu", "zur",
+];
 
 fn contains_seq(haystack: &[String], needle: &[String]) -> bool {
     !needle.is_empty()
@@ -215,11 +249,16 @@ mod tests {
     }
 
     #[test]
+    fn function_words_are_sorted_for_the_binary_search() {
+        assert!(FUNCTION_WORDS.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
     fn features_are_sorted_and_deterministic() {
         let a = Text::read("Wo können wir parken?", Some("de")).features();
         let b = Text::read("wo KÖNNEN wir parken", Some("de")).features();
         assert_eq!(a, b);
         assert!(a.contains("s:park"));
-        assert!(a.contains("j:wokonnen"));
+        assert!(!a.contains("s:wir"), "function words are no features");
     }
 }
