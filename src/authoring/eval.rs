@@ -86,9 +86,17 @@ pub fn read_corpus(path: &Path) -> Result<Vec<CorpusMessage>, CorpusError> {
     };
     let mut out = Vec::new();
     for file in files {
-        let text = std::fs::read_to_string(&file).map_err(|e| CorpusError::Read(file.clone(), e))?;
-        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            out.push(serde_json::from_str(line).map_err(|e| CorpusError::Line(file.clone(), i + 1, e))?);
+        let text =
+            std::fs::read_to_string(&file).map_err(|e| CorpusError::Read(file.clone(), e))?;
+        for (i, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            out.push(
+                serde_json::from_str(line)
+                    .map_err(|e| CorpusError::Line(file.clone(), i + 1, e))?,
+            );
         }
     }
     Ok(out)
@@ -158,7 +166,12 @@ pub struct EvalReport {
 }
 
 /// Runs every message of `corpus` in `split` through the rules of `content`.
-pub fn evaluate(engine: &RuleEngine, content: &Content, corpus: &[CorpusMessage], split: Split) -> EvalReport {
+pub fn evaluate(
+    engine: &RuleEngine,
+    content: &Content,
+    corpus: &[CorpusMessage],
+    split: Split,
+) -> EvalReport {
     let faq: BTreeMap<String, String> = content
         .topics
         .topics()
@@ -170,23 +183,34 @@ pub fn evaluate(engine: &RuleEngine, content: &Content, corpus: &[CorpusMessage]
     let mut report = EvalReport::default();
     for m in corpus.iter().filter(|m| split.takes(m)) {
         // Built from a fixed shape: only a text JSON cannot hold could fail, never seen.
-        let Some(event) = corpus_event(m, now) else { continue };
+        let Some(event) = corpus_event(m, now) else {
+            continue;
+        };
         let plan = crate::plan::plan(engine, content, &event, now, false);
         let answered: Vec<String> = answered_templates(plan.steps().map(|s| &s.action))
             .filter_map(|t| faq.get(&t).cloned())
             .collect();
-        let understood = plan.understanding.as_ref().map(|u| u.summary()).unwrap_or_default();
+        let understood = plan
+            .understanding
+            .as_ref()
+            .map(|u| u.summary())
+            .unwrap_or_default();
         record(&mut report, m, &faq, answered, understood);
     }
     report
 }
 
 /// The FAQ templates a plan sends now or defers to quiet hours' end.
-fn answered_templates<'a>(actions: impl Iterator<Item = &'a Action>) -> impl Iterator<Item = String> {
+fn answered_templates<'a>(
+    actions: impl Iterator<Item = &'a Action>,
+) -> impl Iterator<Item = String> {
     let mut out: Vec<String> = actions
         .filter_map(|a| match a {
             Action::Reply { template, .. } => Some(template.clone()),
-            Action::FollowUp { data, .. } => data.get("template").and_then(|t| t.as_str()).map(str::to_string),
+            Action::FollowUp { data, .. } => data
+                .get("template")
+                .and_then(|t| t.as_str())
+                .map(str::to_string),
             _ => None,
         })
         .collect();
@@ -195,12 +219,21 @@ fn answered_templates<'a>(actions: impl Iterator<Item = &'a Action>) -> impl Ite
     out.into_iter()
 }
 
-fn record(report: &mut EvalReport, m: &CorpusMessage, faq: &BTreeMap<String, String>, answered: Vec<String>, understood: String) {
+fn record(
+    report: &mut EvalReport,
+    m: &CorpusMessage,
+    faq: &BTreeMap<String, String>,
+    answered: Vec<String>,
+    understood: String,
+) {
     let is_faq = |t: &String| faq.values().any(|f| f == t);
     let asked: Vec<String> = m.asks.iter().filter(|t| is_faq(t)).cloned().collect();
     let wrong: Vec<&String> = answered.iter().filter(|a| !asked.contains(a)).collect();
     let hit = asked.iter().filter(|a| answered.contains(a)).count();
-    for tally in [&mut report.total, report.by_language.entry(m.lang.clone()).or_default()] {
+    for tally in [
+        &mut report.total,
+        report.by_language.entry(m.lang.clone()).or_default(),
+    ] {
         tally.messages += 1;
         tally.wrong_messages += usize::from(!wrong.is_empty());
         tally.asked += asked.len();
@@ -221,11 +254,19 @@ fn record(report: &mut EvalReport, m: &CorpusMessage, faq: &BTreeMap<String, Str
     }
     let none = || "-".to_string();
     for a in &wrong {
-        let from = if asked.is_empty() { none() } else { asked.join("+") };
+        let from = if asked.is_empty() {
+            none()
+        } else {
+            asked.join("+")
+        };
         *report.confusions.entry((from, (*a).clone())).or_default() += 1;
     }
     for a in asked.iter().filter(|a| !answered.contains(a)) {
-        let to = if answered.is_empty() { none() } else { answered.join("+") };
+        let to = if answered.is_empty() {
+            none()
+        } else {
+            answered.join("+")
+        };
         *report.confusions.entry((a.clone(), to)).or_default() += 1;
     }
     let miss = || Miss {
@@ -270,21 +311,43 @@ fn sample_vars() -> serde_json::Value {
 
 impl fmt::Display for EvalReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{:<10} {:>8} {:>7} {:>7} {:>9} {:>7}", "language", "messages", "wrong", "wrong%", "precision", "recall")?;
-        for (lang, t) in self.by_language.iter().chain(std::iter::once((&"all".to_string(), &self.total))) {
+        writeln!(
+            f,
+            "{:<10} {:>8} {:>7} {:>7} {:>9} {:>7}",
+            "language", "messages", "wrong", "wrong%", "precision", "recall"
+        )?;
+        for (lang, t) in self
+            .by_language
+            .iter()
+            .chain(std::iter::once((&"all".to_string(), &self.total)))
+        {
             writeln!(
                 f,
                 "{:<10} {:>8} {:>7} {:>6.1}% {:>8.1}% {:>6.1}%",
-                lang, t.messages, t.wrong_messages, 100.0 * t.wrong_rate(), 100.0 * t.precision(), 100.0 * t.recall()
+                lang,
+                t.messages,
+                t.wrong_messages,
+                100.0 * t.wrong_rate(),
+                100.0 * t.precision(),
+                100.0 * t.recall()
             )?;
         }
         writeln!(f)?;
-        writeln!(f, "{:<14} {:>6} {:>8} {:>7} {:>9} {:>7}", "topic", "asked", "answered", "wrong", "precision", "recall")?;
+        writeln!(
+            f,
+            "{:<14} {:>6} {:>8} {:>7} {:>9} {:>7}",
+            "topic", "asked", "answered", "wrong", "precision", "recall"
+        )?;
         for (topic, t) in &self.by_topic {
             writeln!(
                 f,
                 "{:<14} {:>6} {:>8} {:>7} {:>8.1}% {:>6.1}%",
-                topic, t.asked, t.answered, t.wrong_answers, 100.0 * t.precision(), 100.0 * t.recall()
+                topic,
+                t.asked,
+                t.answered,
+                t.wrong_answers,
+                100.0 * t.precision(),
+                100.0 * t.recall()
             )?;
         }
         let mut worst: Vec<(&(String, String), &usize)> = self.confusions.iter().collect();

@@ -113,7 +113,12 @@ pub fn rules_eval(
 }
 
 /// `rules understand`: the understanding of one message, as rules see it.
-pub fn rules_understand(config: &Config, dir: Option<PathBuf>, language: Option<String>, text: &str) -> ExitCode {
+pub fn rules_understand(
+    config: &Config,
+    dir: Option<PathBuf>,
+    language: Option<String>,
+    text: &str,
+) -> ExitCode {
     let dir = dir.unwrap_or_else(|| config.rules.dir.clone());
     let topics_dir = crate::content::topics::topics_dir(&dir);
     let (topics, problems) = crate::content::topics::load_topics(&topics_dir, Vec::new());

@@ -291,12 +291,9 @@ async fn dispatch(cli: Cli) -> ExitCode {
             &args.split,
             args.details,
         ),
-        Command::Rules(RulesCommand::Understand(args)) => inspect::rules_understand(
-            &config,
-            args.dirs.dir,
-            args.language,
-            &args.text,
-        ),
+        Command::Rules(RulesCommand::Understand(args)) => {
+            inspect::rules_understand(&config, args.dirs.dir, args.language, &args.text)
+        }
         Command::Audit(args) => report(inspect::audit(&config, args).await),
         Command::Replay(args) => report(inspect::replay(&config, args).await),
         Command::FollowUps(cmd) => report(inspect::follow_ups(&config, cmd).await),

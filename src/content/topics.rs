@@ -50,7 +50,11 @@ pub fn load_topics(dir: &Path, learned: Vec<LabelledText>) -> (Topics, Vec<Sourc
 /// removed and the resulting set passes the checks, with what changed.
 pub fn reload_topics(current: &Topics, dir: &Path) -> (Option<Topics>, Changes) {
     let mut changes = Changes::default();
-    let previous: HashMap<&Path, &Topic> = current.topics().iter().map(|t| (t.file.as_path(), t)).collect();
+    let previous: HashMap<&Path, &Topic> = current
+        .topics()
+        .iter()
+        .map(|t| (t.file.as_path(), t))
+        .collect();
     let mut next = Vec::new();
     let mut sources = HashMap::new();
     let files = topic_files(dir);
@@ -101,7 +105,11 @@ fn read_topic(file: &Path, old: Option<&Topic>) -> Read {
         Err(e) => {
             return match old {
                 Some(t) => Read::Unchanged(t.clone()),
-                None => Read::Rejected(vec![SourceProblem::new(file, None, format!("cannot read: {e}"))]),
+                None => Read::Rejected(vec![SourceProblem::new(
+                    file,
+                    None,
+                    format!("cannot read: {e}"),
+                )]),
             }
         }
     };

@@ -57,8 +57,8 @@ use rhai::{Array, Dynamic, Engine, EvalAltResult, ImmutableString, Map as RMap, 
 use serde_json::{Map, Number, Value};
 
 use super::Action;
-use crate::plan::understand::Understanding;
 use crate::base::time::{self, RuleDuration, RuleTime};
+use crate::plan::understand::Understanding;
 
 type RResult<T> = Result<T, Box<EvalAltResult>>;
 
@@ -624,7 +624,11 @@ fn register_understanding(engine: &mut Engine) {
             with_state(|s| s.understanding.as_ref().is_some_and(|u| u.may_ask(topic)))
         })
         .register_fn("confidence", |topic: &str| -> RResult<f64> {
-            with_state(|s| s.understanding.as_ref().map_or(0.0, |u| u.confidence(topic)))
+            with_state(|s| {
+                s.understanding
+                    .as_ref()
+                    .map_or(0.0, |u| u.confidence(topic))
+            })
         })
         .register_fn("no_answer", |reason: &str| -> RResult<()> {
             push(Action::NoAnswer {

@@ -372,7 +372,9 @@ fn rule_scope(event: &Event, understanding: Option<&Understanding>) -> Scope<'st
 
 /// `message.understood`: the understanding as a Rhai map, with `summary` added.
 fn understood_map(understanding: &Understanding) -> Option<Dynamic> {
-    let mut map = rhai::serde::to_dynamic(understanding).ok()?.try_cast::<RMap>()?;
+    let mut map = rhai::serde::to_dynamic(understanding)
+        .ok()?
+        .try_cast::<RMap>()?;
     map.insert("summary".into(), understanding.summary().into());
     Some(Dynamic::from_map(map))
 }

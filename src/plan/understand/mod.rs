@@ -53,7 +53,11 @@ impl Topics {
             .collect();
         let mut learned_sorted = learned.clone();
         learned_sorted.sort();
-        versions.extend(learned_sorted.iter().map(|l| format!("{:?}|{}|{:?}|{}", l.kind, l.topic, l.language, l.text)));
+        versions.extend(
+            learned_sorted
+                .iter()
+                .map(|l| format!("{:?}|{}|{:?}|{}", l.kind, l.topic, l.language, l.text)),
+        );
         let version = crate::base::diagnostics::content_version(versions.join("\n").as_bytes());
         Topics {
             topics,
@@ -93,7 +97,11 @@ impl Topics {
         let known = language.filter(|l| text::is_supported(l));
         let first = text::Text::read(message, known);
         let lang = known.or_else(|| self.acts.guess_language(&first));
-        let read = if lang == known { first } else { text::Text::read(message, lang) };
+        let read = if lang == known {
+            first
+        } else {
+            text::Text::read(message, lang)
+        };
         let act = self.acts.read(&read, lang);
         let mut scores = self.scores(&read, lang);
         // Two questions in one message: each question sentence is read on its own too, and
@@ -108,7 +116,11 @@ impl Topics {
             }
         }
         self.apply_suppression(&mut scores);
-        scores.sort_by(|a, b| b.confidence.total_cmp(&a.confidence).then_with(|| a.topic.cmp(&b.topic)));
+        scores.sort_by(|a, b| {
+            b.confidence
+                .total_cmp(&a.confidence)
+                .then_with(|| a.topic.cmp(&b.topic))
+        });
         Understanding {
             language: lang.map(str::to_string),
             act: act.act,
@@ -136,7 +148,10 @@ impl Topics {
             .filter(|s| s.confidence >= s.draft_at)
             .filter_map(|s| self.get(&s.topic))
             .collect();
-        let suppressed: Vec<String> = strong.iter().flat_map(|t| t.suppresses.iter().cloned()).collect();
+        let suppressed: Vec<String> = strong
+            .iter()
+            .flat_map(|t| t.suppresses.iter().cloned())
+            .collect();
         scores.retain(|s| !suppressed.contains(&s.topic));
     }
 }
@@ -206,7 +221,10 @@ pub struct Understanding {
 impl Understanding {
     /// The confidence of `topic` (0 when it was not found).
     pub fn confidence(&self, topic: &str) -> f64 {
-        self.topics.iter().find(|t| t.topic == topic).map_or(0.0, |t| t.confidence)
+        self.topics
+            .iter()
+            .find(|t| t.topic == topic)
+            .map_or(0.0, |t| t.confidence)
     }
 
     /// The most confident topic.
@@ -217,17 +235,19 @@ impl Understanding {
     /// A question or request for `topic` at or above its answer threshold.
     pub fn asks(&self, topic: &str) -> bool {
         self.act == Act::Question
-            && self.topics.iter().any(|t| t.topic == topic && t.confidence >= t.answer_at)
+            && self
+                .topics
+                .iter()
+                .any(|t| t.topic == topic && t.confidence >= t.answer_at)
     }
 
     /// A question or request that may be about `topic`: at or above its draft threshold,
     /// under its answer threshold (a person should look).
     pub fn may_ask(&self, topic: &str) -> bool {
         self.act == Act::Question
-            && self
-                .topics
-                .iter()
-                .any(|t| t.topic == topic && t.confidence >= t.draft_at && t.confidence < t.answer_at)
+            && self.topics.iter().any(|t| {
+                t.topic == topic && t.confidence >= t.draft_at && t.confidence < t.answer_at
+            })
     }
 
     /// One line for people: "wifi 0.94: 'get online', 'password'; question ('?')".
@@ -239,7 +259,12 @@ impl Understanding {
         match self.top_topic() {
             Some(t) if t.confidence >= t.draft_at => {
                 let evidence: Vec<String> = t.evidence.iter().map(|e| format!("'{e}'")).collect();
-                format!("{} {:.2}: {}; {act}", t.topic, t.confidence, evidence.join(", "))
+                format!(
+                    "{} {:.2}: {}; {act}",
+                    t.topic,
+                    t.confidence,
+                    evidence.join(", ")
+                )
             }
             Some(t) => format!("no topic (best {} {:.2}); {act}", t.topic, t.confidence),
             None => format!("no topic; {act}"),

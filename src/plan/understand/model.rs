@@ -134,7 +134,11 @@ impl Model {
     /// The vocabulary from the training texts, and each text as feature indices with the
     /// topic it is an example of.
     fn rows(&mut self, topics: &[Topic], texts: &[&LabelledText]) -> Vec<Row> {
-        let index: HashMap<&str, usize> = topics.iter().enumerate().map(|(i, t)| (t.name.as_str(), i)).collect();
+        let index: HashMap<&str, usize> = topics
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.as_str(), i))
+            .collect();
         let featured: Vec<(BTreeSet<String>, Matched, Option<usize>)> = texts
             .iter()
             .map(|t| {
@@ -148,11 +152,18 @@ impl Model {
             })
             .collect();
         let all: BTreeSet<&String> = featured.iter().flat_map(|(f, _, _)| f.iter()).collect();
-        self.vocabulary = all.into_iter().enumerate().map(|(i, f)| (f.clone(), i)).collect();
+        self.vocabulary = all
+            .into_iter()
+            .enumerate()
+            .map(|(i, f)| (f.clone(), i))
+            .collect();
         featured
             .into_iter()
             .map(|(f, matched, positive)| Row {
-                features: f.iter().filter_map(|x| self.vocabulary.get(x).copied()).collect(),
+                features: f
+                    .iter()
+                    .filter_map(|x| self.vocabulary.get(x).copied())
+                    .collect(),
                 phrase: matched.phrases,
                 not_phrase: matched.not_phrases,
                 positive,
@@ -194,10 +205,17 @@ impl Model {
             .map(|(t, w)| {
                 let z: f32 = prior(t, &matched.phrases, &matched.not_phrases)
                     + known.iter().map(|(i, _)| w[*i]).sum::<f32>();
-                let mut contributions: Vec<(f32, &String)> =
-                    known.iter().map(|(i, f)| (w[*i], *f)).filter(|(c, _)| *c > 0.05).collect();
+                let mut contributions: Vec<(f32, &String)> = known
+                    .iter()
+                    .map(|(i, f)| (w[*i], *f))
+                    .filter(|(c, _)| *c > 0.05)
+                    .collect();
                 contributions.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
-                let phrase = matched.written.iter().find(|(m, _)| *m == t).map(|(_, p)| p.clone());
+                let phrase = matched
+                    .written
+                    .iter()
+                    .find(|(m, _)| *m == t)
+                    .map(|(_, p)| p.clone());
                 Score {
                     topic: t,
                     confidence: f64::from(sigmoid(z)),
@@ -211,7 +229,11 @@ impl Model {
 
 /// The texts to learn from, sorted so that reading order never changes the weights.
 fn training_set<'a>(topics: &'a [Topic], learned: &'a [LabelledText]) -> Vec<&'a LabelledText> {
-    let mut texts: Vec<&LabelledText> = topics.iter().flat_map(|t| t.texts.iter()).chain(learned).collect();
+    let mut texts: Vec<&LabelledText> = topics
+        .iter()
+        .flat_map(|t| t.texts.iter())
+        .chain(learned)
+        .collect();
     texts.sort();
     texts.dedup();
     texts
@@ -258,12 +280,19 @@ fn train_one(rows: &[Row], topic: usize, width: usize) -> Vec<f32> {
         return w;
     }
     let negatives = rows.len() - positives;
-    let positive_weight = (negatives as f32 / positives as f32).sqrt().clamp(1.0, MAX_POSITIVE_WEIGHT);
+    let positive_weight = (negatives as f32 / positives as f32)
+        .sqrt()
+        .clamp(1.0, MAX_POSITIVE_WEIGHT);
     for epoch in 0..EPOCHS {
         let rate = LEARNING_RATE / (1.0 + epoch as f32 / 4.0);
         for row in rows {
-            let y = if row.positive == Some(topic) { 1.0 } else { 0.0 };
-            let z = prior(topic, &row.phrase, &row.not_phrase) + row.features.iter().map(|i| w[*i]).sum::<f32>();
+            let y = if row.positive == Some(topic) {
+                1.0
+            } else {
+                0.0
+            };
+            let z = prior(topic, &row.phrase, &row.not_phrase)
+                + row.features.iter().map(|i| w[*i]).sum::<f32>();
             let weight = if y > 0.0 { positive_weight } else { 1.0 };
             let gradient = (sigmoid(z) - y) * weight * rate;
             for i in &row.features {
@@ -276,7 +305,11 @@ fn train_one(rows: &[Row], topic: usize, width: usize) -> Vec<f32> {
 
 /// Up to three pieces of evidence: the topic phrase that matched, then the words behind
 /// the features that raised the confidence most.
-fn evidence(phrase: Option<String>, contributions: &[(f32, &String)], message: &Text) -> Vec<String> {
+fn evidence(
+    phrase: Option<String>,
+    contributions: &[(f32, &String)],
+    message: &Text,
+) -> Vec<String> {
     let mut out: Vec<String> = phrase.into_iter().collect();
     let mut seen: BTreeMap<String, ()> = out.iter().map(|p| (p.clone(), ())).collect();
     for (_, feature) in contributions {
@@ -298,7 +331,11 @@ fn as_written(feature: &str, message: &Text) -> Option<String> {
     let pairs = || message.words.windows(2).zip(message.stems.windows(2));
     match kind {
         "w" => Some(value.to_string()),
-        "s" => message.stems.iter().position(|s| s == value).map(|i| message.words[i].clone()),
+        "s" => message
+            .stems
+            .iter()
+            .position(|s| s == value)
+            .map(|i| message.words[i].clone()),
         "b" => pairs()
             .find(|(_, s)| format!("{} {}", s[0], s[1]) == value)
             .map(|(w, _)| format!("{} {}", w[0], w[1])),

@@ -133,11 +133,19 @@ fn line_at(source: &str, at: usize) -> usize {
 pub fn parse(file: &Path, source: &str, version: String) -> Result<Topic, Vec<SourceProblem>> {
     let parsed: TopicFile = toml::from_str(source).map_err(|e| {
         let line = e.span().map(|s| line_at(source, s.start));
-        vec![SourceProblem::new(file, line, format!("not a topic file: {}", e.message()))]
+        vec![SourceProblem::new(
+            file,
+            line,
+            format!("not a topic file: {}", e.message()),
+        )]
     })?;
     let mut problems = Vec::new();
     let name = parsed.topic.get_ref().trim().to_string();
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
         let line = line_at(source, parsed.topic.span().start);
         problems.push(SourceProblem::new(
             file,
@@ -145,15 +153,34 @@ pub fn parse(file: &Path, source: &str, version: String) -> Result<Topic, Vec<So
             format!("topic name {name:?} must be lower-case letters, digits and _"),
         ));
     }
-    let answer_at = threshold(file, source, parsed.answer_at.as_ref(), DEFAULT_ANSWER_AT, &mut problems);
-    let draft_at = threshold(file, source, parsed.draft_at.as_ref(), DEFAULT_DRAFT_AT, &mut problems);
+    let answer_at = threshold(
+        file,
+        source,
+        parsed.answer_at.as_ref(),
+        DEFAULT_ANSWER_AT,
+        &mut problems,
+    );
+    let draft_at = threshold(
+        file,
+        source,
+        parsed.draft_at.as_ref(),
+        DEFAULT_DRAFT_AT,
+        &mut problems,
+    );
     if parsed.kind == TopicKind::Faq && parsed.needs.is_none() {
-        problems.push(SourceProblem::new(file, None, "a faq topic needs `needs = \"<property var>\"`"));
+        problems.push(SourceProblem::new(
+            file,
+            None,
+            "a faq topic needs `needs = \"<property var>\"`",
+        ));
     }
     let phrases = phrase_list(file, source, &parsed.phrases, &mut problems);
     let not_phrases = phrase_list(file, source, &parsed.not_phrases, &mut problems);
     let mut texts = Vec::new();
-    for (kind, table) in [(ExampleKind::Example, &parsed.examples), (ExampleKind::NearMiss, &parsed.near_misses)] {
+    for (kind, table) in [
+        (ExampleKind::Example, &parsed.examples),
+        (ExampleKind::NearMiss, &parsed.near_misses),
+    ] {
         for (lang, list) in table {
             let language = language_key(file, source, lang, list.first(), &mut problems);
             texts.extend(list.iter().map(|t| LabelledText {
@@ -197,7 +224,11 @@ fn threshold(
     let v = *value.get_ref();
     if !(0.0..=1.0).contains(&v) {
         let line = line_at(source, value.span().start);
-        problems.push(SourceProblem::new(file, Some(line), format!("{v} is not a confidence between 0 and 1")));
+        problems.push(SourceProblem::new(
+            file,
+            Some(line),
+            format!("{v} is not a confidence between 0 and 1"),
+        ));
         return default;
     }
     v
@@ -220,7 +251,10 @@ fn language_key(
         problems.push(SourceProblem::new(
             file,
             line,
-            format!("unknown language {lang:?} (one of {} or any)", text::LANGUAGES.join(", ")),
+            format!(
+                "unknown language {lang:?} (one of {} or any)",
+                text::LANGUAGES.join(", ")
+            ),
         ));
     }
     Some(lang.to_string())
@@ -263,14 +297,22 @@ pub fn check_set(topics: &[Topic], sources: &HashMap<PathBuf, String>) -> Vec<So
             problems.push(SourceProblem::new(
                 &t.file,
                 None,
-                format!("topic {:?} is already defined in {}", t.name, first.display()),
+                format!(
+                    "topic {:?} is already defined in {}",
+                    t.name,
+                    first.display()
+                ),
             ));
         }
     }
     for t in topics {
         for s in &t.suppresses {
             if !names.contains_key(s.as_str()) {
-                problems.push(SourceProblem::new(&t.file, None, format!("suppresses unknown topic {s:?}")));
+                problems.push(SourceProblem::new(
+                    &t.file,
+                    None,
+                    format!("suppresses unknown topic {s:?}"),
+                ));
             }
         }
     }
@@ -291,7 +333,10 @@ fn claimed_twice(topics: &[Topic], sources: &HashMap<PathBuf, String>) -> Vec<So
                     problems.push(SourceProblem::new(
                         &t.file,
                         line,
-                        format!("example {:?} is also an example of topic {other:?}", ex.text),
+                        format!(
+                            "example {:?} is also an example of topic {other:?}",
+                            ex.text
+                        ),
                     ));
                 }
                 _ => {
@@ -347,10 +392,15 @@ en = ["what is the wifi password?"]
         let c = parse(Path::new("c.toml"), &other, "v".into()).expect("c");
         let sources = HashMap::from([(PathBuf::from("c.toml"), other.clone())]);
         let problems = check_set(&[a.clone(), b], &sources);
-        assert!(problems[0].message.contains("already defined"), "{problems:?}");
+        assert!(
+            problems[0].message.contains("already defined"),
+            "{problems:?}"
+        );
         let problems = check_set(&[a, c], &sources);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert_eq!(problems[0].line, Some(7));
-        assert!(problems[0].message.contains("also an example of topic \"wifi\""));
+        assert!(problems[0]
+            .message
+            .contains("also an example of topic \"wifi\""));
     }
 }

@@ -124,7 +124,9 @@ impl PlannedAction<'_> {
 }
 
 /// The understanding of a plan as the audit log keeps it.
-pub fn audit_understood(u: &crate::plan::understand::Understanding) -> crate::store::audit::Understood {
+pub fn audit_understood(
+    u: &crate::plan::understand::Understanding,
+) -> crate::store::audit::Understood {
     let top = u.top_topic();
     crate::store::audit::Understood {
         summary: u.summary(),
