@@ -11,7 +11,7 @@
 //! kind = "faq"                 # faq: answered from the property's facts; person: staff
 //! needs = "wifi_password"      # the property var the answer needs (faq)
 //! template = "faq_wifi"        # the answer (faq; default "faq_<topic>")
-//! answer_at = 0.9              # confidence from which rules may answer (default 0.9)
+//! answer_at = 0.9              # confidence from which rules may answer (default 0.88)
 //! draft_at = 0.45              # confidence from which a person is asked (default 0.45)
 //! suppresses = []              # topics this one replaces when both are found
 //! [phrases]                    # words that point to the topic, per language or "any"
@@ -34,7 +34,7 @@ use super::text;
 use crate::base::diagnostics::SourceProblem;
 
 /// Default confidence from which a rule may answer automatically.
-pub const DEFAULT_ANSWER_AT: f64 = 0.9;
+pub const DEFAULT_ANSWER_AT: f64 = 0.88;
 /// Default confidence from which a person is asked (a draft, or staff).
 pub const DEFAULT_DRAFT_AT: f64 = 0.45;
 
