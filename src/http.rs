@@ -14,6 +14,15 @@
 //! headers must arrive within `header_read_timeout` (idle keep-alive connections too), at
 //! most `max_connections` connections are held (more are closed at once rather than queued)
 //! and at most `max_in_flight` requests are served at once (`503` above).
+//!
+//! The probes and the webhook always get through (issue 22): the last
+//! `reserved_connections` of the connection cap are a reserve that serves only
+//! `/healthz`, `/readyz`, `/metrics` and `/webhooks/channex` (anything else on a reserve
+//! connection is `503` with `Retry-After`; a reserve connection serves one request and
+//! closes), the probes are never counted in flight (they do no I/O), the webhook has its
+//! own in-flight bound (`max_webhooks_in_flight`), and the console's long-lived streams are
+//! bounded well under the cap ([`Limits::streams`], enforced by the console's
+//! [`crate::roles::console::streams`]). Every `503` and `429` says `Retry-After`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,7 +40,8 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::config::Secret;
-use crate::roles::console::{self, auth::PeerAddr, Console};
+use crate::roles::console::streams::StreamLimits;
+use crate::roles::console::{self, auth::PeerAddr, layout, Console};
 
 /// Header carrying the shared secret on `/webhooks/channex` (configure it as a custom
 /// header of the Channex webhook).
@@ -49,8 +59,17 @@ pub struct Limits {
     pub max_webhook_body: usize,
     /// Connections held at once; more are closed as soon as they are accepted.
     pub max_connections: usize,
-    /// Requests served at once; more are answered `503` at once.
+    /// Of `max_connections`, how many are kept for the probes and the webhook (at most half
+    /// of the cap): a connection accepted while the others are held serves only those.
+    pub reserved_connections: usize,
+    /// Requests served at once (the console's and anything but the probes and the
+    /// webhook); more are answered `503` at once.
     pub max_in_flight: usize,
+    /// Webhook requests served at once (a bound of their own, so console traffic cannot
+    /// refuse them, nor they the console); more are answered `503` at once.
+    pub max_webhooks_in_flight: usize,
+    /// The console's live streams (`/timeline/stream`).
+    pub streams: StreamLimits,
 }
 
 impl Default for Limits {
@@ -60,9 +79,57 @@ impl Default for Limits {
             body_read_timeout: Duration::from_secs(5),
             max_webhook_body: 64 * 1024,
             max_connections: 256,
+            reserved_connections: 32,
             max_in_flight: 64,
+            max_webhooks_in_flight: 16,
+            streams: StreamLimits::default(),
         }
     }
+}
+
+impl Limits {
+    /// The reserve actually kept: `reserved_connections`, at most half of the cap.
+    pub fn reserve(&self) -> usize {
+        self.reserved_connections.min(self.max_connections / 2)
+    }
+}
+
+/// What a refused client is told to wait before coming back.
+const BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Which share of the connection cap a connection was accepted on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConnectionShare {
+    General,
+    /// The reserve: only the priority routes are served on it.
+    Reserve,
+}
+
+/// How a request is bounded, by its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    /// `/healthz`, `/readyz`, `/metrics`: answered from memory, never counted in flight.
+    Probe,
+    /// `/webhooks/channex`: its own in-flight bound.
+    Webhook,
+    /// Everything else (the console): `max_in_flight`.
+    General,
+}
+
+impl Lane {
+    fn of(path: &str) -> Lane {
+        match path {
+            "/healthz" | "/readyz" | "/metrics" => Lane::Probe,
+            "/webhooks/channex" => Lane::Webhook,
+            _ => Lane::General,
+        }
+    }
+}
+
+/// The in-flight bounds of the lanes that have one.
+struct InFlight {
+    general: Arc<Semaphore>,
+    webhooks: Arc<Semaphore>,
 }
 
 /// Install the global Prometheus recorder once per process and return its handle.
@@ -135,26 +202,50 @@ pub fn router_with_console(
         nudges,
         limits,
     };
-    let in_flight = Arc::new(Semaphore::new(limits.max_in_flight));
+    let in_flight = Arc::new(InFlight {
+        general: Arc::new(Semaphore::new(limits.max_in_flight)),
+        webhooks: Arc::new(Semaphore::new(limits.max_webhooks_in_flight)),
+    });
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/webhooks/channex", post(webhook))
         .with_state(state)
-        .merge(console::router(console))
+        .merge(console::router(console, limits.streams))
         .layer(axum::middleware::from_fn_with_state(in_flight, shed_load))
 }
 
-/// Over `max_in_flight` a request is refused at once: queueing would let a flood of slow
-/// webhooks delay `/healthz` and `/metrics`.
-async fn shed_load(State(in_flight): State<Arc<Semaphore>>, req: Request, next: Next) -> Response {
-    match in_flight.try_acquire_owned() {
+/// `503` with `Retry-After`; `close`: give the connection back at once too.
+fn busy(reason: &'static str, close: bool) -> Response {
+    metrics::counter!("concierge_http_refused_total", "reason" => reason).increment(1);
+    let mut response = (StatusCode::SERVICE_UNAVAILABLE, "busy\n").into_response();
+    if close {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    layout::retry_after(response, BUSY_RETRY_AFTER)
+}
+
+/// Over its lane's in-flight bound a request is refused at once: queueing would let a
+/// flood of slow webhooks or console pages delay the others. On a reserve connection only
+/// the probes and the webhook are served.
+async fn shed_load(State(in_flight): State<Arc<InFlight>>, req: Request, next: Next) -> Response {
+    let lane = Lane::of(req.uri().path());
+    let share = req.extensions().get::<ConnectionShare>().copied();
+    if share == Some(ConnectionShare::Reserve) && lane == Lane::General {
+        return busy("reserve", true);
+    }
+    let pool = match lane {
+        Lane::Probe => return next.run(req).await,
+        Lane::Webhook => &in_flight.webhooks,
+        Lane::General => &in_flight.general,
+    };
+    match pool.clone().try_acquire_owned() {
         Ok(_permit) => next.run(req).await,
-        Err(_) => {
-            metrics::counter!("concierge_http_refused_total", "reason" => "in_flight").increment(1);
-            (StatusCode::SERVICE_UNAVAILABLE, "busy\n").into_response()
-        }
+        Err(_) => busy("in_flight", false),
     }
 }
 
@@ -182,6 +273,32 @@ pub async fn serve_with(
     Ok(addr)
 }
 
+/// The connection cap in two shares: the general one, and the reserve that only the
+/// probes and the webhook are served on.
+struct ConnectionShares {
+    general: Arc<Semaphore>,
+    reserve: Arc<Semaphore>,
+}
+
+impl ConnectionShares {
+    fn new(limits: &Limits) -> Self {
+        let reserve = limits.reserve();
+        ConnectionShares {
+            general: Arc::new(Semaphore::new(limits.max_connections - reserve)),
+            reserve: Arc::new(Semaphore::new(reserve)),
+        }
+    }
+
+    /// A place for one more connection: general first, else the reserve, else none.
+    fn admit(&self) -> Option<(tokio::sync::OwnedSemaphorePermit, ConnectionShare)> {
+        if let Ok(p) = self.general.clone().try_acquire_owned() {
+            return Some((p, ConnectionShare::General));
+        }
+        let p = self.reserve.clone().try_acquire_owned().ok()?;
+        Some((p, ConnectionShare::Reserve))
+    }
+}
+
 /// Hand-rolled instead of `axum::serve`, which sets no header read timeout and holds any
 /// number of connections.
 async fn accept_loop(
@@ -190,7 +307,7 @@ async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
     limits: Limits,
 ) {
-    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let shares = ConnectionShares::new(&limits);
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.changed() => break,
@@ -207,31 +324,61 @@ async fn accept_loop(
         // Over the cap the connection is closed at once rather than queued: a flood of
         // idle connections then costs nothing, and each held one ends within the header
         // read timeout, so the port recovers by itself.
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
+        let Some((permit, share)) = shares.admit() else {
             metrics::counter!("concierge_http_refused_total", "reason" => "connections")
                 .increment(1);
             drop(stream);
             continue;
         };
-        let service =
-            TowerToHyperService::new(router.clone().layer(axum::Extension(PeerAddr(peer))));
-        let mut shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout);
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = shutdown.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
-        });
+        let service = TowerToHyperService::new(
+            router
+                .clone()
+                .layer(axum::Extension(PeerAddr(peer)))
+                .layer(axum::Extension(share)),
+        );
+        tokio::spawn(serve_connection(
+            stream,
+            service,
+            permit,
+            share,
+            limits,
+            shutdown.clone(),
+        ));
+    }
+}
+
+/// One connection until it ends (or the process shuts down). A reserve connection serves
+/// one request and closes, so the reserve is free again at once.
+async fn serve_connection<S>(
+    stream: tokio::net::TcpStream,
+    service: S,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    share: ConnectionShare,
+    limits: Limits,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    S: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = Response,
+            Error = std::convert::Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let _permit = permit;
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(share == ConnectionShare::General);
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = shutdown.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
     }
 }
 

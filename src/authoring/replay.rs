@@ -263,11 +263,8 @@ pub fn replay_text(entries: &[ReplayEntry], changes_only: bool) -> String {
 
 /// `s` on one line (newlines shown as ⏎), cut to `n` characters with an ellipsis.
 pub fn short(s: &str, n: usize) -> String {
+    // Printed to a terminal: the shared sanitiser keeps an ESC sequence in a guest's text
+    // from driving it, and bidi formatting from reordering the line.
     let one_line = s.replace('\n', " ⏎ ");
-    if one_line.chars().count() <= n {
-        one_line
-    } else {
-        let cut: String = one_line.chars().take(n.saturating_sub(1)).collect();
-        format!("{cut}…")
-    }
+    crate::base::display::sanitize(&one_line, n, crate::base::display::Lines::Join).into_owned()
 }

@@ -1,7 +1,10 @@
 //! The HTTP client of the Channex Messages API.
 //!
-//! Owns: authentication (`user-api-key` header), URL building, the client-side rate
-//! limiter, retries with backoff, pagination and the request counters.
+//! Owns: authentication (`user-api-key` header), URL building (each id checked with the
+//! parser's rule, [`wire::is_valid_id`], and percent-encoded as one path segment: no id
+//! can change the path; a bad one is [`ChannexError::InvalidId`] and nothing is sent),
+//! the client-side rate limiter, retries with backoff, pagination and the request
+//! counters.
 //! Must not: know about events, NATS, rules or the executor's ledger; log or format the API
 //! key (it lives only inside a sensitive header value of the HTTP client).
 //!
@@ -33,6 +36,7 @@ use super::error::ChannexError;
 use super::model::{BookingQuery, BookingRecord, Listing, Message, Page, Thread, ThreadQuery};
 use super::parse;
 use super::retry::{self, AttemptOutcome, RequestKind, RetryDecision, RetryPolicy};
+use super::wire;
 
 /// A Channex API key. Never printed: `Debug` and `Display` show `***`.
 #[derive(Clone, PartialEq, Eq)]
@@ -156,6 +160,30 @@ struct Request<'a> {
 
 const MAX_PAGES: u32 = 100_000;
 
+/// One segment of a Channex path: a name of the API, or an id that came from outside
+/// (checked with the parser's id rule before it goes into a URL).
+#[derive(Debug, Clone, Copy)]
+enum Seg<'a> {
+    Name(&'static str),
+    Id(&'a str),
+}
+
+impl<'a> Seg<'a> {
+    fn as_str(&self) -> &'a str {
+        match *self {
+            Seg::Name(name) => name,
+            Seg::Id(id) => id,
+        }
+    }
+
+    fn invalid_id(&self) -> Option<&'a str> {
+        match *self {
+            Seg::Id(id) if !wire::is_valid_id(id) => Some(id),
+            _ => None,
+        }
+    }
+}
+
 impl ChannexClient {
     pub fn new(opts: ClientOptions) -> Result<Self, ChannexError> {
         let mut base_str = opts.base_url.trim().to_string();
@@ -253,7 +281,7 @@ impl ChannexClient {
         let body = self
             .call(
                 Method::GET,
-                &["message_threads"],
+                &[Seg::Name("message_threads")],
                 &query,
                 None,
                 RequestKind::Idempotent,
@@ -281,7 +309,7 @@ impl ChannexClient {
         let body = self
             .call(
                 Method::GET,
-                &["message_threads", thread_id],
+                &[Seg::Name("message_threads"), Seg::Id(thread_id)],
                 &[],
                 None,
                 RequestKind::Idempotent,
@@ -295,7 +323,11 @@ impl ChannexClient {
         let body = self
             .call(
                 Method::POST,
-                &["message_threads", thread_id, "close"],
+                &[
+                    Seg::Name("message_threads"),
+                    Seg::Id(thread_id),
+                    Seg::Name("close"),
+                ],
                 &[],
                 None,
                 RequestKind::Idempotent,
@@ -309,7 +341,11 @@ impl ChannexClient {
     pub async fn mark_no_reply_needed(&self, thread_id: &str) -> Result<(), ChannexError> {
         self.call(
             Method::POST,
-            &["message_threads", thread_id, "no_reply_needed"],
+            &[
+                Seg::Name("message_threads"),
+                Seg::Id(thread_id),
+                Seg::Name("no_reply_needed"),
+            ],
             &[],
             None,
             RequestKind::Idempotent,
@@ -327,8 +363,16 @@ impl ChannexClient {
         page: u32,
         limit: u32,
     ) -> Result<Page<Message>, ChannexError> {
-        self.messages_page(&["message_threads", thread_id, "messages"], page, limit)
-            .await
+        self.messages_page(
+            &[
+                Seg::Name("message_threads"),
+                Seg::Id(thread_id),
+                Seg::Name("messages"),
+            ],
+            page,
+            limit,
+        )
+        .await
     }
 
     /// Every message of a thread, newest first.
@@ -350,7 +394,11 @@ impl ChannexClient {
         text: &str,
     ) -> Result<Message, ChannexError> {
         self.send(
-            &["message_threads", thread_id, "messages"],
+            &[
+                Seg::Name("message_threads"),
+                Seg::Id(thread_id),
+                Seg::Name("messages"),
+            ],
             json!({"message": {"message": text}}),
         )
         .await
@@ -363,7 +411,11 @@ impl ChannexClient {
         text: Option<&str>,
     ) -> Result<Message, ChannexError> {
         self.send(
-            &["message_threads", thread_id, "messages"],
+            &[
+                Seg::Name("message_threads"),
+                Seg::Id(thread_id),
+                Seg::Name("messages"),
+            ],
             attachment_body(attachment_id, text),
         )
         .await
@@ -376,7 +428,7 @@ impl ChannexClient {
         let body = self
             .call(
                 Method::GET,
-                &["bookings", booking_id],
+                &[Seg::Name("bookings"), Seg::Id(booking_id)],
                 &[],
                 None,
                 RequestKind::Idempotent,
@@ -411,7 +463,7 @@ impl ChannexClient {
         let body = self
             .call(
                 Method::GET,
-                &["bookings"],
+                &[Seg::Name("bookings")],
                 &query,
                 None,
                 RequestKind::Idempotent,
@@ -427,7 +479,11 @@ impl ChannexClient {
         &self,
         booking_id: &str,
     ) -> Result<Listing<Message>, ChannexError> {
-        let segments = ["bookings", booking_id, "messages"];
+        let segments = [
+            Seg::Name("bookings"),
+            Seg::Id(booking_id),
+            Seg::Name("messages"),
+        ];
         collect_pages(
             |page| self.messages_page(&segments, page, 100),
             |m: &Message| m.id.clone(),
@@ -442,7 +498,11 @@ impl ChannexClient {
         text: &str,
     ) -> Result<Message, ChannexError> {
         self.send(
-            &["bookings", booking_id, "messages"],
+            &[
+                Seg::Name("bookings"),
+                Seg::Id(booking_id),
+                Seg::Name("messages"),
+            ],
             json!({"message": {"message": text}}),
         )
         .await
@@ -455,7 +515,11 @@ impl ChannexClient {
         text: Option<&str>,
     ) -> Result<Message, ChannexError> {
         self.send(
-            &["bookings", booking_id, "messages"],
+            &[
+                Seg::Name("bookings"),
+                Seg::Id(booking_id),
+                Seg::Name("messages"),
+            ],
             attachment_body(attachment_id, text),
         )
         .await
@@ -478,7 +542,7 @@ impl ChannexClient {
         let resp = self
             .call(
                 Method::POST,
-                &["attachments"],
+                &[Seg::Name("attachments")],
                 &[],
                 Some(&body),
                 RequestKind::Idempotent,
@@ -491,7 +555,7 @@ impl ChannexClient {
 
     async fn messages_page(
         &self,
-        segments: &[&str],
+        segments: &[Seg<'_>],
         page: u32,
         limit: u32,
     ) -> Result<Page<Message>, ChannexError> {
@@ -509,7 +573,7 @@ impl ChannexClient {
 
     async fn send(
         &self,
-        segments: &[&str],
+        segments: &[Seg<'_>],
         body: serde_json::Value,
     ) -> Result<Message, ChannexError> {
         let resp = self
@@ -518,14 +582,21 @@ impl ChannexClient {
         parse::parse_message_document(&resp, &self.inner.base)
     }
 
-    fn url(&self, segments: &[&str]) -> Result<Url, ChannexError> {
+    /// The API root plus `segments`, each percent-encoded as one path segment. An id that
+    /// is not a Channex id is refused before anything is sent: `url` skips `.` and `..`
+    /// segments silently, so `..` would otherwise turn `message_threads/../messages` into
+    /// `message_threads/messages`.
+    fn url(&self, segments: &[Seg<'_>]) -> Result<Url, ChannexError> {
+        if let Some(bad) = segments.iter().find_map(Seg::invalid_id) {
+            return Err(ChannexError::InvalidId(wire::describe_id(bad)));
+        }
         let mut url = self.inner.base.clone();
         {
             let mut path = url
                 .path_segments_mut()
                 .map_err(|_| ChannexError::InvalidConfig("base_url cannot be a base".into()))?;
             path.pop_if_empty();
-            path.extend(segments);
+            path.extend(segments.iter().map(Seg::as_str));
         }
         Ok(url)
     }
@@ -553,7 +624,7 @@ impl ChannexClient {
     async fn call(
         &self,
         method: Method,
-        segments: &[&str],
+        segments: &[Seg<'_>],
         query: &[(String, String)],
         body: Option<&serde_json::Value>,
         kind: RequestKind,
@@ -728,11 +799,13 @@ where
 }
 
 /// `GET message_threads/:id/messages`: the endpoint without ids, for metric labels.
-fn endpoint_label(method: &Method, segments: &[&str]) -> String {
+fn endpoint_label(method: &Method, segments: &[Seg<'_>]) -> String {
     let path: Vec<&str> = segments
         .iter()
-        .enumerate()
-        .map(|(i, s)| if i % 2 == 1 { ":id" } else { *s })
+        .map(|s| match s {
+            Seg::Name(name) => name,
+            Seg::Id(_) => ":id",
+        })
         .collect();
     format!("{method} {}", path.join("/"))
 }
@@ -740,6 +813,36 @@ fn endpoint_label(method: &Method, segments: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_id_that_is_not_a_channex_id_never_reaches_a_url() {
+        let client = ChannexClient::new(ClientOptions::new(
+            "http://127.0.0.1:9/api/v1",
+            ApiKey::new("k"),
+        ))
+        .expect("client");
+        for bad in ["..", ".", "", "a/b", "a?b", "t 1", "%2e%2e"] {
+            let err = client
+                .url(&[
+                    Seg::Name("message_threads"),
+                    Seg::Id(bad),
+                    Seg::Name("messages"),
+                ])
+                .expect_err(bad);
+            assert!(matches!(err, ChannexError::InvalidId(_)), "{bad}: {err}");
+            assert!(!err.is_transient());
+        }
+        let url = client
+            .url(&[
+                Seg::Name("message_threads"),
+                Seg::Id("t-1_A"),
+                Seg::Name("messages"),
+            ])
+            .expect("a Channex id");
+        assert_eq!(url.path(), "/api/v1/message_threads/t-1_A/messages");
+        let label = endpoint_label(&Method::GET, &[Seg::Name("bookings"), Seg::Id("b1")]);
+        assert_eq!(label, "GET bookings/:id");
+    }
 
     #[test]
     fn key_is_hidden() {

@@ -88,6 +88,10 @@ pub enum ChannexError {
     /// Bad client options (URL, limits).
     #[error("invalid channex client configuration: {0}")]
     InvalidConfig(String),
+    /// An id handed to the client is not a Channex id ([`super::wire::is_valid_id`]): it
+    /// could change the request's path (`..`), so nothing was sent.
+    #[error("not a Channex id: {0}")]
+    InvalidId(String),
 }
 
 impl ChannexError {
@@ -117,7 +121,9 @@ impl ChannexError {
             | ChannexError::Timeout { .. }
             | ChannexError::Transport { .. } => true,
             ChannexError::Api { status, .. } => *status == 429 || *status == 408,
-            ChannexError::Decode(_) | ChannexError::InvalidConfig(_) => false,
+            ChannexError::Decode(_)
+            | ChannexError::InvalidConfig(_)
+            | ChannexError::InvalidId(_) => false,
         }
     }
 

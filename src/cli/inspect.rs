@@ -156,6 +156,7 @@ pub struct AuditArgs {
 pub enum AuditCommand {
     /// For each event of a thread: which rules ran, what they planned, what happened.
     Explain {
+        #[arg(value_parser = super::channex_id_arg)]
         thread_id: String,
         #[arg(long)]
         json: bool,
@@ -164,9 +165,9 @@ pub enum AuditCommand {
 
 #[derive(Debug, Args, Default)]
 pub struct FilterArgs {
-    #[arg(long)]
+    #[arg(long, value_parser = super::channex_id_arg)]
     thread: Option<String>,
-    #[arg(long)]
+    #[arg(long, value_parser = super::channex_id_arg)]
     property: Option<String>,
     #[arg(long)]
     rule: Option<String>,
@@ -373,7 +374,7 @@ pub struct ReplayArgs {
     #[arg(long)]
     templates: Option<PathBuf>,
     /// Only this property.
-    #[arg(long)]
+    #[arg(long, value_parser = super::channex_id_arg)]
     property: Option<String>,
     /// Only events whose plan differs from what was done.
     #[arg(long)]
@@ -423,7 +424,16 @@ pub enum FollowUpsCommand {
         json: bool,
     },
     /// Cancel one pending follow-up (of a thread, or `booking:<id>` for a booking's).
-    Cancel { thread_id: String, name: String },
+    Cancel {
+        #[arg(value_parser = timer_owner_arg)]
+        thread_id: String,
+        name: String,
+    },
+}
+
+/// A thread id, or `booking:<id>`: either id by the Channex rule.
+fn timer_owner_arg(s: &str) -> Result<String, String> {
+    super::channex_id_arg(s.strip_prefix("booking:").unwrap_or(s)).map(|_| s.to_string())
 }
 
 pub async fn follow_ups(config: &Config, cmd: FollowUpsCommand) -> anyhow::Result<()> {

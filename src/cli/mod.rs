@@ -64,15 +64,25 @@ enum Command {
     FollowUps(inspect::FollowUpsCommand),
     /// Delete one thread's personal data (ledger texts, timers, audit records, events).
     Purge(PurgeArgs),
+    /// Manage the web console.
+    #[command(subcommand)]
+    Console(ConsoleCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConsoleCommand {
+    /// End every console session issued until now, on every replica (a lost laptop):
+    /// everyone logs in again. Bearer clients are not affected (change the token for those).
+    RevokeSessions,
 }
 
 #[derive(Debug, Args)]
 pub struct PurgeArgs {
     /// The Channex thread id whose data is deleted.
-    #[arg(long)]
+    #[arg(long, value_parser = channex_id_arg)]
     thread: String,
     /// Its property: only that property's events are deleted.
-    #[arg(long)]
+    #[arg(long, value_parser = channex_id_arg)]
     property: Option<String>,
 }
 
@@ -208,6 +218,21 @@ fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
     crate::config::parse_duration(s)
 }
 
+/// An id argument: the Channex id rule the parser applies to everything Channex sends
+/// ([`crate::channex::wire::is_valid_id`]), so a typo such as `..` or `a.b` is a usage
+/// error (exit 2) instead of a wrong subject, key or URL.
+pub(crate) fn channex_id_arg(s: &str) -> Result<String, String> {
+    if crate::channex::wire::is_valid_id(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{} is not a Channex id ([A-Za-z0-9_-], 1 to {} characters)",
+            crate::channex::wire::describe_id(s),
+            crate::channex::wire::MAX_ID_LEN
+        ))
+    }
+}
+
 fn init_logging(format: LogFormat, filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -298,8 +323,21 @@ async fn dispatch(cli: Cli) -> ExitCode {
         Command::Replay(args) => report(inspect::replay(&config, args).await),
         Command::FollowUps(cmd) => report(inspect::follow_ups(&config, cmd).await),
         Command::Purge(args) => report(purge(&config, args).await),
+        Command::Console(ConsoleCommand::RevokeSessions) => report(revoke_sessions(&config).await),
         Command::Sim(_) | Command::Demo(_) => ExitCode::SUCCESS,
     }
+}
+
+/// `concierge console revoke-sessions`: moves the sessions epoch (NATS) to now.
+async fn revoke_sessions(config: &Config) -> anyhow::Result<()> {
+    let infra = crate::store::nats::Infra::setup(&config.nats).await?;
+    let revocations = crate::store::sessions::SessionRevocations::new(infra.sessions.clone());
+    let epoch = revocations.revoke_all(chrono::Utc::now()).await?;
+    println!(
+        "ended every console session issued until {}",
+        epoch.to_rfc3339()
+    );
+    Ok(())
 }
 
 async fn purge(config: &Config, args: PurgeArgs) -> anyhow::Result<()> {

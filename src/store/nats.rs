@@ -183,6 +183,10 @@ impl Names {
     pub fn leases_bucket(&self) -> String {
         format!("{}_leases", self.prefix)
     }
+    /// Console sessions ended before their expiry ([`crate::store::sessions`]).
+    pub fn sessions_bucket(&self) -> String {
+        format!("{}_sessions", self.prefix)
+    }
 }
 
 /// Everything a role needs from NATS, created once per process.
@@ -195,6 +199,7 @@ pub struct Infra {
     pub ledger: kv::Store,
     pub followups: kv::Store,
     pub leases: kv::Store,
+    pub sessions: kv::Store,
 }
 
 /// A connect error that never shows `user:password@` of `nats.url`, neither in the URL
@@ -299,6 +304,8 @@ impl Infra {
         let followups =
             ensure_bucket(&js, &names.followups_bucket(), cfg.followups_max_age, cfg).await?;
         let leases = ensure_bucket(&js, &names.leases_bucket(), forever, cfg).await?;
+        let sessions_max_age = crate::store::sessions::RETENTION;
+        let sessions = ensure_bucket(&js, &names.sessions_bucket(), sessions_max_age, cfg).await?;
         Ok(Infra {
             client,
             js,
@@ -307,6 +314,7 @@ impl Infra {
             ledger,
             followups,
             leases,
+            sessions,
         })
     }
 }

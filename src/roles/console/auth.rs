@@ -1,16 +1,20 @@
 //! Console authentication: the bearer token, the login session cookie, CSRF tokens and the
 //! login rate limit.
 //!
-//! Owns: the constant-time token check, the stateless session value
-//! (`<expiry unix seconds>.<HMAC-SHA256(token, "session" ‖ expiry)>`: never the token
-//! itself, valid on every replica that has the same token, ended by its expiry or by
-//! changing the token), the CSRF token (`HMAC-SHA256(token, "csrf" ‖ session)`, one per
-//! session; `bearer` stands for the session of a bearer client) and the per-IP limit on
-//! login attempts. The middleware [`require`] puts an [`Authed`] (with the CSRF token the
-//! forms carry) on every authenticated request.
+//! Owns: the constant-time token check, the session value
+//! (`<issued unix ms>.<session id>.<HMAC-SHA256(token, "session" ‖ issued ‖ id)>`: never the
+//! token itself, valid on every replica that has the same token, for [`SESSION_TTL_SECS`]
+//! after it was issued; ended early by logout, which revokes its id, by "end all
+//! sessions", which moves the sessions epoch past it, or by changing the token), the CSRF
+//! token (`HMAC-SHA256(token, "csrf" ‖ session)`, one per session; `bearer` stands for the
+//! session of a bearer client) and the per-IP limit on login attempts. The middleware
+//! [`require`] puts an [`Authed`] (with the CSRF token the forms carry and which session it
+//! is) on every authenticated request, after asking NATS ([`SessionRevocations`]) whether
+//! a cookie's session was ended: every replica sees a logout at once.
 //!
-//! Must not: log or echo the token, a session value or a CSRF token; keep sessions in
-//! memory (a replica must accept another replica's cookie).
+//! Must not: log or echo the token, a session value or a CSRF token; keep sessions or their
+//! revocations in memory (a replica must accept another replica's cookie and honour its
+//! logout).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -27,8 +31,9 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use sha2::{Digest, Sha256};
 
 use crate::config::Secret;
+use crate::store::sessions::{self, SessionRevocations};
 
-use super::Console;
+use super::{layout, Console};
 
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "concierge_session";
@@ -39,8 +44,12 @@ pub const SESSION_TTL_SECS: i64 = 7 * 86_400;
 /// cookies on any route count against the same limit; while an address is over it, even
 /// its right credentials are answered `429`.
 pub const LOGINS_PER_MINUTE: u32 = 5;
-/// How long an address that went over the limit stays refused.
-const BLOCKED_FOR: Duration = Duration::from_secs(60);
+/// How long an address that went over the limit stays refused (also its `Retry-After`).
+pub const BLOCKED_FOR: Duration = Duration::from_secs(60);
+/// When to come back after NATS could not say whether a session was ended.
+const CHECK_RETRY_AFTER_SECS: u64 = 5;
+// A revocation must outlive the session it ends.
+const _: () = assert!((SESSION_TTL_SECS as u64) < sessions::RETENTION.as_secs());
 /// The CSRF "session" of a client authenticated with `Authorization: Bearer`.
 const BEARER_SESSION: &str = "bearer";
 
@@ -48,11 +57,41 @@ const BEARER_SESSION: &str = "bearer";
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
 
+/// A login session, as its cookie says (checked: MAC and age).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// Random, 128 bits in hex: what a logout revokes.
+    pub id: String,
+    /// When it was issued (Unix milliseconds): what "end all sessions" compares.
+    pub issued_ms: i64,
+}
+
+/// How a request authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// `Authorization: Bearer <token>`: ended only by changing the token.
+    Bearer,
+    /// The session cookie.
+    Cookie(Session),
+}
+
+impl Principal {
+    /// A key naming the session (bounds per session count it): the session id, or `bearer`.
+    pub fn key(&self) -> &str {
+        match self {
+            Principal::Bearer => BEARER_SESSION,
+            Principal::Cookie(s) => &s.id,
+        }
+    }
+}
+
 /// What the auth middleware leaves on an authenticated request.
 #[derive(Debug, Clone)]
 pub struct Authed {
     /// The CSRF token every form of this session carries (field `csrf`).
     pub csrf: String,
+    /// Who: the bearer token or a cookie session.
+    pub principal: Principal,
 }
 
 /// HMAC-SHA256 (RFC 2104) of `parts` (each length-prefixed) under `key`, in hex.
@@ -97,25 +136,47 @@ pub fn token_matches(token: &Secret, presented: &str) -> bool {
     !token.is_empty() && constant_time_eq(&digest(presented), &digest(token.expose()))
 }
 
-/// A new session value, valid until `now + SESSION_TTL_SECS`.
+fn session_mac(token: &Secret, issued: &str, id: &str) -> String {
+    hmac_hex(
+        token.expose().as_bytes(),
+        &[b"session", issued.as_bytes(), id.as_bytes()],
+    )
+}
+
+/// A new session value (a fresh random id), valid until `now + SESSION_TTL_SECS` unless
+/// revoked before.
 pub fn issue_session(token: &Secret, now: DateTime<Utc>) -> String {
-    let expires = (now.timestamp() + SESSION_TTL_SECS).to_string();
-    let mac = hmac_hex(token.expose().as_bytes(), &[b"session", expires.as_bytes()]);
-    format!("{expires}.{mac}")
+    let id: String = rand::random::<[u8; 16]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let issued = now.timestamp_millis().to_string();
+    let mac = session_mac(token, &issued, &id);
+    format!("{issued}.{id}.{mac}")
+}
+
+/// The session `value` names, if it was issued with `token` and has not expired at `now`
+/// (whether it was revoked is NATS's to say: [`SessionRevocations::is_revoked`]).
+pub fn parse_session(token: &Secret, value: &str, now: DateTime<Utc>) -> Option<Session> {
+    let mut parts = value.splitn(3, '.');
+    let (issued, id, mac) = (parts.next()?, parts.next()?, parts.next()?);
+    let issued_ms = issued.parse::<i64>().ok()?;
+    let want = session_mac(token, issued, id);
+    let fresh = issued_ms <= now.timestamp_millis()
+        && now.timestamp_millis() - issued_ms < SESSION_TTL_SECS * 1000;
+    (!token.is_empty()
+        && fresh
+        && sessions::is_session_id(id)
+        && constant_time_eq(mac.as_bytes(), want.as_bytes()))
+    .then(|| Session {
+        id: id.to_string(),
+        issued_ms,
+    })
 }
 
 /// Is `value` a session issued with `token` that has not expired at `now`?
 pub fn session_valid(token: &Secret, value: &str, now: DateTime<Utc>) -> bool {
-    let Some((expires, mac)) = value.split_once('.') else {
-        return false;
-    };
-    let Ok(expiry) = expires.parse::<i64>() else {
-        return false;
-    };
-    let want = hmac_hex(token.expose().as_bytes(), &[b"session", expires.as_bytes()]);
-    !token.is_empty()
-        && expiry > now.timestamp()
-        && constant_time_eq(mac.as_bytes(), want.as_bytes())
+    parse_session(token, value, now).is_some()
 }
 
 /// The CSRF token of a session (`bearer` for bearer clients).
@@ -152,60 +213,122 @@ pub fn session_clear_cookie() -> String {
     format!("{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0")
 }
 
-/// How the request authenticated, as the CSRF token of its session.
-fn authenticate(token: &Secret, headers: &HeaderMap, now: DateTime<Utc>) -> Option<Authed> {
+/// What a request presented.
+enum Credentials {
+    /// Nothing: no `Authorization`, no session cookie.
+    None,
+    /// Something that does not check out (a guess, a forged or expired cookie).
+    Wrong,
+    /// The token or a session that was issued with it (revocation not yet asked).
+    Valid(Authed),
+}
+
+/// How the request authenticated (before asking whether a cookie's session was ended).
+fn authenticate(token: &Secret, headers: &HeaderMap, now: DateTime<Utc>) -> Credentials {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     if let Some(presented) = bearer {
-        return token_matches(token, presented.trim()).then(|| Authed {
-            csrf: csrf_token(token, BEARER_SESSION),
-        });
+        return match token_matches(token, presented.trim()) {
+            true => Credentials::Valid(Authed {
+                csrf: csrf_token(token, BEARER_SESSION),
+                principal: Principal::Bearer,
+            }),
+            false => Credentials::Wrong,
+        };
     }
-    let session = session_cookie(headers)?;
-    session_valid(token, session, now).then(|| Authed {
-        csrf: csrf_token(token, session),
-    })
+    match session_cookie(headers) {
+        Some(value) => match parse_session(token, value, now) {
+            Some(session) => Credentials::Valid(Authed {
+                csrf: csrf_token(token, value),
+                principal: Principal::Cookie(session),
+            }),
+            None => Credentials::Wrong,
+        },
+        // Some other `Authorization` scheme: presented, and wrong.
+        None if headers.contains_key(header::AUTHORIZATION) => Credentials::Wrong,
+        None => Credentials::None,
+    }
+}
+
+/// Was this principal's session ended (logout, "end all sessions")? Bearer clients have
+/// no session to end. Asked of NATS on every request, so every replica agrees at once.
+pub async fn session_ended(
+    revocations: &SessionRevocations,
+    principal: &Principal,
+) -> Result<bool, crate::store::nats::StoreError> {
+    match principal {
+        Principal::Bearer => Ok(false),
+        Principal::Cookie(s) => revocations.is_revoked(&s.id, s.issued_ms).await,
+    }
 }
 
 /// Lets authenticated requests through (with [`Authed`]); a browser's page request without
 /// a session goes to `/login` (303), anything else is `401`. Wrong credentials (a `Bearer`
 /// token or a session cookie that does not check out) count against the login limit of the
-/// peer address; an address over it gets `429`, right credentials included.
+/// peer address; an address over it gets `429` (with `Retry-After`), right credentials
+/// included. An ended session is sent to log in again (its cookie cleared) without
+/// counting: it was issued, not guessed. When NATS cannot say, `503` with `Retry-After`.
 pub async fn require(State(console): State<Console>, mut req: Request, next: Next) -> Response {
     let now = console.now();
     let peer = req.extensions().get::<PeerAddr>().copied();
     let limiter = &console.0.limiter;
-    let authed = authenticate(console.token(), req.headers(), now);
-    let presented = req.headers().contains_key(header::AUTHORIZATION)
-        || session_cookie(req.headers()).is_some();
-    let over = if authed.is_none() && presented {
-        !limiter.allow(peer)
-    } else {
-        limiter.blocked(peer)
+    let found = authenticate(console.token(), req.headers(), now);
+    let over = match found {
+        Credentials::Wrong => !limiter.allow(peer),
+        _ => limiter.blocked(peer),
     };
     if over {
         tracing::warn!("console: credential attempts over the limit");
-        return (
+        let body = (
             StatusCode::TOO_MANY_REQUESTS,
             "too many attempts: wait a minute\n",
-        )
-            .into_response();
+        );
+        return layout::retry_after(body.into_response(), BLOCKED_FOR);
     }
-    match authed {
-        Some(authed) => {
+    let Credentials::Valid(authed) = found else {
+        return unauthenticated(&req, false);
+    };
+    match session_ended(console.revocations(), &authed.principal).await {
+        Ok(false) => {
             req.extensions_mut().insert(authed);
             next.run(req).await
         }
-        None if wants_page(&req) => Redirect::to("/login").into_response(),
-        None => (
+        Ok(true) => {
+            tracing::info!("console: a request with an ended session");
+            unauthenticated(&req, true)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "console: cannot check the session");
+            let body = (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cannot check the session right now: try again\n",
+            );
+            let wait = Duration::from_secs(CHECK_RETRY_AFTER_SECS);
+            layout::retry_after(body.into_response(), wait)
+        }
+    }
+}
+
+/// `/login` for a browser's page, `401` otherwise; `clear`: also expire the cookie.
+fn unauthenticated(req: &Request, clear: bool) -> Response {
+    let mut response = if wants_page(req) {
+        Redirect::to("/login").into_response()
+    } else {
+        (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer")],
             "unauthorized\n",
         )
-            .into_response(),
+            .into_response()
+    };
+    if clear {
+        if let Ok(v) = session_clear_cookie().parse() {
+            response.headers_mut().insert(header::SET_COOKIE, v);
+        }
     }
+    response
 }
 
 /// A browser navigating to a page (GET accepting HTML).
@@ -236,7 +359,8 @@ impl Default for LoginLimiter {
     }
 }
 
-fn peer_ip(peer: Option<PeerAddr>) -> IpAddr {
+/// The client address of a request (unspecified when the listener gave none).
+pub fn peer_ip(peer: Option<PeerAddr>) -> IpAddr {
     peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.0.ip())
 }
 
@@ -304,13 +428,30 @@ mod tests {
         assert!(session_valid(&token, &session, now));
         assert!(session_valid(&token, &session, at("2026-12-07T10:00:00Z")));
         assert!(!session_valid(&token, &session, at("2026-12-08T10:00:01Z")));
+        // Not valid before it was issued either (a forged future issue time).
+        assert!(!session_valid(&token, &session, at("2026-12-01T09:59:59Z")));
         // Another token (rotated) ends every session.
         assert!(!session_valid(&Secret::new("other"), &session, now));
-        // Tampering with the expiry breaks the MAC.
-        let (_, mac) = session.split_once('.').expect("dot");
-        assert!(!session_valid(&token, &format!("9999999999.{mac}"), now));
+        // Tampering with the issue time or the id breaks the MAC.
+        let (_, rest) = session.split_once('.').expect("dot");
+        let later = (now.timestamp_millis() + 1).to_string();
+        assert!(!session_valid(&token, &format!("{later}.{rest}"), now));
+        let (issued, rest) = session.split_once('.').expect("dot");
+        let (_, mac) = rest.split_once('.').expect("dot");
+        let other_id = "0".repeat(32);
+        assert!(!session_valid(
+            &token,
+            &format!("{issued}.{other_id}.{mac}"),
+            now
+        ));
         assert!(!session_valid(&token, "garbage", now));
         assert!(!session_valid(&Secret::default(), &session, now));
+        // Two logins in the same millisecond are two sessions.
+        let again = issue_session(&token, now);
+        assert_ne!(
+            parse_session(&token, &session, now),
+            parse_session(&token, &again, now)
+        );
     }
 
     #[test]
@@ -319,11 +460,21 @@ mod tests {
         let a = csrf_token(&token, "1.aa");
         let b = csrf_token(&token, "1.bb");
         assert_ne!(a, b);
-        let authed = Authed { csrf: a.clone() };
+        let authed = Authed {
+            csrf: a.clone(),
+            principal: Principal::Bearer,
+        };
         assert!(csrf_ok(&authed, Some(&a)));
         assert!(!csrf_ok(&authed, Some(&b)));
         assert!(!csrf_ok(&authed, None));
         assert!(!csrf_ok(&authed, Some("")));
+    }
+
+    fn authed(c: Credentials) -> Option<Authed> {
+        match c {
+            Credentials::Valid(a) => Some(a),
+            _ => None,
+        }
     }
 
     #[test]
@@ -331,23 +482,34 @@ mod tests {
         let token = Secret::new("s3cret-token");
         let now = at("2026-12-01T10:00:00Z");
         let mut headers = HeaderMap::new();
-        assert!(authenticate(&token, &headers, now).is_none());
+        assert!(matches!(
+            authenticate(&token, &headers, now),
+            Credentials::None
+        ));
         headers.insert(header::AUTHORIZATION, "Bearer wrong".parse().expect("hv"));
-        assert!(authenticate(&token, &headers, now).is_none());
+        assert!(matches!(
+            authenticate(&token, &headers, now),
+            Credentials::Wrong
+        ));
         headers.insert(
             header::AUTHORIZATION,
             "Bearer s3cret-token".parse().expect("hv"),
         );
-        assert!(authenticate(&token, &headers, now).is_some());
+        let bearer = authed(authenticate(&token, &headers, now)).expect("bearer");
+        assert_eq!(bearer.principal, Principal::Bearer);
         let mut headers = HeaderMap::new();
         let cookie = format!("a=b; {SESSION_COOKIE}={}", issue_session(&token, now));
         headers.insert(header::COOKIE, cookie.parse().expect("hv"));
-        let authed = authenticate(&token, &headers, now).expect("cookie session");
+        let authed = authed(authenticate(&token, &headers, now)).expect("cookie session");
         assert_ne!(authed.csrf, csrf_token(&token, BEARER_SESSION));
+        assert!(matches!(authed.principal, Principal::Cookie(_)));
         // An empty token (console off) never authenticates.
         let mut headers = HeaderMap::new();
         headers.insert(header::AUTHORIZATION, "Bearer ".parse().expect("hv"));
-        assert!(authenticate(&Secret::default(), &headers, now).is_none());
+        assert!(matches!(
+            authenticate(&Secret::default(), &headers, now),
+            Credentials::Wrong
+        ));
     }
 
     #[test]

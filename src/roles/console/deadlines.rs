@@ -8,6 +8,10 @@
 //! ours and the staff's). Server-rendered: the first response holds every row; the
 //! script only ticks the countdowns.
 //!
+//! Guest names, listings, titles and excerpts are rendered through [`layout::shown`]
+//! (controls and bidi formatting neutralised, each field capped with a visible `…`: a
+//! 200 KiB title shows as its first 200 characters).
+//!
 //! Must not: call Channex (the board must stay fast with 10,000 threads) or show more of a
 //! guest's text than a short excerpt.
 
@@ -19,7 +23,7 @@ use chrono::{DateTime, Duration, Utc};
 use maud::{html, Markup};
 
 use super::auth::Authed;
-use super::layout::{self, Nav};
+use super::layout::{self, Field, Nav};
 use super::{Console, ConsoleError};
 use crate::events::{provider_str, Event, EventType, Provider, Sender};
 use crate::store::nats::{events_stream, read_stored, ReadFrom};
@@ -213,14 +217,22 @@ fn property_label(ev: &Event) -> String {
     }
 }
 
-/// The first `n` characters of `text` on one line.
+/// The first `n` characters of `text` on one line (sanitised like every shown field), and
+/// `…` when there was more.
 pub fn excerpt(text: &str, n: usize) -> String {
-    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if one_line.chars().count() <= n {
-        one_line
+    // Bounded before the split: a 200 KiB message costs no more than a short one.
+    let head: String = text.chars().take(n.saturating_mul(4) + 1).collect();
+    let one_line = head.split_whitespace().collect::<Vec<_>>().join(" ");
+    let clean = crate::base::display::sanitize(
+        &one_line,
+        n.saturating_add(1),
+        crate::base::display::Lines::Join,
+    );
+    if clean.chars().count() <= n && head.len() == text.len() {
+        clean.into_owned()
     } else {
-        let cut: String = one_line.chars().take(n).collect();
-        format!("{cut}…")
+        let cut: String = clean.chars().take(n).collect();
+        format!("{}…", cut.trim_end_matches('…'))
     }
 }
 
@@ -318,9 +330,9 @@ fn inquiry_table(rows: &[InquiryRow], now: DateTime<Utc>) -> Markup {
                             @else { "overdue by " (layout::human_duration(left)) }
                         } }
                         td { (layout::time(r.deadline)) }
-                        td { (r.guest) }
-                        td.optional { (r.listing) }
-                        td { (r.property) }
+                        td { (layout::shown(&r.guest, Field::Name)) }
+                        td.optional { (layout::shown(&r.listing, Field::Name)) }
+                        td { (layout::shown(&r.property, Field::Name)) }
                         td { (layout::thread_link(&r.thread_id)) }
                     }
                 }
@@ -342,10 +354,10 @@ fn waiting_table(rows: &[WaitingRow], now: DateTime<Utc>) -> Markup {
                         td { span.pill.warn { (layout::human_duration(now - r.since)) } }
                         td { (provider_label(&r.provider)) }
                         td { a href=(layout::thread_href(&r.thread_id)) {
-                            @if r.title.is_empty() { span.mono { (r.thread_id) } } @else { (r.title) }
+                            @if r.title.is_empty() { span.mono { (r.thread_id) } } @else { (layout::shown(&r.title, Field::Title)) }
                         } }
                         td.message-text { (r.excerpt) }
-                        td { (r.property) }
+                        td { (layout::shown(&r.property, Field::Name)) }
                     }
                 }
             }
@@ -491,5 +503,10 @@ mod tests {
     fn excerpts_are_short_and_on_one_line() {
         assert_eq!(excerpt("a\n  b", 10), "a b");
         assert_eq!(excerpt("abcdefghijkl", 5), "abcde…");
+        assert_eq!(excerpt("abcde", 5), "abcde");
+        assert_eq!(excerpt("a\u{202E}b\u{0}c", 5), "ab\u{FFFD}c");
+        let long = excerpt(&"word ".repeat(50_000), 90);
+        assert_eq!(long.chars().count(), 91);
+        assert!(long.ends_with('…'));
     }
 }

@@ -6,7 +6,8 @@
 //!
 //! Owns [`CallRate`]: samples of the process's Channex client counter (the console's
 //! only in-memory state, a gauge of this process: on a replica without roles it reads 0).
-//! Must not: write anything, or call Channex.
+//! Must not: write anything (its "End every session" form posts to
+//! [`super::sessions`]), or call Channex.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -183,6 +184,8 @@ pub async fn page(
         h2 { "Channex client (this process)" }
         p { (stats.requests_sent) " requests sent · " (stats.retries) " retries · "
             (stats.rate_limited) " rate-limited (429) · " (stats.server_errors) " server errors" }
+        h2 { "Console sessions" }
+        (super::sessions::end_all_form(&authed.csrf))
     };
     Ok(layout::page(
         "Health",

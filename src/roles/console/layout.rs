@@ -2,16 +2,19 @@
 //! error pages, and the shared bits of markup (status pills, times, thread links).
 //!
 //! Owns the look (the embedded `assets/console.css` and `assets/console.js`, served from
-//! `/assets/` with a content hash in their URL) and the security headers of every console
-//! response. Must not: put guest text in a URL (links carry thread ids only), or bypass
-//! maud's escaping for anything that did not come from this binary (`PreEscaped` is used
-//! for nothing but the embedded assets).
+//! `/assets/` with a content hash in their URL), the security headers of every console
+//! response, `Retry-After` on refusals ([`retry_after`]) and what one field of outside text
+//! may render ([`Field`], [`shown`]: the shared sanitiser [`crate::base::display`] with the
+//! console's caps). Must not: put guest text in a URL (links carry thread ids only), render
+//! outside text without [`shown`], or bypass maud's escaping for anything that did not
+//! come from this binary (`PreEscaped` is used for nothing but the embedded assets).
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use maud::{html, Markup, DOCTYPE};
 
+use crate::base::display::{self, Lines};
 use crate::store::audit::Outcome;
 
 pub const CSS: &str = include_str!("assets/console.css");
@@ -66,6 +69,53 @@ pub fn asset_version(body: &str) -> String {
         .take(6)
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// A field of outside text (guest names and messages, thread titles, rendered replies,
+/// errors), by what it may render.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// A guest or listing name, a property label: one line, [`Field::NAME_CHARS`].
+    Name,
+    /// A thread title: one line, [`Field::TITLE_CHARS`].
+    Title,
+    /// A message or a rendered reply: lines kept, [`Field::TEXT_CHARS`].
+    Text,
+    /// An error, a reason, a rule or template name: one line, [`Field::DETAIL_CHARS`].
+    Detail,
+}
+
+impl Field {
+    pub const NAME_CHARS: usize = 120;
+    pub const TITLE_CHARS: usize = 200;
+    pub const TEXT_CHARS: usize = 20_000;
+    pub const DETAIL_CHARS: usize = 1_000;
+
+    fn cap(self) -> (usize, Lines) {
+        match self {
+            Field::Name => (Self::NAME_CHARS, Lines::Join),
+            Field::Title => (Self::TITLE_CHARS, Lines::Join),
+            Field::Text => (Self::TEXT_CHARS, Lines::Keep),
+            Field::Detail => (Self::DETAIL_CHARS, Lines::Join),
+        }
+    }
+}
+
+/// `text` as the console may render it in `field`: controls shown as U+FFFD, bidi
+/// formatting removed, cut with a visible `…` past the field's cap (maud escapes the rest).
+pub fn shown(text: &str, field: Field) -> std::borrow::Cow<'_, str> {
+    let (max, lines) = field.cap();
+    display::sanitize(text, max, lines)
+}
+
+/// `response` with `Retry-After` in whole seconds (at least 1): every refusal that asks the
+/// client to come back (429, 503) says when.
+pub fn retry_after(mut response: Response, after: std::time::Duration) -> Response {
+    let secs = after.as_secs().max(1);
+    if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
 }
 
 /// A whole page: head, header with the navigation (and the logout button when `csrf` is

@@ -4,7 +4,9 @@
 //! Pages: [`deadlines`] (home), [`timeline`] (audit log, live over SSE), [`thread`]
 //! (messages interleaved with decisions, follow-ups with Cancel), [`rules`], [`playground`]
 //! (the worker's `plan()`, dry) and [`health`]. [`auth`] guards every route but `/login`
-//! and the embedded assets; [`layout`] is the page shell.
+//! and the embedded assets; [`sessions`] ends sessions (logout, "end all sessions");
+//! [`streams`] bounds the live streams; [`layout`] is the page shell and the one place
+//! outside text is made fit to render.
 //!
 //! Owns: the routes, the [`Console`] state (handles to NATS, the Channex client, the live
 //! rules; no data of its own, so any replica serves the same pages) and the one error type
@@ -18,6 +20,8 @@ mod health;
 pub mod layout;
 mod playground;
 mod rules;
+mod sessions;
+pub mod streams;
 mod thread;
 mod timeline;
 
@@ -39,9 +43,11 @@ use crate::config::{Config, Secret};
 use crate::content::LiveRules;
 use crate::plan::rules::RuleEngine;
 use crate::store::nats::Infra;
+use crate::store::sessions::SessionRevocations;
 
 use auth::{Authed, LoginLimiter, PeerAddr};
 use layout::Nav;
+use streams::{StreamGate, StreamLimits};
 
 /// When the running rules were last (re)loaded, as the process saw it: set by whoever
 /// forwards the live-reload reports (`wiring`), read by the rules page.
@@ -78,6 +84,7 @@ struct Inner {
     deps: ConsoleDeps,
     limiter: LoginLimiter,
     calls: health::CallRate,
+    revocations: SessionRevocations,
 }
 
 impl Console {
@@ -89,11 +96,13 @@ impl Console {
             return None;
         }
         let calls = health::CallRate::start(deps.channex.clone());
+        let revocations = SessionRevocations::new(deps.infra.sessions.clone());
         Some(Console(Arc::new(Inner {
             token,
             deps,
             limiter: LoginLimiter::default(),
             calls,
+            revocations,
         })))
     }
 
@@ -109,25 +118,32 @@ impl Console {
         &self.0.deps
     }
 
+    fn revocations(&self) -> &SessionRevocations {
+        &self.0.revocations
+    }
+
     fn prefix(&self) -> &str {
         &self.0.deps.config.nats.prefix
     }
 
     /// A property's configured name, else its id.
     fn property_name(&self, id: &str) -> String {
-        self.0
+        let name = self
+            .0
             .deps
             .config
             .properties
             .get(id)
-            .map(|p| p.name.clone())
+            .map(|p| p.name.as_str())
             .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| id.to_string())
+            .unwrap_or(id);
+        layout::shown(name, layout::Field::Name).into_owned()
     }
 }
 
-/// The console's routes (none when `console` is `None`: every path is then `404`).
-pub fn router(console: Option<Console>) -> Router {
+/// The console's routes (none when `console` is `None`: every path is then `404`), its
+/// live streams bounded by `streams`.
+pub fn router(console: Option<Console>, streams: StreamLimits) -> Router {
     let Some(console) = console else {
         return Router::new();
     };
@@ -144,14 +160,16 @@ pub fn router(console: Option<Console>) -> Router {
         .route("/playground", get(playground::page).post(playground::run))
         .route("/playground/replay", post(playground::replay))
         .route("/health", get(health::page))
-        .route("/logout", post(logout))
+        .route("/logout", post(sessions::logout))
+        .route("/sessions/end-all", post(sessions::end_all))
+        .layer(Extension(StreamGate::new(streams)))
         .route_layer(axum::middleware::from_fn_with_state(
             console.clone(),
             auth::require,
         ));
     Router::new()
         .route("/login", get(login_form).post(login))
-        .route("/logout", get(logout_get))
+        .route("/logout", get(sessions::logout_get))
         .route("/assets/console.css", get(css))
         .route("/assets/console.js", get(js))
         .merge(guarded)
@@ -284,7 +302,8 @@ async fn login(
     if !console.0.limiter.allow(peer.map(|Extension(p)| p)) {
         tracing::warn!("console: login attempts over the limit");
         let body = login_page(Some("Too many attempts: wait a minute and try again."));
-        return (StatusCode::TOO_MANY_REQUESTS, body).into_response();
+        let response = (StatusCode::TOO_MANY_REQUESTS, body).into_response();
+        return layout::retry_after(response, auth::BLOCKED_FOR);
     }
     if !auth::token_matches(console.token(), form.token.trim()) {
         tracing::info!("console: failed login");
@@ -294,32 +313,6 @@ async fn login(
     (
         [(header::SET_COOKIE, auth::session_set_cookie(&session))],
         Redirect::to("/"),
-    )
-        .into_response()
-}
-
-#[derive(Deserialize)]
-struct CsrfForm {
-    csrf: Option<String>,
-}
-
-async fn logout(
-    Extension(authed): Extension<Authed>,
-    Form(form): Form<CsrfForm>,
-) -> Result<Response, ConsoleError> {
-    check_csrf(&authed, form.csrf.as_deref())?;
-    Ok(logged_out())
-}
-
-/// `GET /logout` ends the session in this browser too (a forged one only logs out).
-async fn logout_get() -> Response {
-    logged_out()
-}
-
-fn logged_out() -> Response {
-    (
-        [(header::SET_COOKIE, auth::session_clear_cookie())],
-        Redirect::to("/login"),
     )
         .into_response()
 }

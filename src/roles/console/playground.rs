@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use super::auth::Authed;
 use super::deadlines::provider_label;
-use super::layout::{self, Nav};
+use super::layout::{self, Field, Nav};
 use super::{check_csrf, Console, ConsoleError};
 use crate::authoring::replay::{replay_since, PlanLine, ReplayEntry};
 use crate::events::{Event, EventType, MessageInfo, Provider, Sender, ThreadSnapshot};
@@ -212,7 +212,7 @@ fn plan_view(plan: &Plan) -> Markup {
                     " " span.pill.dry { "dry run" }
                     span.muted { " version " (step.version) }
                     @match &step.rendered {
-                        Some(Ok(text)) => div.rendered { (text) },
+                        Some(Ok(text)) => div.rendered { (layout::shown(text, Field::Text)) },
                         Some(Err(e)) => div.flash.bad { "cannot render: " (e.to_string()) },
                         None => {},
                     }
@@ -276,7 +276,7 @@ fn lines(lines: &[PlanLine]) -> Markup {
         @for l in lines {
             div { (l.rule) " " (l.action) @if let Some(t) = &l.template { "(" (t) ")" }
                 @if let Some(o) = &l.outcome { " " span.muted { (o) } }
-                @if let Some(text) = &l.text { div.rendered { (text) } } }
+                @if let Some(text) = &l.text { div.rendered { (layout::shown(text, Field::Text)) } } }
         }
     }
 }

@@ -16,7 +16,7 @@ use chrono::Duration;
 use maud::{html, Markup};
 
 use super::auth::Authed;
-use super::layout::{self, Nav};
+use super::layout::{self, Field, Nav};
 use super::{Console, ConsoleError};
 use crate::plan::Content;
 use crate::store::audit::{self, AuditFilter, AuditRecord, Outcome};
@@ -154,8 +154,8 @@ fn rejected_table(records: &[(u64, AuditRecord)]) -> Markup {
                 @for (_, r) in records {
                     tr.rejected {
                         td { (layout::time(r.at)) }
-                        td.mono { (r.rule.as_deref().unwrap_or("—")) }
-                        td.mono { (r.error.as_deref().unwrap_or("")) }
+                        td.mono { (layout::shown(r.rule.as_deref().unwrap_or("—"), Field::Detail)) }
+                        td.mono { (layout::shown(r.error.as_deref().unwrap_or(""), Field::Detail)) }
                     }
                 }
             }
@@ -172,10 +172,10 @@ fn errors_table(console: &Console, errors: &[AuditRecord]) -> Markup {
                 @for r in errors {
                     tr {
                         td { (layout::time(r.at)) }
-                        td { (r.rule.as_deref().unwrap_or("—")) }
+                        td { (layout::shown(r.rule.as_deref().unwrap_or("—"), Field::Detail)) }
                         td { @if let Some(t) = &r.thread_id { (layout::thread_link(t)) } }
                         td { (layout::outcome_pill(r.outcome)) }
-                        td { (r.error.as_deref().unwrap_or("")) " "
+                        td { (layout::shown(r.error.as_deref().unwrap_or(""), Field::Detail)) " "
                             span.muted { (r.property_id.as_deref().map(|p| console.property_name(p)).unwrap_or_default()) } }
                     }
                 }

@@ -4,6 +4,12 @@
 //! follow-ups, each with a Cancel button (a CSRF-checked POST, audited as a
 //! `cancel_follow_up` by rule `console`, then 303 back to the thread).
 //!
+//! Ids in the path (the thread, a booking in the Cancel form) must be Channex ids (the
+//! parser's rule, [`is_valid_id`]): anything else is `400` before NATS or Channex is
+//! asked, so no path segment such as `..` can reach a Channex URL. Follow-up names are the
+//! rules' own words (bounded, no control characters). Every text shown goes through
+//! [`layout::shown`].
+//!
 //! Must not: change anything but the one follow-up it is asked to cancel; a Channex
 //! failure only empties the message column (the decisions still show).
 
@@ -15,8 +21,9 @@ use maud::{html, Markup};
 use serde::Deserialize;
 
 use super::auth::Authed;
-use super::layout::{self, Nav};
+use super::layout::{self, Field, Nav};
 use super::{check_csrf, Console, ConsoleError};
+use crate::channex::wire::is_valid_id;
 use crate::channex::Message;
 use crate::events::Sender;
 use crate::store::audit::{
@@ -24,12 +31,24 @@ use crate::store::audit::{
 };
 use crate::store::timers::{FollowUpTimer, FollowUps, TimerScope};
 
-/// Longest thread id or follow-up name accepted in a path.
-const MAX_ID: usize = 200;
+/// Longest follow-up name accepted in a path.
+const MAX_NAME: usize = 200;
 
-fn checked(what: &str, value: &str) -> Result<(), ConsoleError> {
-    if value.is_empty() || value.len() > MAX_ID || value.chars().any(char::is_control) {
-        return Err(ConsoleError::BadInput(format!("{what}: not a valid id")));
+/// A thread or booking id: a Channex id, or `400`.
+fn checked_id(what: &str, value: &str) -> Result<(), ConsoleError> {
+    if !is_valid_id(value) {
+        return Err(ConsoleError::BadInput(format!(
+            "{what}: not a Channex id ([A-Za-z0-9_-], 1 to {} characters)",
+            crate::channex::wire::MAX_ID_LEN
+        )));
+    }
+    Ok(())
+}
+
+/// A follow-up name (chosen by a rule: spaces allowed).
+fn checked_name(value: &str) -> Result<(), ConsoleError> {
+    if value.is_empty() || value.len() > MAX_NAME || value.chars().any(char::is_control) {
+        return Err(ConsoleError::BadInput("follow-up: not a valid name".into()));
     }
     Ok(())
 }
@@ -74,7 +93,7 @@ pub async fn page(
     Extension(authed): Extension<Authed>,
     Path(id): Path<String>,
 ) -> Result<Markup, ConsoleError> {
-    checked("thread", &id)?;
+    checked_id("thread", &id)?;
     let deps = console.deps();
     let filter = AuditFilter {
         thread_id: Some(id.clone()),
@@ -90,7 +109,10 @@ pub async fn page(
         Ok(listing) => (listing.items, None),
         Err(e) => {
             tracing::warn!(thread = %id, error = %e, "console: cannot read the thread's messages");
-            (Vec::new(), Some(e.to_string()))
+            (
+                Vec::new(),
+                Some(layout::shown(&e.to_string(), Field::Detail).into_owned()),
+            )
         }
     };
     let items = interleave(&messages, audit::group_by_event(&records));
@@ -126,7 +148,7 @@ fn follow_up_table(thread_id: &str, timers: &[FollowUpTimer], csrf: &str) -> Mar
                 @if timers.is_empty() { tr { td.empty colspan="4" { "No follow-up pending." } } }
                 @for t in timers {
                     tr.follow-up data-name=(t.name) {
-                        td { (t.name) }
+                        td { (layout::shown(&t.name, Field::Detail)) }
                         td { (layout::time(t.due_at)) }
                         td.muted { (layout::time(t.armed_at)) }
                         td { form method="post" action={ (layout::thread_href(thread_id)) "/follow-ups/" (layout::path_segment(&t.name)) "/cancel" } {
@@ -157,7 +179,7 @@ fn render_item(item: &Item<'_>) -> Markup {
             html! {
                 div class=(class) {
                     div.meta { (m.sender.as_str()) " · " (layout::time(m.inserted_at)) }
-                    div.message-text { (m.text) }
+                    div.message-text { (layout::shown(&m.text, Field::Text)) }
                     @if !m.attachments.is_empty() { div.meta { (m.attachments.len()) " attachment(s)" } }
                 }
             }
@@ -167,14 +189,14 @@ fn render_item(item: &Item<'_>) -> Markup {
                 div.meta { "concierge · " (d.event_type.as_deref().unwrap_or("event"))
                     @if let Some(at) = d.at { " · " (layout::time(at)) } }
                 @for (rule, records) in &d.rules {
-                    div { strong { (rule) }
+                    div { strong { (layout::shown(rule, Field::Detail)) }
                         ul { @for r in records { li {
                             (r.action.as_ref().map_or("—", |a| a.as_str()))
-                            @if let Some(t) = &r.template { " (" (t) ")" }
+                            @if let Some(t) = &r.template { " (" (layout::shown(t, Field::Detail)) ")" }
                             " " (layout::outcome_pill(r.outcome))
-                            @if let Some(reason) = &r.reason { " " span.muted { (reason.as_text()) } }
-                            @if let Some(text) = &r.text { div.rendered.reply-text { (text) } }
-                            @if let Some(e) = &r.error { div.muted { (e) } }
+                            @if let Some(reason) = &r.reason { " " span.muted { (layout::shown(&reason.as_text(), Field::Detail)) } }
+                            @if let Some(text) = &r.text { div.rendered.reply-text { (layout::shown(text, Field::Text)) } }
+                            @if let Some(e) = &r.error { div.muted { (layout::shown(e, Field::Detail)) } }
                         } } }
                     }
                 }
@@ -210,7 +232,7 @@ async fn cancel_scope<'a>(
     let scope = match (form.scope, form.booking.as_deref()) {
         (ScopeKind::Thread, _) => TimerScope::Thread(id),
         (ScopeKind::Booking, Some(b)) => {
-            checked("booking", b)?;
+            checked_id("booking", b)?;
             TimerScope::Booking(b)
         }
         (ScopeKind::Booking, None) => {
@@ -235,8 +257,8 @@ pub async fn cancel(
     Path((id, name)): Path<(String, String)>,
     Form(form): Form<CancelForm>,
 ) -> Result<Redirect, ConsoleError> {
-    checked("thread", &id)?;
-    checked("follow-up", &name)?;
+    checked_id("thread", &id)?;
+    checked_name(&name)?;
     check_csrf(&authed, form.csrf.as_deref())?;
     let deps = console.deps();
     let follow_ups = FollowUps::new(deps.infra.followups.clone());

@@ -5,7 +5,9 @@
 //! server-rendered row over SSE ([`audit::follow_new`]: an ephemeral consumer that starts
 //! after the newest record the page showed, `after=<seq>` in the page's `data-live` URL, or
 //! after a reconnect's `Last-Event-ID`; each event's `id` is its stream sequence and the
-//! page's script drops rows it already has).
+//! page's script drops rows it already has). A stream is admitted by the [`StreamGate`]
+//! (bounded per session, per address and in total: `429`/`503` with `Retry-After` past
+//! them) and ends when its session is ended (checked every [`super::streams::StreamLimits::recheck`]).
 //!
 //! Must not: read more than [`MAX_SCAN`] stored records for a page (a thread filter, served
 //! by the stream's subject filter, is the exception: it only delivers that thread's).
@@ -15,17 +17,20 @@ use std::convert::Infallible;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use chrono::{DateTime, Utc};
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::auth::Authed;
-use super::layout::{self, Nav};
+use super::auth::{self, Authed, PeerAddr, Principal};
+use super::layout::{self, Field, Nav};
+use super::streams::StreamGate;
 use super::{Console, ConsoleError};
 use crate::store::audit::{self, AuditFilter, AuditRecord, Outcome};
 use crate::store::nats::{audit_stream, stream_bounds};
+use crate::store::sessions::SessionRevocations;
 
 /// Records per page.
 pub const PAGE: usize = 100;
@@ -65,6 +70,16 @@ fn non_empty(v: &Option<String>) -> Option<String> {
         .map(str::to_string)
 }
 
+/// An id filter: empty, or a Channex id (the parser's rule), else `400`.
+fn channex_id(what: &str, v: &Option<String>) -> Result<Option<String>, ConsoleError> {
+    match non_empty(v) {
+        Some(id) if !crate::channex::wire::is_valid_id(&id) => Err(ConsoleError::BadInput(
+            format!("{what}: not a Channex id ([A-Za-z0-9_-])"),
+        )),
+        id => Ok(id),
+    }
+}
+
 /// `2h` back from `now`, or an RFC 3339 time.
 pub fn point_in_time(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, ConsoleError> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
@@ -92,8 +107,8 @@ impl TimelineQuery {
                 None => None,
             };
         Ok(AuditFilter {
-            property_id: non_empty(&self.property),
-            thread_id: non_empty(&self.thread),
+            property_id: channex_id("property", &self.property)?,
+            thread_id: channex_id("thread", &self.thread)?,
             rule: non_empty(&self.rule),
             outcome,
             since: non_empty(&self.since)
@@ -221,35 +236,51 @@ pub fn records_table(
     }
 }
 
-/// One audit record as a table row (the page and the live stream render the same).
+/// One audit record as a table row (the page and the live stream render the same). Every
+/// text of the record is outside text (a reply renders the guest's words, an error quotes
+/// Channex): each goes through [`layout::shown`].
 pub fn record_row(console: &Console, seq: u64, r: &AuditRecord) -> Markup {
     let property = r.property_id.as_deref().map(|p| console.property_name(p));
     let detail_is_error = !matches!(r.outcome, Outcome::Executed | Outcome::DryRun);
+    let detail = |s: &str| layout::shown(s, Field::Detail).into_owned();
+    let reason = r.reason.as_ref().map(|x| detail(&x.as_text()));
     html! {
         tr.record id={ "r" (seq) } data-outcome=(r.outcome.as_str()) {
             td { (layout::time(r.at)) }
             td { (property.unwrap_or_default()) }
             td { @if let Some(t) = &r.thread_id { (layout::thread_link(t)) } @else { span.muted { "—" } } }
-            td { (r.rule.as_deref().unwrap_or("—")) }
+            td { (detail(r.rule.as_deref().unwrap_or("—"))) }
             td { (r.action.as_ref().map_or("—", |a| a.as_str()))
-                 @if let Some(t) = &r.template { " " span.muted { "(" (t) ")" } } }
+                 @if let Some(t) = &r.template { " " span.muted { "(" (detail(t)) ")" } } }
             td { (layout::outcome_pill(r.outcome)) }
-            td.optional { (r.reason.as_ref().map(|x| x.as_text()).unwrap_or_default()) }
+            td.optional { (reason.unwrap_or_default()) }
             td {
-                @if let Some(text) = &r.text { div.reply-text { (text) } }
-                @if let (true, Some(e)) = (detail_is_error, &r.error) { div.muted { (e) } }
+                @if let Some(text) = &r.text { div.reply-text { (layout::shown(text, Field::Text)) } }
+                @if let (true, Some(e)) = (detail_is_error, &r.error) { div.muted { (detail(e)) } }
             }
         }
     }
 }
 
 /// Records stored after `after` (query) or the `Last-Event-ID` of a reconnect (the newer
-/// wins), else from now on; each event carries its stream sequence as `id`.
+/// wins), else from now on; each event carries its stream sequence as `id`. Refused past
+/// the [`StreamGate`]'s bounds; ends when the session is ended.
 pub async fn stream(
     State(console): State<Console>,
+    Extension(authed): Extension<Authed>,
+    Extension(gate): Extension<StreamGate>,
+    peer: Option<Extension<PeerAddr>>,
     headers: HeaderMap,
     Query(q): Query<TimelineQuery>,
-) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ConsoleError> {
+) -> Result<Response, ConsoleError> {
+    let address = auth::peer_ip(peer.map(|Extension(p)| p));
+    let permit = match gate.admit(authed.principal.key(), address) {
+        Ok(permit) => permit,
+        Err(why) => {
+            tracing::info!(?why, "console: live stream refused");
+            return Ok(gate.refusal(why));
+        }
+    };
     let mut filter = q.filter(console.now())?;
     filter.since = None;
     let last_event = headers
@@ -259,14 +290,44 @@ pub async fn stream(
     let after = q.after.max(last_event);
     let js = &console.deps().infra.js;
     let records = audit::follow_new(js, console.prefix(), filter, after).await?;
-    let events = records.map(move |(seq, r)| {
+    let ended = Box::pin(session_ends(
+        console.revocations().clone(),
+        authed.principal,
+        gate.limits().recheck,
+    ));
+    let events = records.take_until(ended).map(move |(seq, r)| {
+        // The permit lives inside the body: the place is given back when the client goes.
+        let _held = &permit;
         let row = record_row(&console, seq, &r).into_string();
-        Ok(SseEvent::default()
-            .event("record")
-            .id(seq.to_string())
-            .data(row))
+        Ok::<_, Infallible>(
+            SseEvent::default()
+                .event("record")
+                .id(seq.to_string())
+                .data(row),
+        )
     });
-    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// Resolves when the session of `principal` is ended (never for a bearer client), asked
+/// every `every`; a NATS failure keeps the stream (the next page request fails closed).
+async fn session_ends(
+    revocations: SessionRevocations,
+    principal: Principal,
+    every: std::time::Duration,
+) {
+    if principal == Principal::Bearer {
+        return std::future::pending().await;
+    }
+    loop {
+        tokio::time::sleep(every).await;
+        if let Ok(true) = auth::session_ended(&revocations, &principal).await {
+            tracing::info!("console: live stream of an ended session closed");
+            return;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -299,5 +360,15 @@ mod tests {
             ..Default::default()
         };
         assert!(bad.filter(now).is_err());
+        for id in ["..", "a.b", "t 1", "*", ">"] {
+            let bad = TimelineQuery {
+                thread: Some(id.into()),
+                ..Default::default()
+            };
+            assert!(
+                matches!(bad.filter(now), Err(ConsoleError::BadInput(_))),
+                "{id}"
+            );
+        }
     }
 }

@@ -7,6 +7,11 @@
 //! (`tracing::warn!`). It must not decide whether to alert, render text or audit: the
 //! executor does that and records the [`AlertReport`] or [`AlertError`].
 //!
+//! An alert's text quotes guest words, and staff read it in chat, a terminal or a log: every
+//! sink gets it through the shared sanitiser ([`crate::base::display::sanitize`]: control
+//! characters shown as U+FFFD, bidi formatting removed, at most [`ALERT_TEXT_CHARS`]
+//! characters, line breaks kept).
+//!
 //! The webhook URL is a secret (it embeds the token): it never appears in logs or error
 //! strings. reqwest errors carry the URL, so every error message here is built from
 //! `without_url()` and then scrubbed of the URL and its path as a second line of defence.
@@ -17,7 +22,12 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::base::display::{sanitize, Lines};
 use crate::config::{AlertsConfig, Secret};
+
+/// The most an alert's text shows (Slack cuts messages near 40,000 characters; an alert
+/// is a pointer to a thread, not the thread).
+pub const ALERT_TEXT_CHARS: usize = 4_000;
 
 /// One staff notification, already rendered.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -135,8 +145,14 @@ impl AlertSinks {
         self
     }
 
-    /// Deliver to every configured sink. `Ok` only when all of them delivered.
+    /// Deliver to every configured sink (the text sanitised once for all of them). `Ok`
+    /// only when all of them delivered.
     pub async fn send(&self, alert: &Alert) -> Result<AlertReport, AlertError> {
+        let shown = Alert {
+            text: sanitize(&alert.text, ALERT_TEXT_CHARS, Lines::Keep).into_owned(),
+            ..alert.clone()
+        };
+        let alert = &shown;
         let mut delivered = Vec::new();
         let mut failures = Vec::new();
         let mut attempts = 0;
