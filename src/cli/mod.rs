@@ -7,6 +7,7 @@
 /// The read-side commands (`audit`, `explain`, `replay`, `follow-ups`), public so that
 /// integration tests can drive them without the command line.
 pub mod inspect;
+mod report;
 mod run;
 
 use std::path::PathBuf;
@@ -64,6 +65,9 @@ enum Command {
     FollowUps(inspect::FollowUpsCommand),
     /// Delete one thread's personal data (ledger texts, timers, audit records, events).
     Purge(PurgeArgs),
+    /// Reports: `report responses` (response times and the OTAs' scores).
+    #[command(subcommand)]
+    Report(report::ReportCommand),
 }
 
 #[derive(Debug, Args)]
@@ -254,6 +258,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
         Command::Replay(args) => report(inspect::replay(&config, args).await),
         Command::FollowUps(cmd) => report(inspect::follow_ups(&config, cmd).await),
         Command::Purge(args) => report(purge(&config, args).await),
+        Command::Report(cmd) => report(report::run(&config, cmd).await),
         Command::Sim(_) | Command::Demo(_) => ExitCode::SUCCESS,
     }
 }
@@ -268,8 +273,8 @@ async fn purge(config: &Config, args: PurgeArgs) -> anyhow::Result<()> {
     )
     .await?;
     println!(
-        "purged thread {}: ledger_keys={} timers={} audit_records={} events={} bookings={}",
-        args.thread, r.ledger_keys, r.timers, r.audit_records, r.events, r.bookings
+        "purged thread {}: ledger_keys={} timers={} audit_records={} events={} bookings={} responses={}",
+        args.thread, r.ledger_keys, r.timers, r.audit_records, r.events, r.bookings, r.responses
     );
     Ok(())
 }

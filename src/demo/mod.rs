@@ -316,6 +316,10 @@ async fn start_services(
     let scheduler = crate::wiring::scheduler(config, infra, channex.clone());
     let scheduler_shutdown = shutdown.clone();
     roles.spawn(async move { Ok(scheduler.run(scheduler_shutdown).await?) });
+    if let Some(tracker) = crate::wiring::responses(config, infra) {
+        let tracker_shutdown = shutdown.clone();
+        roles.spawn(async move { Ok(tracker.run(tracker_shutdown).await?) });
+    }
     let mut watchers = Vec::new();
     let reloads = ReloadStatus::default();
     for _ in 0..2 {

@@ -183,6 +183,10 @@ impl Names {
     pub fn leases_bucket(&self) -> String {
         format!("{}_leases", self.prefix)
     }
+    /// Response-time records and score-alert episodes ([`crate::store::responses`]).
+    pub fn responses_bucket(&self) -> String {
+        format!("{}_responses", self.prefix)
+    }
 }
 
 /// Everything a role needs from NATS, created once per process.
@@ -195,6 +199,8 @@ pub struct Infra {
     pub ledger: kv::Store,
     pub followups: kv::Store,
     pub leases: kv::Store,
+    /// Response-time records ([`crate::store::responses`]), `nats.responses_max_age`.
+    pub responses: kv::Store,
 }
 
 /// A connect error that never shows `user:password@` of `nats.url`, neither in the URL
@@ -299,6 +305,8 @@ impl Infra {
         let followups =
             ensure_bucket(&js, &names.followups_bucket(), cfg.followups_max_age, cfg).await?;
         let leases = ensure_bucket(&js, &names.leases_bucket(), forever, cfg).await?;
+        let responses =
+            ensure_bucket(&js, &names.responses_bucket(), cfg.responses_max_age, cfg).await?;
         Ok(Infra {
             client,
             js,
@@ -307,6 +315,7 @@ impl Infra {
             ledger,
             followups,
             leases,
+            responses,
         })
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! Pages: [`deadlines`] (home), [`timeline`] (audit log, live over SSE), [`thread`]
 //! (messages interleaved with decisions, follow-ups with Cancel), [`rules`], [`playground`]
-//! (the worker's `plan()`, dry) and [`health`]. [`auth`] guards every route but `/login`
+//! (the worker's `plan()`, dry), [`health`] and [`responses`] (response times and the OTAs'
+//! scores, charts drawn as SVG). [`auth`] guards every route but `/login`
 //! and the embedded assets; [`layout`] is the page shell.
 //!
 //! Owns: the routes, the [`Console`] state (handles to NATS, the Channex client, the live
@@ -17,6 +18,7 @@ mod deadlines;
 mod health;
 pub mod layout;
 mod playground;
+mod responses;
 mod rules;
 mod thread;
 mod timeline;
@@ -144,6 +146,7 @@ pub fn router(console: Option<Console>) -> Router {
         .route("/playground", get(playground::page).post(playground::run))
         .route("/playground/replay", post(playground::replay))
         .route("/health", get(health::page))
+        .route("/responses", get(responses::page))
         .route("/logout", post(logout))
         .route_layer(axum::middleware::from_fn_with_state(
             console.clone(),
