@@ -598,7 +598,7 @@ impl Config {
     /// Every duration key with its sane range, `(key, value, min, max)`. Below the minimum
     /// the mechanism cannot work (a zero `ack_wait` redelivers every event at once, a zero
     /// lease is never held); above the maximum the value is almost certainly a typo.
-    fn duration_ranges(&self) -> [(&'static str, Duration, Duration, Duration); 13] {
+    fn duration_ranges(&self) -> [(&'static str, Duration, Duration, Duration); 15] {
         const MS: u64 = 1;
         const S: u64 = 1000 * MS;
         const MIN: u64 = 60 * S;

@@ -32,7 +32,7 @@ impl concierge::http::Readiness for AlwaysReady {
 }
 
 fn ms(at: DateTime<Utc>) -> i64 {
-    at.timestamp_millis()
+    at.timestamp_micros()
 }
 
 /// One thread: a guest message `ago` before `now`, answered `after` it by `by` (a

@@ -67,7 +67,7 @@ impl Channel {
     }
 }
 
-/// One message seen: its Channex id and when Channex says it was inserted (Unix ms).
+/// One message seen: its Channex id and when Channex says it was inserted (Unix µs).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Seen {
     pub id: String,
@@ -98,7 +98,7 @@ pub struct ThreadRecord {
     /// System messages (the inquiry message, ...): ids only, they count as seen.
     #[serde(rename = "y", default, skip_serializing_if = "Vec::is_empty")]
     pub system: Vec<String>,
-    /// When the Airbnb inquiry arrived (its system message), Unix ms.
+    /// When the Airbnb inquiry arrived (its system message), Unix µs.
     #[serde(rename = "i", default, skip_serializing_if = "Option::is_none")]
     pub inquiry_at: Option<i64>,
     /// Ids of property messages concierge sent by itself.
@@ -107,7 +107,7 @@ pub struct ThreadRecord {
     /// Ids of property messages sent as drafts a person approved.
     #[serde(rename = "d", default, skip_serializing_if = "Vec::is_empty")]
     pub drafts: Vec<String>,
-    /// When concierge marked the thread "no reply needed" (Unix ms).
+    /// When concierge marked the thread "no reply needed" (Unix µs).
     #[serde(rename = "x", default, skip_serializing_if = "Vec::is_empty")]
     pub no_reply: Vec<i64>,
 }
@@ -121,7 +121,7 @@ impl ThreadRecord {
         }
     }
 
-    /// Drops entries older than `cutoff` (Unix ms) and keeps each list within
+    /// Drops entries older than `cutoff` (Unix µs) and keeps each list within
     /// [`MAX_ENTRIES`]. Ids of concierge's own messages go with their messages.
     pub fn prune(&mut self, cutoff: i64) {
         let keep_recent = |list: &mut Vec<Seen>| {

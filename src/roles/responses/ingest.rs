@@ -17,13 +17,13 @@ pub enum Fact {
     Guest(Seen),
     Property(Seen),
     System(String),
-    /// The Airbnb inquiry's system message arrived (Unix ms).
+    /// The Airbnb inquiry's system message arrived (Unix µs).
     Inquiry(i64),
     /// A property message concierge sent by itself.
     Concierge(String),
     /// A property message sent as a draft a person approved.
     Draft(String),
-    /// Concierge marked the thread "no reply needed" (Unix ms).
+    /// Concierge marked the thread "no reply needed" (Unix µs).
     NoReply(i64),
 }
 
@@ -49,7 +49,7 @@ pub fn from_event(event: &Event) -> Option<Facts> {
     let message = event.message.as_ref()?;
     let seen = Seen {
         id: message.id.clone(),
-        at: message.inserted_at.timestamp_millis(),
+        at: message.inserted_at.timestamp_micros(),
     };
     let mut facts = vec![match message.sender {
         Sender::Guest => Fact::Guest(seen),
@@ -57,7 +57,7 @@ pub fn from_event(event: &Event) -> Option<Facts> {
         Sender::System | Sender::Other(_) => Fact::System(message.id.clone()),
     }];
     if event.inquiry.is_some() && thread.booking_id.is_none() {
-        facts.push(Fact::Inquiry(message.inserted_at.timestamp_millis()));
+        facts.push(Fact::Inquiry(message.inserted_at.timestamp_micros()));
     }
     Some(Facts {
         property_id: event.property.id.clone(),
@@ -99,7 +99,7 @@ pub fn from_audit(record: &AuditRecord) -> Option<Facts> {
                 Fact::Concierge(message_of_event_id(record.event_id.as_deref()?)?.to_string())
             }
             (Some(ActionKind::NoReplyNeeded), Outcome::Executed, _) => {
-                Fact::NoReply(record.at.timestamp_millis())
+                Fact::NoReply(record.at.timestamp_micros())
             }
             _ => return None,
         }

@@ -125,10 +125,10 @@ impl Tracker {
         &self.store
     }
 
-    /// Oldest fact a record keeps (Unix ms).
+    /// Oldest fact a record keeps (Unix µs).
     fn cutoff(&self) -> i64 {
         let retention = chrono::TimeDelta::from_std(self.retention).unwrap_or(chrono::TimeDelta::MAX);
-        ((self.clock)() - retention).timestamp_millis()
+        ((self.clock)() - retention).timestamp_micros()
     }
 
     /// Folds one event into its thread's record.

@@ -162,8 +162,10 @@ struct TimelineAnswer {
     order: u8,
 }
 
+/// A record's time (Unix µs: Channex's own precision, so a reply and a message within one
+/// millisecond keep their order).
 fn ms(at: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(at).unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
+    DateTime::from_timestamp_micros(at).unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
 }
 
 /// Who sent a property-side message: an approved draft, concierge, else staff by hand.

@@ -3,14 +3,14 @@
 use super::*;
 use crate::store::responses::{Seen, ThreadRecord};
 
-const HOUR: i64 = 3_600_000;
-const MINUTE: i64 = 60_000;
+const HOUR: i64 = 3_600_000_000;
+const MINUTE: i64 = 60_000_000;
 const DAY: i64 = 24 * HOUR;
 
 fn t0() -> i64 {
     DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z")
         .expect("time")
-        .timestamp_millis()
+        .timestamp_micros()
 }
 
 fn at(ms: i64) -> DateTime<Utc> {
