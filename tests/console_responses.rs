@@ -37,13 +37,25 @@ fn ms(at: DateTime<Utc>) -> i64 {
 
 /// One thread: a guest message `ago` before `now`, answered `after` it by `by` (a
 /// property message concierge sent when `concierge`), or not at all.
-fn record(id: &str, channel: Channel, now: DateTime<Utc>, ago: TimeDelta, answer: Option<(TimeDelta, bool)>) -> ThreadRecord {
+fn record(
+    id: &str,
+    channel: Channel,
+    now: DateTime<Utc>,
+    ago: TimeDelta,
+    answer: Option<(TimeDelta, bool)>,
+) -> ThreadRecord {
     let mut r = ThreadRecord::new(PROPERTY, id);
     r.channel = Some(channel);
     let arrived = now - ago;
-    r.guest.push(Seen { id: format!("{id}-g"), at: ms(arrived) });
+    r.guest.push(Seen {
+        id: format!("{id}-g"),
+        at: ms(arrived),
+    });
     if let Some((after, by_concierge)) = answer {
-        r.property.push(Seen { id: format!("{id}-r"), at: ms(arrived + after) });
+        r.property.push(Seen {
+            id: format!("{id}-r"),
+            at: ms(arrived + after),
+        });
         if by_concierge {
             r.concierge.push(format!("{id}-r"));
         }
@@ -65,13 +77,31 @@ fn seeded(now: DateTime<Utc>) -> Vec<ThreadRecord> {
             9 | 10 => (TimeDelta::hours(3), false),
             _ => (TimeDelta::hours(25), false),
         };
-        out.push(record(&format!("b{i}"), Channel::BookingCom, now, day(2 + 2 * i), Some(answer)));
+        out.push(record(
+            &format!("b{i}"),
+            Channel::BookingCom,
+            now,
+            day(2 + 2 * i),
+            Some(answer),
+        ));
     }
     for i in 0..10 {
         let answer = (i >= 2).then_some((TimeDelta::hours(1), false));
-        out.push(record(&format!("a{i}"), Channel::Airbnb, now, day(3 + 2 * i), answer));
+        out.push(record(
+            &format!("a{i}"),
+            Channel::Airbnb,
+            now,
+            day(3 + 2 * i),
+            answer,
+        ));
     }
-    out.push(record("waiting", Channel::BookingCom, now, TimeDelta::hours(21), None));
+    out.push(record(
+        "waiting",
+        Channel::BookingCom,
+        now,
+        TimeDelta::hours(21),
+        None,
+    ));
     out
 }
 
@@ -96,7 +126,11 @@ async fn the_response_page_draws_the_scores_times_and_who_answered() {
     let (_nats, infra, nats_cfg) = common::nats_infra().await;
     let sim = common::sim().await;
     let now = Utc::now();
-    let store = ResponseStore::new(infra.js.clone(), infra.responses.clone(), &infra.names.responses_bucket());
+    let store = ResponseStore::new(
+        infra.js.clone(),
+        infra.responses.clone(),
+        &infra.names.responses_bucket(),
+    );
     for r in seeded(now) {
         store
             .update(&r.property_id, &r.thread_id, 0, |slot| {
@@ -111,7 +145,10 @@ async fn the_response_page_draws_the_scores_times_and_who_answered() {
     config.console.token = concierge::config::Secret::new(&token);
     config.properties.insert(
         PROPERTY.into(),
-        concierge::config::PropertyConfig { name: "Casa Azul".into(), ..Default::default() },
+        concierge::config::PropertyConfig {
+            name: "Casa Azul".into(),
+            ..Default::default()
+        },
     );
     let engine = Arc::new(RuleEngine::new(RuleLimits::default()));
     let empty = tempfile::tempdir().unwrap();
@@ -133,28 +170,53 @@ async fn the_response_page_draws_the_scores_times_and_who_answered() {
         console,
     );
     let (_stop, shutdown) = tokio::sync::watch::channel(false);
-    let addr = concierge::http::serve("127.0.0.1:0", router, shutdown).await.unwrap();
+    let addr = concierge::http::serve("127.0.0.1:0", router, shutdown)
+        .await
+        .unwrap();
     let base = format!("http://{addr}");
 
     let driver = browser::chromedriver().await;
     let client = browser::headless(&driver).await;
     client.goto(&format!("{base}/login")).await.unwrap();
-    wait_css(&client, "form#login input[name=token]").await.send_keys(&token).await.unwrap();
-    wait_css(&client, "form#login button").await.click().await.unwrap();
+    wait_css(&client, "form#login input[name=token]")
+        .await
+        .send_keys(&token)
+        .await
+        .unwrap();
+    wait_css(&client, "form#login button")
+        .await
+        .click()
+        .await
+        .unwrap();
     wait_css(&client, "nav a[href=\"/responses\"]").await;
-    client.goto(&format!("{base}/responses?property={PROPERTY}")).await.unwrap();
+    client
+        .goto(&format!("{base}/responses?property={PROPERTY}"))
+        .await
+        .unwrap();
     wait_css(&client, "svg#chart-times").await;
     screenshot(&client, "responses").await;
 
     // The scores, as the OTAs define them.
     assert_eq!(texts(&client, "#booking_reply_score .value").await, ["91%"]);
-    assert_eq!(texts(&client, "#airbnb_response_rate .value").await, ["80%"]);
+    assert_eq!(
+        texts(&client, "#airbnb_response_rate .value").await,
+        ["80%"]
+    );
     // Each score against its 90 % target line, one point per day with a value.
     for chart in ["chart-booking_reply_score", "chart-airbnb_response_rate"] {
-        assert_eq!(attrs(&client, &format!("svg#{chart} line.target"), "data-value").await, ["90"], "{chart}");
+        assert_eq!(
+            attrs(&client, &format!("svg#{chart} line.target"), "data-value").await,
+            ["90"],
+            "{chart}"
+        );
     }
     let today = now.date_naive().to_string();
-    let last_booking = attrs(&client, &format!("svg#chart-booking_reply_score circle[data-date=\"{today}\"]"), "data-value").await;
+    let last_booking = attrs(
+        &client,
+        &format!("svg#chart-booking_reply_score circle[data-date=\"{today}\"]"),
+        "data-value",
+    )
+    .await;
     assert_eq!(last_booking, ["91.6667"]);
     // Response times per day: p50 and p90 points of the days with answers, 2 minutes for
     // concierge's days.
@@ -165,16 +227,46 @@ async fn the_response_page_draws_the_scores_times_and_who_answered() {
     assert_eq!(p50.iter().filter(|v| *v == "25.0000").count(), 1, "{p50:?}");
     assert_eq!(p50.iter().filter(|v| *v == "1.0000").count(), 8, "{p50:?}");
     let legend = texts(&client, "#times-legend").await.join(" ");
-    assert!(legend.contains("p50 1h 00m") && legend.contains("p90 3h 00m"), "{legend}");
+    assert!(
+        legend.contains("p50 1h 00m") && legend.contains("p90 3h 00m"),
+        "{legend}"
+    );
     // Who answered first: concierge 9, staff 11, per day as bars.
-    assert_eq!(texts(&client, "#answered-legend strong[data-by=concierge]").await, ["9"]);
-    assert_eq!(texts(&client, "#answered-legend strong[data-by=staff]").await, ["11"]);
-    assert_eq!(texts(&client, "#answered-legend strong[data-by=unanswered]").await, ["3"]);
-    assert_eq!(client.find_all(Locator::Css("svg#chart-answered rect.concierge")).await.unwrap().len(), 9);
-    assert_eq!(client.find_all(Locator::Css("svg#chart-answered rect.staff")).await.unwrap().len(), 11);
+    assert_eq!(
+        texts(&client, "#answered-legend strong[data-by=concierge]").await,
+        ["9"]
+    );
+    assert_eq!(
+        texts(&client, "#answered-legend strong[data-by=staff]").await,
+        ["11"]
+    );
+    assert_eq!(
+        texts(&client, "#answered-legend strong[data-by=unanswered]").await,
+        ["3"]
+    );
+    assert_eq!(
+        client
+            .find_all(Locator::Css("svg#chart-answered rect.concierge"))
+            .await
+            .unwrap()
+            .len(),
+        9
+    );
+    assert_eq!(
+        client
+            .find_all(Locator::Css("svg#chart-answered rect.staff"))
+            .await
+            .unwrap()
+            .len(),
+        11
+    );
     assert_eq!(texts(&client, "#answered-share .value").await, ["45%"]);
     // At risk now: the guest waiting 21 h, 3 h left (the countdown ticks in the browser).
     let rows = texts(&client, "table#at-risk tbody tr").await;
-    assert!(rows.iter().any(|r| r.contains("Booking.com") && (r.contains("2h 59m") || r.contains("3h"))), "{rows:?}");
+    assert!(
+        rows.iter()
+            .any(|r| r.contains("Booking.com") && (r.contains("2h 59m") || r.contains("3h"))),
+        "{rows:?}"
+    );
     let _ = client.close().await;
 }

@@ -58,7 +58,11 @@ async fn rig(rules: &[(&str, &str)], shipped_rules: &[&str], shipped_templates: 
     for (name, body) in rules {
         std::fs::write(rules_dir.join(name), body).unwrap();
     }
-    std::fs::write(templates_dir.join("wifi.hbs"), "The wifi is {{vars.wifi_name}}.").unwrap();
+    std::fs::write(
+        templates_dir.join("wifi.hbs"),
+        "The wifi is {{vars.wifi_name}}.",
+    )
+    .unwrap();
     for name in shipped_rules {
         copy_shipped("rules", &rules_dir, name);
     }
@@ -73,7 +77,10 @@ async fn rig(rules: &[(&str, &str)], shipped_rules: &[&str], shipped_templates: 
         concierge::config::PropertyConfig {
             name: "Casa Azul".into(),
             timezone: Some("Europe/Lisbon".into()),
-            vars: serde_json::json!({"wifi_name": "CasaAzul"}).as_object().cloned().unwrap(),
+            vars: serde_json::json!({"wifi_name": "CasaAzul"})
+                .as_object()
+                .cloned()
+                .unwrap(),
             dry_run: false,
         },
     );
@@ -125,7 +132,9 @@ impl Rig {
     }
 
     fn thread(&self, provider: &str, guest: &str) -> String {
-        self.sim.sim.open_thread(PROP, provider, guest, provider != "AirBNB")
+        self.sim
+            .sim
+            .open_thread(PROP, provider, guest, provider != "AirBNB")
     }
 
     async fn report(&self, now: chrono::DateTime<Utc>) -> report::PropertyReport {
@@ -171,7 +180,12 @@ async fn every_answer_is_attributed_and_the_scores_follow_the_definitions() {
     let airbnb = rig.thread("AirBNB", "Fay");
     sim.guest_message(&airbnb, "Is the flat free in May?");
     rig.poller.poll_once(Some(PROP)).await.unwrap();
-    for (thread, text) in [(&in_time, "Yes, dogs are welcome."), (&late, "Yes, there is."), (&two, "Sorry, here now!"), (&airbnb, "It is!")] {
+    for (thread, text) in [
+        (&in_time, "Yes, dogs are welcome."),
+        (&late, "Yes, there is."),
+        (&two, "Sorry, here now!"),
+        (&airbnb, "It is!"),
+    ] {
         sim.staff_message(thread, text);
     }
     sim.guest_message(&airbnb, "Great, and parking?"); // a follow-up, never answered
@@ -186,22 +200,48 @@ async fn every_answer_is_attributed_and_the_scores_follow_the_definitions() {
     let now = Utc::now();
     common::eventually("every answer folded", Duration::from_secs(15), || async {
         let p = rig.report(now).await;
-        p.answered_by.concierge == 1 && p.answered_by.staff == 5 && p.answered_by.no_reply_needed == 1
+        p.answered_by.concierge == 1
+            && p.answered_by.staff == 5
+            && p.answered_by.no_reply_needed == 1
     })
     .await;
     let p = rig.report(now + TimeDelta::days(2)).await;
-    let booking = &p.scores.iter().find(|s| s.channel.as_str() == "booking_com").unwrap().score;
+    let booking = &p
+        .scores
+        .iter()
+        .find(|s| s.channel.as_str() == "booking_com")
+        .unwrap()
+        .score;
     // Ana (concierge), Carla (23:59), Eva ×2 (a later staff reply) in time; Dora (24:01)
     // late; Bea's "thanks" marked no reply needed within 24 h: left out.
-    assert_eq!((booking.counted, booking.within, booking.left_out), (5, 4, 1), "{booking:?}");
+    assert_eq!(
+        (booking.counted, booking.within, booking.left_out),
+        (5, 4, 1),
+        "{booking:?}"
+    );
     assert_eq!(booking.value, Some(0.8));
-    assert!(!booking.shown, "Booking.com shows its score from 10 messages");
-    let airbnb_rate = &p.scores.iter().find(|s| s.channel.as_str() == "airbnb").unwrap().score;
+    assert!(
+        !booking.shown,
+        "Booking.com shows its score from 10 messages"
+    );
+    let airbnb_rate = &p
+        .scores
+        .iter()
+        .find(|s| s.channel.as_str() == "airbnb")
+        .unwrap()
+        .score;
     // The opening answered in time; the follow-up does not count.
-    assert_eq!((airbnb_rate.counted, airbnb_rate.within), (1, 1), "{airbnb_rate:?}");
+    assert_eq!(
+        (airbnb_rate.counted, airbnb_rate.within),
+        (1, 1),
+        "{airbnb_rate:?}"
+    );
     assert_eq!(airbnb_rate.basis, Basis::Recent10Of90Days);
     assert_eq!(p.at_risk.len(), 1);
-    assert!(p.at_risk[0].overdue, "two days on, Fay's follow-up is overdue");
+    assert!(
+        p.at_risk[0].overdue,
+        "two days on, Fay's follow-up is overdue"
+    );
     let now_report = rig.report(Utc::now()).await;
     assert_eq!(now_report.at_risk.len(), 1, "Fay's follow-up is open now");
     assert_eq!(now_report.at_risk[0].thread_id, airbnb);
@@ -210,7 +250,10 @@ async fn every_answer_is_attributed_and_the_scores_follow_the_definitions() {
     let records = rig.tracker().store().list(Some(PROP)).await.unwrap();
     let first_by = |thread: &str| {
         let r = records.iter().find(|r| r.thread_id == thread).unwrap();
-        concierge::roles::responses::scores::responses(r)[0].answer.as_ref().map(|a| a.by)
+        concierge::roles::responses::scores::responses(r)[0]
+            .answer
+            .as_ref()
+            .map(|a| a.by)
     };
     assert_eq!(first_by(&auto), Some(Answerer::Concierge));
     assert_eq!(first_by(&thanks), Some(Answerer::NoReplyNeeded));
@@ -222,7 +265,12 @@ async fn every_answer_is_attributed_and_the_scores_follow_the_definitions() {
         .unwrap();
     assert_eq!(purged.responses, 1);
     let p = rig.report(now + TimeDelta::days(2)).await;
-    let booking = &p.scores.iter().find(|s| s.channel.as_str() == "booking_com").unwrap().score;
+    let booking = &p
+        .scores
+        .iter()
+        .find(|s| s.channel.as_str() == "booking_com")
+        .unwrap()
+        .score;
     assert_eq!((booking.counted, booking.within), (4, 4));
 
     // The CLI prints the same report as JSON.
@@ -233,7 +281,11 @@ async fn every_answer_is_attributed_and_the_scores_follow_the_definitions() {
         .current_dir(rig._dir.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let property = &json["properties"][0];
     assert_eq!(property["property_id"], PROP);
@@ -256,7 +308,12 @@ async fn every_answer_is_attributed_and_the_scores_follow_the_definitions() {
 /// the same due time) and the fired event is delivered to a second worker again.
 #[tokio::test]
 async fn the_20_hour_warning_fires_once_across_a_worker_kill() {
-    let mut rig = rig(&[], &["35_response_alert.rhai"], &["response_alert.hbs", "response_score_alert.hbs"]).await;
+    let mut rig = rig(
+        &[],
+        &["35_response_alert.rhai"],
+        &["response_alert.hbs", "response_score_alert.hbs"],
+    )
+    .await;
     let mut alerts = rig
         .infra
         .client
@@ -264,14 +321,21 @@ async fn the_20_hour_warning_fires_once_across_a_worker_kill() {
         .await
         .unwrap();
     let thread = rig.thread("BookingCom", "Gil");
-    rig.sim.sim.guest_message(&thread, "Is late checkout possible?");
+    rig.sim
+        .sim
+        .guest_message(&thread, "Is late checkout possible?");
     let asked = rig.sim.sim.messages(&thread)[0].inserted_at;
     let clock = ManualClock::starting_at(asked);
     let first = rig.start_worker(Some(&clock)).await;
     rig.poller.poll_once(Some(PROP)).await.unwrap();
     let followups = concierge::store::timers::FollowUps::new(rig.infra.followups.clone());
     common::eventually("the warning armed", Duration::from_secs(10), || async {
-        followups.list().await.unwrap().iter().any(|t| t.name == "response_alert")
+        followups
+            .list()
+            .await
+            .unwrap()
+            .iter()
+            .any(|t| t.name == "response_alert")
     })
     .await;
     let armed = followups.list().await.unwrap();
@@ -294,7 +358,10 @@ async fn the_20_hour_warning_fires_once_across_a_worker_kill() {
         .unwrap();
     let alert: serde_json::Value = serde_json::from_slice(&alert.payload).unwrap();
     let text = alert["text"].as_str().unwrap();
-    assert!(text.contains("Booking.com guest Gil has waited 20 h"), "{text}");
+    assert!(
+        text.contains("Booking.com guest Gil has waited 20 h"),
+        "{text}"
+    );
     assert_eq!(alert["rule"], "35_response_alert");
 
     // The guest writes again in the same wait: the same due time is armed again, its
@@ -304,7 +371,11 @@ async fn the_20_hour_warning_fires_once_across_a_worker_kill() {
     second.abort();
     let _third = rig.start_worker(Some(&clock)).await;
     let again = tokio::time::timeout(Duration::from_secs(4), alerts.next()).await;
-    assert!(again.is_err(), "a second alert: {:?}", again.map(|m| m.map(|m| m.payload)));
+    assert!(
+        again.is_err(),
+        "a second alert: {:?}",
+        again.map(|m| m.map(|m| m.payload))
+    );
     let audit = concierge::store::audit::query(
         &rig.infra.js,
         "concierge",

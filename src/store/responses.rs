@@ -164,7 +164,11 @@ pub struct ScoreEpisode {
 
 /// `r.<property>.<thread>`.
 pub fn record_key(property_id: &str, thread_id: &str) -> String {
-    format!("r.{}.{}", keys::encode(property_id), keys::encode(thread_id))
+    format!(
+        "r.{}.{}",
+        keys::encode(property_id),
+        keys::encode(thread_id)
+    )
 }
 
 /// `a.<property>.<score>`.
@@ -243,7 +247,10 @@ impl ResponseStore {
 
     /// The value of `key` (`None` when absent or deleted) and the revision to write on
     /// (also that of a delete marker: a purged key is written over it).
-    async fn read_entry(&self, key: &str) -> Result<(Option<bytes::Bytes>, Option<u64>), StoreError> {
+    async fn read_entry(
+        &self,
+        key: &str,
+    ) -> Result<(Option<bytes::Bytes>, Option<u64>), StoreError> {
         let entry = self
             .store
             .entry(key)
@@ -342,7 +349,10 @@ impl ResponseStore {
     ) -> Result<(Option<ScoreEpisode>, Option<u64>), StoreError> {
         let key = episode_key(property_id, score);
         let (bytes, revision) = self.read_entry(&key).await?;
-        Ok((bytes.and_then(|b| serde_json::from_slice(&b).ok()), revision))
+        Ok((
+            bytes.and_then(|b| serde_json::from_slice(&b).ok()),
+            revision,
+        ))
     }
 
     /// Writes an episode by compare-and-set on `revision` (`None`: it must not exist);

@@ -80,7 +80,12 @@ pub async fn page(
             None => p.muted { "No response records yet: they build up as guests write." },
         }
     };
-    Ok(layout::page("Response", Nav::Responses, Some(&authed.csrf), body))
+    Ok(layout::page(
+        "Response",
+        Nav::Responses,
+        Some(&authed.csrf),
+        body,
+    ))
 }
 
 fn property_section(p: &PropertyReport, target: f64, now: chrono::DateTime<chrono::Utc>) -> Markup {
@@ -360,7 +365,13 @@ pub mod charts {
         value: usize,
     }
 
-    fn parts<'a>(dates: &[NaiveDate], stacks: &'a [Stack<'a>], max: f64, slot: f64, bar: f64) -> Vec<Part<'a>> {
+    fn parts<'a>(
+        dates: &[NaiveDate],
+        stacks: &'a [Stack<'a>],
+        max: f64,
+        slot: f64,
+        bar: f64,
+    ) -> Vec<Part<'a>> {
         let mut out = Vec::new();
         for (i, date) in dates.iter().enumerate() {
             let x = LEFT + slot * i as f64 + (slot - bar) / 2.0;
@@ -369,7 +380,14 @@ pub mod charts {
                 let value = stack.values.get(i).copied().unwrap_or(0);
                 if value > 0 {
                     let top = y((base + value) as f64, max);
-                    out.push(Part { x, top, height: y(base as f64, max) - top, stack, date: *date, value });
+                    out.push(Part {
+                        x,
+                        top,
+                        height: y(base as f64, max) - top,
+                        stack,
+                        date: *date,
+                        value,
+                    });
                 }
                 base += value;
             }
@@ -381,7 +399,12 @@ pub mod charts {
     pub fn stacked_bars(id: &str, dates: &[NaiveDate], stacks: &[Stack<'_>]) -> Markup {
         let n = dates.len();
         let highest = (0..n)
-            .map(|i| stacks.iter().map(|s| s.values.get(i).copied().unwrap_or(0)).sum::<usize>())
+            .map(|i| {
+                stacks
+                    .iter()
+                    .map(|s| s.values.get(i).copied().unwrap_or(0))
+                    .sum::<usize>()
+            })
             .max()
             .unwrap_or(0);
         let max = nice_max(highest.max(1) as f64);
@@ -431,7 +454,12 @@ pub mod charts {
             let svg = line_chart(&LineChart {
                 id: "c",
                 dates: &dates,
-                series: &[Series { name: "p50", class: "p50", color: "#000", points: vec![Some(0.5), None, Some(2.0)] }],
+                series: &[Series {
+                    name: "p50",
+                    class: "p50",
+                    color: "#000",
+                    points: vec![Some(0.5), None, Some(2.0)],
+                }],
                 y_max: 5.0,
                 unit: Unit::Hours,
                 target: Some(4.0),

@@ -193,7 +193,10 @@ mod tests {
         let mut r = ThreadRecord::new("p1", "t1");
         let guest = from_event(&message_event("guest", "m1", false)).unwrap();
         assert!(apply(&mut r, &guest));
-        assert!(!apply(&mut r, &guest), "the same event twice changes nothing");
+        assert!(
+            !apply(&mut r, &guest),
+            "the same event twice changes nothing"
+        );
         let inquiry = from_event(&message_event("system", "m0", true)).unwrap();
         assert!(apply(&mut r, &inquiry));
         assert_eq!(r.channel, Some(Channel::Airbnb));

@@ -127,7 +127,8 @@ impl Tracker {
 
     /// Oldest fact a record keeps (Unix µs).
     fn cutoff(&self) -> i64 {
-        let retention = chrono::TimeDelta::from_std(self.retention).unwrap_or(chrono::TimeDelta::MAX);
+        let retention =
+            chrono::TimeDelta::from_std(self.retention).unwrap_or(chrono::TimeDelta::MAX);
         ((self.clock)() - retention).timestamp_micros()
     }
 
@@ -186,8 +187,14 @@ impl Tracker {
         source: Source,
     ) -> Result<jetstream::consumer::Consumer<pull::Config>, TrackerError> {
         let (stream_name, filter) = match source {
-            Source::Events => (events_stream(&self.prefix), format!("{}.events.>", self.prefix)),
-            Source::Audit => (audit_stream(&self.prefix), format!("{}.audit.>", self.prefix)),
+            Source::Events => (
+                events_stream(&self.prefix),
+                format!("{}.events.>", self.prefix),
+            ),
+            Source::Audit => (
+                audit_stream(&self.prefix),
+                format!("{}.audit.>", self.prefix),
+            ),
         };
         let err = |message: String| TrackerError::Consumer {
             consumer: self.consumer.clone(),
@@ -272,7 +279,8 @@ impl Tracker {
             Ok(()) => msg.ack().await,
             Err(e) => {
                 tracing::warn!(?source, error = %e, "response record not updated; retrying later");
-                msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await
+                msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                    .await
             }
         };
         if let Err(e) = ack {

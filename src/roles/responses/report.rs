@@ -79,7 +79,11 @@ pub struct PropertyReport {
 }
 
 /// The report over `records` (any properties; grouped here).
-pub fn build(records: &[ThreadRecord], opts: &ReportOptions, name: &dyn Fn(&str) -> String) -> Report {
+pub fn build(
+    records: &[ThreadRecord],
+    opts: &ReportOptions,
+    name: &dyn Fn(&str) -> String,
+) -> Report {
     let mut by_property: BTreeMap<&str, Vec<Response>> = BTreeMap::new();
     if let Some(p) = &opts.property {
         by_property.entry(p.as_str()).or_default();
@@ -113,7 +117,12 @@ fn day_end(date: NaiveDate, now: DateTime<Utc>) -> DateTime<Utc> {
     end.map_or(now, |e| e.min(now))
 }
 
-fn property_report(id: &str, name: &str, responses: &[Response], opts: &ReportOptions) -> PropertyReport {
+fn property_report(
+    id: &str,
+    name: &str,
+    responses: &[Response],
+    opts: &ReportOptions,
+) -> PropertyReport {
     let since = opts.now - opts.since;
     let days = scores::daily(responses, since, opts.now);
     let score_reports = ScoreKind::ALL
@@ -190,16 +199,16 @@ pub fn score_line(s: &Score, target: f64) -> String {
             "not shown yet ({} of {} messages{})",
             s.counted,
             scores::MIN_COUNTED,
-            s.value.map(|v| format!(", {} so far", percent(v))).unwrap_or_default()
+            s.value
+                .map(|v| format!(", {} so far", percent(v)))
+                .unwrap_or_default()
         ),
         _ => "no threads yet".to_string(),
     };
     let projection = match s.projected {
-        Some(p) if s.open > 0 && Some(p) != s.value => format!(
-            "; {} open, {} if they miss 24 h",
-            s.open,
-            percent(p)
-        ),
+        Some(p) if s.open > 0 && Some(p) != s.value => {
+            format!("; {} open, {} if they miss 24 h", s.open, percent(p))
+        }
         _ if s.open > 0 => format!("; {} open", s.open),
         _ => String::new(),
     };

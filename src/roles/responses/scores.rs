@@ -563,7 +563,11 @@ pub fn summary(
 
 /// Messages unanswered at `now` whose 24 hours end after `now - overdue_for` (those still
 /// open first, soonest deadline first; then the overdue ones, latest first).
-pub fn at_risk(responses: &[Response], now: DateTime<Utc>, overdue_for: TimeDelta) -> Vec<Response> {
+pub fn at_risk(
+    responses: &[Response],
+    now: DateTime<Utc>,
+    overdue_for: TimeDelta,
+) -> Vec<Response> {
     let mut out: Vec<Response> = responses
         .iter()
         .filter(|r| r.arrived <= now && r.answer_at(now).is_none())
@@ -572,7 +576,14 @@ pub fn at_risk(responses: &[Response], now: DateTime<Utc>, overdue_for: TimeDelt
         .collect();
     out.sort_by_key(|r| {
         let overdue = r.deadline() <= now;
-        (overdue, if overdue { now - r.deadline() } else { r.deadline() - now })
+        (
+            overdue,
+            if overdue {
+                now - r.deadline()
+            } else {
+                r.deadline() - now
+            },
+        )
     });
     out
 }

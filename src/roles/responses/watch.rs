@@ -81,7 +81,8 @@ impl Tracker {
             for kind in ScoreKind::ALL {
                 let score = kind.compute(&responses, now, grace);
                 set_gauges(&property_id, &score);
-                self.watch_score(&property_id, &score, &responses, now).await?;
+                self.watch_score(&property_id, &score, &responses, now)
+                    .await?;
             }
         }
         Ok(())
@@ -90,7 +91,9 @@ impl Tracker {
     /// Whether `score` is heading under the threshold: its projection is under it, and
     /// the OTA would show a score with that many messages.
     fn heading_under(&self, score: &Score) -> bool {
-        score.projected.is_some_and(|p| p < self.cfg.score_alert_below)
+        score
+            .projected
+            .is_some_and(|p| p < self.cfg.score_alert_below)
             && score.kind.shown_with(score.projected_counted)
     }
 
@@ -106,20 +109,28 @@ impl Tracker {
         let under = self.heading_under(score);
         match episode {
             // A new episode: the writer that creates it arms its alert.
-            None if under => self.start_episode(property_id, score, responses, now, revision).await,
+            None if under => {
+                self.start_episode(property_id, score, responses, now, revision)
+                    .await
+            }
             Some(e) if under && !e.below => {
-                self.start_episode(property_id, score, responses, now, revision).await
+                self.start_episode(property_id, score, responses, now, revision)
+                    .await
             }
             // Started but not armed (its writer stopped in between): arm it now, same due time.
             Some(e) if under && !e.armed && now - e.since > TimeDelta::minutes(1) => {
                 self.arm(property_id, score, &e).await?;
                 let armed = ScoreEpisode { armed: true, ..e };
-                self.store.put_episode(property_id, name, &armed, revision).await?;
+                self.store
+                    .put_episode(property_id, name, &armed, revision)
+                    .await?;
                 Ok(())
             }
             Some(e) if !under && e.below => {
                 let over = ScoreEpisode { below: false, ..e };
-                self.store.put_episode(property_id, name, &over, revision).await?;
+                self.store
+                    .put_episode(property_id, name, &over, revision)
+                    .await?;
                 Ok(())
             }
             _ => Ok(()),
@@ -144,7 +155,11 @@ impl Tracker {
             armed: false,
             thread_id,
         };
-        if !self.store.put_episode(property_id, name, &episode, revision).await? {
+        if !self
+            .store
+            .put_episode(property_id, name, &episode, revision)
+            .await?
+        {
             return Ok(()); // another worker started it
         }
         self.arm(property_id, score, &episode).await?;
@@ -153,11 +168,18 @@ impl Tracker {
             armed: true,
             ..episode
         };
-        self.store.put_episode(property_id, name, &armed, revision).await?;
+        self.store
+            .put_episode(property_id, name, &armed, revision)
+            .await?;
         Ok(())
     }
 
-    async fn arm(&self, property_id: &str, score: &Score, e: &ScoreEpisode) -> Result<(), StoreError> {
+    async fn arm(
+        &self,
+        property_id: &str,
+        score: &Score,
+        e: &ScoreEpisode,
+    ) -> Result<(), StoreError> {
         let timer = FollowUpTimer {
             thread_id: e.thread_id.clone(),
             booking_id: None,
@@ -169,7 +191,11 @@ impl Tracker {
             armed_by_event: format!("response.score:{property_id}:{}", score.kind.as_str()),
             stay: None,
         };
-        tracing::info!(property = property_id, score = score.kind.as_str(), "score heading under its threshold: alert armed");
+        tracing::info!(
+            property = property_id,
+            score = score.kind.as_str(),
+            "score heading under its threshold: alert armed"
+        );
         self.followups.arm(&timer).await
     }
 }
@@ -194,13 +220,25 @@ fn alert_data(score: &Score, target: f64) -> Map<String, Value> {
 
 /// The thread of the score's channel whose open message ends its 24 hours first, else
 /// the one with the most recent message.
-fn thread_most_at_risk(score: &Score, responses: &[Response], now: DateTime<Utc>) -> Option<String> {
+fn thread_most_at_risk(
+    score: &Score,
+    responses: &[Response],
+    now: DateTime<Utc>,
+) -> Option<String> {
     let channel = score.kind.channel();
     let of_channel = || responses.iter().filter(move |r| r.channel == channel);
-    scores::at_risk(&of_channel().cloned().collect::<Vec<_>>(), now, TimeDelta::days(30))
-        .first()
-        .map(|r| r.thread_id.clone())
-        .or_else(|| of_channel().max_by_key(|r| r.arrived).map(|r| r.thread_id.clone()))
+    scores::at_risk(
+        &of_channel().cloned().collect::<Vec<_>>(),
+        now,
+        TimeDelta::days(30),
+    )
+    .first()
+    .map(|r| r.thread_id.clone())
+    .or_else(|| {
+        of_channel()
+            .max_by_key(|r| r.arrived)
+            .map(|r| r.thread_id.clone())
+    })
 }
 
 fn set_gauges(property_id: &str, score: &Score) {

@@ -18,10 +18,7 @@ fn at(ms: i64) -> DateTime<Utc> {
 }
 
 fn seen(id: &str, at: i64) -> Seen {
-    Seen {
-        id: id.into(),
-        at,
-    }
+    Seen { id: id.into(), at }
 }
 
 /// A thread concierge saw from its start: guest messages and replies at offsets from t0.
@@ -61,13 +58,31 @@ fn answered_at_23_59_is_in_time_and_at_24_01_is_not() {
         (24 * HOUR, true),
         (24 * HOUR + MINUTE, false),
     ] {
-        let booking = thread("b", Channel::BookingCom, &[0], &[(reply_after, Answerer::Staff)]);
-        let airbnb = thread("a", Channel::Airbnb, &[0], &[(reply_after, Answerer::Staff)]);
+        let booking = thread(
+            "b",
+            Channel::BookingCom,
+            &[0],
+            &[(reply_after, Answerer::Staff)],
+        );
+        let airbnb = thread(
+            "a",
+            Channel::Airbnb,
+            &[0],
+            &[(reply_after, Answerer::Staff)],
+        );
         let rs = all(&[booking, airbnb]);
         let reply = booking_reply_score(&rs, now, GRACE);
-        assert_eq!((reply.counted, reply.within == 1), (1, in_time), "{reply_after}");
+        assert_eq!(
+            (reply.counted, reply.within == 1),
+            (1, in_time),
+            "{reply_after}"
+        );
         let rate = airbnb_response_rate(&rs, now, GRACE);
-        assert_eq!((rate.counted, rate.within == 1), (1, in_time), "{reply_after}");
+        assert_eq!(
+            (rate.counted, rate.within == 1),
+            (1, in_time),
+            "{reply_after}"
+        );
     }
 }
 
@@ -77,9 +92,16 @@ fn a_message_open_inside_its_24_hours_is_not_counted_until_decided() {
     let score = booking_reply_score(&rs, at(t0() + 2 * HOUR), GRACE);
     assert_eq!((score.counted, score.open), (0, 1));
     assert_eq!(score.value, None);
-    assert_eq!(score.projected, Some(0.0), "open for over the grace: projected missed");
+    assert_eq!(
+        score.projected,
+        Some(0.0),
+        "open for over the grace: projected missed"
+    );
     let fresh = booking_reply_score(&rs, at(t0() + 10 * MINUTE), GRACE);
-    assert_eq!(fresh.projected, None, "within the grace it is not projected yet");
+    assert_eq!(
+        fresh.projected, None,
+        "within the grace it is not projected yet"
+    );
     let missed = booking_reply_score(&rs, at(t0() + 25 * HOUR), GRACE);
     assert_eq!((missed.counted, missed.within, missed.open), (1, 0, 0));
 }
@@ -87,12 +109,30 @@ fn a_message_open_inside_its_24_hours_is_not_counted_until_decided() {
 #[test]
 fn no_reply_needed_within_24_hours_is_left_out_of_the_reply_score() {
     let now = at(t0() + 3 * DAY);
-    let marked = thread("b1", Channel::BookingCom, &[0], &[(2 * HOUR, Answerer::NoReplyNeeded)]);
-    let late_mark = thread("b2", Channel::BookingCom, &[0], &[(25 * HOUR, Answerer::NoReplyNeeded)]);
-    let replied = thread("b3", Channel::BookingCom, &[0], &[(HOUR, Answerer::Concierge)]);
+    let marked = thread(
+        "b1",
+        Channel::BookingCom,
+        &[0],
+        &[(2 * HOUR, Answerer::NoReplyNeeded)],
+    );
+    let late_mark = thread(
+        "b2",
+        Channel::BookingCom,
+        &[0],
+        &[(25 * HOUR, Answerer::NoReplyNeeded)],
+    );
+    let replied = thread(
+        "b3",
+        Channel::BookingCom,
+        &[0],
+        &[(HOUR, Answerer::Concierge)],
+    );
     let score = booking_reply_score(&all(&[marked, late_mark, replied]), now, GRACE);
     assert_eq!(score.left_out, 1);
-    assert_eq!(score.counted, 2, "the in-time mark is left out, the late one is a miss");
+    assert_eq!(
+        score.counted, 2,
+        "the in-time mark is left out, the late one is a miss"
+    );
     assert_eq!(score.within, 1);
     assert_eq!(score.value, Some(0.5));
 }
@@ -101,7 +141,12 @@ fn no_reply_needed_within_24_hours_is_left_out_of_the_reply_score() {
 fn airbnb_follow_up_messages_do_not_count() {
     let now = at(t0() + 5 * DAY);
     // Opening answered in 1 h; a follow-up two days later never answered.
-    let r = thread("a", Channel::Airbnb, &[0, 2 * DAY], &[(HOUR, Answerer::Staff)]);
+    let r = thread(
+        "a",
+        Channel::Airbnb,
+        &[0, 2 * DAY],
+        &[(HOUR, Answerer::Staff)],
+    );
     let rs = responses(&r);
     assert_eq!(rs[0].kind, Kind::Opening);
     assert_eq!(rs[1].kind, Kind::FollowUp);
@@ -121,19 +166,33 @@ fn a_thread_not_seen_from_its_start_has_no_opening() {
     r.max_count = 12; // a baselined thread: ten earlier messages concierge never saw
     assert_eq!(responses(&r)[0].kind, Kind::FollowUp);
     // A host-initiated thread: the guest's first message answers the host.
-    let mut host_first = thread("h", Channel::Airbnb, &[2 * HOUR], &[(HOUR, Answerer::Staff)]);
+    let mut host_first = thread(
+        "h",
+        Channel::Airbnb,
+        &[2 * HOUR],
+        &[(HOUR, Answerer::Staff)],
+    );
     host_first.max_count = 2;
     assert_eq!(responses(&host_first)[0].kind, Kind::FollowUp);
 }
 
 #[test]
 fn an_inquiry_counts_from_its_system_message() {
-    let mut r = thread("a", Channel::Airbnb, &[5 * MINUTE], &[(23 * HOUR, Answerer::Staff)]);
+    let mut r = thread(
+        "a",
+        Channel::Airbnb,
+        &[5 * MINUTE],
+        &[(23 * HOUR, Answerer::Staff)],
+    );
     r.inquiry_at = Some(t0());
     r.system.push("sys".into());
     let rs = responses(&r);
     assert_eq!(rs[0].kind, Kind::Inquiry);
-    assert_eq!(rs[1].kind, Kind::FollowUp, "the guest's text with it is not a second thread");
+    assert_eq!(
+        rs[1].kind,
+        Kind::FollowUp,
+        "the guest's text with it is not a second thread"
+    );
     let rate = airbnb_response_rate(&rs, at(t0() + 2 * DAY), GRACE);
     assert_eq!((rate.counted, rate.within), (1, 1));
 }
@@ -146,7 +205,12 @@ fn fewer_than_10_threads_in_30_days_take_the_10_most_recent_of_90() {
     for i in 0..12 {
         let arrived = (100 - 51 + i) * DAY;
         let reply = if i < 4 { 30 * HOUR } else { HOUR };
-        records.push(thread(&format!("old{i}"), Channel::Airbnb, &[arrived], &[(arrived + reply, Answerer::Staff)]));
+        records.push(thread(
+            &format!("old{i}"),
+            Channel::Airbnb,
+            &[arrived],
+            &[(arrived + reply, Answerer::Staff)],
+        ));
     }
     // 3 threads in the last 30 days, all missed.
     for i in 0..3 {
@@ -154,7 +218,12 @@ fn fewer_than_10_threads_in_30_days_take_the_10_most_recent_of_90() {
         records.push(thread(&format!("new{i}"), Channel::Airbnb, &[arrived], &[]));
     }
     // One older than 90 days: never counted.
-    records.push(thread("ancient", Channel::Airbnb, &[5 * DAY], &[(5 * DAY + HOUR, Answerer::Staff)]));
+    records.push(thread(
+        "ancient",
+        Channel::Airbnb,
+        &[5 * DAY],
+        &[(5 * DAY + HOUR, Answerer::Staff)],
+    ));
     let rate = airbnb_response_rate(&all(&records), now, GRACE);
     assert_eq!(rate.basis, Basis::Recent10Of90Days);
     assert_eq!(rate.counted, 10);
@@ -165,20 +234,35 @@ fn fewer_than_10_threads_in_30_days_take_the_10_most_recent_of_90() {
     // With 10 threads inside the 30 days, only they count.
     for i in 3..10 {
         let arrived = (100 - 10 + i) * DAY;
-        records.push(thread(&format!("new{i}"), Channel::Airbnb, &[arrived], &[(arrived + HOUR, Answerer::Concierge)]));
+        records.push(thread(
+            &format!("new{i}"),
+            Channel::Airbnb,
+            &[arrived],
+            &[(arrived + HOUR, Answerer::Concierge)],
+        ));
     }
     let rate = airbnb_response_rate(&all(&records), now, GRACE);
-    assert_eq!((rate.basis, rate.counted, rate.within), (Basis::Last30Days, 10, 7));
+    assert_eq!(
+        (rate.basis, rate.counted, rate.within),
+        (Basis::Last30Days, 10, 7)
+    );
 }
 
 #[test]
 fn a_later_staff_reply_answers_every_earlier_guest_message() {
     // Guest writes at 0 h and 10 h; staff answers at 12 h.
-    let r = thread("b", Channel::BookingCom, &[0, 10 * HOUR], &[(12 * HOUR, Answerer::Staff)]);
+    let r = thread(
+        "b",
+        Channel::BookingCom,
+        &[0, 10 * HOUR],
+        &[(12 * HOUR, Answerer::Staff)],
+    );
     let rs = responses(&r);
     assert_eq!(rs[0].response_time(), Some(TimeDelta::hours(12)));
     assert_eq!(rs[1].response_time(), Some(TimeDelta::hours(2)));
-    assert!(rs.iter().all(|r| r.answer.as_ref().map(|a| a.by) == Some(Answerer::Staff)));
+    assert!(rs
+        .iter()
+        .all(|r| r.answer.as_ref().map(|a| a.by) == Some(Answerer::Staff)));
     // A reply before a message does not answer it.
     let early = thread("c", Channel::BookingCom, &[HOUR], &[(0, Answerer::Staff)]);
     assert_eq!(responses(&early)[0].answer, None);
@@ -190,12 +274,30 @@ fn the_first_answer_decides_who_answered() {
         "b",
         Channel::BookingCom,
         &[0, 3 * HOUR, 6 * HOUR],
-        &[(MINUTE, Answerer::Concierge), (4 * HOUR, Answerer::DraftApproved), (7 * HOUR, Answerer::Staff), (8 * HOUR, Answerer::Staff)],
+        &[
+            (MINUTE, Answerer::Concierge),
+            (4 * HOUR, Answerer::DraftApproved),
+            (7 * HOUR, Answerer::Staff),
+            (8 * HOUR, Answerer::Staff),
+        ],
     );
-    let by: Vec<_> = responses(&r).iter().map(|r| r.answer.as_ref().map(|a| a.by)).collect();
-    assert_eq!(by, vec![Some(Answerer::Concierge), Some(Answerer::DraftApproved), Some(Answerer::Staff)]);
+    let by: Vec<_> = responses(&r)
+        .iter()
+        .map(|r| r.answer.as_ref().map(|a| a.by))
+        .collect();
+    assert_eq!(
+        by,
+        vec![
+            Some(Answerer::Concierge),
+            Some(Answerer::DraftApproved),
+            Some(Answerer::Staff)
+        ]
+    );
     let (counts, p50, p90) = summary(&responses(&r), at(t0()), at(t0() + DAY));
-    assert_eq!((counts.concierge, counts.draft_approved, counts.staff), (1, 1, 1));
+    assert_eq!(
+        (counts.concierge, counts.draft_approved, counts.staff),
+        (1, 1, 1)
+    );
     assert_eq!(counts.automatic_share(), Some(1.0 / 3.0));
     assert_eq!((p50, p90), (Some(3600), Some(3600)));
 }
@@ -211,12 +313,20 @@ fn newly_answered_names_what_an_update_answered_once() {
 
 #[test]
 fn a_score_as_of_an_earlier_instant_ignores_later_answers() {
-    let r = thread("b", Channel::BookingCom, &[0], &[(20 * HOUR, Answerer::Staff)]);
+    let r = thread(
+        "b",
+        Channel::BookingCom,
+        &[0],
+        &[(20 * HOUR, Answerer::Staff)],
+    );
     let rs = responses(&r);
     assert_eq!(rs[0].standing(at(t0() + 10 * HOUR)), Standing::Open);
     assert_eq!(
         rs[0].standing(at(t0() + 21 * HOUR)),
-        Standing::Answered { in_time: true, by: Answerer::Staff }
+        Standing::Answered {
+            in_time: true,
+            by: Answerer::Staff
+        }
     );
 }
 
@@ -224,7 +334,14 @@ fn a_score_as_of_an_earlier_instant_ignores_later_answers() {
 fn booking_shows_its_score_from_10_messages() {
     let now = at(t0() + 20 * DAY);
     let mut records: Vec<ThreadRecord> = (0..9)
-        .map(|i| thread(&format!("b{i}"), Channel::BookingCom, &[i * DAY], &[(i * DAY + HOUR, Answerer::Staff)]))
+        .map(|i| {
+            thread(
+                &format!("b{i}"),
+                Channel::BookingCom,
+                &[i * DAY],
+                &[(i * DAY + HOUR, Answerer::Staff)],
+            )
+        })
         .collect();
     assert!(!booking_reply_score(&all(&records), now, GRACE).shown);
     records.push(thread("b9", Channel::BookingCom, &[9 * DAY], &[]));
@@ -240,7 +357,12 @@ fn percentiles_daily_and_at_risk() {
     assert_eq!(percentile(&[7], 0.9), Some(7));
     assert_eq!(percentile(&[], 0.5), None);
     let records = [
-        thread("b1", Channel::BookingCom, &[HOUR], &[(2 * HOUR, Answerer::Staff)]),
+        thread(
+            "b1",
+            Channel::BookingCom,
+            &[HOUR],
+            &[(2 * HOUR, Answerer::Staff)],
+        ),
         thread("b2", Channel::BookingCom, &[DAY + HOUR], &[]),
         thread("b3", Channel::BookingCom, &[DAY + 2 * HOUR], &[]),
     ];
@@ -251,5 +373,10 @@ fn percentiles_daily_and_at_risk() {
     assert_eq!(days[0].p50_seconds, Some(3600));
     assert_eq!(days[1].answered_by.unanswered, 2);
     let risk = at_risk(&rs, now, TimeDelta::days(7));
-    assert_eq!(risk.iter().map(|r| r.thread_id.as_str()).collect::<Vec<_>>(), ["b2", "b3"]);
+    assert_eq!(
+        risk.iter()
+            .map(|r| r.thread_id.as_str())
+            .collect::<Vec<_>>(),
+        ["b2", "b3"]
+    );
 }
