@@ -187,6 +187,7 @@ pub fn score_line(s: &Score, target: f64) -> String {
     let basis = match s.basis {
         scores::Basis::Last30Days => "past 30 days",
         scores::Basis::Recent10Of90Days => "the 10 most recent of the past 90 days",
+        scores::Basis::Recent10 => "the 10 most recent",
     };
     let value = match (s.value, s.shown) {
         (Some(v), true) => format!(

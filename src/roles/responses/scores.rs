@@ -18,8 +18,9 @@
 //!   request from an instant booking's first message, so it counts both (the stricter
 //!   reading).
 //! - **Booking.com Reply Score**: the share of guest messages replied to within 24 hours
-//!   over the past 30 days, shown once there are 10; messages marked "no reply needed"
-//!   within 24 hours are left out.
+//!   over the past 30 days (with fewer than 10 messages in 30 days, the 10 most recent),
+//!   shown once there are 10; messages marked "no reply needed" within 24 hours are left
+//!   out.
 //!
 //! A message is *decided* at `now` when it was answered by then, or its 24 hours are over;
 //! a score counts decided messages only. Its *projection* also counts, as missed, the
@@ -320,6 +321,8 @@ pub enum Basis {
     Last30Days,
     /// Airbnb, with fewer than 10 in 30 days: the 10 most recent of the past 90 days.
     Recent10Of90Days,
+    /// Booking.com, with fewer than 10 in 30 days: the 10 most recent messages.
+    Recent10,
 }
 
 /// A score as the OTA would show it at `now`, with its projection.
@@ -410,37 +413,54 @@ fn left_out(r: &Response, now: DateTime<Utc>) -> bool {
         .is_some_and(|a| a.by == Answerer::NoReplyNeeded && a.at - r.arrived <= REPLY_WINDOW)
 }
 
-/// The Booking.com Reply Score at `now` (see the module docs).
+/// The Booking.com Reply Score at `now` (see the module docs): messages of the past 30
+/// days, or the 10 most recent when there were fewer (the store keeps at least 90 days).
 pub fn booking_reply_score(responses: &[Response], now: DateTime<Utc>, grace: TimeDelta) -> Score {
-    let messages: Vec<&Response> = responses
+    let mut messages: Vec<&Response> = responses
         .iter()
-        .filter(|r| r.channel == Channel::BookingCom)
-        .filter(|r| r.arrived <= now && r.arrived > now - SCORE_WINDOW)
+        .filter(|r| r.channel == Channel::BookingCom && r.arrived <= now)
         .collect();
-    let excluded = messages.iter().filter(|r| left_out(r, now)).count();
-    let counted: Vec<Option<bool>> = messages
+    messages.sort_by_key(|r| std::cmp::Reverse(r.arrived));
+    let excluded = messages
         .iter()
-        .filter(|r| !left_out(r, now))
-        .map(|r| verdict(r, now))
-        .collect();
-    let open = counted.iter().filter(|v| v.is_none()).count();
-    let decided: Vec<bool> = counted.iter().flatten().copied().collect();
-    let within = decided.iter().filter(|v| **v).count();
-    let late_open = messages
-        .iter()
-        .filter(|r| !left_out(r, now) && verdict(r, now).is_none() && now - r.arrived >= grace)
+        .filter(|r| r.arrived > now - SCORE_WINDOW && left_out(r, now))
         .count();
-    let projected_counted = decided.len() + late_open;
+    let counted: Vec<&&Response> = messages.iter().filter(|r| !left_out(r, now)).collect();
+    let open = counted.iter().filter(|r| verdict(r, now).is_none()).count();
+    let pick = |projected: bool| -> (Vec<bool>, Basis) {
+        let decided: Vec<(DateTime<Utc>, bool)> = counted
+            .iter()
+            .filter_map(|r| match verdict(r, now) {
+                Some(v) => Some((r.arrived, v)),
+                None if projected && now - r.arrived >= grace => Some((r.arrived, false)),
+                None => None,
+            })
+            .collect();
+        let recent: Vec<bool> = decided
+            .iter()
+            .filter(|(at, _)| *at > now - SCORE_WINDOW)
+            .map(|(_, v)| *v)
+            .collect();
+        if recent.len() >= MIN_COUNTED {
+            (recent, Basis::Last30Days)
+        } else {
+            let ten = decided.iter().take(MIN_COUNTED).map(|(_, v)| *v).collect();
+            (ten, Basis::Recent10)
+        }
+    };
+    let (decided, basis) = pick(false);
+    let (projection, _) = pick(true);
+    let within = decided.iter().filter(|v| **v).count();
     Score {
         kind: ScoreKind::BookingReplyScore,
         value: share(within, decided.len()),
         shown: ScoreKind::BookingReplyScore.shown_with(decided.len()),
         counted: decided.len(),
         within,
-        basis: Basis::Last30Days,
+        basis,
         open,
-        projected: share(within, projected_counted),
-        projected_counted,
+        projected: share(projection.iter().filter(|v| **v).count(), projection.len()),
+        projected_counted: projection.len(),
         left_out: excluded,
     }
 }

@@ -380,3 +380,39 @@ fn percentiles_daily_and_at_risk() {
         ["b2", "b3"]
     );
 }
+
+#[test]
+fn booking_with_fewer_than_10_messages_in_30_days_takes_the_10_most_recent() {
+    let now = at(t0() + 80 * DAY);
+    // 12 messages 40..51 days ago (the oldest 3 late), 2 in the last 30 days in time.
+    let mut records: Vec<ThreadRecord> = (0..12)
+        .map(|i| {
+            let arrived = (80 - 51 + i) * DAY;
+            let reply = if i < 3 { 30 * HOUR } else { HOUR };
+            thread(
+                &format!("o{i}"),
+                Channel::BookingCom,
+                &[arrived],
+                &[(arrived + reply, Answerer::Staff)],
+            )
+        })
+        .collect();
+    records.push(thread(
+        "n0",
+        Channel::BookingCom,
+        &[75 * DAY],
+        &[(75 * DAY + HOUR, Answerer::Staff)],
+    ));
+    records.push(thread(
+        "n1",
+        Channel::BookingCom,
+        &[76 * DAY],
+        &[(76 * DAY + HOUR, Answerer::Staff)],
+    ));
+    let score = booking_reply_score(&all(&records), now, GRACE);
+    assert_eq!(
+        (score.basis, score.counted, score.within),
+        (Basis::Recent10, 10, 10)
+    );
+    assert!(score.shown);
+}
