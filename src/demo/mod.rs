@@ -368,6 +368,7 @@ async fn remove_demo_data(infra: &Infra, prefix: &str) {
         infra.names.ledger_bucket(),
         infra.names.followups_bucket(),
         infra.names.leases_bucket(),
+        infra.names.responses_bucket(),
     ] {
         let _ = infra.js.delete_key_value(&bucket).await;
     }
