@@ -7,6 +7,7 @@
 /// The read-side commands (`audit`, `explain`, `replay`, `follow-ups`), public so that
 /// integration tests can drive them without the command line.
 pub mod inspect;
+mod report;
 mod run;
 
 use std::path::PathBuf;
@@ -64,6 +65,9 @@ enum Command {
     FollowUps(inspect::FollowUpsCommand),
     /// Delete one thread's personal data (ledger texts, timers, audit records, events).
     Purge(PurgeArgs),
+    /// Reports: `report responses` (response times and the OTAs' scores).
+    #[command(subcommand)]
+    Report(report::ReportCommand),
     /// Manage the web console.
     #[command(subcommand)]
     Console(ConsoleCommand),
@@ -324,6 +328,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
         Command::FollowUps(cmd) => report(inspect::follow_ups(&config, cmd).await),
         Command::Purge(args) => report(purge(&config, args).await),
         Command::Console(ConsoleCommand::RevokeSessions) => report(revoke_sessions(&config).await),
+        Command::Report(cmd) => report(report::run(&config, cmd).await),
         Command::Sim(_) | Command::Demo(_) => ExitCode::SUCCESS,
     }
 }
@@ -350,8 +355,8 @@ async fn purge(config: &Config, args: PurgeArgs) -> anyhow::Result<()> {
     )
     .await?;
     println!(
-        "purged thread {}: ledger_keys={} timers={} audit_records={} events={} bookings={}",
-        args.thread, r.ledger_keys, r.timers, r.audit_records, r.events, r.bookings
+        "purged thread {}: ledger_keys={} timers={} audit_records={} events={} bookings={} responses={}",
+        args.thread, r.ledger_keys, r.timers, r.audit_records, r.events, r.bookings, r.responses
     );
     Ok(())
 }
