@@ -294,6 +294,12 @@ pub fn explain(records: &[AuditRecord]) -> Vec<serde_json::Value> {
     audit::group_by_event(records)
         .into_iter()
         .map(|ev| {
+            // Every record of an event carries the same reading of its guest message.
+            let understood = ev
+                .rules
+                .iter()
+                .flat_map(|(_, rs)| rs.iter())
+                .find_map(|r| r.understood.clone());
             let rules: BTreeMap<String, Vec<serde_json::Value>> = ev
                 .rules
                 .into_iter()
@@ -315,6 +321,7 @@ pub fn explain(records: &[AuditRecord]) -> Vec<serde_json::Value> {
                 "event_id": ev.event_id,
                 "event_type": ev.event_type,
                 "at": ev.at,
+                "understood": understood,
                 "rules": rules,
             })
         })
@@ -332,6 +339,9 @@ pub fn explain_text(thread_id: &str, records: &[AuditRecord]) -> String {
             ev["event_id"].as_str().unwrap_or("-"),
             ev["event_type"].as_str().unwrap_or("-")
         ));
+        if let Some(summary) = ev["understood"]["summary"].as_str() {
+            out.push_str(&format!("  read as: {summary}\n"));
+        }
         if let Some(rules) = ev["rules"].as_object() {
             for (rule, actions) in rules {
                 out.push_str(&format!("  rule {rule}\n"));
