@@ -73,6 +73,7 @@ pub struct Config {
     pub alerts: AlertsConfig,
     pub http: HttpConfig,
     pub console: ConsoleConfig,
+    pub responses: ResponsesConfig,
     pub properties: BTreeMap<String, PropertyConfig>,
     pub schedules: Vec<ScheduleConfig>,
     /// Where the configuration came from (not a TOML key).
@@ -130,6 +131,10 @@ pub struct NatsConfig {
     /// Retention of follow-up timers; a timer due later than this minus a day is refused.
     #[serde(deserialize_with = "duration")]
     pub followups_max_age: Duration,
+    /// Retention of the response-time records (at least 90 days: Airbnb's response rate
+    /// can look back that far).
+    #[serde(deserialize_with = "duration")]
+    pub responses_max_age: Duration,
     #[serde(deserialize_with = "duration")]
     pub duplicate_window: Duration,
 }
@@ -146,6 +151,7 @@ impl fmt::Debug for NatsConfig {
             .field("audit_max_age", &self.audit_max_age)
             .field("ledger_max_age", &self.ledger_max_age)
             .field("followups_max_age", &self.followups_max_age)
+            .field("responses_max_age", &self.responses_max_age)
             .field("duplicate_window", &self.duplicate_window)
             .finish()
     }
@@ -162,6 +168,7 @@ impl Default for NatsConfig {
             audit_max_age: Duration::from_secs(90 * 86_400),
             ledger_max_age: Duration::from_secs(31 * 86_400),
             followups_max_age: Duration::from_secs(400 * 86_400),
+            responses_max_age: Duration::from_secs(100 * 86_400),
             duplicate_window: Duration::from_secs(3600),
         }
     }
@@ -313,6 +320,30 @@ impl Default for ConsoleConfig {
         ConsoleConfig {
             token: Secret::default(),
             reply_wait: Duration::from_secs(12 * 3600),
+        }
+    }
+}
+
+/// `[responses]`: response times and the OTAs' scores (see `roles::responses`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResponsesConfig {
+    /// Track response times (the worker role runs the tracker).
+    pub enabled: bool,
+    /// A score whose projection falls under this share alerts staff once (0 < x <= 1).
+    pub score_alert_below: f64,
+    /// The projection counts an open guest message as missed once it has waited this long
+    /// (an auto-reply a second away must not alert).
+    #[serde(deserialize_with = "duration")]
+    pub score_alert_grace: Duration,
+}
+
+impl Default for ResponsesConfig {
+    fn default() -> Self {
+        ResponsesConfig {
+            enabled: true,
+            score_alert_below: 0.9,
+            score_alert_grace: Duration::from_secs(3600),
         }
     }
 }
@@ -493,6 +524,13 @@ impl Config {
         if !(1..=5).contains(&self.nats.replicas) {
             return err("nats.replicas", "must be between 1 and 5".into());
         }
+        let below = self.responses.score_alert_below;
+        if !(below > 0.0 && below <= 1.0) {
+            return err(
+                "responses.score_alert_below",
+                format!("must be a share above 0 and at most 1, got {below}"),
+            );
+        }
         let token_chars = self.console.token.expose().chars().count();
         if token_chars > 0 && token_chars < MIN_CONSOLE_TOKEN_CHARS {
             return err(
@@ -560,7 +598,7 @@ impl Config {
     /// Every duration key with its sane range, `(key, value, min, max)`. Below the minimum
     /// the mechanism cannot work (a zero `ack_wait` redelivers every event at once, a zero
     /// lease is never held); above the maximum the value is almost certainly a typo.
-    fn duration_ranges(&self) -> [(&'static str, Duration, Duration, Duration); 13] {
+    fn duration_ranges(&self) -> [(&'static str, Duration, Duration, Duration); 15] {
         const MS: u64 = 1;
         const S: u64 = 1000 * MS;
         const MIN: u64 = 60 * S;
@@ -600,6 +638,13 @@ impl Config {
                 2 * D,
                 3650 * D,
             ),
+            // Airbnb's response rate falls back to the last 90 days.
+            r(
+                "nats.responses_max_age",
+                self.nats.responses_max_age,
+                90 * D,
+                3650 * D,
+            ),
             r(
                 "nats.duplicate_window",
                 self.nats.duplicate_window,
@@ -616,6 +661,12 @@ impl Config {
                 H,
             ),
             r("poller.lease_ttl", self.poller.lease_ttl, S, 10 * MIN),
+            r(
+                "responses.score_alert_grace",
+                self.responses.score_alert_grace,
+                0,
+                24 * H,
+            ),
         ]
     }
 

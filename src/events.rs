@@ -132,6 +132,11 @@ pub struct ThreadSnapshot {
     /// The newest guest message is newer than the newest property message.
     #[serde(default)]
     pub awaiting_reply: bool,
+    /// While `awaiting_reply`: when the oldest guest message not answered yet arrived (the
+    /// first guest message after the newest property message), so a rule can time a
+    /// warning from the start of the wait, however many messages the guest added since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awaiting_reply_since: Option<DateTime<Utc>>,
     /// The guest's language, lower-case ISO 639-1 (`de`, `pt`): the booking's when known,
     /// else detected from the guest's messages ([`crate::base::language`]); absent when
     /// unknown (templates then use the default file).

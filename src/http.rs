@@ -142,6 +142,27 @@ pub fn metrics_handle() -> PrometheusHandle {
                     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05, 0.1,
                     0.5, 1.0, 5.0, 30.0,
                 ])
+                // Response times are minutes to days (roles::responses): their own buckets,
+                // around the OTAs' 24 h line.
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        metrics_exporter_prometheus::Matcher::Full(
+                            "concierge_response_seconds".into(),
+                        ),
+                        &[
+                            10.0,
+                            60.0,
+                            300.0,
+                            900.0,
+                            3600.0,
+                            4.0 * 3600.0,
+                            12.0 * 3600.0,
+                            20.0 * 3600.0,
+                            24.0 * 3600.0,
+                            48.0 * 3600.0,
+                        ],
+                    )
+                })
                 .map(|b| b.build_recorder())
                 .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
             let handle = recorder.handle();

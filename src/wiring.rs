@@ -24,6 +24,7 @@ use crate::roles::directory::ChannexDirectory;
 use crate::roles::executor::alerts::AlertSinks;
 use crate::roles::executor::{Executor, ExecutorSettings};
 use crate::roles::poller::Poller;
+use crate::roles::responses::Tracker;
 use crate::roles::scheduler::Scheduler;
 use crate::roles::worker::Worker;
 use crate::store::audit::{AuditLog, AuditRecord};
@@ -192,6 +193,20 @@ pub async fn forward_reload_reports_to(
             }
         }
     }
+}
+
+/// The response tracker of the worker role (`None` with `responses.enabled = false`): its
+/// durable consumers are named after `worker.consumer`.
+pub fn responses(config: &Config, infra: &Infra) -> Option<Tracker> {
+    config.responses.enabled.then(|| {
+        Tracker::new(
+            infra,
+            &config.nats.prefix,
+            &format!("{}-responses", config.worker.consumer),
+            config.nats.responses_max_age,
+            config.responses.clone(),
+        )
+    })
 }
 
 /// The web console, or `None` when `[console] token` is empty (console off). `live` is the

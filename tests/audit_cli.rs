@@ -407,6 +407,7 @@ async fn explain_tells_reply_skip_and_rule_error_in_order() {
         &[
             &format!("thread {thread}: 4 audit records"),
             &format!("event {} (thread.new_message)", first[0].id),
+            "read as: ",
             "rule 10_faq",
             "reply(wifi)",
             "→ executed",

@@ -711,6 +711,11 @@ async fn the_playground_plans_dry_through_the_workers_rules() {
     assert_eq!(resp.status(), StatusCode::OK);
     let page = resp.text().await.unwrap();
     assert!(page.contains(r#"class="plan-step""#), "{page}");
+    // The reading of the message that the rules decided on.
+    assert!(
+        page.contains(r#"<div class="understood" data-act="question">Read as: "#),
+        "{page}"
+    );
     assert!(
         page.contains(r#"class="rendered">Wifi: CasaAzul / sardinhas<"#),
         "{page}"

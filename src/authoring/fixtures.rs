@@ -114,7 +114,10 @@ impl ExpectedAction {
                     && self.template.is_none()
                     && self.due_at.is_none()
             }
-            Action::NoReplyNeeded | Action::CloseThread | Action::CancelAllFollowUps => {
+            Action::NoReplyNeeded
+            | Action::CloseThread
+            | Action::CancelAllFollowUps
+            | Action::NoAnswer { .. } => {
                 self.template.is_none() && self.name.is_none() && self.due_at.is_none()
             }
         }
@@ -173,6 +176,7 @@ fn describe(rule: &str, action: &Action) -> String {
             }
         }
         Action::CancelFollowUp { name } => s.push_str(&format!(" {name}")),
+        Action::NoAnswer { reason } => s.push_str(&format!(" ({reason})")),
         Action::NoReplyNeeded | Action::CloseThread | Action::CancelAllFollowUps => {}
     }
     if let Action::Reply { attachments, .. } = action {

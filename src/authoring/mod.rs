@@ -7,6 +7,7 @@
 //! plan, write to NATS, call Channex, or read argv / the environment (the CLI does that).
 
 pub mod check;
+pub mod eval;
 pub mod fixtures;
 pub mod replay;
 pub mod samples;

@@ -26,6 +26,8 @@ pub const GUEST_TEXTS: &[&str] = &[
     "Thank you!",
     "ok, see you",
     "Do you allow pets? We have a small dog.",
+    "The wifi keeps dropping, can you reset the router?",
+    "Thanks, the wifi works great!",
     "Hello",
 ];
 
@@ -76,6 +78,7 @@ fn thread(provider: &str, now: DateTime<Utc>, awaiting_reply: bool) -> ThreadSna
         last_guest_message_at: Some(guest_at),
         last_property_message_at: Some(staff_at),
         awaiting_reply,
+        awaiting_reply_since: awaiting_reply.then_some(guest_at),
         language: None,
     }
 }

@@ -7,6 +7,7 @@
 /// The read-side commands (`audit`, `explain`, `replay`, `follow-ups`), public so that
 /// integration tests can drive them without the command line.
 pub mod inspect;
+mod report;
 mod run;
 
 use std::path::PathBuf;
@@ -64,6 +65,9 @@ enum Command {
     FollowUps(inspect::FollowUpsCommand),
     /// Delete one thread's personal data (ledger texts, timers, audit records, events).
     Purge(PurgeArgs),
+    /// Reports: `report responses` (response times and the OTAs' scores).
+    #[command(subcommand)]
+    Report(report::ReportCommand),
     /// Manage the web console.
     #[command(subcommand)]
     Console(ConsoleCommand),
@@ -160,6 +164,39 @@ enum RulesCommand {
     Check(RulesDirs),
     /// Run fixture tests (event in, expected plan out); exit 1 on failure.
     Test(RulesTestArgs),
+    /// Measure the rules on a labelled guest-message corpus: wrong answers, missed topics,
+    /// precision and recall per language and per topic; exit 1 over 1% wrong or under 90%
+    /// recall in any language.
+    Eval(RulesEvalArgs),
+    /// Show what the understanding step reads in one message: act, topics, confidence,
+    /// evidence (JSON).
+    Understand(RulesUnderstandArgs),
+}
+
+#[derive(Debug, Args)]
+struct RulesUnderstandArgs {
+    #[command(flatten)]
+    dirs: RulesDirs,
+    /// The thread's language (ISO 639-1); default: detected from the text.
+    #[arg(long)]
+    language: Option<String>,
+    /// The guest's message.
+    text: String,
+}
+
+#[derive(Debug, Args)]
+struct RulesEvalArgs {
+    #[command(flatten)]
+    dirs: RulesDirs,
+    /// A corpus file (.jsonl) or folder (default: <rules dir>/corpus).
+    #[arg(long)]
+    corpus: Option<PathBuf>,
+    /// Which messages: heldout (default; what the topic files never saw), train or all.
+    #[arg(long, default_value = "heldout")]
+    split: String,
+    /// Also list every wrong answer and missed topic with what was understood.
+    #[arg(long)]
+    details: bool,
 }
 
 #[derive(Debug, Args)]
@@ -275,11 +312,23 @@ async fn dispatch(cli: Cli) -> ExitCode {
         Command::Rules(RulesCommand::Test(args)) => {
             inspect::rules_test(&config, args.dirs.dir, args.dirs.templates, args.fixtures)
         }
+        Command::Rules(RulesCommand::Eval(args)) => inspect::rules_eval(
+            &config,
+            args.dirs.dir,
+            args.dirs.templates,
+            args.corpus,
+            &args.split,
+            args.details,
+        ),
+        Command::Rules(RulesCommand::Understand(args)) => {
+            inspect::rules_understand(&config, args.dirs.dir, args.language, &args.text)
+        }
         Command::Audit(args) => report(inspect::audit(&config, args).await),
         Command::Replay(args) => report(inspect::replay(&config, args).await),
         Command::FollowUps(cmd) => report(inspect::follow_ups(&config, cmd).await),
         Command::Purge(args) => report(purge(&config, args).await),
         Command::Console(ConsoleCommand::RevokeSessions) => report(revoke_sessions(&config).await),
+        Command::Report(cmd) => report(report::run(&config, cmd).await),
         Command::Sim(_) | Command::Demo(_) => ExitCode::SUCCESS,
     }
 }
@@ -306,8 +355,8 @@ async fn purge(config: &Config, args: PurgeArgs) -> anyhow::Result<()> {
     )
     .await?;
     println!(
-        "purged thread {}: ledger_keys={} timers={} audit_records={} events={} bookings={}",
-        args.thread, r.ledger_keys, r.timers, r.audit_records, r.events, r.bookings
+        "purged thread {}: ledger_keys={} timers={} audit_records={} events={} bookings={} responses={}",
+        args.thread, r.ledger_keys, r.timers, r.audit_records, r.events, r.bookings, r.responses
     );
     Ok(())
 }

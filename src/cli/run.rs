@@ -141,6 +141,12 @@ fn spawn_roles(
         let shutdown = shutdown.clone();
         tasks.spawn(async move { Ok(scheduler.run(shutdown).await?) });
     }
+    if worker.is_some() {
+        if let Some(tracker) = wiring::responses(config, infra) {
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move { Ok(tracker.run(shutdown).await?) });
+        }
+    }
     if let Some((worker, watcher)) = worker {
         let shutdown = shutdown.clone();
         let js = infra.js.clone();

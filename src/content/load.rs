@@ -34,11 +34,17 @@ pub struct LoadProblems {
     /// Attachment files that could not be read or are over the size limit (a missing
     /// attachments folder is no problem: no attachments).
     pub attachments: Vec<SourceProblem>,
+    /// Topic files (`<rules>/topics/*.toml`) that could not be read or parsed, and problems
+    /// across them (a duplicate topic, an example claimed by two topics).
+    pub topics: Vec<SourceProblem>,
 }
 
 impl LoadProblems {
     pub fn is_empty(&self) -> bool {
-        self.rules.is_empty() && self.templates.is_empty() && self.attachments.is_empty()
+        self.rules.is_empty()
+            && self.templates.is_empty()
+            && self.attachments.is_empty()
+            && self.topics.is_empty()
     }
 
     /// Every problem, rules first.
@@ -47,6 +53,7 @@ impl LoadProblems {
             .iter()
             .chain(self.templates.iter())
             .chain(self.attachments.iter())
+            .chain(self.topics.iter())
     }
 }
 
@@ -70,12 +77,17 @@ pub fn load_content(
     let (templates, template_problems) = load_templates(templates_dir);
     let (attachments, attachment_changes) =
         reload_attachments(&Attachments::default(), &attachments_dir(templates_dir));
+    let (topics, topic_problems) =
+        super::topics::load_topics(&super::topics::topics_dir(rules_dir), Vec::new());
     let problems = LoadProblems {
         rules: rule_problems,
         templates: template_problems,
         attachments: attachment_changes.rejected,
+        topics: topic_problems,
     };
-    let content = Content::new(rules, templates).with_attachments(attachments);
+    let content = Content::new(rules, templates)
+        .with_attachments(attachments)
+        .with_topics(topics);
     (content, problems)
 }
 

@@ -29,6 +29,7 @@ use crate::plan::templates::Templates;
 use crate::plan::Content;
 
 pub mod load;
+pub mod topics;
 
 pub use load::{
     attachments_dir, compile_rule_file, load_content, load_rules, load_templates,
@@ -174,6 +175,9 @@ impl Reloader {
         let templates = self.rescan_templates(&before.templates, &mut rejected_book, &mut report);
         let attachments =
             self.rescan_attachments(&before.attachments, &mut rejected_book, &mut report);
+        let (topics, topic_changes) =
+            topics::reload_topics(&before.topics, &topics::topics_dir(&self.rules_dir));
+        merge_changes(topic_changes, &mut rejected_book, &mut report);
 
         // Forget rejections of files that are gone, so a broken file that comes back is
         // reported again.
@@ -182,11 +186,12 @@ impl Reloader {
         }
         rejected_book.retain(|f, _| f.exists() || *f == self.rules_dir || *f == self.templates_dir);
 
-        if rules.is_some() || templates.is_some() || attachments.is_some() {
+        if rules.is_some() || templates.is_some() || attachments.is_some() || topics.is_some() {
             let snapshot = Arc::new(Content {
                 rules: rules.map_or_else(|| before.rules.clone(), Arc::new),
                 templates: templates.map_or_else(|| before.templates.clone(), Arc::new),
                 attachments: attachments.map_or_else(|| before.attachments.clone(), Arc::new),
+                topics: topics.map_or_else(|| before.topics.clone(), Arc::new),
             });
             match self.state.write() {
                 Ok(mut g) => *g = snapshot,

@@ -316,6 +316,10 @@ async fn start_services(
     let scheduler = crate::wiring::scheduler(config, infra, channex.clone());
     let scheduler_shutdown = shutdown.clone();
     roles.spawn(async move { Ok(scheduler.run(scheduler_shutdown).await?) });
+    if let Some(tracker) = crate::wiring::responses(config, infra) {
+        let tracker_shutdown = shutdown.clone();
+        roles.spawn(async move { Ok(tracker.run(tracker_shutdown).await?) });
+    }
     let mut watchers = Vec::new();
     let reloads = ReloadStatus::default();
     for _ in 0..2 {
@@ -364,6 +368,7 @@ async fn remove_demo_data(infra: &Infra, prefix: &str) {
         infra.names.ledger_bucket(),
         infra.names.followups_bucket(),
         infra.names.leases_bucket(),
+        infra.names.responses_bucket(),
     ] {
         let _ = infra.js.delete_key_value(&bucket).await;
     }

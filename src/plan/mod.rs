@@ -25,6 +25,7 @@ pub mod attachments;
 pub mod pool;
 pub mod rules;
 pub mod templates;
+pub mod understand;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +37,7 @@ use crate::events::Event;
 use attachments::{AttachmentError, AttachmentFile, Attachments};
 use rules::{Action, EvalContext, EvaluationError, RuleEngine, RuleProblem, RuleSet};
 use templates::{TemplateError, Templates};
+use understand::{Topics, Understanding};
 
 /// One consistent snapshot of the host's content: the compiled rules, the templates they
 /// render and the files replies attach. Cheap to clone and share (`Arc`s); the live
@@ -45,6 +47,8 @@ pub struct Content {
     pub rules: Arc<RuleSet>,
     pub templates: Arc<Templates>,
     pub attachments: Arc<Attachments>,
+    /// The topic files (`rules/topics/*.toml`) trained into the understanding model.
+    pub topics: Arc<Topics>,
 }
 
 impl Content {
@@ -54,7 +58,14 @@ impl Content {
             rules: Arc::new(rules),
             templates: Arc::new(templates),
             attachments: Arc::default(),
+            topics: Arc::default(),
         }
+    }
+
+    /// The same content with `topics`.
+    pub fn with_topics(mut self, topics: Topics) -> Self {
+        self.topics = Arc::new(topics);
+        self
     }
 
     /// The same content with `attachments`.
@@ -69,6 +80,9 @@ impl Content {
 pub struct Plan {
     /// One entry per rule that ran (disabled rules and rules after a `stop()` are absent).
     pub rules: Vec<RulePlan>,
+    /// What the understanding step read in the event's message (events with a guest
+    /// message only), computed once here and shared by every rule.
+    pub understanding: Option<Arc<Understanding>>,
 }
 
 impl Plan {
@@ -115,6 +129,9 @@ pub struct PlanStep {
     pub attachments: Vec<Result<AttachmentFile, AttachmentError>>,
     /// Decided here, carried out (as `skipped`) by the executor: why this step must not act.
     pub skip: Option<StepSkip>,
+    /// The plan's understanding of the guest message, shared by its steps: the audit
+    /// record of each says what was read.
+    pub understood: Option<Arc<Understanding>>,
 }
 
 /// Why [`plan`] marks a step as not to be carried out.
@@ -178,7 +195,13 @@ pub fn plan(
     now: DateTime<Utc>,
     dry_run: bool,
 ) -> Plan {
-    let evaluation = engine.evaluate(&content.rules, event, &EvalContext { now });
+    let understanding = understand_event(&content.topics, event);
+    let evaluation = engine.evaluate_understood(
+        &content.rules,
+        event,
+        &EvalContext { now },
+        understanding.as_deref(),
+    );
     let stale = stale_stay(event);
     // Serialised for templates only, once, and only when a step has text to render.
     let event_json = std::cell::OnceCell::new();
@@ -206,6 +229,7 @@ pub fn plan(
                         rendered,
                         attachments,
                         skip,
+                        understood: understanding.clone(),
                     }
                 })
                 .collect();
@@ -219,7 +243,24 @@ pub fn plan(
             }
         })
         .collect();
-    Plan { rules }
+    Plan {
+        rules,
+        understanding,
+    }
+}
+
+/// The understanding of the event's guest message in the thread's language, or `None`
+/// for events without one (ticks, timers, staff messages).
+pub fn understand_event(topics: &Topics, event: &Event) -> Option<Arc<Understanding>> {
+    let message = event.message.as_ref()?;
+    if message.sender != crate::events::Sender::Guest || message.text.trim().is_empty() {
+        return None;
+    }
+    let language = message
+        .language
+        .as_deref()
+        .or_else(|| event.thread.as_ref().and_then(|t| t.language.as_deref()));
+    Some(Arc::new(topics.understand(&message.text, language)))
 }
 
 /// [`plan`] on the planning threads ([`pool`]), so a rule burning its wall-time budget never

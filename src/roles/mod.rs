@@ -1,5 +1,6 @@
 //! The roles (DESIGN.md, "Layout and layers": `roles`): poller, worker, executor, scheduler,
-//! each a long-running loop built by [`crate::wiring`], plus the Channex-backed
+//! each a long-running loop built by [`crate::wiring`], the [`responses`] tracker (response
+//! times and the OTAs' scores, run with the worker), plus the Channex-backed
 //! [`directory`] the scheduler reads threads through, and the web [`console`].
 //!
 //! Must not: be used by `base`, `channex`, `events`, `plan`, `content` or `store`; a role
@@ -9,5 +10,6 @@ pub mod console;
 pub mod directory;
 pub mod executor;
 pub mod poller;
+pub mod responses;
 pub mod scheduler;
 pub mod worker;

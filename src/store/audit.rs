@@ -78,6 +78,8 @@ pub enum ActionKind {
     /// One file of a reply's `attachments`, sent after the text.
     Attachment,
     CancelAllFollowUps,
+    /// `no_answer(reason)`: a rule decided this message gets no automatic answer.
+    NoAnswer,
     Evaluate,
     Reload,
     Event,
@@ -85,7 +87,7 @@ pub enum ActionKind {
 }
 
 impl ActionKind {
-    const KNOWN: [ActionKind; 11] = [
+    const KNOWN: [ActionKind; 12] = [
         ActionKind::Reply,
         ActionKind::NoReplyNeeded,
         ActionKind::CloseThread,
@@ -94,6 +96,7 @@ impl ActionKind {
         ActionKind::CancelFollowUp,
         ActionKind::Attachment,
         ActionKind::CancelAllFollowUps,
+        ActionKind::NoAnswer,
         ActionKind::Evaluate,
         ActionKind::Reload,
         ActionKind::Event,
@@ -128,6 +131,7 @@ impl ActionKind {
             ActionKind::CancelFollowUp => "cancel_follow_up",
             ActionKind::Attachment => "attachment",
             ActionKind::CancelAllFollowUps => "cancel_all_follow_ups",
+            ActionKind::NoAnswer => "no_answer",
             ActionKind::Evaluate => "evaluate",
             ActionKind::Reload => "reload",
             ActionKind::Event => "event",
@@ -228,6 +232,9 @@ pub enum Reason {
     LedgerUnreadable,
     /// `channex_error`: a Channex failure without an error code.
     ChannexError,
+    /// `not_answered`: a rule's `no_answer(reason)`: the guest gets no automatic answer
+    /// (the record's `text` says why, its `understood` what was read).
+    NotAnswered,
     /// `delivered: <sinks>`: an alert went out through these sinks (comma-separated).
     Delivered(String),
     /// `armed <name> for <RFC 3339 due time>`
@@ -241,7 +248,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    const FIXED: [(Reason, &'static str); 26] = [
+    const FIXED: [(Reason, &'static str); 27] = [
         (Reason::MalformedEvent, "malformed_event"),
         (Reason::MaxDeliver, "max_deliver"),
         (Reason::OwnMessage, "own_message"),
@@ -271,6 +278,7 @@ impl Reason {
         (Reason::BookingMoved, "booking_moved"),
         (Reason::LedgerUnreadable, "ledger_unreadable"),
         (Reason::ChannexError, "channex_error"),
+        (Reason::NotAnswered, "not_answered"),
     ];
 
     /// The string written to the audit log (and the ledger).
@@ -433,6 +441,29 @@ pub struct AuditRecord {
     pub error: Option<String>,
     pub attempts: u32,
     pub duration_ms: u64,
+    /// What the understanding step read in the guest's message, on the records of an
+    /// event that had one: why an answer was (or was not) sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub understood: Option<Understood>,
+}
+
+/// The understanding behind a decision, as the audit log keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Understood {
+    /// "wifi 0.94: 'get online'; question ('?')".
+    pub summary: String,
+    /// `question`, `statement`, `thanks`, `problem`, `complaint`, `urgent`.
+    pub act: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    /// The topic files' version (content hash) that read it.
+    pub topics_version: String,
 }
 
 /// What the executor reports about one action: the fields of its record that the outcome
@@ -494,6 +525,7 @@ impl AuditRecord {
             error: None,
             attempts: 0,
             duration_ms: 0,
+            understood: None,
         }
     }
 

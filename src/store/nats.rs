@@ -191,6 +191,11 @@ impl Names {
     pub fn sessions_bucket(&self) -> String {
         format!("{}_sessions", self.prefix)
     }
+
+    /// Response-time records and score-alert episodes ([`crate::store::responses`]).
+    pub fn responses_bucket(&self) -> String {
+        format!("{}_responses", self.prefix)
+    }
 }
 
 /// Everything a role needs from NATS, created once per process.
@@ -204,6 +209,8 @@ pub struct Infra {
     pub followups: kv::Store,
     pub leases: kv::Store,
     pub sessions: kv::Store,
+    /// Response-time records ([`crate::store::responses`]), `nats.responses_max_age`.
+    pub responses: kv::Store,
 }
 
 /// A connect error that never shows `user:password@` of `nats.url`, neither in the URL
@@ -310,6 +317,8 @@ impl Infra {
         let leases = ensure_bucket(&js, &names.leases_bucket(), forever, cfg).await?;
         let sessions =
             ensure_bucket(&js, &names.sessions_bucket(), SESSIONS_RETENTION, cfg).await?;
+        let responses =
+            ensure_bucket(&js, &names.responses_bucket(), cfg.responses_max_age, cfg).await?;
         Ok(Infra {
             client,
             js,
@@ -319,6 +328,7 @@ impl Infra {
             followups,
             leases,
             sessions,
+            responses,
         })
     }
 }

@@ -8,7 +8,8 @@
 //! messages are deleted one by one. The thread's bookings (named by its events and its
 //! timers) go too: their cached copies (`booking.<id>` in `<prefix>_threads`: the guest's
 //! name), their booking-keyed timers (armed with or without the thread) and their events
-//! (`booking.changed`, threadless follow-ups).
+//! (`booking.changed`, threadless follow-ups). Its response-time record goes too (the
+//! thread's message ids and times; its scores then count without it).
 //!
 //! It keeps the poller's thread snapshot: it holds ids, counts and times, no text or
 //! names, and without it the poller would announce the thread as new and the rules would
@@ -20,6 +21,7 @@ use crate::store::nats::{audit_stream, events_stream, read_stored, Infra, ReadFr
 use std::collections::HashSet;
 
 use crate::store::bookings::booking_key;
+use crate::store::responses::ResponseStore;
 use crate::store::timers::FollowUps;
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +51,8 @@ pub struct PurgeReport {
     pub events: usize,
     /// Cached bookings of the thread removed.
     pub bookings: usize,
+    /// Response-time records of the thread removed ([`crate::store::responses`]).
+    pub responses: usize,
 }
 
 /// Delete one thread's data; `property_id` narrows the events scan to that property.
@@ -71,12 +75,20 @@ pub async fn purge_thread(
     let audit_records = purge_audit(infra, prefix, thread_id).await?;
     let events = purge_events(infra, prefix, thread_id, property_id, &bookings).await?;
     let bookings = purge_booking_cache(infra, &bookings).await?;
+    let responses = ResponseStore::new(
+        infra.js.clone(),
+        infra.responses.clone(),
+        &infra.names.responses_bucket(),
+    )
+    .purge_thread(thread_id, property_id)
+    .await?;
     Ok(PurgeReport {
         ledger_keys,
         timers,
         audit_records,
         events,
         bookings,
+        responses,
     })
 }
 

@@ -36,6 +36,10 @@ pub struct ThreadState {
     pub newest_message_ids: Vec<String>,
     pub last_guest_message_at: Option<DateTime<Utc>>,
     pub last_property_message_at: Option<DateTime<Utc>>,
+    /// The first guest message after the newest property message (the wait's start);
+    /// absent when nobody waits, and in snapshots written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awaiting_reply_since: Option<DateTime<Utc>>,
     /// The inquiry message already announced with `inquiry.received`.
     pub inquiry_message_id: Option<String>,
     /// The guest's language so far (ISO 639-1), so a short "ok" keeps it; absent in

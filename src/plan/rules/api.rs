@@ -58,6 +58,7 @@ use serde_json::{Map, Number, Value};
 
 use super::Action;
 use crate::base::time::{self, RuleDuration, RuleTime};
+use crate::plan::understand::Understanding;
 
 type RResult<T> = Result<T, Box<EvalAltResult>>;
 
@@ -72,6 +73,8 @@ pub(crate) const WALL_TIME_MARKER: &str = "concierge:wall_time";
 pub(crate) struct CallState {
     pub now: DateTime<Utc>,
     pub tz: Tz,
+    /// What the understanding step read in the event's guest message (`asks(..)`).
+    pub understanding: Option<Understanding>,
     pub actions: Vec<Action>,
     pub stopped: bool,
     pub deadline: Instant,
@@ -545,6 +548,7 @@ pub(crate) fn register(engine: &mut Engine, regexes: Arc<RegexCache>, words: Arc
         .register_type_with_name::<RuleTime>("Time")
         .register_type_with_name::<RuleDuration>("Duration");
     register_actions(engine);
+    register_understanding(engine);
     register_text(engine, regexes, words);
     register_time(engine);
     register_time_ops(engine);
@@ -606,6 +610,30 @@ fn register_actions(engine: &mut Engine) {
                 STOP_MARKER.into(),
                 Position::NONE,
             )))
+        });
+}
+
+/// `asks(topic)`, `may_ask(topic)`, `confidence(topic)` over the event's understanding
+/// (all false / 0.0 on events without a guest message), and `no_answer(reason)`.
+fn register_understanding(engine: &mut Engine) {
+    engine
+        .register_fn("asks", |topic: &str| -> RResult<bool> {
+            with_state(|s| s.understanding.as_ref().is_some_and(|u| u.asks(topic)))
+        })
+        .register_fn("may_ask", |topic: &str| -> RResult<bool> {
+            with_state(|s| s.understanding.as_ref().is_some_and(|u| u.may_ask(topic)))
+        })
+        .register_fn("confidence", |topic: &str| -> RResult<f64> {
+            with_state(|s| {
+                s.understanding
+                    .as_ref()
+                    .map_or(0.0, |u| u.confidence(topic))
+            })
+        })
+        .register_fn("no_answer", |reason: &str| -> RResult<()> {
+            push(Action::NoAnswer {
+                reason: reason.chars().take(500).collect(),
+            })
         });
 }
 

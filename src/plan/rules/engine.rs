@@ -25,6 +25,7 @@ use super::{
 };
 use crate::base::diagnostics::{content_version, panic_text};
 use crate::events::Event;
+use crate::plan::understand::Understanding;
 
 /// Scope variables every rule sees (see [`api`]).
 /// `thread` is reserved in Rhai: rule sources are rewritten to use an alias (see [`source`]).
@@ -140,6 +141,18 @@ impl RuleEngine {
     /// the evaluation. Synchronous and CPU-bound for up to the wall-time budget per rule: from
     /// async code use [`RuleEngine::evaluate_in_pool`].
     pub fn evaluate(&self, rules: &RuleSet, event: &Event, ctx: &EvalContext) -> Evaluation {
+        self.evaluate_understood(rules, event, ctx, None)
+    }
+
+    /// [`RuleEngine::evaluate`] with what the understanding step read in the event's
+    /// message: rules see it as `message.understood` and through `asks(topic)`.
+    pub fn evaluate_understood(
+        &self,
+        rules: &RuleSet,
+        event: &Event,
+        ctx: &EvalContext,
+        understanding: Option<&Understanding>,
+    ) -> Evaluation {
         let tz = crate::base::time::parse_tz(&event.property.timezone).unwrap_or_else(|| {
             tracing::warn!(
                 property = %event.property.id,
@@ -148,10 +161,11 @@ impl RuleEngine {
             );
             Tz::UTC
         });
-        let mut scope = rule_scope(event);
+        let mut scope = rule_scope(event, understanding);
         let guard = CallGuard::install(CallState {
             now: ctx.now,
             tz,
+            understanding: understanding.cloned(),
             actions: Vec::new(),
             stopped: false,
             deadline: Instant::now() + self.limits.max_wall_time,
@@ -161,7 +175,7 @@ impl RuleEngine {
             if !rule.meta.enabled {
                 continue;
             }
-            let outcome = self.run_rule(rule, &mut scope, event, &guard);
+            let outcome = self.run_rule(rule, &mut scope, (event, understanding), &guard);
             let stopped = outcome.stopped;
             outcomes.push(outcome);
             if stopped {
@@ -193,7 +207,7 @@ impl RuleEngine {
         &self,
         rule: &CompiledRule,
         scope: &mut Scope<'static>,
-        event: &Event,
+        (event, understanding): (&Event, Option<&Understanding>),
         guard: &CallGuard,
     ) -> RuleOutcome {
         let started = Instant::now();
@@ -209,7 +223,7 @@ impl RuleEngine {
         if result.is_ok() {
             scope.rewind(SCOPE_VARS.len());
         } else {
-            *scope = rule_scope(event);
+            *scope = rule_scope(event, understanding);
         }
         let (actions, stop_called) = guard.end_rule();
         let (actions, error, stopped) = match result {
@@ -317,7 +331,7 @@ pub enum EvaluationError {
 /// as constants, so a rule that assigns to one (`message.text = ..`, `property.vars.clear()`)
 /// fails with an error naming the constant, and the next rule reuses the same values without
 /// a copy. Built straight from the event (no JSON value in between).
-fn rule_scope(event: &Event) -> Scope<'static> {
+fn rule_scope(event: &Event, understanding: Option<&Understanding>) -> Scope<'static> {
     let event_map = match rhai::serde::to_dynamic(event) {
         Ok(d) => d.try_cast::<RMap>().unwrap_or_default(),
         Err(e) => {
@@ -333,8 +347,14 @@ fn rule_scope(event: &Event) -> Scope<'static> {
             .unwrap_or_default();
         Dynamic::from_map(map)
     };
-    let [thread, message, inquiry, property, booking] =
+    let [thread, mut message, inquiry, property, booking] =
         ["thread", "message", "inquiry", "property", "booking"].map(block);
+    if let Some(understood) = understanding.and_then(understood_map) {
+        if let Some(mut map) = message.clone().try_cast::<RMap>() {
+            map.insert("understood".into(), understood);
+            message = Dynamic::from_map(map);
+        }
+    }
     let blocks = [
         Dynamic::from_map(event_map),
         thread,
@@ -348,6 +368,15 @@ fn rule_scope(event: &Event) -> Scope<'static> {
         scope.push_constant_dynamic(name, value);
     }
     scope
+}
+
+/// `message.understood`: the understanding as a Rhai map, with `summary` added.
+fn understood_map(understanding: &Understanding) -> Option<Dynamic> {
+    let mut map = rhai::serde::to_dynamic(understanding)
+        .ok()?
+        .try_cast::<RMap>()?;
+    map.insert("summary".into(), understanding.summary().into());
+    Some(Dynamic::from_map(map))
 }
 
 fn is_marker(v: &Dynamic, marker: &str) -> bool {

@@ -77,6 +77,11 @@ pub enum Action {
     /// Every timer of this thread and of its booking (or of the booking of a threadless
     /// event): the stay was cancelled, or the rule re-plans everything.
     CancelAllFollowUps,
+    /// The rule decided this message gets no automatic answer, and says why: audited as
+    /// `skipped` / `not_answered`, so a host can see why a guest got nothing.
+    NoAnswer {
+        reason: String,
+    },
 }
 
 impl Action {
@@ -91,6 +96,7 @@ impl Action {
             Action::FollowUp { .. } => "follow_up",
             Action::CancelFollowUp { .. } => "cancel_follow_up",
             Action::CancelAllFollowUps => "cancel_all_follow_ups",
+            Action::NoAnswer { .. } => "no_answer",
         }
     }
 

@@ -28,12 +28,14 @@ pub enum Nav {
     Rules,
     Playground,
     Health,
+    Responses,
     /// Pages outside the navigation (a thread, the login form).
     None,
 }
 
-const NAV: [(Nav, &str, &str); 5] = [
+const NAV: [(Nav, &str, &str); 6] = [
     (Nav::Deadlines, "/", "Deadlines"),
+    (Nav::Responses, "/responses", "Response"),
     (Nav::Timeline, "/timeline", "Timeline"),
     (Nav::Rules, "/rules", "Rules"),
     (Nav::Playground, "/playground", "Playground"),

@@ -3,7 +3,8 @@
 //!
 //! Pages: [`deadlines`] (home), [`timeline`] (audit log, live over SSE), [`thread`]
 //! (messages interleaved with decisions, follow-ups with Cancel), [`rules`], [`playground`]
-//! (the worker's `plan()`, dry) and [`health`]. [`auth`] guards every route but `/login`
+//! (the worker's `plan()`, dry), [`health`] and [`responses`] (response times and the OTAs'
+//! scores, charts drawn as SVG). [`auth`] guards every route but `/login`
 //! and the embedded assets; [`sessions`] ends sessions (logout, "end all sessions");
 //! [`streams`] bounds the live streams; [`layout`] is the page shell and the one place
 //! outside text is made fit to render.
@@ -19,6 +20,7 @@ mod deadlines;
 mod health;
 pub mod layout;
 mod playground;
+mod responses;
 mod rules;
 mod sessions;
 pub mod streams;
@@ -160,6 +162,7 @@ pub fn router(console: Option<Console>, streams: StreamLimits) -> Router {
         .route("/playground", get(playground::page).post(playground::run))
         .route("/playground/replay", post(playground::replay))
         .route("/health", get(health::page))
+        .route("/responses", get(responses::page))
         .route("/logout", post(sessions::logout))
         .route("/sessions/end-all", post(sessions::end_all))
         .layer(Extension(StreamGate::new(streams)))

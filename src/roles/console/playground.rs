@@ -197,6 +197,14 @@ fn form_card(console: &Console, form: &PlaygroundForm, csrf: &str) -> Markup {
 
 fn plan_view(plan: &Plan) -> Markup {
     html! {
+        @if let Some(u) = &plan.understanding {
+            div.understood data-act=(u.act.as_str()) { "Read as: " strong { (layout::shown(&u.summary(), Field::Detail)) } }
+            @if !u.topics.is_empty() {
+                table.understood-topics { tr { th { "topic" } th { "confidence" } th { "evidence" } }
+                    @for t in &u.topics { tr { td { (t.topic) } td { (format!("{:.2}", t.confidence)) } td { (layout::shown(&t.evidence.join(", "), Field::Detail)) } } }
+                }
+            }
+        }
         @if plan.rules.is_empty() { p.muted { "No rule ran (none enabled?)." } }
         @if plan.steps().next().is_none() && !plan.rules.is_empty() {
             p.muted { "The rules ran and planned nothing for this message." }

@@ -123,6 +123,22 @@ impl PlannedAction<'_> {
     }
 }
 
+/// The understanding of a plan as the audit log keeps it.
+pub fn audit_understood(
+    u: &crate::plan::understand::Understanding,
+) -> crate::store::audit::Understood {
+    let top = u.top_topic();
+    crate::store::audit::Understood {
+        summary: u.summary(),
+        act: u.act.as_str().to_string(),
+        topic: top.map(|t| t.topic.clone()),
+        confidence: top.map(|t| t.confidence),
+        evidence: top.map(|t| t.evidence.clone()).unwrap_or_default(),
+        language: u.language.clone(),
+        topics_version: u.version.clone(),
+    }
+}
+
 /// The audit name of a rule action.
 pub fn action_kind(action: &Action) -> ActionKind {
     match action {
@@ -133,6 +149,7 @@ pub fn action_kind(action: &Action) -> ActionKind {
         Action::FollowUp { .. } => ActionKind::FollowUp,
         Action::CancelFollowUp { .. } => ActionKind::CancelFollowUp,
         Action::CancelAllFollowUps => ActionKind::CancelAllFollowUps,
+        Action::NoAnswer { .. } => ActionKind::NoAnswer,
     }
 }
 
@@ -309,7 +326,11 @@ impl Executor {
                     action: planned.kind(),
                     template: step.template(),
                 };
-                self.final_record(event, action, f, delivery, started)
+                let mut result = self.final_record(event, action, f, delivery, started);
+                if let ActionResult::Final(record) = &mut result {
+                    record.understood = step.understood.as_deref().map(audit_understood);
+                }
+                result
             }
             Step::Retry(reason) => {
                 metrics::counter!("concierge_action_retries_total", "kind" => kind).increment(1);
@@ -389,6 +410,11 @@ impl Executor {
             }
             Action::CancelFollowUp { name } => self.cancel_follow_up(planned, name).await,
             Action::CancelAllFollowUps => self.cancel_all_follow_ups(planned).await,
+            Action::NoAnswer { reason } => {
+                let mut f = Finished::new(Outcome::Skipped, Reason::NotAnswered);
+                f.text = Some(reason.clone());
+                Step::Done(f)
+            }
         }
     }
 

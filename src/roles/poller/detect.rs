@@ -243,7 +243,11 @@ pub fn baseline_state(t: &Thread, mut state: ThreadState) -> ThreadState {
     if let Some(last) = &t.last_message {
         let at = last.inserted_at.or(t.last_message_received_at);
         match last.sender {
-            Sender::Guest => state.last_guest_message_at = at,
+            Sender::Guest => {
+                state.last_guest_message_at = at;
+                // The listing shows the last message only: the wait started no later.
+                state.awaiting_reply_since = at;
+            }
             Sender::Property => state.last_property_message_at = at,
             _ => {}
         }
@@ -268,12 +272,50 @@ pub fn snapshot_of(t: &Thread, state: &ThreadState) -> ThreadSnapshot {
             state.last_guest_message_at,
             state.last_property_message_at,
         ),
+        awaiting_reply_since: awaiting_since(state),
         language: state.language.clone(),
     }
 }
 
-/// Moves the last guest / property message times forward to the newest of `messages`.
+/// The start of the wait while a guest waits: the stored one, else (a snapshot from
+/// before it was kept) the newest guest message.
+fn awaiting_since(state: &ThreadState) -> Option<DateTime<Utc>> {
+    if !ThreadSnapshot::compute_awaiting_reply(
+        state.last_guest_message_at,
+        state.last_property_message_at,
+    ) {
+        return None;
+    }
+    let answered_before = |at: &DateTime<Utc>| {
+        state
+            .last_property_message_at
+            .is_none_or(|property| *at > property)
+    };
+    state
+        .awaiting_reply_since
+        .filter(answered_before)
+        .or(state.last_guest_message_at)
+}
+
+/// Moves the last guest / property message times forward to the newest of `messages`, and
+/// the start of the guest's wait ([`ThreadState::awaiting_reply_since`]) with them.
 pub fn fold_senders(state: &mut ThreadState, messages: &[Message]) {
+    fold_last_times(state, messages);
+    let answered_at = state.last_property_message_at;
+    let unanswered = |at: &DateTime<Utc>| answered_at.is_none_or(|p| *at > p);
+    let earlier_wait = state.awaiting_reply_since.filter(unanswered);
+    let oldest_new = messages
+        .iter()
+        .filter(|m| m.sender == Sender::Guest && unanswered(&m.inserted_at))
+        .map(|m| m.inserted_at)
+        .min();
+    state.awaiting_reply_since = match (earlier_wait, oldest_new) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+}
+
+fn fold_last_times(state: &mut ThreadState, messages: &[Message]) {
     for m in messages {
         let slot = match m.sender {
             Sender::Guest => &mut state.last_guest_message_at,
