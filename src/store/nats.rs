@@ -194,6 +194,10 @@ impl Names {
     }
 }
 
+/// How long an ended console session is remembered ([`crate::store::sessions`]): longer
+/// than any session lives.
+pub const SESSIONS_RETENTION: std::time::Duration = std::time::Duration::from_secs(8 * 86_400);
+
 /// Everything a role needs from NATS, created once per process.
 #[derive(Clone)]
 pub struct Infra {
@@ -311,7 +315,7 @@ impl Infra {
         let followups =
             ensure_bucket(&js, &names.followups_bucket(), cfg.followups_max_age, cfg).await?;
         let leases = ensure_bucket(&js, &names.leases_bucket(), forever, cfg).await?;
-        let sessions_max_age = crate::store::sessions::RETENTION;
+        let sessions_max_age = SESSIONS_RETENTION;
         let sessions = ensure_bucket(&js, &names.sessions_bucket(), sessions_max_age, cfg).await?;
         let responses =
             ensure_bucket(&js, &names.responses_bucket(), cfg.responses_max_age, cfg).await?;

@@ -25,7 +25,7 @@ use crate::store::nats::StoreError;
 
 /// How long the bucket keeps an entry: longer than a console session lives (7 days), so a
 /// revocation outlasts the session it ends.
-pub const RETENTION: Duration = Duration::from_secs(8 * 86_400);
+pub const RETENTION: Duration = crate::store::nats::SESSIONS_RETENTION;
 
 const EPOCH_KEY: &str = "epoch";
 
