@@ -326,7 +326,7 @@ async fn plain_http_needs_the_token(stack: &Stack, pages: &[String]) {
     }
     let post = http
         .post(stack.url("/playground"))
-        .form(&[("message", "what's the wifi?")])
+        .form(&[("message", "What's the wifi password?")])
         .send()
         .await
         .expect("POST without a session");
@@ -720,7 +720,7 @@ impl Steps<'_> {
         form.find(Locator::Css("textarea[name=message]"))
             .await
             .expect("the message box")
-            .send_keys("what's the wifi?")
+            .send_keys("What's the wifi password?")
             .await
             .expect("typing the question");
         form.find(Locator::Css(

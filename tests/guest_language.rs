@@ -157,7 +157,7 @@ async fn a_german_speaking_guest_gets_the_german_wifi_answer() {
     let (thread, event) = rig
         .guest_says(
             "Jonas",
-            "Hallo! Wie lautet das WLAN-Passwort für die Wohnung?",
+            "Hallo zusammen! Wie ist das WLAN-Passwort hier in der Wohnung?",
         )
         .await;
     let language = |e: &Event| e.thread.as_ref().and_then(|t| t.language.clone());
@@ -185,13 +185,16 @@ async fn a_german_speaking_guest_gets_the_german_wifi_answer() {
 async fn an_unknown_or_undetectable_language_falls_back_to_the_default_template() {
     let mut rig = shipped().await;
     let (worker, _live) = rig.worker().await;
-    // Italian: detected, but no Italian files ship.
+    // Swedish: detected, but no Swedish files ship.
     let (italian, event) = rig
-        .guest_says("Giulia", "Buongiorno! Potreste dirmi qual è la password del wifi dell'appartamento? Grazie mille")
+        .guest_says(
+            "Astrid",
+            "Hej! Kan ni berätta vad lösenordet till wifi är? Tack så mycket",
+        )
         .await;
     assert_eq!(
         event.thread.as_ref().and_then(|t| t.language.as_deref()),
-        Some("it")
+        Some("sv")
     );
     assert!(worker.process_event(&event, 1).await.is_final());
     // Too short to tell.

@@ -297,8 +297,8 @@ pub fn explain(records: &[AuditRecord]) -> Vec<serde_json::Value> {
             // Every record of an event carries the same reading of its guest message.
             let understood = ev
                 .rules
-                .iter()
-                .flat_map(|(_, rs)| rs.iter())
+                .values()
+                .flat_map(|rs| rs.iter())
                 .find_map(|r| r.understood.clone());
             let rules: BTreeMap<String, Vec<serde_json::Value>> = ev
                 .rules

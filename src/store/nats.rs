@@ -149,10 +149,6 @@ never_refused! {
     jetstream::context::PublishError,
 }
 
-/// How long the sessions bucket keeps a revocation: longer than a console session lives
-/// (7 days), so a revocation outlasts the session it ends ([`crate::store::sessions`]).
-pub const SESSIONS_RETENTION: Duration = Duration::from_secs(8 * 86_400);
-
 /// Bucket names derive from the prefix so two deployments can share a server.
 #[derive(Debug, Clone)]
 pub struct Names {
@@ -197,6 +193,10 @@ impl Names {
         format!("{}_responses", self.prefix)
     }
 }
+
+/// How long an ended console session is remembered ([`crate::store::sessions`]): longer
+/// than any session lives.
+pub const SESSIONS_RETENTION: std::time::Duration = std::time::Duration::from_secs(8 * 86_400);
 
 /// Everything a role needs from NATS, created once per process.
 #[derive(Clone)]
@@ -315,8 +315,8 @@ impl Infra {
         let followups =
             ensure_bucket(&js, &names.followups_bucket(), cfg.followups_max_age, cfg).await?;
         let leases = ensure_bucket(&js, &names.leases_bucket(), forever, cfg).await?;
-        let sessions =
-            ensure_bucket(&js, &names.sessions_bucket(), SESSIONS_RETENTION, cfg).await?;
+        let sessions_max_age = SESSIONS_RETENTION;
+        let sessions = ensure_bucket(&js, &names.sessions_bucket(), sessions_max_age, cfg).await?;
         let responses =
             ensure_bucket(&js, &names.responses_bucket(), cfg.responses_max_age, cfg).await?;
         Ok(Infra {

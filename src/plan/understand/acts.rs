@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::text::{self, Text};
 
 /// A message of at most this many words, with no other cue, is a request ("wifi code").
-const SHORT_REQUEST_WORDS: usize = 4;
+const SHORT_REQUEST_WORDS: usize = 3;
 
 /// The message's main act.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

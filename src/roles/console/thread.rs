@@ -188,7 +188,7 @@ fn render_item(item: &Item<'_>) -> Markup {
             div.decision {
                 div.meta { "concierge · " (d.event_type.as_deref().unwrap_or("event"))
                     @if let Some(at) = d.at { " · " (layout::time(at)) } }
-                @if let Some(u) = d.rules.iter().flat_map(|(_, rs)| rs.iter()).find_map(|r| r.understood.as_ref()) {
+                @if let Some(u) = d.rules.values().flat_map(|rs| rs.iter()).find_map(|r| r.understood.as_ref()) {
                     div.understood { "read as: " (layout::shown(&u.summary, Field::Detail)) }
                 }
                 @for (rule, records) in &d.rules {
